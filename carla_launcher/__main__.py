@@ -1,0 +1,3 @@
+from carla_launcher.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per `carla-launch` command: parse options, call one function, print."""

@@ -1,0 +1,1 @@
+"""Compose files: find them, understand their include/extends graph, derive distributed variants."""

@@ -1,0 +1,348 @@
+"""A compose project as compose sees it: entry files, their include/extends graph, and the
+effective (extends-resolved) services. Only reads; never writes.
+
+This is a small model of compose's loader, enough to find the simulator and what points at
+it. The real loader (`docker compose config`) is what the tests judge the variants with.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from carla_launcher.compose import yamlio
+from carla_launcher.errors import InputError
+
+COMPOSE_SUFFIXES = (".yaml", ".yml")
+GENERATED_MARK = "# carla-launch: source-hash="
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    text: str
+    doc: Any
+    style: yamlio.Style
+
+    @property
+    def services(self) -> CommentedMap:
+        s = self.doc.get("services") if isinstance(self.doc, CommentedMap) else None
+        return s if isinstance(s, CommentedMap) else CommentedMap()
+
+    def line(self, *keys: Any) -> int | None:
+        """Line of a nested key: line('services', 'agent', 'environment')."""
+        node, line = self.doc, yamlio.line_of(self.doc)
+        for key in keys:
+            if not isinstance(node, (CommentedMap, CommentedSeq)):
+                break
+            line = yamlio.line_of(node, key) or line
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                break
+        return line
+
+
+@dataclass(frozen=True)
+class Include:
+    """One path of an `include:` entry (long syntax may list several)."""
+
+    raw: str  # as written in the file
+    path: Path  # resolved
+    line: int | None
+
+
+@dataclass
+class Service:
+    """A service with its `extends` resolved: the fields the derivation needs, as plain data."""
+
+    name: str
+    file: Path
+    line: int | None
+    image: str | None = None
+    command: str | list[str] | None = None
+    entrypoint: str | list[str] | None = None
+    hostname: str | None = None
+    container_name: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    environment: dict[str, str | None] = field(default_factory=dict)
+    env_form: str = "list"
+    depends_on: dict[str, Any] = field(default_factory=dict)
+    depends_form: str = "list"
+    links: list[str] = field(default_factory=list)
+    network_mode: str | None = None
+    volumes_from: list[str] = field(default_factory=list)
+    field_lines: dict[str, int | None] = field(default_factory=dict)
+
+    def command_text(self) -> str:
+        parts = []
+        for v in (self.entrypoint, self.command):
+            if isinstance(v, list):
+                parts.append(" ".join(str(x) for x in v))
+            elif v:
+                parts.append(str(v))
+        return " ".join(parts)
+
+
+def is_generated(text: str) -> bool:
+    return GENERATED_MARK in text[:2000]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, CommentedSeq) or isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, CommentedMap) or isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return str(value)
+
+
+def _tag(node: Any) -> str | None:
+    tag = getattr(node, "tag", None)
+    value = getattr(tag, "value", None) if tag is not None else None
+    return value if isinstance(value, str) and value.startswith("!") else None
+
+
+def env_to_dict(env: Any) -> dict[str, str | None]:
+    if isinstance(env, (list, CommentedSeq)):
+        out: dict[str, str | None] = {}
+        for item in env:
+            key, eq, value = str(item).partition("=")
+            out[key.strip()] = value if eq else None
+        return out
+    if isinstance(env, (dict, CommentedMap)):
+        return {str(k): None if v is None else _scalar_text(v) for k, v in env.items()}
+    return {}
+
+
+def _scalar_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def depends_to_dict(dep: Any) -> dict[str, Any]:
+    if isinstance(dep, (list, CommentedSeq)):
+        return {str(x): {"condition": "service_started"} for x in dep}
+    if isinstance(dep, (dict, CommentedMap)):
+        return {str(k): _plain(v) for k, v in dep.items()}
+    return {}
+
+
+class Project:
+    """Loads and caches compose files; resolves includes and extends like compose does."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, SourceFile] = {}
+        self._effective: dict[tuple[Path, str], Service] = {}
+
+    # -- files ------------------------------------------------------------------------------
+    def file(self, path: Path, referenced_from: tuple[Path, int | None] | None = None) -> SourceFile:
+        path = Path(path).absolute()
+        cached = self._files.get(path)
+        if cached is not None:
+            return cached
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if referenced_from:
+                raise InputError(
+                    referenced_from[0], referenced_from[1], f"file not found: {path}"
+                ) from None
+            raise InputError(path, None, "file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(path, None, f"cannot read: {e}") from None
+        doc, style = yamlio.load(text, path)
+        if doc is None:
+            doc = CommentedMap()
+        if not isinstance(doc, CommentedMap):
+            raise InputError(path, 1, "a compose file must be a mapping at its top level")
+        services = doc.get("services")
+        if services is not None and not isinstance(services, CommentedMap):
+            raise InputError(path, yamlio.line_of(doc, "services"), "must be a mapping", "services")
+        sf = SourceFile(path, text, doc, style)
+        self._files[path] = sf
+        return sf
+
+    def inputs(self) -> list[Path]:
+        return list(self._files)
+
+    # -- include graph --------------------------------------------------------------------------
+    def includes(self, sf: SourceFile) -> list[Include]:
+        inc = sf.doc.get("include")
+        if inc is None:
+            return []
+        if not isinstance(inc, CommentedSeq):
+            raise InputError(sf.path, sf.line("include"), "must be a list", "include")
+        out = []
+        for i, item in enumerate(inc):
+            line = yamlio.line_of(inc, i)
+            if isinstance(item, str):
+                paths = [item]
+            elif isinstance(item, CommentedMap) and "path" in item:
+                p = item["path"]
+                paths = [str(x) for x in p] if isinstance(p, CommentedSeq) else [str(p)]
+            else:
+                raise InputError(sf.path, line, "needs a path", f"include[{i}]")
+            for raw in paths:
+                if "://" in raw or raw.startswith("oci:") or raw.startswith("git@"):
+                    raise InputError(sf.path, line, f"remote includes are not supported: {raw}", "include")
+                out.append(Include(raw, (sf.path.parent / raw).absolute(), line))
+        return out
+
+    def model(self, path: Path, _stack: tuple[Path, ...] = ()) -> dict[str, Service]:
+        """Every service of the project whose entry file is `path`, includes resolved."""
+        sf = self.file(path)
+        if sf.path in _stack:
+            raise InputError(sf.path, None, "include cycle: " + " -> ".join(p.name for p in _stack))
+        services: dict[str, Service] = {}
+        for inc in self.includes(sf):
+            self.file(inc.path, (sf.path, inc.line))
+            for name, svc in self.model(inc.path, (*_stack, sf.path)).items():
+                services[name] = svc
+        for name in sf.services:
+            services[str(name)] = self.effective(sf.path, str(name))
+        return services
+
+    # -- extends ----------------------------------------------------------------------------
+    def extends_target(self, sf: SourceFile, name: str) -> tuple[Path, str, bool] | None:
+        """(file, service, from_other_file) that `name` extends, or None."""
+        node = sf.services.get(name)
+        if not isinstance(node, CommentedMap) or "extends" not in node:
+            return None
+        ext = node["extends"]
+        line = sf.line("services", name, "extends")
+        if isinstance(ext, str):
+            return sf.path, ext, False
+        if isinstance(ext, CommentedMap) and "service" in ext:
+            if "file" in ext and ext["file"] is not None:
+                target = (sf.path.parent / str(ext["file"])).absolute()
+                self.file(target, (sf.path, line))
+                return target, str(ext["service"]), target != sf.path
+            return sf.path, str(ext["service"]), False
+        raise InputError(sf.path, line, "needs a service", "extends")
+
+    def effective(self, path: Path, name: str, _stack: tuple[tuple[Path, str], ...] = ()) -> Service:
+        key = (Path(path).absolute(), name)
+        if key in self._effective:
+            return self._effective[key]
+        if key in _stack:
+            raise InputError(key[0], None, f"extends cycle at service {name}")
+        sf = self.file(key[0])
+        node = sf.services.get(name)
+        line = sf.line("services", name)
+        if node is None:
+            raise InputError(sf.path, None, f"service {name!r} not found (needed by extends)")
+        if not isinstance(node, CommentedMap):
+            node = CommentedMap()
+        target = self.extends_target(sf, name)
+        if target is not None:
+            base = self.effective(target[0], target[1], (*_stack, key))
+            svc = Service(
+                name=name,
+                file=sf.path,
+                line=line,
+                image=base.image,
+                command=base.command,
+                entrypoint=base.entrypoint,
+                hostname=base.hostname,
+                container_name=None,  # compose does not inherit container_name
+                aliases=list(base.aliases),
+                environment=dict(base.environment),
+                env_form=base.env_form,
+                depends_on=dict(base.depends_on),
+                depends_form=base.depends_form,
+                links=list(base.links),
+                network_mode=base.network_mode,
+                volumes_from=list(base.volumes_from),
+                field_lines=dict(base.field_lines),
+            )
+        else:
+            svc = Service(name=name, file=sf.path, line=line)
+        self._apply_own(svc, sf, name, node)
+        self._effective[key] = svc
+        return svc
+
+    @staticmethod
+    def _apply_own(svc: Service, sf: SourceFile, name: str, node: CommentedMap) -> None:
+        def here(k: str) -> int | None:
+            return sf.line("services", name, k)
+
+        for k in ("image", "hostname", "container_name", "network_mode"):
+            if k in node and node[k] is not None:
+                setattr(svc, k, str(node[k]))
+                svc.field_lines[k] = here(k)
+        for k in ("command", "entrypoint"):
+            if k in node:
+                v = node[k]
+                setattr(svc, k, [str(x) for x in v] if isinstance(v, CommentedSeq) else (None if v is None else str(v)))
+                svc.field_lines[k] = here(k)
+        if "environment" in node:
+            env = node["environment"]
+            own = env_to_dict(env)
+            svc.environment = own if _tag(env) in ("!override", "!reset") else {**svc.environment, **own}
+            svc.env_form = "list" if isinstance(env, CommentedSeq) else "map"
+            svc.field_lines["environment"] = here("environment")
+        if "depends_on" in node:
+            dep = node["depends_on"]
+            own = depends_to_dict(dep)
+            svc.depends_on = own if _tag(dep) in ("!override", "!reset") else {**svc.depends_on, **own}
+            svc.depends_form = "list" if isinstance(dep, CommentedSeq) else "map"
+            svc.field_lines["depends_on"] = here("depends_on")
+        if "links" in node and isinstance(node["links"], CommentedSeq):
+            own_links = [str(x) for x in node["links"]]
+            svc.links = own_links if _tag(node["links"]) else svc.links + own_links
+            svc.field_lines["links"] = here("links")
+        if "volumes_from" in node and isinstance(node["volumes_from"], CommentedSeq):
+            svc.volumes_from = svc.volumes_from + [str(x) for x in node["volumes_from"]]
+            svc.field_lines["volumes_from"] = here("volumes_from")
+        nets = node.get("networks")
+        if isinstance(nets, CommentedMap):
+            for cfg in nets.values():
+                if isinstance(cfg, CommentedMap) and isinstance(cfg.get("aliases"), CommentedSeq):
+                    svc.aliases += [str(a) for a in cfg["aliases"]]
+
+
+def project_name(entry: SourceFile) -> str:
+    """The name compose gives the project: top-level `name:` or the folder's name."""
+    name = entry.doc.get("name")
+    if isinstance(name, str) and "$" not in name:
+        raw = name
+    else:
+        raw = entry.path.parent.name
+    return re.sub(r"[^a-z0-9_-]", "", raw.lower())
+
+
+def find_entries(folder: Path) -> list[Path]:
+    """Compose files in a folder: YAML with top-level `services:` or `include:`, not generated."""
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix not in COMPOSE_SUFFIXES or not p.is_file() or p.name.startswith("."):
+            continue
+        try:
+            head = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if is_generated(head):
+            continue
+        if re.search(r"^(services|include)\s*:", head, re.M):
+            found.append(p)
+    names = {p.name for p in found}
+    # a hand-made variant of another entry (the old way) is a variant, not an entry
+    return [p for p in found if not any(variant_name(n) == p.name for n in names if n != p.name)]
+
+
+def variant_name(name: str) -> str:
+    """docker-compose.yml -> docker-compose.distributed.yml; compose.yaml -> compose.distributed.yaml;
+    NAME.EXT -> NAME-distributed.EXT."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        return name + "-distributed"
+    if stem in ("docker-compose", "compose"):
+        return f"{stem}.distributed.{ext}"
+    return f"{stem}-distributed.{ext}"

@@ -1,0 +1,296 @@
+"""`sync`: plan the variants of a folder, compare them with the disk, write what changed.
+
+Planning reads only; writing is atomic and never replaces a variant edited by hand unless
+forced. The plan is a pure function of the input files' bytes and the target.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ruamel.yaml.comments import CommentedMap
+
+from carla_launcher.compose import yamlio
+from carla_launcher.compose.derive import DROP, Inherited, Plan, derive_text
+from carla_launcher.compose.hosts import Rewrite
+from carla_launcher.compose.project import (
+    GENERATED_MARK,
+    Project,
+    Service,
+    SourceFile,
+    find_entries,
+    project_name,
+    variant_name,
+)
+from carla_launcher.compose.simulator import (
+    Simulator,
+    check_distributable,
+    find_simulator,
+    simulator_of,
+)
+from carla_launcher.errors import InputError, display_path
+from carla_launcher.fsutil import atomic_write
+
+NO_SIMULATOR = "no simulator in it"
+# Bump when the derivation changes, so that `sync --check` sees old variants as stale.
+DERIVATION = "1"
+_HASH_LINE = re.compile(r"^# carla-launch: source-hash=([0-9a-f]+) content-hash=([0-9a-f]+)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the simulator runs: what agents should connect to."""
+
+    address: str
+    port: int | None = None
+    simulator: str | None = None
+
+
+@dataclass
+class Variant:
+    source: Path
+    path: Path
+    content: str
+
+
+@dataclass
+class Result:
+    """What a plan found for one entry file."""
+
+    entry: Path
+    variants: list[Variant] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: InputError | None = None
+    skipped: str | None = None  # why no variant (e.g. no simulator in it)
+
+
+# -- planning (reads files, writes nothing) --------------------------------------------------------
+def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -> list[Result]:
+    """One result per entry file; an entry that cannot be distributed carries its error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, None, "no such folder", "--dir")
+    entries = files if files is not None else find_entries(folder)
+    project = Project()
+    results = [plan_entry(project, e, target, required=files is not None) for e in entries]
+    if not entries:
+        raise InputError(folder, None, "no compose files here (YAML with `services:` or `include:`)")
+    if all(r.skipped == NO_SIMULATOR for r in results):
+        raise InputError(
+            folder, None, "no compose file here has a simulator service "
+            "(one that runs CarlaUE4 or uses a carla image); name it with --simulator NAME"
+        )
+    return results
+
+
+def plan_entry(project: Project, entry: Path, target: Target, required: bool = False) -> Result:
+    result = Result(Path(entry))
+    try:
+        _plan(project, Path(entry).absolute(), target, required, result)
+    except InputError as e:
+        result.error = e
+        result.variants = []
+    return result
+
+
+def _plan(project: Project, entry: Path, target: Target, required: bool, result: Result) -> None:
+    sf = project.file(entry)
+    services = project.model(entry)
+    sim_svc = find_simulator(entry, services, target.simulator, required, sf.line("services"))
+    if sim_svc is None:
+        result.skipped = NO_SIMULATOR
+        return
+    if len(services) < 2:
+        result.skipped = f"only the simulator ({sim_svc.name})"
+        return
+    check_distributable(sim_svc, services)
+    sim = simulator_of(sim_svc, services, project_name(sf))
+    rewrite = Rewrite(target.address, sim.host_names, sim.world_port, target.port)
+    deriver = _Deriver(project, sim, rewrite, target)
+    deriver.variant_of(entry)
+    result.variants = [v for v in deriver.variants.values() if v is not None]
+    referencing = deriver.referencing
+    for name in sorted(deriver.dependents - referencing):
+        result.warnings.append(
+            f"service {name} depends on {sim.name} but no value of it names the simulator; "
+            "if its image has the host built in, it will not find the remote server"
+        )
+    if not referencing and not deriver.dependents:
+        others = ", ".join(sorted(n for n in services if n != sim.name))
+        result.warnings.append(
+            f"no service refers to {sim.name} by name ({others}); agents whose image has the "
+            "simulator's host built in will not find the remote server"
+        )
+
+
+class _Deriver:
+    """Derives a file and, first, the included files it needs variants of (post-order)."""
+
+    def __init__(self, project: Project, sim: Simulator, rewrite: Rewrite, target: Target) -> None:
+        self.project, self.sim, self.rewrite, self.target = project, sim, rewrite, target
+        self.variants: dict[Path, Variant | None] = {}
+        self.referencing: set[str] = set()
+        self.dependents: set[str] = set()
+
+    def variant_of(self, path: Path) -> Variant | None:
+        if path in self.variants:
+            return self.variants[path]
+        self.variants[path] = None  # cycle guard; compose refuses cycles anyway
+        sf = self.project.file(path)
+        includes: dict[str, str | None] = {}
+        for inc in self.project.includes(sf):
+            model = self.project.model(inc.path)
+            if set(model) == {self.sim.name} and not self._shares_resources(inc.path):
+                includes[inc.raw] = DROP
+            elif self.variant_of(inc.path) is not None:
+                includes[inc.raw] = _replace_name(inc.raw, variant_name(Path(inc.raw).name))
+        inherited = {}
+        for name in sf.services:
+            t = self.project.extends_target(sf, str(name))
+            if t is not None and t[2]:
+                if t[1] == self.sim.name:
+                    raise InputError(
+                        sf.path, sf.line("services", name, "extends"),
+                        f"service {name} extends the simulator; it cannot be distributed", "extends",
+                    )
+                inherited[str(name)] = _inherited(self.project.effective(t[0], t[1]))
+        plan = Plan(self.sim.name, self.rewrite, includes, inherited)
+        body, derived = derive_text(sf.text, plan)
+        self.referencing |= derived.referencing
+        self.dependents |= derived.dependents
+        if not derived.changed:
+            return None
+        inputs = self._inputs(path)
+        variant = Variant(path, path.with_name(variant_name(path.name)), render(path, body, self._hash(inputs)))
+        self.variants[path] = variant
+        return variant
+
+    def _shares_resources(self, path: Path) -> bool:
+        """Does an include that holds only the simulator also define volumes others use?"""
+        sf = self.project.file(path)
+        for key in ("volumes", "networks", "configs", "secrets"):
+            section = sf.doc.get(key)
+            if isinstance(section, CommentedMap) and len(section):
+                return True
+        return False
+
+    def _inputs(self, path: Path) -> list[Path]:
+        """Every file whose bytes the variant of `path` depends on (includes and extends)."""
+        seen: list[Path] = []
+
+        def walk(p: Path) -> None:
+            if p in seen:
+                return
+            seen.append(p)
+            sf = self.project.file(p)
+            for inc in self.project.includes(sf):
+                walk(inc.path)
+            for name in sf.services:
+                t = self.project.extends_target(sf, str(name))
+                if t is not None:
+                    walk(t[0])
+
+        walk(path)
+        return seen
+
+    def _hash(self, inputs: list[Path]) -> str:
+        h = hashlib.sha256()
+        t = self.target
+        h.update(f"{DERIVATION}\0{t.address}\0{t.port}\0{self.sim.name}\0".encode())
+        base = inputs[0].parent
+        for p in inputs:
+            h.update(_rel(p, base).encode() + b"\0")
+            h.update(self.project.file(p).text.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+
+def _rel(p: Path, base: Path) -> str:
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def _replace_name(raw: str, new_name: str) -> str:
+    head, sep, _ = raw.rpartition("/")
+    return f"{head}{sep}{new_name}"
+
+
+def _inherited(s: Service) -> Inherited:
+    return Inherited(
+        environment=dict(s.environment),
+        env_form=s.env_form,
+        command=s.command,
+        entrypoint=s.entrypoint,
+        depends_on=dict(s.depends_on),
+        depends_form=s.depends_form,
+        links=tuple(s.links),
+    )
+
+
+# -- the header ----------------------------------------------------------------------------------
+def _content_hash(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def render(source: Path, body: str, source_hash: str) -> str:
+    header = (
+        f"# Generated by carla-launch from {source.name}: do not edit, edit {source.name} instead.\n"
+        "# Regenerate with `carla-launch sync`; `carla-launch sync --check` tells whether it is current.\n"
+        f"{GENERATED_MARK}{source_hash} content-hash={_content_hash(body)}\n"
+    )
+    return header + body
+
+
+def split_header(text: str) -> tuple[str | None, str | None, str]:
+    """(source hash, content hash, body) of a generated file; hashes are None if absent."""
+    m = _HASH_LINE.search(text[:2000])
+    if not m:
+        return None, None, text
+    return m.group(1), m.group(2), text[m.end() + 1 :]
+
+
+def hand_edited(text: str) -> bool:
+    """True when a file is not ours as we wrote it: no header, or a body that does not match."""
+    _, content_hash, body = split_header(text)
+    return content_hash is None or content_hash != _content_hash(body)
+
+
+# -- comparing and writing -------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    variant: Variant
+    state: str  # "current" | "written" | "stale" | "new" | "hand-edited"
+    diff: str = ""
+
+
+def compare(variant: Variant) -> Outcome:
+    try:
+        old = variant.path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Outcome(variant, "new", _diff("", variant.content, variant.path))
+    if old == variant.content:
+        return Outcome(variant, "current")
+    state = "hand-edited" if hand_edited(old) else "stale"
+    return Outcome(variant, state, _diff(old, variant.content, variant.path))
+
+
+def apply(outcome: Outcome, force: bool = False) -> Outcome:
+    """Write a new or stale variant atomically; leave current and hand-edited ones alone."""
+    if outcome.state in ("new", "stale") or (outcome.state == "hand-edited" and force):
+        atomic_write(outcome.variant.path, outcome.variant.content)
+        return Outcome(outcome.variant, "written", outcome.diff)
+    return outcome
+
+
+def _diff(old: str, new: str, path: Path) -> str:
+    name = display_path(path)
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{name}", f"b/{name}"
+        )
+    )
