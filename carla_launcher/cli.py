@@ -5,6 +5,7 @@ pyinfra."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 
@@ -16,6 +17,17 @@ from carla_launcher.errors import LauncherError
 # name -> (module, attribute, one-line help shown in `carla-launch --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "sync": ("carla_launcher.commands.sync", "sync", "Write the distributed variants of the compose files."),
+    "daemon": ("carla_launcher.commands.daemon", "daemon", "Keep the variants current as files change (systemd unit)."),
+    "deploy": ("carla_launcher.commands.deploy", "deploy", "Make a fresh GPU box run the CARLA server."),
+    "server": ("carla_launcher.commands.server", "server", "Start, stop, restart, inspect the remote server."),
+    "address": ("carla_launcher.commands.address", "address", "Print the address agents should use for a box."),
+    "up": ("carla_launcher.commands.up", "up", "Server, variants and agent up; attach to both."),
+    "down": ("carla_launcher.commands.up", "down", "Agent down, session closed (--server: server too)."),
+    "attach": ("carla_launcher.commands.attach", "attach", "Server and agent panes side by side (tmux)."),
+    "status": ("carla_launcher.commands.status", "status", "One table: server, address, daemon, agent, session."),
+    "init": ("carla_launcher.commands.init", "init", "Write a profile for this project."),
+    "doctor": ("carla_launcher.commands.doctor", "doctor", "Check this machine (and a box): local or distributed?"),
+    "gpu": ("carla_launcher.commands.gpu", "gpu", "GPUs, VRAM and who uses it, here or on a box."),
 }
 
 
@@ -23,7 +35,7 @@ class LazyGroup(click.Group):
     """A group whose commands are imported on first use (as tmuxp and pip keep start-up small)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(n for n, (mod, _, _) in COMMANDS.items() if importlib.util.find_spec(mod))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:

@@ -66,6 +66,7 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     error: InputError | None = None
     skipped: str | None = None  # why no variant (e.g. no simulator in it)
+    inputs: list[Path] = field(default_factory=list)  # every file read for it (watch these)
 
 
 # -- planning (reads files, writes nothing) --------------------------------------------------------
@@ -94,7 +95,30 @@ def plan_entry(project: Project, entry: Path, target: Target, required: bool = F
     except InputError as e:
         result.error = e
         result.variants = []
+    finally:
+        result.inputs = _closure(project, Path(entry).absolute())
     return result
+
+
+def _closure(project: Project, entry: Path) -> list[Path]:
+    """The files an entry reads: itself plus everything reachable by include and extends."""
+    seen: list[Path] = []
+    todo = [entry]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        try:
+            sf = project.file(p)
+            todo += [i.path for i in project.includes(sf)]
+            for name in sf.services:
+                t = project.extends_target(sf, str(name))
+                if t is not None:
+                    todo.append(t[0])
+        except InputError:
+            continue  # missing or broken: still watch it, so that fixing it triggers a sync
+    return seen
 
 
 def _plan(project: Project, entry: Path, target: Target, required: bool, result: Result) -> None:
