@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from typing import Any
 
 import click
@@ -43,6 +42,13 @@ class LazyGroup(click.Group):
         module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LauncherError as e:  # one line, no traceback: the user's input was wrong
+            click.echo(f"carla-launch: {e}", err=True)
+            ctx.exit(e.exit_code)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
@@ -64,8 +70,4 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    try:
-        return cli.main(args=argv, prog_name="carla-launch", standalone_mode=True)
-    except LauncherError as e:  # raised outside a command's own handling
-        click.echo(f"carla-launch: {e}", err=True)
-        sys.exit(e.exit_code)
+    return cli.main(args=argv, prog_name="carla-launch", standalone_mode=True)

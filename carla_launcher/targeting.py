@@ -22,8 +22,14 @@ def resolve_target(
     if address is None or profile_ref is not None:
         try:
             profile = load_profile(profile_ref, start)
-        except InputError:
-            if address is None:
+        except InputError as e:
+            if address is not None:
+                pass
+            elif profile_ref is None and e.path is None:
+                raise InputError(
+                    None, None, f"no address: pass --address ADDR or --profile P ({e.message})"
+                ) from None
+            else:
                 raise
     if address is None:
         assert profile is not None

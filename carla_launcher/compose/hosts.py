@@ -17,7 +17,6 @@ _NOT_WORLD = re.compile(r"(TM|TRAFFIC|STREAM|SECONDARY|TRAFFIC_MANAGER)", re.I)
 _HOST_FLAGS = ("--host", "--carla-host", "--carla_host", "--carla-ip", "--server-host")
 _PORT_FLAGS = ("--port", "--carla-port", "--carla_port", "--world-port", "--rpc-port")
 _LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|0\.0\.0\.0|::1|\[::1\]|host\.docker\.internal)$")
-_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _LOOPBACK_TOKENS = (r"localhost", r"127\.0\.0\.1", r"0\.0\.0\.0", r"host\.docker\.internal")
 
 # A token is a run of host-name characters; these may not touch it on either side.
@@ -72,10 +71,19 @@ class Rewrite:
         return self.port if self.port is not None and self.port != self.world_port else None
 
     # -- tokens -------------------------------------------------------------------------
+    _DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-+?])([^${}]*)\}")
+
     def replace_hosts(self, text: str, loopback: bool = False) -> str:
-        """Replace whole-token host names in free text."""
+        """Replace whole-token host names in free text, and in `${VAR:-default}` defaults."""
         if not self.host_names:
             return text
+        if "${" in text:
+            text = self._DEFAULT.sub(
+                lambda m: "${" + m.group(1) + m.group(2) + self._tokens(m.group(3), loopback) + "}", text
+            )
+        return self._tokens(text, loopback)
+
+    def _tokens(self, text: str, loopback: bool) -> str:
         pattern = self._names_and_loopback if loopback else self._names
         out: list[str] = []
         pos = 0
@@ -103,7 +111,7 @@ class Rewrite:
         if "$" in value:  # keep interpolations as written; replace host tokens inside them
             return self.replace_hosts(value, loopback=True)
         stripped = value.strip()
-        if _LOOPBACK.match(stripped) or self._names.fullmatch(stripped) or _IPV4.match(stripped):
+        if _LOOPBACK.match(stripped) or self._names.fullmatch(stripped):
             return value.replace(stripped, self.address)
         return self.replace_hosts(value)
 

@@ -157,7 +157,7 @@ class Project:
             raise InputError(path, None, "file not found") from None
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(path, None, f"cannot read: {e}") from None
-        doc, style = yamlio.load(text, path)
+        doc, style = yamlio.load_shared(text, path)
         if doc is None:
             doc = CommentedMap()
         if not isinstance(doc, CommentedMap):
@@ -171,6 +171,14 @@ class Project:
 
     def inputs(self) -> list[Path]:
         return list(self._files)
+
+    def take(self, path: Path) -> SourceFile:
+        """The file's parsed document, handed over for editing: the next reader parses anew."""
+        sf = self.file(path)
+        yamlio.forget(sf.text)
+        del self._files[sf.path]
+        self._effective = {k: v for k, v in self._effective.items() if k[0] != sf.path}
+        return sf
 
     # -- include graph --------------------------------------------------------------------------
     def includes(self, sf: SourceFile) -> list[Include]:
@@ -330,11 +338,24 @@ def find_entries(folder: Path) -> list[Path]:
             continue
         if is_generated(head):
             continue
-        if re.search(r"^(services|include)\s*:", head, re.M):
+        if re.search(r"^(services|include)\s*:", head, re.M) or _top_level_compose(head):
             found.append(p)
     names = {p.name for p in found}
     # a hand-made variant of another entry (the old way) is a variant, not an entry
     return [p for p in found if not any(variant_name(n) == p.name for n in names if n != p.name)]
+
+
+def _top_level_compose(text: str) -> bool:
+    """Flow-style (JSON) compose files: parse to see whether `services` is a top-level key."""
+    if not re.search(r"""^\s*[{"']|^\s*["']?(services|include)["']?\s*:""", text, re.M):
+        return False
+    try:
+        from ruamel.yaml import YAML
+
+        doc = YAML(typ="safe").load(text)
+    except Exception:  # an invalid file is not a compose file we can tell apart
+        return False
+    return isinstance(doc, dict) and ("services" in doc or "include" in doc)
 
 
 def variant_name(name: str) -> str:

