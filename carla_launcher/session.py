@@ -1,0 +1,217 @@
+"""The local tmux session: the remote server's pane beside the agent's pane (libtmux).
+
+`layout` decides what runs where (pure); `ensure_session` makes tmux match it without
+touching a pane that is still running; `attach` hands the terminal to tmux.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import libtmux
+from libtmux.constants import PaneDirection
+
+SOCKET_ENV = "CARLA_LAUNCH_TMUX_SOCKET"  # a private tmux socket (-L NAME), for tests and CI
+ROLE_OPTION = "@carla_role"
+WINDOW = "carla"
+# Passed into panes explicitly: a tmux server started earlier has its own, older environment.
+PASS_ENV = (
+    "PATH", "HOME", "USER", "LANG", "TERM", "SSH_AUTH_SOCK", "DOCKER_HOST", "DOCKER_CONFIG",
+    "DOCKER_CONTEXT", "COMPOSE_PROJECT_NAME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR",
+    SOCKET_ENV,
+)
+
+
+@dataclass(frozen=True)
+class PaneSpec:
+    role: str  # server | agent | gpu
+    title: str
+    argv: tuple[str, ...]
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def session_name(profile_name: str) -> str:
+    return f"carla-{profile_name}"
+
+
+def layout(
+    server_argv: Sequence[str],
+    agent_argv: Sequence[str] | None,
+    cwd: Path,
+    *,
+    gpu_argv: Sequence[str] | None = None,
+    env: dict[str, str] | None = None,
+    server_title: str = "server",
+    agent_title: str = "agent",
+) -> list[PaneSpec]:
+    """The panes of the session, in order: server, agent, then the optional GPU watch."""
+    env = dict(env or {})
+    panes = [PaneSpec("server", server_title, tuple(server_argv), cwd, env)]
+    if agent_argv:
+        panes.append(PaneSpec("agent", agent_title, tuple(agent_argv), cwd, env))
+    if gpu_argv:
+        panes.append(PaneSpec("gpu", "gpu", tuple(gpu_argv), cwd, env))
+    return panes
+
+
+def pane_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: os.environ[k] for k in PASS_ENV if os.environ.get(k)}
+    env.update(extra or {})
+    return env
+
+
+# -- tmux ----------------------------------------------------------------------------------------
+def tmux_server() -> libtmux.Server:
+    sock = os.environ.get(SOCKET_ENV)
+    return libtmux.Server(socket_name=sock) if sock else libtmux.Server()
+
+
+def find_session(server: libtmux.Server, name: str) -> libtmux.Session | None:
+    if not server.is_alive():
+        return None
+    return server.sessions.get(session_name=name, default=None)
+
+
+def _role(pane: libtmux.Pane) -> str:
+    out = pane.cmd("show-options", "-pqv", ROLE_OPTION).stdout
+    return out[0].strip() if out else ""
+
+
+def pane_states(session: libtmux.Session) -> dict[str, dict[str, Any]]:
+    """role -> {alive, status, pid, command} for the panes we made."""
+    states: dict[str, dict[str, Any]] = {}
+    for window in session.windows:
+        for pane in window.panes:
+            fmt = "#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}\t#{pane_start_command}"
+            line = pane.cmd("display-message", "-p", "-t", pane.pane_id, fmt).stdout
+            dead, status, pid, start = (line[0].split("\t") + ["", "", "", ""])[:4] if line else ("", "", "", "")
+            role = _role(pane)
+            if role:
+                states[role] = {
+                    "alive": dead != "1",
+                    "exit_status": int(status) if status.isdigit() else None,
+                    "pid": int(pid) if pid.isdigit() else None,
+                    "command": start,
+                    "pane_id": pane.pane_id,
+                }
+    return states
+
+
+@dataclass
+class EnsureResult:
+    session: libtmux.Session
+    created: list[str] = field(default_factory=list)
+    respawned: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.respawned)
+
+
+def ensure_session(server: libtmux.Server, name: str, panes: list[PaneSpec]) -> EnsureResult:
+    """Make the session hold these panes. Running panes are kept as they are; dead ones are
+    started again with their (possibly new) command; missing ones are added."""
+    session = find_session(server, name)
+    if session is None:
+        first = panes[0]
+        # start with a placeholder, configure remain-on-exit, then run the real command:
+        # a command that fails at once must still leave its pane (and its message) behind
+        session = server.new_session(
+            session_name=name,
+            window_name=WINDOW,
+            window_command="sleep 86400",
+            start_directory=str(first.cwd),
+            x=200,
+            y=50,
+        )
+        window = session.active_window
+        _configure(window)
+        pane = window.active_pane
+        _respawn(pane, first)
+        result = EnsureResult(session, created=[first.role])
+        existing = {first.role: pane}
+    else:
+        result = EnsureResult(session)
+        window = session.windows.get(window_name=WINDOW, default=None) or session.active_window
+        existing = {}
+        for pane in window.panes:
+            role = _role(pane)
+            if role:
+                existing[role] = pane
+    states = pane_states(session)
+    for spec in panes:
+        pane = existing.get(spec.role)
+        if pane is None:
+            target = existing.get("server") or window.active_pane
+            direction = PaneDirection.Right if spec.role == "agent" else PaneDirection.Below
+            pane = target.split(
+                direction=direction,
+                shell="sleep 86400",
+                start_directory=str(spec.cwd),
+                size="30%" if spec.role == "gpu" else None,
+            )
+            _respawn(pane, spec)
+            existing[spec.role] = pane
+            result.created.append(spec.role)
+        elif spec.role in result.created:
+            continue
+        elif states.get(spec.role, {}).get("alive", True):
+            result.kept.append(spec.role)
+        else:
+            _respawn(pane, spec)
+            result.respawned.append(spec.role)
+    return result
+
+
+def _configure(window: libtmux.Window) -> None:
+    window.set_option("remain-on-exit", "on")  # a finished pane keeps its output and says why
+    window.set_option("pane-border-status", "top")
+    window.set_option("pane-border-format", " #{pane_title} ")
+
+
+def _respawn(pane: libtmux.Pane, spec: PaneSpec) -> None:
+    env_args = [a for k, v in spec.env.items() for a in ("-e", f"{k}={v}")]
+    pane.cmd("respawn-pane", "-k", "-t", pane.pane_id, "-c", str(spec.cwd), *env_args, spec.shell)
+    _mark(pane, spec)
+
+
+def _mark(pane: libtmux.Pane, spec: PaneSpec) -> None:
+    pane.cmd("set-option", "-p", "-t", pane.pane_id, ROLE_OPTION, spec.role)
+    pane.cmd("select-pane", "-t", pane.pane_id, "-T", spec.title)
+
+
+def kill_session(server: libtmux.Server, name: str) -> bool:
+    session = find_session(server, name)
+    if session is None:
+        return False
+    session.kill()
+    return True
+
+
+def attach_argv(server: libtmux.Server, name: str) -> list[str]:
+    """What to exec: `switch-client` from inside tmux, else `attach-session`."""
+    base = ["tmux"]
+    if server.socket_name:
+        base += ["-L", server.socket_name]
+    elif server.socket_path:
+        base += ["-S", str(server.socket_path)]
+    if os.environ.get("TMUX"):
+        return [*base, "switch-client", "-t", name]
+    return [*base, "attach-session", "-t", name]
+
+
+def attach(server: libtmux.Server, name: str) -> None:
+    """Replace this process with tmux: no Python process lingers while you watch."""
+    argv = attach_argv(server, name)
+    os.execvp(argv[0], argv)

@@ -1,0 +1,85 @@
+"""The local session on a real tmux server (private socket), read back with capture-pane."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import libtmux
+import pytest
+
+from carla_launcher import session as sess
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+@pytest.fixture
+def tmux(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    name = f"cl-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(sess.SOCKET_ENV, name)
+    server = sess.tmux_server()
+    yield server
+    if server.is_alive():
+        server.kill()
+
+
+def wait_for(fn, timeout: float = 10.0):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting; last value: {value!r}")
+        time.sleep(0.05)
+
+
+def text(server: libtmux.Server, name: str, role: str) -> str:
+    session = sess.find_session(server, name)
+    pane_id = sess.pane_states(session)[role]["pane_id"]
+    return "\n".join(server.panes.get(pane_id=pane_id).capture_pane(start="-", end="-"))
+
+
+def test_two_panes_show_their_output_and_keep_it_after_exit(tmux, tmp_path: Path) -> None:  # noqa: ANN001
+    panes = sess.layout(
+        ["sh", "-c", "echo 'carla: listening on 2000'; sleep 30"],
+        ["sh", "-c", "echo agent connected to $CARLA_TEST_ADDR; exit 3"],
+        tmp_path,
+        env={"CARLA_TEST_ADDR": "10.77.0.2"},
+    )
+    result = sess.ensure_session(tmux, "carla-box", panes)
+    assert result.created == ["server", "agent"]
+    wait_for(lambda: "listening on 2000" in text(tmux, "carla-box", "server"))
+    wait_for(lambda: "agent connected to 10.77.0.2" in text(tmux, "carla-box", "agent"))
+    states = wait_for(lambda: (s := sess.pane_states(sess.find_session(tmux, "carla-box")))["agent"]["alive"] is False and s)
+    assert states["agent"]["exit_status"] == 3  # remain-on-exit: the pane says why it ended
+    assert states["server"]["alive"]
+    window = sess.find_session(tmux, "carla-box").active_window
+    assert len(window.panes) == 2
+
+
+def test_ensuring_again_keeps_running_panes_and_restarts_dead_ones(tmux, tmp_path: Path) -> None:  # noqa: ANN001
+    panes = sess.layout(["sh", "-c", "echo server; sleep 30"], ["sh", "-c", "echo run-1; exit 0"], tmp_path)
+    sess.ensure_session(tmux, "carla-box", panes)
+    server_pid = wait_for(lambda: sess.pane_states(sess.find_session(tmux, "carla-box"))["server"]["pid"])
+    wait_for(lambda: not sess.pane_states(sess.find_session(tmux, "carla-box"))["agent"]["alive"])
+    again = sess.layout(["sh", "-c", "echo server; sleep 30"], ["sh", "-c", "echo run-2; sleep 30"], tmp_path,
+                        gpu_argv=["sh", "-c", "echo gpu-watch; sleep 30"])
+    result = sess.ensure_session(tmux, "carla-box", again)
+    assert result.kept == ["server"] and result.respawned == ["agent"] and result.created == ["gpu"]
+    states = sess.pane_states(sess.find_session(tmux, "carla-box"))
+    assert states["server"]["pid"] == server_pid
+    wait_for(lambda: "run-2" in text(tmux, "carla-box", "agent"))
+    wait_for(lambda: "gpu-watch" in text(tmux, "carla-box", "gpu"))
+    third = sess.ensure_session(tmux, "carla-box", again)
+    assert not third.changed and sorted(third.kept) == ["agent", "gpu", "server"]
+
+
+def test_attach_uses_switch_client_inside_tmux(tmux, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("TMUX", raising=False)
+    assert sess.attach_argv(tmux, "carla-box")[-3:] == ["attach-session", "-t", "carla-box"]
+    monkeypatch.setenv("TMUX", "/tmp/x,1,0")
+    assert sess.attach_argv(tmux, "carla-box")[-3:] == ["switch-client", "-t", "carla-box"]
+    assert sess.attach_argv(tmux, "carla-box")[:3] == ["tmux", "-L", tmux.socket_name]
