@@ -119,9 +119,12 @@ class EnsureResult:
         return bool(self.created or self.respawned)
 
 
-def ensure_session(server: libtmux.Server, name: str, panes: list[PaneSpec]) -> EnsureResult:
-    """Make the session hold these panes. Running panes are kept as they are; dead ones are
-    started again with their (possibly new) command; missing ones are added."""
+def ensure_session(
+    server: libtmux.Server, name: str, panes: list[PaneSpec], restart: set[str] | frozenset[str] = frozenset()
+) -> EnsureResult:
+    """Make the session hold these panes. Running panes are kept as they are (unless their
+    role is in `restart`); dead ones are started again with their (possibly new) command;
+    missing ones are added."""
     session = find_session(server, name)
     if session is None:
         first = panes[0]
@@ -166,7 +169,7 @@ def ensure_session(server: libtmux.Server, name: str, panes: list[PaneSpec]) -> 
             result.created.append(spec.role)
         elif spec.role in result.created:
             continue
-        elif states.get(spec.role, {}).get("alive", True):
+        elif states.get(spec.role, {}).get("alive", True) and spec.role not in restart:
             result.kept.append(spec.role)
         else:
             _respawn(pane, spec)

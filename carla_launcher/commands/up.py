@@ -1,0 +1,69 @@
+"""`carla-launch up` and `carla-launch down`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from carla_launcher import launch
+from carla_launcher import session as sess
+from carla_launcher.errors import display_path
+from carla_launcher.profile import load_profile
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@click.command()
+@click.argument("profile", metavar="P", required=False)
+@click.argument("compose", metavar="[COMPOSE]", required=False)
+@click.option("--attach/--no-attach", default=None,
+              help="Attach to the session at the end (default: when stdin is a terminal).")
+@click.option("--gpu", is_flag=True, help="A third pane with `carla-launch gpu P --watch`.")
+@click.option("--rw", "read_write", is_flag=True,
+              help="Let the server pane take keys (default read-only: Ctrl-C cannot kill the server).")
+def up(profile: str | None, compose: str | None, attach: bool | None, gpu: bool, read_write: bool) -> None:
+    """Everything up: server, variants, agent; then the two panes side by side.
+
+    Deploys the box when it has nothing yet, starts the server when it is stopped, waits until
+    CARLA answers, syncs the distributed variants with the box's address, runs
+    `docker compose -f <variant> up` in a local tmux session named carla-P and attaches.
+    COMPOSE picks the compose file (source or variant name) when the folder has several.
+    Running it again when all is up changes nothing and says so.
+    """
+    from carla_launcher.server.probe import ProgressLine
+
+    prof = load_profile(profile)
+    line = ProgressLine("waiting for CARLA", lambda s: click.echo(s, err=True, nl=False), tty=sys.stderr.isatty())
+    try:
+        report = launch.up(prof, compose, _say, gpu=gpu, read_write=read_write, progress=line)
+    finally:
+        line.done()
+    where = f"{report.address}:{report.port}"
+    if report.changed:
+        for what in report.done:
+            click.echo(f"up: {what}")
+    else:
+        click.echo("up: everything is already up; nothing changed")
+    name = sess.session_name(prof.name)
+    click.echo(f"server {report.host} at {where} (CARLA {report.version}); agent: "
+               f"docker compose -f {display_path(report.variant)} up; session: {name}")
+    if attach is None:
+        attach = sys.stdin.isatty() and sys.stdout.isatty()
+    if attach:
+        sess.attach(sess.tmux_server(), name)
+    else:
+        click.echo(f"attach with: carla-launch attach {prof.name}")
+
+
+@click.command()
+@click.argument("profile", metavar="P", required=False)
+@click.option("--server", "stop_server", is_flag=True, help="Stop the remote server too.")
+def down(profile: str | None, stop_server: bool) -> None:
+    """Agent containers down and the local session closed (--server: the remote server too)."""
+    prof = load_profile(profile)
+    done = launch.down(prof, stop_server, _say)
+    for what in done or ["nothing was running"]:
+        click.echo(f"down: {what}")

@@ -1,0 +1,242 @@
+"""`up`, `attach` and `down`: server running, variants synced, agent started, panes side by side.
+
+The imperative shell that strings the parts together; each step reports what it did, so that
+a second `up` can say "nothing to do".
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from carla_launcher import session as sess
+from carla_launcher.compose.project import variant_name
+from carla_launcher.compose.sync import Target, apply, compare, plan_folder
+from carla_launcher.errors import InputError, LauncherError, display_path
+from carla_launcher.profile import Profile
+from carla_launcher.state import read_json, write_json
+
+SESSIONS_STATE = "sessions.json"
+Say = Callable[[str], None]
+
+
+@dataclass
+class UpReport:
+    host: str
+    address: str
+    port: int
+    version: str | None = None
+    variant: Path | None = None
+    done: list[str] = field(default_factory=list)  # what this run changed
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.done)
+
+
+# -- pure choices ----------------------------------------------------------------------------------
+def choose_variant(folder: Path, variants: list[Path], wanted: str | None) -> Path:
+    """The variant to run: the one of COMPOSE (source or variant name), else the only one,
+    else the one of docker-compose.yaml / compose.yaml."""
+    by_name = {v.name: v for v in variants}
+    if wanted:
+        name = Path(wanted).name
+        for candidate in (name, variant_name(name)):
+            if candidate in by_name:
+                return by_name[candidate]
+        names = ", ".join(sorted(by_name)) or "none"
+        raise InputError(folder, None, f"no distributed variant for {wanted} (variants: {names})", "COMPOSE")
+    if len(variants) == 1:
+        return variants[0]
+    for default in ("docker-compose.yaml", "docker-compose.yml", "compose.yaml", "compose.yml"):
+        if variant_name(default) in by_name:
+            return by_name[variant_name(default)]
+    names = ", ".join(sorted(by_name)) or "none"
+    raise InputError(folder, None, f"several variants, name one as COMPOSE: {names}", "COMPOSE")
+
+
+def agent_argv(variant: Path) -> list[str]:
+    return ["docker", "compose", "-f", str(variant), "up"]
+
+
+def server_pane_argv(profile: Profile, host: str, read_write: bool) -> list[str]:
+    from carla_launcher.remote.ssh import ssh_argv
+    from carla_launcher.server.control import attach_command
+
+    remote = attach_command(profile)
+    if read_write:  # read-only by default: a stray Ctrl-C must not kill the server
+        remote = remote.replace("attach-session -r ", "attach-session ")
+    return ssh_argv(profile, host, tty=True, command=remote)
+
+
+def gpu_argv(profile: Profile) -> list[str]:
+    return [sys.executable, "-m", "carla_launcher", "gpu", str(profile.path), "--watch"]
+
+
+def session_panes(profile: Profile, host: str, variant: Path | None, *, gpu: bool, read_write: bool) -> list[sess.PaneSpec]:
+    return sess.layout(
+        server_pane_argv(profile, host, read_write),
+        agent_argv(variant) if variant else None,
+        variant.parent if variant else profile.compose_dir,
+        gpu_argv=gpu_argv(profile) if gpu else None,
+        env=sess.pane_env(),
+        server_title=f"CARLA server on {host}",
+        agent_title=f"agent: {variant.name}" if variant else "agent",
+    )
+
+
+# -- steps -------------------------------------------------------------------------------------------
+def ensure_server(profile: Profile, host: str, say: Say, report_done: list[str]) -> dict:
+    """Deploy when the box has nothing, start when stopped; the server's status after it."""
+    from carla_launcher.remote.runner import deploy
+    from carla_launcher.server import control
+
+    st = control.server_status(profile, host)
+    if not st.get("deployed"):
+        say(f"{host}: not deployed yet: deploying (this downloads the CARLA package once)")
+        report = deploy(profile, on_line=say)
+        failed = [h for h in report.hosts if not h.ok]
+        if failed:
+            raise LauncherError(f"deploy failed on {failed[0].host}: {failed[0].error}")
+        report_done.append("deployed the server")
+        st = control.server_status(profile, host)
+    elif not st.get("running"):
+        control.start(profile, host)
+        report_done.append("started the server")
+        st = control.server_status(profile, host)
+    return st
+
+
+def server_address(profile: Profile, host: str) -> str:
+    from carla_launcher.remote.address import discover_address
+    from carla_launcher.remote.runner import known_server
+    from carla_launcher.state import remember_address
+
+    address = profile.remote.address or known_server(profile, host).get("address")
+    if not address:
+        address = discover_address(profile, host)
+        remember_address(profile.name, address)
+    return address
+
+
+def sync_variants(profile: Profile, address: str, port: int, say: Say) -> tuple[list[Path], list[str]]:
+    """Write the variants for this address; (all variants, the ones written now)."""
+    folder = profile.compose_dir
+    target = Target(address, port if port != 2000 else None, profile.compose.simulator)
+    variants, written = [], []
+    for result in plan_folder(folder, target):
+        if result.error is not None:
+            say(f"warning: {result.error}")
+            continue
+        for v in result.variants:
+            outcome = apply(compare(v))
+            if outcome.state == "hand-edited":
+                raise LauncherError(
+                    f"{display_path(v.path)} was edited by hand; move the change into "
+                    f"{display_path(v.source)} or run `carla-launch sync --force`"
+                )
+            if v.source.parent == folder and v.path.name == variant_name(v.source.name):
+                variants.append(v.path)
+            if outcome.state == "written":
+                written.append(display_path(v.path))
+    return sorted(set(variants)), written
+
+
+def up(
+    profile: Profile,
+    compose: str | None,
+    say: Say,
+    *,
+    gpu: bool = False,
+    read_write: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> UpReport:
+    from carla_launcher.server import control
+
+    host = profile.remote.host
+    assert host is not None
+    done: list[str] = []
+    st = ensure_server(profile, host, say, done)
+    address = server_address(profile, host)
+    port = int(st.get("port") or profile.server.port)
+    version = control.wait_started(profile, host, address, port, progress)
+    report = UpReport(host, address, port, version, done=done)
+    variants, written = sync_variants(profile, address, port, say)
+    if written:
+        done.append("wrote " + ", ".join(written))
+    variant = choose_variant(profile.compose_dir, variants, compose)
+    report.variant = variant
+    server = sess.tmux_server()
+    name = sess.session_name(profile.name)
+    restart = {"agent"} if display_path(variant) in written else set()
+    result = sess.ensure_session(
+        server, name, session_panes(profile, host, variant, gpu=gpu, read_write=read_write), restart=restart
+    )
+    if result.created:
+        done.append("opened panes: " + ", ".join(result.created))
+    if result.respawned:
+        done.append("restarted panes: " + ", ".join(result.respawned))
+    remember_session(profile, variant)
+    return report
+
+
+def attach_session(profile: Profile, compose: str | None, *, gpu: bool, read_write: bool) -> sess.EnsureResult:
+    """Build (or complete) the session without deploying or syncing anything."""
+    host = profile.remote.host
+    assert host is not None
+    variant = remembered_variant(profile)
+    if variant is None or compose:
+        folder = profile.compose_dir
+        variants = sorted(folder.glob("*distributed*.y*ml"))
+        variant = choose_variant(folder, variants, compose) if variants else None
+    server = sess.tmux_server()
+    return sess.ensure_session(
+        server, sess.session_name(profile.name),
+        session_panes(profile, host, variant, gpu=gpu, read_write=read_write),
+    )
+
+
+def down(profile: Profile, stop_server: bool, say: Say) -> list[str]:
+    """Agent containers down, local session closed; with stop_server the remote server too."""
+    done = []
+    variant = remembered_variant(profile)
+    if variant is not None and variant.is_file():
+        proc = subprocess.run(["docker", "compose", "-f", str(variant), "down"],
+                              capture_output=True, text=True, cwd=variant.parent)
+        if proc.returncode != 0:
+            say(f"warning: docker compose down: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+        else:
+            done.append(f"agent containers of {variant.name} removed")
+    if sess.kill_session(sess.tmux_server(), sess.session_name(profile.name)):
+        done.append("local session closed")
+    if stop_server:
+        from carla_launcher.server import control
+
+        for host in profile.remote.hosts:
+            if control.stop(profile, host):
+                done.append(f"server on {host} stopped")
+    forget_session(profile)
+    return done
+
+
+# -- what up left behind (for down and status) -----------------------------------------------------
+def remember_session(profile: Profile, variant: Path) -> None:
+    data = read_json(SESSIONS_STATE)
+    data[str(profile.path)] = {"variant": str(variant), "session": sess.session_name(profile.name)}
+    write_json(SESSIONS_STATE, data)
+
+
+def forget_session(profile: Profile) -> None:
+    data = read_json(SESSIONS_STATE)
+    if data.pop(str(profile.path), None) is not None:
+        write_json(SESSIONS_STATE, data)
+
+
+def remembered_variant(profile: Profile) -> Path | None:
+    entry = read_json(SESSIONS_STATE).get(str(profile.path))
+    if isinstance(entry, dict) and entry.get("variant"):
+        return Path(entry["variant"])
+    return None

@@ -1,0 +1,129 @@
+"""From nothing to driving in one command, on this machine, with real parts only.
+
+A remote box (network namespace + sshd) gets the stand-in CARLA package; a real dockerd runs
+the agent, an image made with `docker import`, whose command asks the server for its version
+over CARLA's RPC protocol and prints what it got; a real tmux shows both panes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.netns_box import Box, box  # noqa: F401  (fixture)
+
+pytest_plugins = ["tests.dockerd"]
+pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
+
+# CARLA's `version` call, as the real client sends it: [0, 1, "version", [[false]]]
+VERSION_CALL = r"\224\000\001\247version\221\221\302"
+
+AGENT = """\
+name: e2e
+services:
+  carla-simulator:
+    image: carlasim/carla:0.9.15
+    command: ./CarlaUE4.sh -RenderOffScreen -nosound
+  agent:
+    image: {image}
+    init: true
+    environment:
+      - CARLA_SIM_HOST=carla-simulator
+    depends_on: [carla-simulator]
+    command:
+      - sh
+      - -c
+      - |
+        reply=$$(printf '{call}' | nc -w 3 $$CARLA_SIM_HOST 2000 | grep -o '0\\.9\\.15')
+        echo "agent: connected to $$CARLA_SIM_HOST:2000, CARLA $$reply"
+        exec sleep 3600
+"""
+
+
+@pytest.fixture
+def tmux_socket(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    name = f"cl-e2e-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CARLA_LAUNCH_TMUX_SOCKET", name)
+    yield name
+    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
+
+
+def cli(box: Box, env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:  # noqa: F811
+    return subprocess.run([sys.executable, "-m", "carla_launcher", *args], cwd=box.dir, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def pane_text(socket: str, session: str, role: str) -> str:
+    panes = subprocess.run(["tmux", "-L", socket, "list-panes", "-s", "-t", session, "-F",
+                            "#{pane_id} #{@carla_role}"], capture_output=True, text=True).stdout
+    for line in panes.splitlines():
+        pane_id, _, r = line.partition(" ")
+        if r == role:
+            return subprocess.run(["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", pane_id],
+                                  capture_output=True, text=True).stdout
+    return ""
+
+
+def wait_for(fn, timeout: float, what: str):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:  # noqa: ANN001, F811
+    image = dockerd.image()
+    project = box.dir / "proj" / "build"
+    project.mkdir(parents=True)
+    (project / "docker-compose.yaml").write_text(AGENT.format(image=image, call=VERSION_CALL))
+    box.install_standin()
+    box.write_profile(compose={"dir": str(project), "simulator": "carla-simulator"})
+    env = {**dockerd.environ(), "CARLA_LAUNCH_TMUX_SOCKET": tmux_socket}
+
+    up = cli(box, env, "up", str(box.profile_path), "--no-attach")
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert f"server {box.alias}" in up.stdout or box.address in up.stdout
+    variant = project / "docker-compose.distributed.yaml"
+    assert f"CARLA_SIM_HOST={box.address}" in variant.read_text()
+    session = f"carla-{box.profile_path.stem}"
+
+    # the agent pane shows the agent connected to the box's address; the server pane its log
+    agent = wait_for(lambda: "CARLA 0.9.15" in (t := pane_text(tmux_socket, session, "agent")) and t, 60, "agent output")
+    assert f"agent: connected to {box.address}:2000, CARLA 0.9.15" in agent
+    server = wait_for(lambda: pane_text(tmux_socket, session, "server").strip(), 30, "server pane")
+    assert "carla" in server.lower() or "listening" in server.lower(), server
+
+    status = cli(box, env, "status", str(box.profile_path), "--json")
+    facts = json.loads(status.stdout)
+    assert status.returncode == 0, (status.stdout, status.stderr)
+    assert facts["server"]["running"] is True and facts["server"]["version"] == "0.9.15"
+    assert facts["address"] == box.address
+    assert [c["state"] for c in facts["agent"]["containers"]] == ["running"]
+    assert facts["session"]["exists"] and facts["session"]["panes"]["agent"]["alive"]
+    pid = box.carla_pid()
+
+    again = cli(box, env, "up", str(box.profile_path), "--no-attach")
+    assert again.returncode == 0, again.stderr
+    assert "nothing changed" in again.stdout
+    assert box.carla_pid() == pid
+
+    down = cli(box, env, "down", str(box.profile_path), "--server")
+    assert down.returncode == 0, down.stderr
+    assert dockerd.docker("ps", "-aq").stdout.strip() == ""
+    assert subprocess.run(["tmux", "-L", tmux_socket, "has-session", "-t", session], capture_output=True).returncode != 0
+    assert box.carla_pid() is None
+    assert not ({2000, 2001, 2002} & box.listening())
+    status = cli(box, env, "status", str(box.profile_path))
+    assert status.returncode == 1 and "server: not running" in status.stderr
+    assert os.environ.get("CARLA_LAUNCH_TMUX_SOCKET") == tmux_socket
