@@ -1,0 +1,43 @@
+"""`carla-launch doctor [P] [--json]`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("profile", required=False, metavar="[P]")
+@click.option("--json", "as_json", is_flag=True, help='Print {"verdict", "reason", "checks": [...]} as JSON.')
+@click.option("--mode", type=click.Choice(["local", "distributed"]),
+              help="Judge the exit code for this mode instead of the verdict's.")
+@click.option("--need-gb", type=click.FloatRange(min=0.5), envvar="CARLA_LAUNCH_NEED_GB", show_envvar=True,
+              help="VRAM (GB) server and agent together need on one GPU for local mode (default 10).")
+def doctor(profile: str | None, as_json: bool, mode: str | None, need_gb: float | None) -> None:
+    """Check this machine (and the box of profile P): run locally or distributed?
+
+    Each check is ok, warning or failing, with a one-line fix: local VRAM against the 10 GB
+    rule, docker and its compose plugin, the NVIDIA container toolkit, tmux, ssh; with P also
+    the box: reachable, host key, user, GPU driver, Vulkan, free VRAM, disk, ports, package.
+    The verdict says `local` (everything here) or `distributed` (the server on the box), and why.
+
+    \b
+    Exit codes: 0 nothing blocks the chosen mode, 1 a failing check does, 2 bad input.
+    """
+    from carla_launcher import resources as R
+    from carla_launcher.doctor import render, run_doctor
+
+    prof = None
+    if profile is not None:
+        from carla_launcher.profile import load_profile
+
+        prof = load_profile(profile)
+    need_mib = int(need_gb * 1024) if need_gb else R.DEFAULT_NEED_MIB
+    report = run_doctor(prof, need_mib, mode)  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        click.echo(render(report, prof))
+    sys.exit(report.exit_code)
