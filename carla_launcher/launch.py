@@ -7,14 +7,12 @@ a second `up` can say "nothing to do".
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from carla_launcher import session as sess
 from carla_launcher.compose.project import variant_name
-from carla_launcher.compose.sync import Target, apply, compare, plan_folder
 from carla_launcher.errors import InputError, LauncherError, display_path
 from carla_launcher.profile import Profile
 from carla_launcher.state import read_json, write_json
@@ -73,7 +71,9 @@ def server_pane_argv(profile: Profile, host: str, read_write: bool) -> list[str]
 
 
 def gpu_argv(profile: Profile) -> list[str]:
-    return [sys.executable, "-m", "carla_launcher", "gpu", str(profile.path), "--watch"]
+    from carla_launcher.gpu import watch_argv
+
+    return watch_argv(str(profile.path))
 
 
 def session_panes(profile: Profile, host: str, variant: Path | None, *, gpu: bool, read_write: bool) -> list[sess.PaneSpec]:
@@ -124,6 +124,8 @@ def server_address(profile: Profile, host: str) -> str:
 
 def sync_variants(profile: Profile, address: str, port: int, say: Say) -> tuple[list[Path], list[str]]:
     """Write the variants for this address; (all variants, the ones written now)."""
+    from carla_launcher.compose.sync import Target, apply, compare, plan_folder  # not for attach
+
     folder = profile.compose_dir
     target = Target(address, port if port != 2000 else None, profile.compose.simulator)
     variants, written = [], []

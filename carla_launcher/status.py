@@ -36,14 +36,14 @@ def _server(profile: Profile, host: str) -> dict[str, Any]:
 
 
 def _server_gpu(profile: Profile, host: str) -> dict[str, Any]:
-    from carla_launcher.gpu import box_report
+    from carla_launcher.gpu import box_report, server_vram
 
     report = box_report(profile, host, timeout=15)
-    carla = [p for p in report.processes if "carla" in (p.name + " " + p.cmdline).lower()]
+    count, mib = server_vram(report)
     return {
         "status": str(getattr(report.status, "value", report.status)),
         "message": report.message,
-        "server_mib": sum(p.used_mib or 0 for p in carla) if carla else None,
+        "server_mib": mib if count else None,
         "gpus": [{"index": g.index, "name": g.name, "used_mib": g.used_mib, "total_mib": g.total_mib}
                  for g in report.gpus],
     }
