@@ -3,6 +3,7 @@ validated objects; every error names the file, the line and the field."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,17 @@ from carla_launcher.errors import InputError
 
 PROFILE_DIR = "profiles"
 DEFAULT_PROFILE = "default"
+
+
+# OS packages a CARLA server needs on a fresh Debian/Ubuntu box (see notes: libomp5 since 0.9.12,
+# xdg-user-dirs against `xdg-user-dir: not found`, libvulkan1 for the renderer).
+DEFAULT_OS_PACKAGES: tuple[str, ...] = (
+    "tmux", "curl", "xz-utils", "unzip", "libomp5", "xdg-user-dirs", "libvulkan1",
+)
+
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_SESSION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,10 @@ class Remote:
     address: str | None = None  # what agents connect to; None = discover
     connector: str = "ssh"  # ssh | local
     jump: str | None = None  # ProxyJump
-    accept_new_host_key: bool = False
+    accept_new_host_key: bool = False  # strict host key checking unless this says otherwise
+    ssh_config: str | None = None  # an ssh_config file instead of ~/.ssh/config
+    known_hosts: str | None = None  # a known_hosts file instead of ~/.ssh/known_hosts
+    connect_timeout: int = 10  # seconds, for every SSH connection we open
 
     @property
     def host(self) -> str | None:
@@ -51,12 +66,15 @@ class Server:
     user: str = "carla"  # the non-root user that runs the server when we log in as root
     gpu: int | None = None  # -graphicsadapter
     settings: str | None = None  # a local CARLA settings .ini to upload
+    os_packages: tuple[str, ...] = DEFAULT_OS_PACKAGES  # what the box needs (Debian names)
+    ready_timeout: int = 300  # seconds the readiness probe waits; maps can take minutes
 
 
 @dataclass(frozen=True)
 class ComposeSettings:
     dir: str = "build"
     simulator: str | None = None
+    file: str | None = None  # the compose file that holds the simulator (server.mode: compose)
 
 
 @dataclass(frozen=True)
@@ -68,13 +86,19 @@ class Profile:
     compose: ComposeSettings
 
     @property
+    def base_dir(self) -> Path:
+        """The project folder: the one that holds profiles/ (else the profile's own folder)."""
+        return self.path.parent.parent if self.path.parent.name == PROFILE_DIR else self.path.parent
+
+    def local_path(self, value: str) -> Path:
+        """A local file named in the profile; relative paths count from the project folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
     def compose_dir(self) -> Path:
         """The compose folder; relative paths count from the folder that holds profiles/."""
-        d = Path(self.compose.dir).expanduser()
-        if d.is_absolute():
-            return d
-        base = self.path.parent.parent if self.path.parent.name == PROFILE_DIR else self.path.parent
-        return base / d
+        return self.local_path(self.compose.dir)
 
 
 # -- finding profiles ---------------------------------------------------------------------------
@@ -117,7 +141,7 @@ class _Fields:
     """Reads one mapping of a profile, remembering lines for errors and refusing unknown keys."""
 
     def __init__(self, path: Path, node: Any, where: str, line: int | None) -> None:
-        self.path, self.where = path, where
+        self.path, self.where, self.at = path, where, line
         if node is None:
             node = CommentedMap()
         if not isinstance(node, CommentedMap):
@@ -128,8 +152,11 @@ class _Fields:
     def line(self, key: str) -> int | None:
         try:
             return self.node.lc.data[key][0] + 1
-        except (KeyError, AttributeError):
-            return self.node.lc.line + 1 if hasattr(self.node, "lc") else None
+        except (KeyError, AttributeError, TypeError):
+            if self.at is not None:  # a missing key: point at the mapping's own key
+                return self.at
+            line = getattr(getattr(self.node, "lc", None), "line", None)
+            return line + 1 if isinstance(line, int) else None
 
     def err(self, key: str, message: str) -> InputError:
         return InputError(self.path, self.line(key), message, f"{self.where}.{key}" if self.where else key)
@@ -200,15 +227,27 @@ def parse_profile(path: Path) -> Profile:
     for h in hosts:
         if not h or any(c.isspace() for c in h) or h.startswith("-"):
             raise r.err("host", f"not a host name: {h!r}")
+    user = r.get("user", str)
+    if user is not None and not _USER_NAME.fullmatch(user):
+        raise r.err("user", f"not a user name: {user!r}")
+    jump = r.get("jump", str)
+    if jump is not None and (not jump.strip() or any(c.isspace() for c in jump) or jump.startswith("-")):
+        raise r.err("jump", f"not an ssh jump host ([user@]host[:port][,...]): {jump!r}")
+    timeout = r.get("connect_timeout", int, 10)
+    if not 1 <= timeout <= 600:
+        raise r.err("connect_timeout", f"must be between 1 and 600 seconds, not {timeout}")
     remote = Remote(
         hosts=hosts,
-        user=r.get("user", str),
+        user=user,
         port=r.port("port", None),
         identity_file=r.get("identity_file", str),
         address=r.get("address", str),
         connector=connector,
-        jump=r.get("jump", str),
+        jump=jump,
         accept_new_host_key=r.get("accept_new_host_key", bool, False),
+        ssh_config=r.get("ssh_config", str),
+        known_hosts=r.get("known_hosts", str),
+        connect_timeout=timeout,
     )
     r.done()
 
@@ -217,27 +256,68 @@ def parse_profile(path: Path) -> Profile:
     sha = p.get("sha256", str)
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha)):
         raise p.err("sha256", "must be 64 hex digits")
-    package = Package(url=p.get("url", str), sha256=sha.lower() if sha else None,
-                      root=p.get("root", str, Package.root))
+    url = p.get("url", str)
+    if url is not None:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("", "http", "https", "file") or not url.strip() or any(c.isspace() for c in url):
+            raise p.err("url", f"must be an http(s):// or file:// URL or a local file path, not {url!r}")
+    root = p.get("root", str, Package.root)
+    if not root.strip() or root.strip() in ("/", "~", "~/") or root.startswith("-") or "\n" in root:
+        raise p.err("root", f"not a folder to install into: {root!r}")
+    package = Package(url=url, sha256=sha.lower() if sha else None, root=root)
     p.done()
     args = s.get("args", CommentedSeq, None)
+    if args is not None:
+        for i, a in enumerate(args):
+            if isinstance(a, (CommentedMap, CommentedSeq)) or a is None:
+                raise InputError(path, _item_line(args, i, s.line("args")),
+                                 f"must be text, not {a!r}", f"server.args[{i}]")
+    server_user = s.get("user", str, "carla")
+    if not _USER_NAME.fullmatch(server_user) or server_user == "root":
+        raise s.err("user", f"must be a non-root user name (CARLA refuses root), not {server_user!r}")
+    session = s.get("tmux_session", str, "carla")
+    if not _SESSION_NAME.fullmatch(session):
+        raise s.err("tmux_session", f"letters, digits, '-' and '_' only, not {session!r}")
+    pkgs = s.get("os_packages", CommentedSeq, None)
+    if pkgs is not None:
+        for i, name in enumerate(pkgs):
+            if not isinstance(name, str) or not _PACKAGE_NAME.fullmatch(name):
+                raise InputError(path, _item_line(pkgs, i, s.line("os_packages")),
+                                 f"not a package name: {name!r}", f"server.os_packages[{i}]")
+    gpu = s.get("gpu", int)
+    if gpu is not None and gpu < 0:
+        raise s.err("gpu", f"must be a GPU index (0, 1, ...), not {gpu}")
+    ready = s.get("ready_timeout", int, 300)
+    if ready < 1:
+        raise s.err("ready_timeout", f"must be at least 1 second, not {ready}")
     server = Server(
         mode=s.choice("mode", ("package", "compose"), "package"),
         package=package,
         args=tuple(str(a) for a in args) if args is not None else Server.args,
         port=s.port("port", 2000) or 2000,
         restart=s.choice("restart", ("no", "on-failure", "always"), "on-failure"),
-        tmux_session=s.get("tmux_session", str, "carla"),
-        user=s.get("user", str, "carla"),
-        gpu=s.get("gpu", int),
+        tmux_session=session,
+        user=server_user,
+        gpu=gpu,
         settings=s.get("settings", str),
+        os_packages=tuple(pkgs) if pkgs is not None else DEFAULT_OS_PACKAGES,
+        ready_timeout=ready,
     )
     s.done()
     if server.port > 65533:
         raise s.err("port", "must leave room for port+1 and port+2 (at most 65533)")
 
     c = top.sub("compose")
-    compose = ComposeSettings(dir=c.get("dir", str, "build"), simulator=c.get("simulator", str))
+    compose = ComposeSettings(dir=c.get("dir", str, "build"), simulator=c.get("simulator", str),
+                              file=c.get("file", str))
     c.done()
     top.done()
     return Profile(name=path.stem, path=path.absolute(), remote=remote, server=server, compose=compose)
+
+
+def _item_line(seq: CommentedSeq, index: int, fallback: int | None) -> int | None:
+    """The 1-based line of a sequence item (flow or block), for errors."""
+    try:
+        return seq.lc.data[index][0] + 1
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return fallback

@@ -1,0 +1,28 @@
+"""`carla-launch address P`: the address agents should use, alone on stdout (for scripts)."""
+
+from __future__ import annotations
+
+import click
+
+from carla_launcher.profile import load_profile
+from carla_launcher.remote.address import discover_address
+from carla_launcher.state import remember_address
+
+
+@click.command()
+@click.argument("profile", metavar="P")
+@click.option("--host", "host", metavar="HOST", help="One host of a pool (default: every host).")
+def address(profile: str, host: str | None) -> None:
+    """Print the address agents should use to reach the box of profile P.
+
+    The profile's remote.address if set; else the address the SSH connection reached on the
+    box (server side of SSH_CONNECTION); else the box's own addresses without loopback,
+    link-local and container bridges (docker0, br-*, veth*, ...). Each must be reachable from
+    here. One line per host; the first is remembered for `carla-launch sync`.
+    """
+    prof = load_profile(profile)
+    hosts = [host] if host else list(prof.remote.hosts)
+    found = [discover_address(prof, h) for h in hosts]
+    remember_address(prof.name, found[0])
+    for a in found:
+        click.echo(a)

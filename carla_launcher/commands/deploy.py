@@ -1,0 +1,60 @@
+"""`carla-launch deploy P`: a fresh GPU box (or several) to a running, probed CARLA server."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+from carla_launcher.profile import load_profile
+from carla_launcher.remote.runner import DeployReport
+from carla_launcher.remote.runner import deploy as run_deploy
+
+
+@click.command()
+@click.argument("profile", metavar="P")
+@click.option("--dry-run", "-n", is_flag=True, help="Read the box(es) and show what would change; change nothing.")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="Trust a box whose host key is not in known_hosts yet (refused by default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def deploy(profile: str, dry_run: bool, accept_new_host_key: bool, as_json: bool) -> None:
+    """Make the box(es) of profile P run the CARLA server, and wait until it answers.
+
+    Over SSH, with pyinfra, on every host of the profile at once: a server user when logging
+    in as root, the OS packages, the CARLA package (download with resume or upload, sha256
+    checked before unpacking), a launch script that restarts a crashed server, and a tmux
+    session that survives disconnects. Ends when the server answers CARLA's `version` call,
+    or fails with the tail of its log. Running it again changes nothing that is in place.
+
+    \b
+    Exit codes: 0 every server is up, 1 a host failed, 2 bad input.
+    """
+    prof = load_profile(profile)
+    report = run_deploy(prof, dry_run=dry_run, accept_new_host_key=accept_new_host_key,
+                        on_line=lambda line: click.echo(line, err=True))
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok, "dry_run": report.dry_run,
+                               "elapsed": report.elapsed, "timings": report.timings,
+                               "hosts": [asdict(h) for h in report.hosts]}, indent=2))
+    else:
+        _summary(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _summary(report: DeployReport) -> None:
+    for h in report.hosts:
+        if not h.ok:
+            click.echo(f"error: {h.host}: {h.error or 'failed'}", err=True)
+            for line in h.log_tail:
+                click.echo(f"  | {line}", err=True)
+            continue
+        if report.dry_run:
+            todo = [f"{s['name']} ({s['why']})" for s in h.steps if s.get("changes")]
+            where = f"{h.address}:{h.port}" if h.address else f"port {h.port}"
+            click.echo(f"{h.host}: would " + ("; ".join(todo) if todo else "change nothing")
+                       + f" [server at {where}]")
+            continue
+        changed = ", ".join(s.lower() for s in h.changed) if h.changed else "nothing changed"
+        click.echo(f"{h.host}: CARLA {h.version} ready at {h.address}:{h.port} ({changed})")

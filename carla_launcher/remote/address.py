@@ -1,0 +1,136 @@
+"""Which address agents should use to reach the box.
+
+The choice is pure (`address_candidates`, `pick_address`): the profile's `remote.address` if
+set; else the address our SSH connection reached (server side of `SSH_CONNECTION`); else the
+box's own addresses without loopback, link-local and container bridges (the 172.17.0.1 of
+docker0 that `hostname -I` often lists first). Each candidate must be reachable from here.
+`discover_address` is the shell around it: one SSH round trip and a few TCP connects.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from carla_launcher.remote.facts import Interface, is_loopback_or_link_local
+
+if TYPE_CHECKING:
+    from carla_launcher.profile import Profile
+
+# Interface names of container and VM bridges: never what an agent on another machine uses.
+# (VPN links such as tun0, wg0 or tailscale0 stay: they may be exactly how agents get there.)
+BRIDGE_PREFIXES = ("docker", "br-", "veth", "cni", "virbr", "flannel", "cali", "vxlan.calico",
+                   "weave", "podman", "lxcbr", "lxdbr", "kube-bridge")
+# Docker's default address pool, for when we know addresses but not their interfaces.
+DOCKER_POOL = ipaddress.ip_network("172.17.0.0/16")
+
+
+def ssh_server_side(ssh_connection: str) -> str | None:
+    """`client_ip client_port server_ip server_port` -> server_ip."""
+    fields = ssh_connection.split()
+    return fields[2] if len(fields) == 4 else None
+
+
+def is_bridge(name: str) -> bool:
+    return name.startswith(BRIDGE_PREFIXES)
+
+
+def address_candidates(
+    ssh_connection: str,
+    interfaces: Iterable[Interface],
+    hostname_i: Iterable[str],
+) -> list[str]:
+    """Addresses that may reach the box, best first; no loopback, link-local or bridges."""
+    interfaces = list(interfaces)
+    ordered: list[str] = []
+
+    def add(addr: str) -> None:
+        addr = addr.split("%", 1)[0]
+        if addr and addr not in ordered and not is_loopback_or_link_local(addr):
+            ordered.append(addr)
+
+    server = ssh_server_side(ssh_connection)
+    bridges = {i.address for i in interfaces if is_bridge(i.name)}
+    if server and server not in bridges:
+        add(server)
+    usable = [i for i in interfaces if not is_bridge(i.name) and i.scope != "host"]
+    for family in (4, 6):
+        for i in usable:
+            if i.family == family and i.scope == "global":
+                add(i.address)
+    known = {i.address for i in interfaces}
+    late = []
+    for addr in hostname_i:  # `ip` missing on the box: keep `hostname -I`, bridges last
+        if addr in known:
+            continue
+        if _in_docker_pool(addr):
+            late.append(addr)
+        else:
+            add(addr)
+    for addr in late:
+        add(addr)
+    return ordered
+
+
+def _in_docker_pool(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr) in DOCKER_POOL
+    except ValueError:
+        return False
+
+
+def pick_address(
+    configured: str | None,
+    candidates: Iterable[str],
+    reachable: Callable[[str], bool],
+) -> str | None:
+    """The configured address wins unchecked; else the first candidate reachable from here."""
+    if configured:
+        return configured
+    for addr in candidates:
+        if reachable(addr):
+            return addr
+    return None
+
+
+def tcp_reachable(address: str, ports: Iterable[int], timeout: float = 1.5) -> bool:
+    """Does the address answer on any port? A refused connection still proves a route."""
+    for port in ports:
+        try:
+            with socket.create_connection((address, port), timeout=timeout):
+                return True
+        except ConnectionRefusedError:
+            return True
+        except OSError as e:
+            if e.errno == errno.ECONNREFUSED:
+                return True
+            continue
+    return False
+
+
+def discover_address(profile: Profile, host: str | None = None) -> str:
+    """The address agents should use for `host` (default: the profile's first host)."""
+    from carla_launcher.remote.facts import address_script, parse_box_facts
+    from carla_launcher.remote.ssh import RemoteError, check_remote
+
+    host = host or profile.remote.host
+    if profile.remote.address:
+        return profile.remote.address
+    out = check_remote(profile, host, address_script(), timeout=profile.remote.connect_timeout + 20)
+    facts = parse_box_facts(out.splitlines())
+    candidates = address_candidates(facts.ssh_connection, facts.interfaces, facts.hostname_i)
+    if profile.remote.connector == "local":
+        chosen = candidates[0] if candidates else None
+    else:
+        ports = (profile.remote.port or 22, profile.server.port)
+        chosen = pick_address(None, candidates, lambda a: tcp_reachable(a, ports))
+    if not chosen:
+        tried = ", ".join(candidates) or "none"
+        raise RemoteError(
+            f"{host}: no address of the box is reachable from here (candidates: {tried}); "
+            f"set remote.address in {profile.path.name}"
+        )
+    return chosen

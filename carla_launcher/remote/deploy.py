@@ -1,0 +1,319 @@
+"""`python -m carla_launcher.remote.deploy`: the pyinfra run, in a process of its own.
+
+Why a child process: pyinfra's parallel SSH needs gevent's monkey-patching, which breaks
+watchdog (the daemon) and must not reach the CLI; pyinfra also memoizes known_hosts and
+ssh_config per process. The parent (`runner.py`) sends a JSON request on stdin; progress goes to
+stderr as lines; the result is one JSON document on stdout.
+
+Sequence, for every host of the profile at once: connect, read the box (one fact script),
+plan (pure, `plan.py`), run the seven steps as pyinfra operations, then probe each server with
+CARLA's own RPC until it answers (or fail with the tail of its log).
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from pyinfra.api import Config, Inventory, State, StringCommand
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.facts import get_facts
+from pyinfra.api.operation import add_op
+from pyinfra.api.operations import run_ops
+from pyinfra.api.output import set_echo
+from pyinfra.api.state import BaseStateCallback, StateStage
+
+from carla_launcher.errors import LauncherError
+from carla_launcher.profile import Profile, parse_profile
+from carla_launcher.remote.address import address_candidates
+from carla_launcher.remote.facts import BoxFacts, box_facts_script, parse_box_facts
+from carla_launcher.remote.inputs import choose_address, local_inputs, make_inventory_data
+from carla_launcher.remote.ops import BoxFactsFact, step
+from carla_launcher.remote.plan import STEPS, HostPlan, plan_host
+from carla_launcher.remote.shell import error_line, prologue, q
+from carla_launcher.remote.ssh import explain_ssh_failure
+from carla_launcher.server.control import parse_status, status_script
+from carla_launcher.server.probe import NotReady, wait_ready
+
+
+def say(host: str, text: str) -> None:
+    sys.stderr.write(f"{host}: {text}\n")
+    sys.stderr.flush()
+
+
+class Callbacks(BaseStateCallback):
+    """Collects connection errors (pyinfra only logs them)."""
+
+    def __init__(self) -> None:
+        self.connect_errors: dict[str, str] = {}
+
+    def host_connect_error(self, state: State, host: Any, error: Any) -> None:  # type: ignore[override]
+        self.connect_errors[host.name] = str(error.args[0] if getattr(error, "args", None) else error)
+
+
+def make_inventory(profile: Profile, accept_new_host_key: bool) -> Inventory:
+    if profile.remote.connector == "local":
+        return Inventory((["@local"], {}))
+    return Inventory((list(profile.remote.hosts), make_inventory_data(profile, accept_new_host_key)))
+
+
+# -- the run -------------------------------------------------------------------------------------
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    """Connect, read, plan, act, probe: the whole deploy for every host of the profile."""
+    t0 = time.monotonic()
+    profile = parse_profile(Path(request["profile"]))
+    dry = bool(request.get("dry_run"))
+    local = local_inputs(profile)
+    compose_for_port, compose_warnings = _compose_renderer(profile)
+    out: dict[str, Any] = {"profile": profile.name, "dry_run": dry, "hosts": {}, "timings": {}}
+    hosts = out["hosts"]
+    for name in profile.remote.hosts:
+        hosts[name] = {"host": name, "ok": False, "error": None, "changed": [], "steps": [],
+                       "warnings": []}
+    if profile.remote.connector == "local":  # pyinfra calls this machine "@local"
+        hosts["@local"] = hosts.pop(profile.remote.hosts[0])
+
+    def lap(name: str) -> None:
+        out["timings"][name] = round(time.monotonic() - t0, 3)
+
+    state = State(make_inventory(profile, bool(request.get("accept_new_host_key"))),
+                  Config(CONNECT_TIMEOUT=profile.remote.connect_timeout, FAIL_PERCENT=None),
+                  check_for_changes=False)
+    state.print_output = True  # remote scripts' lines, live (see _echo)
+    active = _connect(state, profile, hosts)
+    lap("connect")
+    plans = _plan(state, active, profile, local, compose_for_port, compose_warnings, hosts) \
+        if active else {}
+    lap("facts")
+    runnable = [h for h in plans if not hosts[h.name]["error"]]
+    if dry or not runnable:
+        for host in runnable:
+            hosts[host.name]["ok"] = True
+    else:
+        _execute(state, runnable, plans, hosts)
+        lap("ops")
+        ready = [h for h in runnable if not hosts[h.name]["error"]]
+        if request.get("probe", True):
+            gevent.joinall([gevent.spawn(_probe, profile, h, plans[h], hosts[h.name])
+                            for h in ready])
+        else:
+            for host in ready:
+                hosts[host.name]["ok"] = True
+        lap("probe")
+    if active:
+        _disconnect(state)
+    lap("total")
+    return out
+
+
+def _compose_renderer(profile: Profile) -> tuple[Any, list[str]]:
+    """server.mode: compose: port -> the compose file for the box, and what it had to drop."""
+    if profile.server.mode != "compose":
+        return None, []
+    from carla_launcher.server.compose import load_simulator, remote_service, render_remote_compose
+
+    sim = load_simulator(profile)
+    try:
+        _, warnings = remote_service(sim.service, profile.server.port, profile.server.restart)
+    except ValueError as e:
+        raise LauncherError(f"{sim.file}: services.{sim.name}: {e}") from None
+    return (lambda port: render_remote_compose(sim, profile, port)), warnings
+
+
+def _fail(state: State, host: Any, hosts: dict[str, Any], message: str) -> None:
+    hosts[host.name]["error"] = message
+    try:
+        state.fail_hosts({host})
+    except PyinfraError:  # "No hosts remaining!": nothing else to stop
+        pass
+
+
+def _connect(state: State, profile: Profile, hosts: dict[str, Any]) -> list[Any]:
+    """Connect to every host at once; a failure is one explained line per host."""
+    callbacks = Callbacks()
+    state.add_callback_handler(callbacks)
+    state.set_stage(StateStage.Connect)
+    try:
+        connect_all(state)
+    except PyinfraError:  # every host failed: reported below
+        pass
+    for host in state.inventory:
+        if not host.connected:
+            text = callbacks.connect_errors.get(host.name, "could not connect")
+            hosts[host.name]["error"] = explain_ssh_failure(profile, host.name, text,
+                                                            with_host=False)
+    return [h for h in state.inventory if h.connected]
+
+
+def _plan(state: State, active: list[Any], profile: Profile, local: Any, compose_for_port: Any,
+          compose_warnings: list[str], hosts: dict[str, Any]) -> dict[Any, HostPlan]:
+    """One fact script per host (in parallel), then the pure plan for each."""
+    state.set_stage(StateStage.Prepare)
+    srv = profile.server
+    script = box_facts_script(srv.user, srv.tmux_session, srv.package.root, srv.os_packages,
+                              local.source.archive_name, compose=srv.mode == "compose")
+    raw = get_facts(state, BoxFactsFact, kwargs={"script": script})
+    plans: dict[Any, HostPlan] = {}
+    for host in active:
+        facts = parse_box_facts(raw.get(host, []), srv.os_packages)
+        address = choose_address(profile, facts)
+        plan = plan_host(profile, host.name, facts, local, address, compose_for_port)
+        plan.warnings.extend(compose_warnings)
+        plans[host] = plan
+        hosts[host.name].update(
+            facts=facts.to_json(), address=address, port=plan.port, warnings=plan.warnings,
+            root=plan.root, session_dir=plan.session_dir, log=plan.log_path,
+            steps=[{"name": s.name, "changes": s.changes, "why": s.why} for s in plan.steps])
+        say(host.name, _gpu_line(facts))
+        for w in plan.warnings:
+            say(host.name, f"warning: {w}")
+        if plan.error:
+            _fail(state, host, hosts, plan.error)
+        elif address is None:
+            tried = address_candidates(facts.ssh_connection, facts.interfaces, facts.hostname_i)
+            _fail(state, host, hosts, "no address of the box is reachable from here (candidates: "
+                  f"{', '.join(tried) or 'none'}); set remote.address in the profile")
+    return plans
+
+
+def _execute(state: State, runnable: list[Any], plans: dict[Any, HostPlan],
+             hosts: dict[str, Any]) -> None:
+    """The seven steps as pyinfra operations, every host in parallel, step by step."""
+    for i, name in enumerate(STEPS):
+        for host in runnable:
+            s = plans[host].steps[i]
+            add_op(state, step, host=host, name=name, script=s.script, why=s.why,
+                   upload=s.upload, after_upload=s.after_upload)
+    state.set_stage(StateStage.Execute)
+    try:
+        run_ops(state)
+    except PyinfraError:  # failed hosts are reported one by one below
+        pass
+    for host in runnable:
+        h = hosts[host.name]
+        h["changed"] = _changed(state, host)
+        if host in state.failed_hosts or not host.connected:
+            h["error"] = _op_error(state, host) or "a deploy step failed"
+
+
+def _changed(state: State, host: Any) -> list[str]:
+    """The steps that ran a command on the host and succeeded (a no-op sends none)."""
+    names: list[str] = []
+    for op_hash in state.get_op_order():
+        try:
+            meta = state.get_op_data_for_host(host, op_hash).operation_meta
+        except (KeyError, AttributeError):
+            continue
+        if meta.is_complete() and meta.did_change():
+            names.extend(state.get_op_meta(op_hash).names)
+    return names
+
+
+def _gpu_line(facts: BoxFacts) -> str:
+    if not facts.gpus:
+        return "no NVIDIA GPU found (nvidia-smi missing or failing)"
+    gpus = "; ".join(f"{g.index}: {g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB used"
+                     for g in facts.gpus)
+    return f"{len(facts.gpus)} GPU(s), driver {facts.gpus[0].driver}: {gpus}"
+
+
+def _op_error(state: State, host: Any) -> str | None:
+    """The one line that says why a host's step failed."""
+    for op_hash in state.get_op_order():
+        try:
+            data = state.get_op_data_for_host(host, op_hash)
+        except (KeyError, AttributeError):
+            continue
+        meta = data.operation_meta
+        if meta.is_complete() and not meta.did_succeed(_raise_if_not_complete=False):
+            stdout, stderr = meta.stdout_lines, meta.stderr_lines
+            name = ", ".join(state.get_op_meta(op_hash).names)
+            return error_line(stdout, stderr) or f"{name} failed"
+    return None
+
+
+def _remote(host: Any, script: str, timeout: int = 30) -> tuple[bool, list[str]]:
+    try:
+        ok, output = host.run_shell_command(StringCommand(script), print_output=False,
+                                            _timeout=timeout)
+    except Exception as e:  # a dropped connection: report, do not crash the run
+        return False, [str(e)]
+    return bool(ok), list(output.stdout_lines)
+
+
+def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) -> None:
+    srv = profile.server
+    address, port = plan.address or "", plan.port or srv.port
+    status = prologue(srv.user, srv.tmux_session) + status_script(srv.mode == "compose")
+
+    def abort() -> str | None:
+        ok, lines = _remote(host, status)
+        if not ok:
+            return None
+        st = parse_status(lines)
+        if not st["running"] and st.get("state") != "restarting":
+            return f"the server is not running ({st.get('last_crash_line') or st.get('state')})"
+        if (st.get("restarts") or 0) >= 3:
+            return (f"the server keeps crashing ({st['restarts']} restarts; last: "
+                    f"{st.get('last_crash_line')})")
+        return None
+
+    last = [0.0]
+
+    def progress(waited: float, reason: str) -> None:
+        if waited - last[0] >= 5:
+            last[0] = waited
+            say(host.name, f"waiting for CARLA at {address}:{port}: {waited:.0f} s ({reason})")
+
+    say(host.name, f"probing CARLA at {address}:{port} (up to {srv.ready_timeout} s)")
+    try:
+        version = wait_ready(address, port, srv.ready_timeout, progress, should_abort=abort,
+                             interval=0.25 if srv.ready_timeout <= 60 else 1.0)
+    except NotReady as e:
+        ok, tail = _remote(host, f"tail -n 15 {q(plan.log_path)} 2>/dev/null")
+        result["error"] = f"CARLA did not answer: {e}"
+        result["log_tail"] = tail if ok else []
+        return
+    result.update(ok=True, version=version)
+    say(host.name, f"CARLA {version} ready at {address}:{port}")
+
+
+def _disconnect(state: State) -> None:
+    state.set_stage(StateStage.Disconnect)
+    try:
+        disconnect_all(state)
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
+
+def _echo(message: Any = None, **_: Any) -> None:
+    """pyinfra's output hook (a no-op in API mode): live lines of the remote scripts."""
+    if message is not None:
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()
+
+
+def main() -> int:
+    logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
+    set_echo(_echo)
+    try:
+        request = json.loads(sys.stdin.read() or "{}")
+        result = run(request)
+    except LauncherError as e:  # bad input (exit code 2) or a failure before any host (1)
+        result = {"error": str(e), "exit_code": e.exit_code, "hosts": {}}
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""What a deploy reads on this machine before it plans: the package source, a settings file,
+the pyinfra host data, and which of a box's addresses answers from here.
+
+No pyinfra import: the deploy child and a plain `pyinfra` deploy file (bench/deploy.py) share it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carla_launcher.errors import InputError
+from carla_launcher.profile import Profile
+from carla_launcher.remote.address import address_candidates, pick_address, tcp_reachable
+from carla_launcher.remote.facts import BoxFacts
+from carla_launcher.remote.package import package_source
+from carla_launcher.remote.plan import LocalInputs
+from carla_launcher.remote.ssh import known_hosts_path, ssh_config_file
+from carla_launcher.server.launch import settings_arg
+
+
+def local_inputs(profile: Profile) -> LocalInputs:
+    """The package source (a local archive must exist) and the CARLA settings file, if any."""
+    src = package_source(profile.server.package.url, profile.server.package.sha256,
+                         profile.base_dir)
+    size = None
+    if src.kind == "local":
+        if src.local_path is None or not src.local_path.is_file():
+            raise InputError(profile.path, None, f"no such local file: {src.local_path}",
+                             "server.package.url")
+        size = src.local_path.stat().st_size
+    settings_text = None
+    named = profile.server.settings or settings_arg(profile.server.args)
+    if named is not None:
+        p = profile.local_path(named)
+        if p.is_file():
+            settings_text = p.read_text(encoding="utf-8")
+        elif profile.server.settings:
+            raise InputError(profile.path, None, f"no such file: {p}", "server.settings")
+    return LocalInputs(src, size, settings_text)
+
+
+def make_inventory_data(profile: Profile, accept_new_host_key: bool) -> dict[str, Any]:
+    """pyinfra host data: our generated ssh_config and the host key policy."""
+    data: dict[str, Any] = {
+        "ssh_config_file": str(ssh_config_file(profile, accept_new_host_key)),
+        "ssh_strict_host_key_checking": "accept-new" if (
+            accept_new_host_key or profile.remote.accept_new_host_key) else "yes",
+        "ssh_connect_retries": 0,
+    }
+    if profile.remote.known_hosts:
+        data["ssh_known_hosts_file"] = known_hosts_path(profile)
+    return data
+
+
+def choose_address(profile: Profile, facts: BoxFacts) -> str | None:
+    """The address agents should use, from the box's facts; reachability checked from here."""
+    candidates = address_candidates(facts.ssh_connection, facts.interfaces, facts.hostname_i)
+    if profile.remote.connector == "local":
+        return profile.remote.address or (candidates[0] if candidates else "127.0.0.1")
+    conn = facts.ssh_connection.split()
+    ssh_port = int(conn[3]) if len(conn) == 4 and conn[3].isdigit() else (profile.remote.port or 22)
+    return pick_address(profile.remote.address, candidates,
+                        lambda a: tcp_reachable(a, (ssh_port, profile.server.port)))

@@ -1,0 +1,258 @@
+"""What a deploy must do on one box, decided from its facts. Pure: no I/O, no clock.
+
+The plan is a fixed list of steps (the same on every host, as pyinfra wants for parallel
+runs); a step with no script has nothing to do and says why. The pyinfra operations in
+`ops.py` only run these scripts, so a dry run is simply the plan printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from carla_launcher.profile import Profile
+from carla_launcher.remote.facts import BoxFacts
+from carla_launcher.remote.package import (
+    PackageSource,
+    download_script,
+    is_installed,
+    unpack_script,
+    upload_finish_script,
+    upload_prepare_script,
+)
+from carla_launcher.remote.ports import NoFreePort, choose_port
+from carla_launcher.remote.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTION, prologue, q
+from carla_launcher.server.compose import compose_up_script
+from carla_launcher.server.launch import LaunchConfig, render_launch_script, server_args
+
+STEPS = (
+    "Create the server user",
+    "Install OS packages",
+    "Upload the CARLA package",
+    "Download the CARLA package",
+    "Unpack the CARLA package",
+    "Write the launch script",
+    "Start the CARLA server",
+)
+SETTINGS_FILE = "CarlaSettings.ini"
+COMPOSE_FILE = "compose.yaml"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    script: str | None  # None: nothing to do
+    why: str  # what it does, or why there is nothing to do
+    upload: tuple[str, str] | None = None  # (local file, remote path) between two scripts
+    after_upload: str | None = None
+
+    @property
+    def changes(self) -> bool:
+        return self.script is not None
+
+
+@dataclass
+class HostPlan:
+    host: str
+    port: int | None = None
+    address: str | None = None
+    root: str = ""
+    session_dir: str = ""
+    steps: list[Step] = field(default_factory=list)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    launch_sha: str | None = None  # of launch.sh (compose.yaml in compose mode) as planned
+
+    @property
+    def log_path(self) -> str:
+        return f"{self.session_dir}/server.log"
+
+    def changing(self) -> list[str]:
+        return [s.name for s in self.steps if s.changes]
+
+
+@dataclass(frozen=True)
+class LocalInputs:
+    """What the deploy read on this machine, for the plan to stay pure."""
+
+    source: PackageSource
+    package_size: int | None = None  # of a local archive
+    settings_text: str | None = None  # the CARLA settings file named by the profile
+
+
+def _noop(name: str, why: str) -> Step:
+    return Step(name, None, why)
+
+
+def plan_host(
+    profile: Profile,
+    host: str,
+    facts: BoxFacts,
+    local: LocalInputs,
+    address: str | None,
+    compose_file: Callable[[int], str] | None = None,
+) -> HostPlan:
+    """Everything a deploy must do on `host`, in STEPS order; `error` when it cannot."""
+    srv = profile.server
+    plan = HostPlan(host, address=address, root=facts.root, session_dir=facts.session_dir)
+    if facts.uid < 0 or not facts.session_dir:
+        plan.error = "could not read the box's facts (is it a POSIX shell with sh, id, awk?)"
+        return plan
+    head = prologue(srv.user, srv.tmux_session, srv.package.root)
+    compose = srv.mode == "compose"
+    if not facts.login_root and srv.user != facts.login_user and not compose:
+        plan.warnings.append(f"logged in as {facts.login_user}, not root: the server runs as "
+                             f"{facts.login_user} (server.user is only used when logging in as root)")
+
+    # 1. the server user
+    if facts.login_root and not facts.user_exists:  # compose mode keeps its files there too
+        user = Step(STEPS[0], head + 'echo "creating the user $SU for the server (CARLA refuses '
+                    'root)"\nuseradd -m -s /bin/bash "$SU" || die "could not create the user $SU"\n',
+                    f"create {facts.server_user}")
+    else:
+        user = _noop(STEPS[0], f"the server runs as {facts.server_user}")
+
+    # 2. OS packages
+    wanted = ("tmux",) if compose else srv.os_packages
+    if facts.packages is None:
+        plan.warnings.append("no dpkg on the box: OS packages not checked")
+        missing: list[str] = []
+    else:
+        missing = [p for p in wanted if p in facts.packages and not facts.packages[p]]
+    if missing and facts.privilege == "none":
+        plan.error = (f"missing OS packages: {' '.join(missing)}; install them (sudo apt-get install "
+                      f"{' '.join(missing)}) or log in as root or as a user with sudo")
+        return plan
+    if missing:
+        sudo = "" if facts.privilege == "root" else "sudo -n "
+        pkgs = " ".join(q(p) for p in missing)
+        packages = Step(STEPS[1], head + f"""echo "installing OS packages: {' '.join(missing)}"
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
+{sudo}apt-get update -qq > "$log" 2>&1
+{sudo}apt-get install -y -qq --no-install-recommends {pkgs} >> "$log" 2>&1 ||
+  {{ tail -n 3 "$log" >&2; rm -f "$log"; die "apt-get could not install: {' '.join(missing)}"; }}
+rm -f "$log"
+""", f"install {' '.join(missing)}")
+    else:
+        packages = _noop(STEPS[1], "all present")
+
+    # 3-5. the package
+    source = local.source
+    upload = _noop(STEPS[2], "not a local file")
+    fetch = _noop(STEPS[3], "not a download")
+    unpack = _noop(STEPS[4], "already installed")
+    installed = is_installed(source, facts.marker, facts.root_has_carla)
+    if compose:
+        upload = _noop(STEPS[2], "server.mode: compose")
+        fetch = _noop(STEPS[3], "server.mode: compose")
+        unpack = _noop(STEPS[4], "server.mode: compose")
+    elif source.kind == "none":
+        if not facts.root_has_carla:
+            plan.error = (f"no CarlaUE4.sh in {facts.root} and no server.package.url to install "
+                          "one from")
+            return plan
+        unpack = _noop(STEPS[4], f"using the CARLA at {facts.root} as it is")
+    elif installed:
+        unpack = _noop(STEPS[4], f"installed at {facts.root}")
+    else:
+        if facts.root_exists and not facts.marker:
+            plan.error = (f"{facts.root} exists but was not installed by carla-launch; move it "
+                          "away, or remove server.package.url to use it as it is")
+            return plan
+        verified = facts.download_verified is not None and (
+            source.sha256 is None or facts.download_verified == source.sha256)
+        if verified:
+            fetch = _noop(STEPS[3], "downloaded and checked before")
+        elif source.kind == "local":
+            size = local.package_size or 0
+            remote = f"{facts.server_home}/.carla-launch/downloads/{source.archive_name}.part"
+            upload = Step(STEPS[2], head + upload_prepare_script(source, size),
+                          f"upload {source.local_path}", upload=(str(source.local_path), remote),
+                          after_upload=head + upload_finish_script(source))
+        else:
+            fetch = Step(STEPS[3], head + download_script(source), f"download {source.url}")
+        unpack = Step(STEPS[4], head + unpack_script(source), f"unpack into {facts.root}")
+
+    # 6. port and launch script (or compose file)
+    ours_running = srv.tmux_session in facts.sessions or facts.status.get("state") in (
+        "running", "restarting")
+    try:
+        plan.port = choose_port(srv.port, facts.listening,
+                                facts.deployed_port if ours_running else None)
+    except NoFreePort as e:
+        plan.error = str(e)
+        return plan
+    if plan.port != srv.port:
+        plan.warnings.append(f"port {srv.port} (or +1, +2) is taken on the box: using {plan.port}")
+    files: dict[str, str] = {}
+    settings_remote = None
+    if local.settings_text is not None and not compose:
+        settings_remote = f"{facts.session_dir}/{SETTINGS_FILE}"
+        files[SETTINGS_FILE] = local.settings_text
+    package_id = source.package_id
+    if local.settings_text is not None:  # a new settings file changes the script: restart
+        package_id += f"; settings {_sha(local.settings_text)[:16]}"
+    if compose:
+        content = compose_file(plan.port) if compose_file else ""
+        files[COMPOSE_FILE] = content
+    else:
+        args = server_args(srv.args, plan.port, srv.gpu, settings_remote)
+        content = render_launch_script(LaunchConfig(facts.root, facts.session_dir, args,
+                                                    plan.port, srv.restart, package_id))
+        files["launch.sh"] = content
+    files["port"] = f"{plan.port}\n"
+    main_file = COMPOSE_FILE if compose else "launch.sh"
+    digest = _sha(content)
+    plan.launch_sha = digest
+    current = facts.launch_sha if not compose else facts.status.get("compose_sha")
+    if compose:
+        files[".compose.sha256"] = digest + "\n"
+    if current == digest:
+        launch = _noop(STEPS[5], f"{main_file} unchanged")
+    else:
+        launch = Step(STEPS[5], head + _write_files(files), f"write {facts.session_dir}/{main_file}")
+    if srv.gpu is not None and facts.gpus and srv.gpu >= len(facts.gpus):
+        plan.warnings.append(f"server.gpu is {srv.gpu} but the box has {len(facts.gpus)} GPU(s)")
+
+    # 7. the server
+    running = srv.tmux_session in facts.sessions if not compose else facts.status.get(
+        "compose_state") == "running"
+    changed = launch.changes or unpack.changes
+    if running and not changed:
+        start = _noop(STEPS[6], f"running in tmux session {srv.tmux_session}" if not compose
+                      else "compose service running")
+    else:
+        why = "restart (launch script changed)" if running else "start"
+        start = Step(STEPS[6], head + (_compose_up() if compose else _start(running)), why)
+    plan.steps = [user, packages, upload, fetch, unpack, launch, start]
+    return plan
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_files(files: dict[str, str]) -> str:
+    out = ['as_server mkdir -p "$SDIR" || die "cannot create $SDIR"',
+           "put() { as_server sh -c 'cat > \"$1.tmp\" && mv -f \"$1.tmp\" \"$1\"' sh \"$SDIR/$1\"; }"]
+    for name, text in files.items():
+        out.append(f"printf '%s' {q(text)} | put {q(name)} || die {q('cannot write ' + name)}")
+    out.append('chmod 755 "$SDIR/launch.sh" 2>/dev/null')
+    out.append('echo "wrote the launch files in $SDIR"')
+    return "\n".join(out) + "\n"
+
+
+def _start(running: bool) -> str:
+    lines = [PORT_FUNCTIONS, STOP_FUNCTION, START_FUNCTION]
+    if running:
+        lines.append('echo "restarting the server: its launch script changed"')
+    lines.append("stop_server")
+    lines.append('echo "starting CARLA in tmux session $CL_SESSION as $SU"')
+    lines.append("start_server")
+    return "\n".join(lines) + "\n"
+
+
+def _compose_up() -> str:
+    return compose_up_script()

@@ -1,0 +1,244 @@
+"""Start, stop, restart, status and logs of the server on a box, over plain OpenSSH.
+
+One SSH round trip per action (no pyinfra, no gevent: `carla-launch status` and the daemon may
+call these). The scripts share the shell functions of the deploy (`remote/shell.py`), so stop
+means the same everywhere: tmux session, launch loop and the server's whole process group go,
+and the call returns only when ports N..N+2 are free.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shlex
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from carla_launcher.remote.shell import (
+    PORT_FUNCTIONS,
+    START_FUNCTION,
+    STOP_FUNCTION,
+    parse_sections,
+    prologue,
+    sections,
+)
+
+if TYPE_CHECKING:
+    from carla_launcher.profile import Profile
+
+COMPOSE_PROJECT_PREFIX = "carla-launch-"
+
+
+# -- scripts (pure) ------------------------------------------------------------------------------
+def status_script(compose: bool = False) -> str:
+    """Body after `prologue(...)`: prints the facts `parse_status` reads."""
+    items = [
+        ("session", '[ "$USER_EXISTS" = yes ] && as_server tmux has-session -t "=$CL_SESSION" '
+                    "&& echo yes"),
+        ("deployed", '[ -f "$SDIR/launch.sh" ] || [ -f "$SDIR/compose.yaml" ] && echo yes'),
+        ("status", 'cat "$SDIR/status"'),
+        ("alive", 'group_alive "$(sed -n "s/^pid=//p" "$SDIR/status")" && echo yes'),
+        ("port", 'cat "$SDIR/port"'),
+        ("busy", 'ports_busy "$(cat "$SDIR/port")"'),
+        ("log", 'echo "$SDIR/server.log"'),
+        ("now", "date +%s"),
+    ]
+    if compose:
+        items.append(("compose", 'docker compose -p "$CL_PROJECT" -f '
+                                 '"$SDIR/compose.yaml" ps -a --format "{{.State}}|{{.Status}}"'))
+    return PORT_FUNCTIONS + sections(items)
+
+
+def start_script() -> str:
+    return PORT_FUNCTIONS + STOP_FUNCTION + START_FUNCTION + (
+        'if as_server tmux has-session -t "=$CL_SESSION" 2>/dev/null; then echo already=yes; '
+        "else stop_server; start_server; echo started=yes; fi\n")
+
+
+def stop_script() -> str:
+    return PORT_FUNCTIONS + STOP_FUNCTION + 'stop_server\necho "stopped=$STOPPED"\n'
+
+
+def compose_start_script() -> str:
+    from carla_launcher.server.compose import compose_up_script
+
+    return ('[ -f "$SDIR/compose.yaml" ] || die "no compose file in $SDIR: run carla-launch '
+            'deploy first"\n' + compose_up_script() + "echo started=yes\n")
+
+
+def compose_stop_script() -> str:
+    return PORT_FUNCTIONS + ('P="$CL_PROJECT"\n'
+                             'docker compose -p "$P" -f "$SDIR/compose.yaml" down -t 10 >&2 || '
+                             'die "docker compose down failed"\n_port=$(cat "$SDIR/port")\n_i=0\n'
+                             'while ports_busy "$_port" >/dev/null && [ $_i -lt 200 ]; do sleep 0.1;'
+                             ' _i=$((_i + 1)); done\necho stopped=yes\n')
+
+
+def parse_status(lines: list[str]) -> dict[str, Any]:
+    """The status script's output -> {running, state, pid, since, restarts, port, ...}."""
+    s = parse_sections(lines)
+    kv: dict[str, str] = {}
+    for line in s.get("status", []):
+        k, sep, v = line.partition("=")
+        if sep:
+            kv[k.strip()] = v.strip()
+    first = {k: (v[0].strip() if v else "") for k, v in s.items()}
+    session = first.get("session") == "yes"
+    alive = first.get("alive") == "yes"
+    state = kv.get("state") or ("unknown" if session else "not deployed"
+                                if first.get("deployed") != "yes" else "stopped")
+    compose = s.get("compose")
+    if compose is not None:
+        states = [line.split("|", 1)[0].strip() for line in compose]
+        running = bool(states) and all(x == "running" for x in states)
+        state = states[0] if states else "stopped"
+        crash = None
+        if not running and states:
+            crash = compose[0].split("|", 1)[-1].strip()
+        return {"running": running, "state": state, "pid": None, "since": None, "uptime_s": None,
+                "restarts": None, "port": _int(first.get("port")), "last_crash_line": crash,
+                "last_exit": None, "session": False, "deployed": first.get("deployed") == "yes",
+                "log": None, "ports_busy": _ints(first.get("busy"))}
+    started = _int(kv.get("started"))
+    now = _int(first.get("now"))
+    running = session and alive and state == "running"
+    since = None
+    if started:
+        since = _dt.datetime.fromtimestamp(started).astimezone().isoformat(timespec="seconds")
+    return {
+        "running": running,
+        "state": state if session or state in ("exited", "stopped", "failed", "not deployed")
+        else "stopped",
+        "pid": _int(kv.get("pid")),
+        "since": since,
+        "uptime_s": (now - started) if running and now and started else None,
+        "restarts": _int(kv.get("restarts")) or 0,
+        "port": _int(kv.get("port")) or _int(first.get("port")),
+        "last_crash_line": kv.get("last_crash") or None,
+        "last_exit": _int(kv.get("last_exit")),
+        "session": session,
+        "deployed": first.get("deployed") == "yes",
+        "log": first.get("log"),
+        "ports_busy": _ints(first.get("busy")),
+    }
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _ints(text: str | None) -> list[int]:
+    return [int(x) for x in (text or "").split() if x.isdigit()]
+
+
+# -- actions over SSH ----------------------------------------------------------------------------
+def _head(profile: Profile) -> str:
+    srv = profile.server
+    return prologue(srv.user, srv.tmux_session)
+
+
+def _timeout(profile: Profile, extra: float = 30) -> float:
+    return profile.remote.connect_timeout + extra
+
+
+def server_status(profile: Profile, host: str | None = None) -> dict[str, Any]:
+    """{host, running, state, pid, since, uptime_s, restarts, port, last_crash_line, ...}."""
+    from carla_launcher.remote.ssh import check_remote
+
+    host = host or profile.remote.host
+    compose = profile.server.mode == "compose"
+    out = check_remote(profile, host, _head(profile) + status_script(compose), _timeout(profile))
+    return {"host": host, **parse_status(out.splitlines())}
+
+
+def server_statuses(profile: Profile) -> list[dict[str, Any]]:
+    """`server_status` of every host of the profile, in parallel; failures as `error`."""
+    from carla_launcher.errors import LauncherError
+
+    def one(h: str) -> dict[str, Any]:
+        try:
+            return server_status(profile, h)
+        except LauncherError as e:
+            return {"host": h, "running": False, "state": "unknown",
+                    "error": str(e).removeprefix(f"{h}: ")}
+
+    with ThreadPoolExecutor(max_workers=max(1, len(profile.remote.hosts))) as pool:
+        return list(pool.map(one, profile.remote.hosts))
+
+
+def start(profile: Profile, host: str | None = None) -> bool:
+    """Start the deployed server (no-op when running); True when it was started now."""
+    from carla_launcher.remote.ssh import check_remote
+
+    script = compose_start_script() if profile.server.mode == "compose" else start_script()
+    out = check_remote(profile, host, _head(profile) + script, _timeout(profile, 60))
+    return "started=yes" in out
+
+
+def stop(profile: Profile, host: str | None = None) -> bool:
+    """Stop the server and wait until its ports are free; True when something was running."""
+    from carla_launcher.remote.ssh import check_remote
+
+    script = compose_stop_script() if profile.server.mode == "compose" else stop_script()
+    out = check_remote(profile, host, _head(profile) + script, _timeout(profile, 60))
+    return "stopped=yes" in out
+
+
+def restart(profile: Profile, host: str | None = None) -> bool:
+    stop(profile, host)
+    return start(profile, host)
+
+
+def wait_started(
+    profile: Profile,
+    host: str | None,
+    address: str,
+    port: int,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> str:
+    """Probe until CARLA answers (the version), giving up early when the server died."""
+    from carla_launcher.errors import LauncherError
+    from carla_launcher.server.probe import wait_ready
+
+    def abort() -> str | None:
+        try:
+            st = server_status(profile, host)
+        except LauncherError:
+            return None
+        if not st["running"] and st.get("state") != "restarting":
+            return f"the server is not running ({st.get('last_crash_line') or st.get('state')})"
+        if (st.get("restarts") or 0) >= 3:
+            return f"the server keeps crashing (last: {st.get('last_crash_line')})"
+        return None
+
+    return wait_ready(address, port, profile.server.ready_timeout, on_progress,
+                      should_abort=abort, abort_every=5.0)
+
+
+def logs_command(profile: Profile, host: str | None = None, lines: int = 50,
+                 follow: bool = False) -> list[str]:
+    """The command line that shows (or follows) the server log of a box."""
+    from carla_launcher.remote.ssh import ssh_argv
+
+    if profile.server.mode == "compose":
+        body = (f'exec docker compose -p "$CL_PROJECT" -f "$SDIR/compose.yaml" logs '
+                f"--tail {int(lines)}{' -f' if follow else ''}")
+    else:
+        body = (f'[ -f "$SDIR/server.log" ] || die "no server log in $SDIR (not deployed?)"\n'
+                f'exec tail -n {int(lines)}{" -F" if follow else ""} "$SDIR/server.log"')
+    script = _head(profile) + body
+    return ssh_argv(profile, host, command=f"sh -c {shlex.quote(script)}")
+
+
+def attach_command(profile: Profile) -> str:
+    """Remote command that attaches read-only to the server's tmux session, as the server user.
+
+    For `ssh_argv(profile, tty=True, command=attach_command(profile))`.
+    """
+    script = _head(profile) + 'exec_as() { if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then ' \
+        'exec runuser -u "$SU" -- "$@"; else exec "$@"; fi; }\n' \
+        'exec_as tmux attach-session -r -t "=$CL_SESSION"\n'
+    return f"sh -c {shlex.quote(script)}"

@@ -1,0 +1,123 @@
+"""Profiles: typed and validated; every mistake is one line naming file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from carla_launcher.errors import InputError
+from carla_launcher.profile import DEFAULT_OS_PACKAGES, find_profile, load_profile, parse_profile
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str, name: str = "box") -> Path:
+    folder = tmp_path / "profiles"
+    folder.mkdir(exist_ok=True)
+    p = folder / f"{name}.yaml"
+    p.write_text(text)
+    return p
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(InputError) as e:
+        parse_profile(path)
+    text = str(e.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("name", ["default", "gpu-box", "jump-host", "local"])
+def test_shipped_examples_load(name: str) -> None:
+    p = parse_profile(REPO / "profiles" / f"{name}.yaml")
+    assert p.remote.hosts and p.server.port == 2000
+
+
+def test_example_kinds() -> None:
+    jump = parse_profile(REPO / "profiles" / "jump-host.yaml")
+    assert jump.remote.jump == "alice@login.cluster.example.org"
+    local = parse_profile(REPO / "profiles" / "local.yaml")
+    assert local.remote.connector == "local" and local.remote.hosts == ("localhost",)
+
+
+def test_defaults_and_new_fields(tmp_path: Path) -> None:
+    p = parse_profile(write(tmp_path, "remote:\n  host: gpu\n"))
+    assert p.remote.accept_new_host_key is False  # strict host keys unless said otherwise
+    assert p.remote.connect_timeout == 10
+    assert p.server.os_packages == DEFAULT_OS_PACKAGES
+    assert p.server.ready_timeout == 300 and p.server.user == "carla"
+    full = parse_profile(write(tmp_path, """\
+remote:
+  host: [gpu-1, gpu-2]
+  ssh_config: conf/ssh_config
+  known_hosts: ~/kh
+  connect_timeout: 3
+  accept_new_host_key: true
+server:
+  os_packages: [tmux, curl]
+  ready_timeout: 20
+  gpu: 1
+compose:
+  file: build/docker-compose.yaml
+"""))
+    assert full.remote.hosts == ("gpu-1", "gpu-2")
+    assert full.local_path(full.remote.ssh_config) == tmp_path / "conf" / "ssh_config"
+    assert full.server.os_packages == ("tmux", "curl") and full.server.gpu == 1
+    assert full.compose.file == "build/docker-compose.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"),
+    [
+        ("remote:\n  host: gpu\n  colour: red\n", 3, "remote.colour", "unknown field"),
+        ("remote:\n  host: gpu\n  user: 'a b'\n", 3, "remote.user", "not a user name"),
+        ("remote:\n  host: gpu\n  connect_timeout: 0\n", 3, "remote.connect_timeout", "between"),
+        ("remote:\n  host: gpu\n  jump: '-oProxyCommand=x'\n", 3, "remote.jump", "jump host"),
+        ("remote:\n  host: gpu\nserver:\n  port: 65534\n", 4, "server.port", "port+2"),
+        ("remote:\n  host: gpu\nserver:\n  user: root\n", 4, "server.user", "non-root"),
+        ("remote:\n  host: gpu\nserver:\n  tmux_session: 'a:b'\n", 4, "server.tmux_session",
+         "letters"),
+        ("remote:\n  host: gpu\nserver:\n  restart: sometimes\n", 4, "server.restart", "one of"),
+        ("remote:\n  host: gpu\nserver:\n  package:\n    sha256: abc\n", 5,
+         "server.package.sha256", "64 hex"),
+        ("remote:\n  host: gpu\nserver:\n  package:\n    url: 'ftp://x/y.tar'\n", 5,
+         "server.package.url", "http"),
+        ("remote:\n  host: gpu\nserver:\n  os_packages:\n    - tmux\n    - 'rm -rf'\n", 6,
+         "server.os_packages[1]", "package name"),
+        ("remote:\n  host: gpu\nserver:\n  args: [-nosound, [x]]\n", 4, "server.args[1]", "text"),
+        ("remote:\n  host: gpu\nserver:\n  ready_timeout: 0\n", 4, "server.ready_timeout",
+         "at least"),
+        ("remote:\n  user: carla\n", 1, "remote.host", "required"),
+    ],
+)
+def test_errors_name_file_line_field(tmp_path: Path, text: str, line: int, field: str,
+                                     words: str) -> None:
+    path = write(tmp_path, text)
+    msg = error_of(path)
+    assert f"box.yaml:{line}: {field}: " in msg, msg
+    assert words in msg
+
+
+def test_values_with_spaces_quotes_semicolons_are_kept_as_data(tmp_path: Path) -> None:
+    p = parse_profile(write(tmp_path, """\
+remote:
+  host: gpu
+server:
+  args: ["-foo=a b; touch /tmp/x", "it's", '"quoted"']
+  package:
+    root: "~/CARLA dir; echo hi"
+"""))
+    assert p.server.args == ("-foo=a b; touch /tmp/x", "it's", '"quoted"')
+    assert p.server.package.root == "~/CARLA dir; echo hi"
+
+
+def test_find_profile_by_name_from_a_subfolder(tmp_path: Path) -> None:
+    write(tmp_path, "remote:\n  host: gpu\n", name="gpu-box")
+    sub = tmp_path / "build" / "deep"
+    sub.mkdir(parents=True)
+    assert find_profile("gpu-box", sub) == tmp_path / "profiles" / "gpu-box.yaml"
+    assert load_profile("gpu-box", sub).name == "gpu-box"
+    with pytest.raises(InputError) as e:
+        find_profile("nope", sub)
+    assert "gpu-box" in str(e.value)

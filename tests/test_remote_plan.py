@@ -1,0 +1,235 @@
+"""The deploy plan (pure: facts in, steps out), port choice, and the scripts it produces:
+every script is valid POSIX sh, and the launch loop restarts a crashed server with backoff."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from carla_launcher.profile import Profile, parse_profile
+from carla_launcher.remote.facts import BoxFacts
+from carla_launcher.remote.package import PackageSource, package_source
+from carla_launcher.remote.plan import STEPS, LocalInputs, plan_host
+from carla_launcher.remote.ports import NoFreePort, choose_port
+from carla_launcher.server.control import parse_status, start_script, status_script, stop_script
+from carla_launcher.server.launch import LaunchConfig, render_launch_script, server_args
+
+SHA = "ab" * 32
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Profile:
+    p = tmp_path / "profiles" / "gpu.yaml"
+    p.parent.mkdir()
+    p.write_text(f"""\
+remote:
+  host: gpu
+server:
+  package: {{url: "http://10.0.0.1/CARLA_Leaderboard_2.0.tar.xz", sha256: {SHA}}}
+  os_packages: [tmux, curl, libomp5]
+  args: [-RenderOffScreen, "-foo=a b; c"]
+""")
+    return parse_profile(p)
+
+
+def fresh(**kw: object) -> BoxFacts:
+    f = BoxFacts(uid=0, login_user="root", privilege="root", server_user="carla",
+                 server_home="/home/carla", user_exists=False,
+                 root="/home/carla/CARLA_Leaderboard_20",
+                 session_dir="/home/carla/.carla-launch/carla",
+                 packages={"tmux": True, "curl": True, "libomp5": False}, listening={22})
+    return replace(f, **kw)
+
+
+def local(profile: Profile) -> LocalInputs:
+    return LocalInputs(package_source(profile.server.package.url, profile.server.package.sha256,
+                                      profile.base_dir))
+
+
+def changing(plan) -> list[str]:  # type: ignore[no-untyped-def]
+    return [s.name for s in plan.steps if s.changes]
+
+
+def test_a_fresh_box_as_root_gets_everything(profile: Profile) -> None:
+    plan = plan_host(profile, "gpu", fresh(), local(profile), "10.0.0.5")
+    assert plan.error is None and plan.port == 2000
+    assert changing(plan) == [s for s in STEPS if s != "Upload the CARLA package"]
+    packages = plan.steps[1].script or ""
+    assert "apt-get install" in packages and "libomp5" in packages and "sudo" not in packages
+
+
+def test_a_deployed_box_is_a_no_op(profile: Profile) -> None:
+    first = plan_host(profile, "gpu", fresh(), local(profile), "10.0.0.5")
+    done = fresh(user_exists=True, packages={"tmux": True, "curl": True, "libomp5": True},
+                 root_exists=True, root_has_carla=True, marker={"sha256": SHA},
+                 sessions=["carla"], launch_sha=first.launch_sha, deployed_port=2000,
+                 status={"state": "running"}, listening={22, 2000, 2001, 2002})
+    plan = plan_host(profile, "gpu", done, local(profile), "10.0.0.5")
+    assert changing(plan) == [] and plan.port == 2000
+    assert [s.why for s in plan.steps][-1] == "running in tmux session carla"
+
+
+def test_a_changed_launch_script_restarts_the_running_server(profile: Profile) -> None:
+    done = fresh(user_exists=True, packages={"tmux": True, "curl": True, "libomp5": True},
+                 root_exists=True, root_has_carla=True, marker={"sha256": SHA},
+                 sessions=["carla"], launch_sha="0" * 64, deployed_port=2000,
+                 status={"state": "running"}, listening={22, 2000, 2001, 2002})
+    plan = plan_host(profile, "gpu", done, local(profile), "10.0.0.5")
+    assert changing(plan) == ["Write the launch script", "Start the CARLA server"]
+    assert "restart" in plan.steps[-1].why and "stop_server" in (plan.steps[-1].script or "")
+
+
+def test_missing_packages_without_sudo_is_one_clear_error(profile: Profile) -> None:
+    facts = fresh(uid=1000, login_user="alice", privilege="none", server_user="alice")
+    plan = plan_host(profile, "gpu", facts, local(profile), "10.0.0.5")
+    assert plan.error == ("missing OS packages: libomp5; install them (sudo apt-get install "
+                          "libomp5) or log in as root or as a user with sudo")
+    with_sudo = plan_host(profile, "gpu", replace(facts, privilege="sudo"), local(profile), None)
+    assert "sudo -n apt-get install" in (with_sudo.steps[1].script or "")
+    assert not with_sudo.steps[0].changes  # no user to create when not root
+    assert any("server runs as alice" in w for w in with_sudo.warnings)
+
+
+def test_a_foreign_install_root_is_never_overwritten(profile: Profile) -> None:
+    plan = plan_host(profile, "gpu", fresh(root_exists=True), local(profile), None)
+    assert plan.error and "not installed by carla-launch" in plan.error
+
+
+def test_without_a_url_the_root_must_hold_carla(profile: Profile) -> None:
+    src = LocalInputs(PackageSource("none", None, None, None, None))
+    assert "no CarlaUE4.sh" in (plan_host(profile, "gpu", fresh(), src, None).error or "")
+    ok = plan_host(profile, "gpu", fresh(root_has_carla=True, root_exists=True), src, None)
+    assert ok.error is None and not ok.steps[3].changes and not ok.steps[4].changes
+
+
+def test_a_verified_download_is_not_fetched_again(profile: Profile) -> None:
+    plan = plan_host(profile, "gpu", fresh(download_verified=SHA), local(profile), None)
+    assert not plan.steps[3].changes and plan.steps[4].changes
+
+
+def test_a_local_archive_is_uploaded(profile: Profile, tmp_path: Path) -> None:
+    archive = tmp_path / "CARLA.tar.xz"
+    archive.write_bytes(b"x" * 10)
+    src = package_source(str(archive), None, tmp_path)
+    plan = plan_host(profile, "gpu", fresh(), LocalInputs(src, 10), None)
+    upload = plan.steps[2]
+    assert upload.changes and upload.upload == (
+        str(archive), "/home/carla/.carla-launch/downloads/CARLA.tar.xz.part")
+    assert not plan.steps[3].changes
+
+
+def test_ports_step_by_three_and_keep_our_server() -> None:
+    assert choose_port(2000, {22}) == 2000
+    assert choose_port(2000, {2001}) == 2003  # any of N, N+1, N+2 taken -> next triple
+    assert choose_port(2000, {2000, 2001, 2002, 2005}) == 2006
+    assert choose_port(2000, {2000, 2001, 2002}, ours=2000) == 2000  # ours: we would replace it
+    assert choose_port(2000, {2003, 2004, 2005}, ours=2003) == 2003  # stays, even if 2000 is free
+    with pytest.raises(NoFreePort):
+        choose_port(65530, {65530, 65535})
+
+
+def test_a_busy_port_moves_the_server_with_a_warning(profile: Profile) -> None:
+    plan = plan_host(profile, "gpu", fresh(listening={22, 2002}), local(profile), None)
+    assert plan.port == 2003 and any("using 2003" in w for w in plan.warnings)
+
+
+def test_server_args_put_our_port_gpu_and_settings_in_once() -> None:
+    args = server_args(("-RenderOffScreen", "-world-port=3000", "--carla-rpc-port=1",
+                        "-graphicsadapter=0", "-carla-settings=old.ini"), 2003, gpu=1,
+                       settings_remote="/home/carla/.carla-launch/carla/CarlaSettings.ini")
+    assert args == ("-RenderOffScreen", "-carla-rpc-port=2003", "-graphicsadapter=1",
+                    "-carla-settings=/home/carla/.carla-launch/carla/CarlaSettings.ini")
+
+
+@pytest.mark.skipif(shutil.which("dash") is None and shutil.which("sh") is None, reason="needs sh")
+def test_every_script_is_valid_posix_sh(profile: Profile, tmp_path: Path) -> None:
+    shell = shutil.which("dash") or "sh"
+    archive = tmp_path / "CARLA.zip"
+    archive.write_bytes(b"x")
+    scripts = [s.script for s in plan_host(profile, "gpu", fresh(), local(profile), None).steps]
+    up = plan_host(profile, "gpu", fresh(), LocalInputs(package_source(str(archive), None, tmp_path), 1), None)
+    scripts += [up.steps[2].script, up.steps[2].after_upload]
+    from carla_launcher.remote.shell import prologue
+
+    head = prologue("carla", "carla")
+    scripts += [head + status_script(), head + start_script(), head + stop_script(),
+                head + status_script(compose=True)]
+    for script in filter(None, scripts):
+        done = subprocess.run([shell, "-n"], input=script, capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 0, done.stderr + script
+
+
+def test_the_launch_loop_restarts_a_crash_with_backoff_and_records_it(tmp_path: Path) -> None:
+    """The real loop, run here with a fake CarlaUE4.sh that crashes once."""
+    root, sdir = tmp_path / "root dir", tmp_path / "state"
+    root.mkdir()
+    (root / "CarlaUE4.sh").write_text(
+        "#!/bin/sh\n"
+        'printf "%s\\n" "$@" > "$(dirname "$0")/args"\n'
+        'if [ ! -f "$(dirname "$0")/crashed" ]; then touch "$(dirname "$0")/crashed"; '
+        'echo "Signal 11 caught."; kill -SEGV $$; fi\n'
+        "echo running; exec sleep 60\n")
+    (root / "CarlaUE4.sh").chmod(0o755)
+    script = render_launch_script(LaunchConfig(str(root), str(sdir), ("-a b", "it's"), 2000,
+                                               "on-failure", "test"))
+    (tmp_path / "launch.sh").write_text(script)
+    loop = subprocess.Popen(["sh", str(tmp_path / "launch.sh")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        status: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            try:
+                status = dict(line.split("=", 1) for line in
+                              (sdir / "status").read_text().splitlines() if "=" in line)
+            except FileNotFoundError:
+                pass
+            if status.get("restarts") == "1" and status.get("state") == "running":
+                break
+            time.sleep(0.1)
+        assert status.get("restarts") == "1" and status.get("state") == "running", status
+        assert status["last_crash"] == "Signal 11 caught."
+        assert status["last_exit"] == "139"
+        assert (root / "args").read_text() == "-a b\nit's\n"
+        pgid = int(status["pid"])
+        os.killpg(pgid, 0)  # the server runs in its own process group
+        assert pgid != os.getpgid(loop.pid)
+        log = (sdir / "server.log").read_text()
+        assert "carla-launch: restarting in 1 s" in log
+        loop.send_signal(signal.SIGTERM)  # as `tmux kill-session` (HUP) or `server stop`
+        loop.wait(timeout=10)
+        time.sleep(0.2)
+        parsed = parse_status(["@@carla-launch:status", *(sdir / "status").read_text().splitlines()])
+        assert parsed["state"] == "stopped" and parsed["restarts"] == 1
+        with pytest.raises(ProcessLookupError):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                os.killpg(pgid, 0)
+                if _only_zombies(pgid):
+                    raise ProcessLookupError
+                time.sleep(0.1)
+    finally:
+        try:
+            os.killpg(loop.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        loop.wait()
+
+
+def _only_zombies(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return False
+    return True
