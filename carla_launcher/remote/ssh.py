@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,13 @@ def _value(v: str) -> str:
     return f'"{v}"' if any(c.isspace() for c in v) else v
 
 
+def control_dir() -> Path:
+    """Short (sockets are limited to 108 bytes) and private: /tmp/carla-launch-ssh-UID."""
+    d = Path(tempfile.gettempdir()) / f"carla-launch-ssh-{os.getuid()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
 def render_ssh_config(
     profile: Profile,
     user_config: str | None,
@@ -80,6 +88,11 @@ def render_ssh_config(
         f"  ConnectTimeout {r.connect_timeout}",
         "  ServerAliveInterval 15",
         "  ServerAliveCountMax 4",
+        # one TCP+SSH handshake per box and minute: status, the server pane and the probe's
+        # helpers then open a channel in ~0.1 s instead of a new connection in ~0.35 s
+        "  ControlMaster auto",
+        f"  ControlPath {control_dir()}/%C",
+        "  ControlPersist 60",
     ]
     if user_config:
         lines += ["", f"# ---- {user_config_name} ----", user_config.rstrip("\n")]
