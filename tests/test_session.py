@@ -53,7 +53,8 @@ def test_two_panes_show_their_output_and_keep_it_after_exit(tmux, tmp_path: Path
     assert result.created == ["server", "agent"]
     wait_for(lambda: "listening on 2000" in text(tmux, "carla-box", "server"))
     wait_for(lambda: "agent connected to 10.77.0.2" in text(tmux, "carla-box", "agent"))
-    states = wait_for(lambda: (s := sess.pane_states(sess.find_session(tmux, "carla-box")))["agent"]["alive"] is False and s)
+    states = wait_for(lambda: (s := sess.pane_states(sess.find_session(tmux, "carla-box")))["agent"]["exit_status"] is not None and s)
+    assert states["agent"]["alive"] is False
     assert states["agent"]["exit_status"] == 3  # remain-on-exit: the pane says why it ended
     assert states["server"]["alive"]
     window = sess.find_session(tmux, "carla-box").active_window
