@@ -27,6 +27,9 @@ PASS_ENV = (
 )
 
 
+_ENDED = 'status=0; "$@" || status=$?; printf "\\n[%s ended: exit status %d]\\n" "$0" "$status"; exit "$status"'
+
+
 @dataclass(frozen=True)
 class PaneSpec:
     role: str  # server | agent | gpu
@@ -37,7 +40,9 @@ class PaneSpec:
 
     @property
     def shell(self) -> str:
-        return shlex.join(self.argv)
+        """The command, followed by a line saying how it ended (tmux's own "Pane is dead"
+        line is missing when the pane's output closes before its exit status is known)."""
+        return shlex.join(["sh", "-c", _ENDED, self.argv[0], *self.argv])
 
 
 def session_name(profile_name: str) -> str:
@@ -128,20 +133,19 @@ def ensure_session(
     session = find_session(server, name)
     if session is None:
         first = panes[0]
-        # start with a placeholder, configure remain-on-exit, then run the real command:
-        # a command that fails at once must still leave its pane (and its message) behind
-        session = server.new_session(
-            session_name=name,
-            window_name=WINDOW,
-            window_command="sleep 86400",
-            start_directory=str(first.cwd),
-            x=200,
-            y=50,
+        # one tmux command list, so remain-on-exit is on before the server notices that a
+        # command which fails at once has exited: its pane and message stay
+        env_args = [a for k, v in first.env.items() for a in ("-e", f"{k}={v}")]
+        server.cmd(
+            "new-session", "-d", "-s", name, "-n", WINDOW, "-x", "200", "-y", "50",
+            "-c", str(first.cwd), *env_args, first.shell,
+            ";", "set-option", "-w", "-t", f"={name}:{WINDOW}", "remain-on-exit", "on",
         )
+        session = server.sessions.get(session_name=name)
         window = session.active_window
         _configure(window)
         pane = window.active_pane
-        _respawn(pane, first)
+        _mark(pane, first)
         result = EnsureResult(session, created=[first.role])
         existing = {first.role: pane}
     else:
@@ -158,13 +162,14 @@ def ensure_session(
         if pane is None:
             target = existing.get("server") or window.active_pane
             direction = PaneDirection.Right if spec.role == "agent" else PaneDirection.Below
-            pane = target.split(
+            pane = target.split(  # remain-on-exit is already on for this window
                 direction=direction,
-                shell="sleep 86400",
+                shell=spec.shell,
                 start_directory=str(spec.cwd),
+                environment=spec.env or None,
                 size="30%" if spec.role == "gpu" else None,
             )
-            _respawn(pane, spec)
+            _mark(pane, spec)
             existing[spec.role] = pane
             result.created.append(spec.role)
         elif spec.role in result.created:

@@ -25,14 +25,15 @@ def tmux(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
         server.kill()
 
 
-def wait_for(fn, timeout: float = 10.0):  # noqa: ANN001, ANN201
+def wait_for(fn, timeout: float = 10.0, what=None):  # noqa: ANN001, ANN201
     deadline = time.monotonic() + timeout
     while True:
         value = fn()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting; last value: {value!r}")
+            shown = what() if what else value
+            raise AssertionError(f"timed out waiting; last value: {shown!r}")
         time.sleep(0.05)
 
 
@@ -52,10 +53,10 @@ def test_two_panes_show_their_output_and_keep_it_after_exit(tmux, tmp_path: Path
     result = sess.ensure_session(tmux, "carla-box", panes)
     assert result.created == ["server", "agent"]
     wait_for(lambda: "listening on 2000" in text(tmux, "carla-box", "server"))
-    wait_for(lambda: "agent connected to 10.77.0.2" in text(tmux, "carla-box", "agent"))
-    states = wait_for(lambda: (s := sess.pane_states(sess.find_session(tmux, "carla-box")))["agent"]["exit_status"] is not None and s)
-    assert states["agent"]["alive"] is False
-    assert states["agent"]["exit_status"] == 3  # remain-on-exit: the pane says why it ended
+    agent = wait_for(lambda: (t := text(tmux, "carla-box", "agent")) and "ended" in t and t)
+    assert "agent connected to 10.77.0.2" in agent
+    assert "[sh ended: exit status 3]" in agent  # remain-on-exit: the pane keeps it and says why
+    states = wait_for(lambda: (s := sess.pane_states(sess.find_session(tmux, "carla-box")))["agent"]["alive"] is False and s)
     assert states["server"]["alive"]
     window = sess.find_session(tmux, "carla-box").active_window
     assert len(window.panes) == 2
