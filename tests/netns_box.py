@@ -50,7 +50,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -64,7 +63,7 @@ from typing import Any
 
 import pytest
 
-from tests.standin_carla import build_package, sha256, standin_python
+from tests.standin_carla import build_package, sha256, standin_python, wait_listening
 from tests.standin_carla.http import PackageServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,7 +219,7 @@ class Box:
         os.makedirs("/run/sshd", exist_ok=True)
         _sh(["ip", "netns", "exec", ns, "/usr/sbin/sshd", "-f", str(config), "-E",
              str(self._sshd_dir / "sshd.log")])
-        _wait_port(self.address, 22, 10)
+        wait_listening(self.address, 22, 10)
         self.known_hosts = self.dir / "known_hosts"
         self.known_hosts.write_text(f"{self.address} {self.host_key}\n")
         self.ssh_config = self.dir / "ssh_config"
@@ -520,17 +519,6 @@ def _cleanup_leftovers(n: int) -> None:
     for name in (f"clbox{n}", f"clbox{n}s", f"clbox{n}n"):
         _remove_user(name)
     Path(f"/etc/sudoers.d/cl-box-{n}").unlink(missing_ok=True)
-
-
-def _wait_port(host: str, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port}")
 
 
 def _claim(n: int | None) -> tuple[int, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import libtmux
 import pytest
 
 from carla_launcher import session as sess
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -23,18 +23,6 @@ def tmux(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     yield server
     if server.is_alive():
         server.kill()
-
-
-def wait_for(fn, timeout: float = 10.0, what=None):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            shown = what() if what else value
-            raise AssertionError(f"timed out waiting; last value: {shown!r}")
-        time.sleep(0.05)
 
 
 def text(server: libtmux.Server, name: str, role: str) -> str:

@@ -11,13 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.netns_box import Box, box  # noqa: F401  (fixture)
+from tests.polling import wait_for
 
 pytest_plugins = ["tests.dockerd"]
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
@@ -69,17 +68,6 @@ def pane_text(socket: str, session: str, role: str) -> str:
             return subprocess.run(["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", pane_id],
                                   capture_output=True, text=True).stdout
     return ""
-
-
-def wait_for(fn, timeout: float, what: str):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:  # noqa: ANN001, F811

@@ -54,13 +54,18 @@ def server() -> None:
 def start(profile: str, host: str | None, no_wait: bool) -> None:
     """Start the server in its tmux session (no-op when it runs) and wait until it answers."""
     prof = load_profile(profile)
+    _then_wait(prof, host, control.start, lambda started: "started" if started else "already running", no_wait)
+
+
+def _then_wait(prof: Profile, host: str | None, action: Any, said: Any, no_wait: bool) -> None:
+    """action(prof, h) on every host; then, unless no_wait, wait until each server answers."""
     failed = False
-    for h, started, err in _each(prof, _hosts(prof, host), lambda h: control.start(prof, h)):
+    for h, result, err in _each(prof, _hosts(prof, host), lambda h: action(prof, h)):
         if err:
             click.echo(f"error: {err}", err=True)
             failed = True
             continue
-        click.echo(f"{h}: {'started' if started else 'already running'}", err=True)
+        click.echo(f"{h}: {said(result)}", err=True)
         if not no_wait:
             failed |= not _wait(prof, h)
     if failed:
@@ -111,18 +116,7 @@ def stop(profile: str, host: str | None) -> None:
 @click.option("--no-wait", is_flag=True, help="Do not wait until the server answers.")
 def restart(profile: str, host: str | None, no_wait: bool) -> None:
     """Stop, then start the server (and wait until it answers)."""
-    prof = load_profile(profile)
-    failed = False
-    for h, _, err in _each(prof, _hosts(prof, host), lambda h: control.restart(prof, h)):
-        if err:
-            click.echo(f"error: {err}", err=True)
-            failed = True
-            continue
-        click.echo(f"{h}: restarted", err=True)
-        if not no_wait:
-            failed |= not _wait(prof, h)
-    if failed:
-        raise SystemExit(1)
+    _then_wait(load_profile(profile), host, control.restart, lambda _: "restarted", no_wait)
 
 
 @server.command()

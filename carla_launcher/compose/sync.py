@@ -21,7 +21,6 @@ from carla_launcher.compose.project import (
     GENERATED_MARK,
     Project,
     Service,
-    SourceFile,
     find_entries,
     project_name,
     variant_name,
