@@ -84,7 +84,7 @@ def load(text: str, path: Path | str | None = None) -> tuple[Doc, Style]:
 
 
 _PARSED: dict[str, tuple[Doc, Style]] = {}
-_PARSED_MAX = 512
+_PARSED_MAX = 128  # a few versions of every file of a large project
 
 
 def load_shared(text: str, path: Path | str | None = None) -> tuple[Doc, Style]:
