@@ -25,17 +25,15 @@ from carla_launcher.server.probe import (
     version_request,
     wait_ready,
 )
-from tests.standin_carla import free_port_triple, run_local, standin_python, wait_listening
+from tests.standin_carla import free_port_triple, run_local, standin_python, start_local
 
 
 @pytest.fixture
 def standin(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     if standin_python() is None:
         pytest.skip("needs a python3 for the stand-in server")
-    port = free_port_triple()
-    proc = run_local(port, tmp=tmp_path)
+    port, proc = start_local(tmp_path)
     try:
-        wait_listening("127.0.0.1", port)
         yield port, proc
     finally:
         proc.kill()
@@ -56,10 +54,8 @@ def test_real_carla_client_reads_the_standin_version(standin: tuple[int, subproc
 
 def test_real_client_and_probe_agree_on_a_git_hash_version(tmp_path: Path) -> None:
     carla = carla_client()
-    port = free_port_triple()
-    proc = run_local(port, tmp=tmp_path, version="abd96a94")  # what the Leaderboard 2.0 reports
+    port, proc = start_local(tmp_path, version="abd96a94")  # what the Leaderboard 2.0 reports
     try:
-        wait_listening("127.0.0.1", port)
         client = carla.Client("127.0.0.1", port)
         client.set_timeout(5.0)
         assert client.get_server_version() == "abd96a94"

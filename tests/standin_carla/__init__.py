@@ -112,8 +112,9 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def free_port_triple(host: str = "127.0.0.1") -> int:
-    """A port N with N, N+1, N+2 free on host (for servers run on this machine)."""
+def free_port_triple(host: str = "0.0.0.0") -> int:
+    """A port N with N, N+1, N+2 free on host (0.0.0.0: free on every address, as the
+    stand-in binds them)."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind((host, 0))
@@ -144,12 +145,34 @@ def run_local(port: int, *args: str, tmp: Path, version: str = "0.9.15") -> subp
     return proc
 
 
-def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
+def wait_listening(host: str, port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+    """Until host:port accepts; with `proc`, fail at once (with its output) when it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                out = proc.stdout.read() if proc.stdout else ""
+                raise ServerExited(f"exited with {proc.returncode} before listening on {port}: {out[-500:]}")
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+class ServerExited(RuntimeError):
+    pass
+
+
+def start_local(tmp: Path, *args: str, tries: int = 3, version: str = "0.9.15") -> tuple[int, subprocess.Popen]:
+    """The stand-in on free ports here, listening; another port triple when a bind lost a race."""
+    for attempt in range(tries):
+        port = free_port_triple()
+        proc = run_local(port, *args, tmp=tmp, version=version)
+        try:
+            wait_listening("127.0.0.1", port, proc=proc)
+            return port, proc
+        except ServerExited:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
