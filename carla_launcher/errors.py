@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 
 def display_path(path: Path | str) -> str:
     """A path as the user would type it: relative to the current folder when below it."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
+    p = os.path.abspath(path)
+    here = os.getcwd()
+    return os.path.relpath(p, here) if p.startswith(here + os.sep) else str(path)
 
 
 class LauncherError(Exception):
@@ -43,8 +42,3 @@ class InputError(LauncherError):
         field = f"{self.field}: " if self.field else ""
         return f"{where}{field}{self.message}"
 
-
-class HandEditedError(LauncherError):
-    """A generated file was changed by hand; we refuse to overwrite it silently."""
-
-    exit_code = 1

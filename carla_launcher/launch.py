@@ -118,7 +118,7 @@ def server_address(profile: Profile, host: str) -> str:
     address = profile.remote.address or known_server(profile, host).get("address")
     if not address:
         address = discover_address(profile, host)
-        remember_address(profile.name, address)
+        remember_address(profile.key, address)
     return address
 
 
@@ -127,7 +127,7 @@ def sync_variants(profile: Profile, address: str, port: int, say: Say) -> tuple[
     from carla_launcher.compose.sync import Target, apply, compare, plan_folder  # not for attach
 
     folder = profile.compose_dir
-    target = Target(address, port if port != 2000 else None, profile.compose.simulator)
+    target = Target(address, port, profile.compose.simulator)
     variants, written = [], []
     for result in plan_folder(folder, target):
         if result.error is not None:
@@ -172,7 +172,7 @@ def up(
     variant = choose_variant(profile.compose_dir, variants, compose)
     report.variant = variant
     server = sess.tmux_server()
-    name = sess.session_name(profile.name)
+    name = sess.session_name(profile.key)
     restart = {"agent"} if display_path(variant) in written else set()
     result = sess.ensure_session(
         server, name, session_panes(profile, host, variant, gpu=gpu, read_write=read_write), restart=restart
@@ -191,12 +191,14 @@ def attach_session(profile: Profile, compose: str | None, *, gpu: bool, read_wri
     assert host is not None
     variant = remembered_variant(profile)
     if variant is None or compose:
+        from carla_launcher.compose.project import find_entries
+
         folder = profile.compose_dir
-        variants = sorted(folder.glob("*distributed*.y*ml"))
+        variants = [p for e in find_entries(folder) if (p := e.with_name(variant_name(e.name))).is_file()]
         variant = choose_variant(folder, variants, compose) if variants else None
     server = sess.tmux_server()
     return sess.ensure_session(
-        server, sess.session_name(profile.name),
+        server, sess.session_name(profile.key),
         session_panes(profile, host, variant, gpu=gpu, read_write=read_write),
     )
 
@@ -209,10 +211,11 @@ def down(profile: Profile, stop_server: bool, say: Say) -> list[str]:
         proc = subprocess.run(["docker", "compose", "-f", str(variant), "down"],
                               capture_output=True, text=True, cwd=variant.parent)
         if proc.returncode != 0:
-            say(f"warning: docker compose down: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+            lines = proc.stderr.strip().splitlines()
+            say(f"warning: docker compose down: {lines[-1] if lines else f'exit status {proc.returncode}'}")
         else:
             done.append(f"agent containers of {variant.name} removed")
-    if sess.kill_session(sess.tmux_server(), sess.session_name(profile.name)):
+    if sess.kill_session(sess.tmux_server(), sess.session_name(profile.key)):
         done.append("local session closed")
     if stop_server:
         from carla_launcher.server import control
@@ -227,7 +230,7 @@ def down(profile: Profile, stop_server: bool, say: Say) -> list[str]:
 # -- what up left behind (for down and status) -----------------------------------------------------
 def remember_session(profile: Profile, variant: Path) -> None:
     data = read_json(SESSIONS_STATE)
-    data[str(profile.path)] = {"variant": str(variant), "session": sess.session_name(profile.name)}
+    data[str(profile.path)] = {"variant": str(variant), "session": sess.session_name(profile.key)}
     write_json(SESSIONS_STATE, data)
 
 

@@ -3,6 +3,7 @@ validated objects; every error names the file, the line and the field."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from carla_launcher.errors import InputError
 
@@ -84,6 +85,13 @@ class Profile:
     remote: Remote
     server: Server
     compose: ComposeSettings
+
+    @property
+    def key(self) -> str:
+        """Names state (addresses, servers, the tmux session) by this file, not its stem: two
+        projects that both have profiles/default.yaml must not share what they remember."""
+        digest = hashlib.sha256(str(self.path.absolute()).encode()).hexdigest()[:6]
+        return f"{re.sub(r'[^A-Za-z0-9_-]', '_', self.name)}-{digest}"
 
     @property
     def base_dir(self) -> Path:
@@ -171,8 +179,10 @@ class _Fields:
         if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         if not isinstance(value, kind):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            names = names.replace("str", "text").replace("int", "whole number").replace("bool", "true/false")
+            words = {"str": "text", "int": "a whole number", "bool": "true or false",
+                     "CommentedSeq": "a list", "CommentedMap": "a mapping"}
+            kinds = (kind,) if isinstance(kind, type) else kind
+            names = " or ".join(words.get(k.__name__, k.__name__) for k in kinds)
             raise self.err(key, f"must be {names}, not {value!r}")
         return value
 
@@ -204,7 +214,9 @@ class _Fields:
 def parse_profile(path: Path) -> Profile:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, f"not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise InputError(path, None, f"cannot read: {e.strerror}") from None
     try:
@@ -212,6 +224,9 @@ def parse_profile(path: Path) -> Profile:
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         raise InputError(path, mark.line + 1 if mark else None, f"invalid YAML: {e.problem}") from None
+    except YAMLError as e:  # e.g. a control character (ReaderError)
+        first = (str(e).strip().splitlines() or ["invalid YAML"])[0]
+        raise InputError(path, None, f"invalid YAML: {first}") from None
     top = _Fields(path, doc, "", 1)
     r = top.sub("remote")
     connector = r.choice("connector", ("ssh", "local"), "ssh")

@@ -45,8 +45,9 @@ class PaneSpec:
         return shlex.join(["sh", "-c", _ENDED, self.argv[0], *self.argv])
 
 
-def session_name(profile_name: str) -> str:
-    return f"carla-{profile_name}"
+def session_name(profile_key: str) -> str:
+    """tmux turns '.' and ':' in session names into '_'; the key has neither."""
+    return f"carla-{profile_key}"
 
 
 def layout(

@@ -72,7 +72,7 @@ def _agent(variant: Path | None) -> dict[str, Any]:
 
 def _session(profile: Profile) -> dict[str, Any]:
     server = sess.tmux_server()
-    name = sess.session_name(profile.name)
+    name = sess.session_name(profile.key)
     found = sess.find_session(server, name)
     if found is None:
         return {"name": name, "exists": False, "panes": {}}

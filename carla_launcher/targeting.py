@@ -23,8 +23,8 @@ def resolve_target(
         try:
             profile = load_profile(profile_ref, start)
         except InputError as e:
-            if address is not None:
-                pass
+            if profile_ref is None and address is not None:
+                pass  # no profile named and none found: --address is all we need
             elif profile_ref is None and e.path is None:
                 raise InputError(
                     None, None, f"no address: pass --address ADDR or --profile P ({e.message})"
@@ -33,7 +33,7 @@ def resolve_target(
                 raise
     if address is None:
         assert profile is not None
-        address = profile.remote.address or discovered_address(profile.name)
+        address = profile.remote.address or discovered_address(profile.key)
         if not address:
             raise InputError(
                 profile.path,
@@ -42,8 +42,8 @@ def resolve_target(
                 f"or run `carla-launch address {profile.name}` to discover it",
                 "remote.address",
             )
-    if port is None and profile is not None and profile.server.port != 2000:
-        port = profile.server.port
+    if port is None and profile is not None:
+        port = profile.server.port  # compared with the simulator's own port when deriving
     if simulator is None and profile is not None:
         simulator = profile.compose.simulator
     if not address.strip() or any(c.isspace() for c in address.strip()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from carla_launcher.profile import parse_profile
 from carla_launcher.remote.address import address_candidates, pick_address, ssh_server_side
 from carla_launcher.remote.facts import parse_ip_addr
 from carla_launcher.state import discovered_address
@@ -96,7 +97,7 @@ def test_address_command_picks_the_box_address_not_docker0(box: Box) -> None:
     done = box.cli("address", str(box.profile_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{box.address}\n"  # only the address: scripts use it
-    assert discovered_address(box.profile_path.stem) == box.address  # for `carla-launch sync`
+    assert discovered_address(parse_profile(box.profile_path).key) == box.address  # for `carla-launch sync`
 
 
 @pytest.mark.root

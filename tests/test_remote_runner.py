@@ -26,6 +26,6 @@ def test_a_deploy_remembers_addresses_and_ports(tmp_path: Path) -> None:
         HostResult("gpu-1", False, error="unreachable"),
         HostResult("gpu-2", True, address="10.0.0.2", port=2003, version="0.9.15"),
     ]))
-    assert discovered_address("pool") == "10.0.0.2"  # what `carla-launch sync` uses
+    assert discovered_address(prof.key) == "10.0.0.2"  # what `carla-launch sync` uses
     assert known_server(prof, "gpu-2")["port"] == 2003
     assert known_server(prof, "gpu-1") == {}

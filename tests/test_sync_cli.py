@@ -120,7 +120,7 @@ def test_no_simulator_anywhere_is_an_error(tmp_path: Path, run) -> None:  # noqa
     assert r.exit_code == 2
     assert "no compose file here has a simulator service" in r.stderr
     r = run("sync", "--address", "10.0.0.5", "compose.yaml")
-    assert r.exit_code == 2 and "error: compose.yaml:1: no simulator found" in r.stderr
+    assert r.exit_code == 2 and "compose.yaml:1: no simulator found" in r.stderr
 
 
 def test_round_trip_of_a_file_that_needs_no_change_is_byte_identical() -> None:
@@ -185,3 +185,96 @@ def test_profile_gives_address_and_simulator(tmp_path: Path, run) -> None:  # no
 def test_pre_commit_hook_is_declared() -> None:
     text = (REPO / ".pre-commit-hooks.yaml").read_text()
     assert "id: carla-launch-sync-check" in text and "sync --check" in text.replace("args: [", "")
+
+
+# -- hostile but plausible input (found in review): one line, exit 2, the rest still synced -------
+GOOD = "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("null-services", b"services:\n", r"compose.yaml:1: services: must be a mapping"),
+        ("not-utf8", b"services:\n  a:\n    image: caf\xe9\n", r"compose.yaml: not UTF-8 text"),
+        ("service-string", b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a: just-a-string\n",
+         r"compose.yaml:4: services.a: a service must be a mapping"),
+        ("command-number", b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    command: [run, --port, 2000]\n",
+         r"compose.yaml:6: services.a.command: must be a string or a list of strings"),
+        ("extends-simulator", b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: carla-simulator\n",
+         r"compose.yaml:2: several candidate simulators: carla-simulator \(compose.yaml:2\), a \(compose.yaml:4\)"),
+        ("extends-missing", b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: nothere\n",
+         r"compose.yaml:5: extends: extends a service that compose.yaml does not have: 'nothere'"),
+    ],
+)
+def test_hostile_input_is_one_line_and_the_rest_is_synced(tmp_path: Path, run, name: str, content: bytes, expected: str) -> None:  # noqa: ANN001
+    (tmp_path / "compose.yaml").write_bytes(content)
+    (tmp_path / "other.yaml").write_text(GOOD)
+    r = sync(run)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and re.search(expected, lines[0]), r.stderr
+    assert (tmp_path / "other-distributed.yaml").is_file()
+
+
+def test_extending_the_simulator_is_refused(tmp_path: Path, run) -> None:  # noqa: ANN001
+    write_files(tmp_path, {"compose.yaml": "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: carla-simulator\n"})
+    r = sync(run, "--simulator", "carla-simulator")
+    assert r.exit_code == 2
+    assert "error: compose.yaml:5: extends: service a extends the simulator; it cannot be distributed" in r.stderr
+
+
+def test_symlink_loop_in_include_is_an_error_not_a_crash(tmp_path: Path, run) -> None:  # noqa: ANN001
+    (tmp_path / "l1.yaml").symlink_to("l2.yaml")
+    (tmp_path / "l2.yaml").symlink_to("l1.yaml")
+    write_files(tmp_path, {"compose.yaml": "include: [l1.yaml]\n" + SOURCE.replace("# the stack\n", ""), "other.yaml": GOOD})
+    r = sync(run)
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+    assert re.search(r"^error: compose.yaml:1: cannot read .*l1.yaml", r.stderr, re.M), r.stderr
+    assert (tmp_path / "other-distributed.yaml").is_file()
+
+
+def test_a_bom_is_fine_and_a_variant_that_is_a_folder_is_one_line(tmp_path: Path, run) -> None:  # noqa: ANN001
+    (tmp_path / "compose.yaml").write_bytes(b"\xef\xbb\xbf" + SOURCE.encode())
+    assert sync(run).exit_code == 0
+    (tmp_path / "compose.distributed.yaml").unlink()
+    (tmp_path / "compose.distributed.yaml").mkdir()
+    r = sync(run)
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+    assert "compose.distributed.yaml: cannot read the variant" in r.stderr
+
+
+def test_dependencies_merged_in_with_an_anchor_are_dropped(tmp_path: Path, run, compose_loader: str) -> None:  # noqa: ANN001
+    write_files(tmp_path, {"compose.yaml": (
+        "x-common: &common\n  depends_on: [carla-simulator]\n  links: [carla-simulator]\n"
+        "services:\n  carla-simulator:\n    image: carlasim/carla\n"
+        "  agent:\n    <<: *common\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n")})
+    assert sync(run).exit_code == 0
+    model = load_model(tmp_path / "compose.distributed.yaml")
+    assert "depends_on" not in model["services"]["agent"] and "links" not in model["services"]["agent"]
+
+
+def test_named_profile_that_is_missing_is_an_error_even_with_address(tmp_path: Path, run) -> None:  # noqa: ANN001
+    write_files(tmp_path, {"compose.yaml": SOURCE})
+    r = run("sync", "--profile", "nosuch", "--address", "10.0.0.7", "--dir", ".")
+    assert r.exit_code == 2 and "nosuch" in r.stderr
+
+
+def test_profile_port_is_the_remote_port_even_when_it_is_2000(tmp_path: Path, run) -> None:  # noqa: ANN001
+    write_files(tmp_path, {
+        "build/compose.yaml": ("services:\n  carla-simulator:\n    image: carlasim/carla\n"
+                               "    command: ./CarlaUE4.sh -carla-rpc-port=3000\n"
+                               "  agent:\n    image: a\n    environment: [CARLA_HOST=carla-simulator, CARLA_PORT=3000]\n"),
+        "profiles/default.yaml": "remote:\n  host: box\n  address: 10.0.0.8\nserver:\n  port: 2000\n",
+    })
+    assert run("sync", "-q").exit_code == 0
+    assert "CARLA_PORT=2000" in (tmp_path / "build" / "compose.distributed.yaml").read_text()
+
+
+def test_two_projects_with_a_default_profile_remember_apart(tmp_path: Path) -> None:
+    from carla_launcher.profile import parse_profile
+
+    for p in ("a", "b"):
+        write_files(tmp_path, {f"{p}/profiles/default.yaml": "remote:\n  host: box\n"})
+    a, b = (parse_profile(tmp_path / p / "profiles" / "default.yaml") for p in "ab")
+    assert a.name == b.name and a.key != b.key
+    assert re.fullmatch(r"default-[0-9a-f]{6}", a.key)

@@ -23,6 +23,6 @@ def address(profile: str, host: str | None) -> None:
     prof = load_profile(profile)
     hosts = [host] if host else list(prof.remote.hosts)
     found = [discover_address(prof, h) for h in hosts]
-    remember_address(prof.name, found[0])
+    remember_address(prof.key, found[0])
     for a in found:
         click.echo(a)

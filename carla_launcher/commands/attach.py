@@ -25,7 +25,7 @@ def attach(profile: str | None, compose: str | None, gpu: bool, read_write: bool
     """
     prof = load_profile(profile)
     result = launch.attach_session(prof, compose, gpu=gpu, read_write=read_write)
-    name = sess.session_name(prof.name)
+    name = sess.session_name(prof.key)
     if result.created or result.respawned:
         click.echo(f"session {name}: " + ", ".join(
             [f"opened {r}" for r in result.created] + [f"restarted {r}" for r in result.respawned]), err=True)

@@ -47,7 +47,7 @@ def up(profile: str | None, compose: str | None, attach: bool | None, gpu: bool,
             click.echo(f"up: {what}")
     else:
         click.echo("up: everything is already up; nothing changed")
-    name = sess.session_name(prof.name)
+    name = sess.session_name(prof.key)
     click.echo(f"server {report.host} at {where} (CARLA {report.version}); agent: "
                f"docker compose -f {display_path(report.variant)} up; session: {name}")
     if attach is None:

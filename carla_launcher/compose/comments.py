@@ -112,10 +112,6 @@ def delete_key(m: CommentedMap, key: Any, parent: CommentedMap | None = None, pa
     _write(*prev, eol, tail)
 
 
-def delete_index(seq: CommentedSeq, index: int) -> None:
-    """`del seq[index]`; ruamel re-keys item comments correctly for sequences."""
-    del seq[index]
-
 
 def _slot_after(m: CommentedMap, key: Any) -> tuple[Any, Any]:
     """The comment slot after key's value, for a value we just put there."""

@@ -177,19 +177,21 @@ def _dep_name(item: Any) -> str:
 
 def _drop_dependency(svc: CommentedMap, key: str, sim: str) -> bool:
     """Remove `sim` from depends_on (list or map) or links (`sim` or `sim:alias`)."""
-    if key not in svc.lc.data:
+    if key not in svc:
         return False
-    dep = svc[key]
+    owner = _owner(svc, key)  # maybe the anchor merged in with `<<`
+    shared = owner is not svc  # an anchor's key stays (ruamel cannot delete it); it empties
+    dep = owner[key]
     if isinstance(dep, CommentedSeq):
         hits = [i for i, item in enumerate(dep) if _dep_name(item) == sim]
         for i in reversed(hits):
             del dep[i]
-        if hits and not len(dep):
-            delete_key(svc, key)
+        if hits and not len(dep) and not shared:
+            delete_key(owner, key)
         return bool(hits)
     if isinstance(dep, CommentedMap) and sim in dep:
-        if len(dep) == 1:
-            delete_key(svc, key)
+        if len(dep) == 1 and not shared:
+            delete_key(owner, key)
         else:
             delete_key(dep, sim)
         return True

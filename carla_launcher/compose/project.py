@@ -93,9 +93,9 @@ def is_generated(text: str) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, CommentedSeq) or isinstance(value, list):
+    if isinstance(value, list):
         return [_plain(v) for v in value]
-    if isinstance(value, CommentedMap) or isinstance(value, dict):
+    if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float)):
         return value
@@ -148,29 +148,29 @@ class Project:
         if cached is not None:
             return cached
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # compose accepts a BOM; so do we
         except FileNotFoundError:
             if referenced_from:
                 raise InputError(
                     referenced_from[0], referenced_from[1], f"file not found: {path}"
                 ) from None
             raise InputError(path, None, "file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(path, None, f"cannot read: {e}") from None
+        except UnicodeDecodeError as e:
+            raise InputError(path, None, f"not UTF-8 text (byte {e.start}); compose reads UTF-8") from None
+        except OSError as e:
+            where = referenced_from or (path, None)
+            raise InputError(where[0], where[1], f"cannot read {path}: {e.strerror}") from None
         doc, style = yamlio.load_shared(text, path)
         if doc is None:
             doc = CommentedMap()
         if not isinstance(doc, CommentedMap):
             raise InputError(path, 1, "a compose file must be a mapping at its top level")
         services = doc.get("services")
-        if services is not None and not isinstance(services, CommentedMap):
+        if "services" in doc and not isinstance(services, CommentedMap):
             raise InputError(path, yamlio.line_of(doc, "services"), "must be a mapping", "services")
         sf = SourceFile(path, text, doc, style)
         self._files[path] = sf
         return sf
-
-    def inputs(self) -> list[Path]:
-        return list(self._files)
 
     def take(self, path: Path) -> SourceFile:
         """The file's parsed document, handed over for editing: the next reader parses anew."""
@@ -194,7 +194,9 @@ class Project:
                 paths = [item]
             elif isinstance(item, CommentedMap) and "path" in item:
                 p = item["path"]
-                paths = [str(x) for x in p] if isinstance(p, CommentedSeq) else [str(p)]
+                paths = list(p) if isinstance(p, CommentedSeq) else [p]
+                if not paths or not all(isinstance(x, str) and x for x in paths):
+                    raise InputError(sf.path, line, "path must be a file name or a list of them", f"include[{i}].path")
             else:
                 raise InputError(sf.path, line, "needs a path", f"include[{i}]")
             for raw in paths:
@@ -235,7 +237,10 @@ class Project:
             return sf.path, str(ext["service"]), False
         raise InputError(sf.path, line, "needs a service", "extends")
 
-    def effective(self, path: Path, name: str, _stack: tuple[tuple[Path, str], ...] = ()) -> Service:
+    def effective(
+        self, path: Path, name: str, _stack: tuple[tuple[Path, str], ...] = (),
+        referenced_from: tuple[Path, int | None] | None = None,
+    ) -> Service:
         key = (Path(path).absolute(), name)
         if key in self._effective:
             return self._effective[key]
@@ -245,12 +250,16 @@ class Project:
         node = sf.services.get(name)
         line = sf.line("services", name)
         if node is None:
-            raise InputError(sf.path, None, f"service {name!r} not found (needed by extends)")
+            where = referenced_from or (sf.path, None)
+            raise InputError(where[0], where[1], f"extends a service that {sf.path.name} does not have: {name!r}", "extends")
         if not isinstance(node, CommentedMap):
-            node = CommentedMap()
+            raise InputError(sf.path, line, "a service must be a mapping", f"services.{name}")
+        _check_types(sf, name, node)
         target = self.extends_target(sf, name)
         if target is not None:
-            base = self.effective(target[0], target[1], (*_stack, key))
+            base = self.effective(
+                target[0], target[1], (*_stack, key), (sf.path, sf.line("services", name, "extends"))
+            )
             svc = Service(
                 name=name,
                 file=sf.path,
@@ -316,6 +325,31 @@ class Project:
                     svc.aliases += [str(a) for a in cfg["aliases"]]
 
 
+def _check_types(sf: SourceFile, name: str, node: CommentedMap) -> None:
+    """What compose would refuse in the fields we read: refuse it too, at its line."""
+
+    def bad(key: str, what: str) -> InputError:
+        return InputError(sf.path, sf.line("services", name, key), f"must be {what}", f"services.{name}.{key}")
+
+    for key in ("command", "entrypoint"):
+        v = node.get(key)
+        if isinstance(v, CommentedSeq) and not all(isinstance(x, str) for x in v):
+            raise bad(key, "a string or a list of strings (quote numbers: \"2000\")")
+        if v is not None and not isinstance(v, (str, CommentedSeq)):
+            raise bad(key, "a string or a list of strings")
+    env = node.get("environment")
+    if isinstance(env, CommentedSeq) and not all(isinstance(x, str) for x in env):
+        raise bad("environment", "a list of KEY=VALUE strings")
+    if isinstance(env, CommentedMap) and any(isinstance(v, (list, dict)) for v in env.values()):
+        raise bad("environment", "a mapping of names to strings, numbers or booleans")
+    if env is not None and not isinstance(env, (CommentedSeq, CommentedMap)):
+        raise bad("environment", "a list or a mapping")
+    for key in ("depends_on", "links", "volumes_from"):
+        v = node.get(key)
+        if v is not None and not isinstance(v, (CommentedSeq, CommentedMap) if key == "depends_on" else CommentedSeq):
+            raise bad(key, "a list" + (" or a mapping" if key == "depends_on" else ""))
+
+
 def project_name(entry: SourceFile) -> str:
     """The name compose gives the project: top-level `name:` or the folder's name."""
     name = entry.doc.get("name")
@@ -333,8 +367,11 @@ def find_entries(folder: Path) -> list[Path]:
         if p.suffix not in COMPOSE_SUFFIXES or not p.is_file() or p.name.startswith("."):
             continue
         try:
-            head = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
+            head = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            found.append(p)  # let planning say it is not UTF-8, rather than skip it silently
+            continue
+        except OSError:
             continue
         if is_generated(head):
             continue

@@ -22,6 +22,7 @@ from carla_launcher.compose.project import (
     Project,
     Service,
     find_entries,
+    is_generated,
     project_name,
     variant_name,
 )
@@ -74,12 +75,17 @@ def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, None, "no such folder", "--dir")
-    entries = files if files is not None else find_entries(folder)
+    if files is not None:  # as pre-commit passes them: any YAML that changed
+        entries = [f for f in files if not _generated(f)]
+    else:
+        entries = find_entries(folder)
     project = Project()
-    results = [plan_entry(project, e, target, required=files is not None) for e in entries]
-    if not entries:
+    results = [plan_entry(project, e, target) for e in entries]
+    if not entries and files is None:
         raise InputError(folder, None, "no compose files here (YAML with `services:` or `include:`)")
-    if all(r.skipped == NO_SIMULATOR for r in results):
+    if results and all(r.skipped == NO_SIMULATOR for r in results):
+        if files is not None and len(results) == 1:  # the one file asked for: say it of that file
+            plan_entry(Project(), results[0].entry, target, required=True, strict=True)
         raise InputError(
             folder, None, "no compose file here has a simulator service "
             "(one that runs CarlaUE4 or uses a carla image); name it with --simulator NAME"
@@ -87,12 +93,25 @@ def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -
     return results
 
 
-def plan_entry(project: Project, entry: Path, target: Target, required: bool = False) -> Result:
+def _generated(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return is_generated(f.read(2000))
+    except OSError:
+        return False
+
+
+def plan_entry(
+    project: Project, entry: Path, target: Target, required: bool = False, strict: bool = False
+) -> Result:
+    """The variants of one entry file; with `strict`, its error is raised, not carried."""
     result = Result(Path(entry))
     result.inputs = _closure(project, Path(entry).absolute())
     try:
         _plan(project, Path(entry).absolute(), target, required, result)
     except InputError as e:
+        if strict:
+            raise
         result.error = e
         result.variants = []
     return result
@@ -173,12 +192,12 @@ class _Deriver:
         inherited = {}
         for name in sf.services:
             t = self.project.extends_target(sf, str(name))
+            if t is not None and str(name) != self.sim.name and (t[0], t[1]) == (self.sim.file, self.sim.name):
+                raise InputError(
+                    sf.path, sf.line("services", name, "extends"),
+                    f"service {name} extends the simulator; it cannot be distributed", "extends",
+                )
             if t is not None and t[2]:
-                if t[1] == self.sim.name:
-                    raise InputError(
-                        sf.path, sf.line("services", name, "extends"),
-                        f"service {name} extends the simulator; it cannot be distributed", "extends",
-                    )
                 inherited[str(name)] = _inherited(self.project.effective(t[0], t[1]))
         plan = Plan(self.sim.name, self.rewrite, includes, inherited)
         inputs = self._inputs(path)
@@ -205,27 +224,13 @@ class _Deriver:
 
     def _inputs(self, path: Path) -> list[Path]:
         """Every file whose bytes the variant of `path` depends on (includes and extends)."""
-        seen: list[Path] = []
-
-        def walk(p: Path) -> None:
-            if p in seen:
-                return
-            seen.append(p)
-            sf = self.project.file(p)
-            for inc in self.project.includes(sf):
-                walk(inc.path)
-            for name in sf.services:
-                t = self.project.extends_target(sf, str(name))
-                if t is not None:
-                    walk(t[0])
-
-        walk(path)
-        return seen
+        return _closure(self.project, path)
 
     def _hash(self, inputs: list[Path]) -> str:
         h = hashlib.sha256()
         t = self.target
-        h.update(f"{DERIVATION}\0{t.address}\0{t.port}\0{self.sim.name}\0".encode())
+        # the port counts only where it changes something: --port 2000 and no --port agree
+        h.update(f"{DERIVATION}\0{t.address}\0{self.rewrite.new_port}\0{self.sim.name}\0".encode())
         base = inputs[0].parent
         for p in inputs:
             h.update(_rel(p, base).encode() + b"\0")
@@ -298,6 +303,10 @@ def compare(variant: Variant) -> Outcome:
         old = variant.path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Outcome(variant, "new", _diff("", variant.content, variant.path))
+    except UnicodeDecodeError:
+        return Outcome(variant, "hand-edited", f"{display_path(variant.path)}: not UTF-8 text\n")
+    except OSError as e:
+        raise InputError(variant.path, None, f"cannot read the variant: {e.strerror}") from None
     if old == variant.content:
         return Outcome(variant, "current")
     state = "hand-edited" if hand_edited(old) else "stale"
@@ -307,7 +316,10 @@ def compare(variant: Variant) -> Outcome:
 def apply(outcome: Outcome, force: bool = False) -> Outcome:
     """Write a new or stale variant atomically; leave current and hand-edited ones alone."""
     if outcome.state in ("new", "stale") or (outcome.state == "hand-edited" and force):
-        atomic_write(outcome.variant.path, outcome.variant.content)
+        try:
+            atomic_write(outcome.variant.path, outcome.variant.content)
+        except OSError as e:
+            raise InputError(outcome.variant.path, None, f"cannot write the variant: {e.strerror}") from None
         return Outcome(outcome.variant, "written", outcome.diff)
     return outcome
 

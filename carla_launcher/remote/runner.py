@@ -134,21 +134,21 @@ def deploy(
 def record(profile: Profile, report: DeployReport) -> None:
     """Remember where the servers are: addresses for `sync`, ports and versions for others."""
     servers = read_json(SERVERS_STATE)
-    found = servers.get(profile.name)
+    found = servers.get(profile.key)
     mine: dict[str, Any] = found if isinstance(found, dict) else {}
     for h in report.hosts:
         if h.ok and h.address:
             mine[h.host] = {"address": h.address, "port": h.port, "version": h.version,
                             "deployed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    servers[profile.name] = mine
+    servers[profile.key] = mine
     write_json(SERVERS_STATE, servers)
     first = next((h for h in report.hosts if h.ok and h.address), None)
     if first is not None and first.address is not None:
-        remember_address(profile.name, first.address)
+        remember_address(profile.key, first.address)
 
 
 def known_server(profile: Profile, host: str) -> dict[str, Any]:
     """What the last deploy recorded for a host: {address, port, version} (may be empty)."""
-    mine = read_json(SERVERS_STATE).get(profile.name)
+    mine = read_json(SERVERS_STATE).get(profile.key)
     entry = mine.get(host) if isinstance(mine, dict) else None
     return entry if isinstance(entry, dict) else {}
