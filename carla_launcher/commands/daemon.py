@@ -26,9 +26,11 @@ def _folder(folder: Path | None, profile: str | None, address: str | None) -> Pa
     """--dir, else the profile's compose.dir (as `sync` does), else the current folder."""
     if folder is not None:
         return Path(os.path.abspath(folder))
-    if address is None or profile is not None:
+    if profile is not None:  # named: it must load (a typo must not watch the wrong folder)
+        return Path(os.path.abspath(load_profile(profile).compose_dir))
+    if address is None:
         try:
-            return Path(os.path.abspath(load_profile(profile).compose_dir))
+            return Path(os.path.abspath(load_profile(None).compose_dir))
         except LauncherError:
             pass
     return Path(os.path.abspath("."))
