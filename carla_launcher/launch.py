@@ -110,18 +110,6 @@ def ensure_server(profile: Profile, host: str, say: Say, report_done: list[str])
     return st
 
 
-def server_address(profile: Profile, host: str) -> str:
-    from carla_launcher.remote.address import discover_address
-    from carla_launcher.remote.runner import known_server
-    from carla_launcher.state import remember_address
-
-    address = profile.remote.address or known_server(profile, host).get("address")
-    if not address:
-        address = discover_address(profile, host)
-        remember_address(profile.key, address)
-    return address
-
-
 def sync_variants(profile: Profile, address: str, port: int, say: Say) -> tuple[list[Path], list[str]]:
     """Write the variants for this address; (all variants, the ones written now)."""
     from carla_launcher.compose.sync import Target, apply, compare, plan_folder  # not for attach
@@ -162,7 +150,9 @@ def up(
     assert host is not None
     done: list[str] = []
     st = ensure_server(profile, host, say, done)
-    address = server_address(profile, host)
+    from carla_launcher.remote.address import agent_address
+
+    address = agent_address(profile, host)
     port = int(st.get("port") or profile.server.port)
     version = control.wait_started(profile, host, address, port, progress)
     report = UpReport(host, address, port, version, done=done)

@@ -125,20 +125,20 @@ def test_escape_path_is_systemd_escape(tmp_path: Path) -> None:
 
 
 @needs_analyze
+def daemon_cli(project: Path, env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
+    """`carla-launch daemon COMMAND --dir build` from the project folder, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "carla_launcher", "daemon", command, "--dir", "build"],
+        cwd=project, env=env, check=False, capture_output=True, text=True, timeout=120,
+    )
+
+
 def test_install_without_a_user_manager(sandbox: dict[str, str], tmp_path: Path) -> None:
     project = tmp_path / "proj"
     shutil.copytree(REPO / "build", project / "build")
     (project / "profiles").mkdir()
     shutil.copy(REPO / "profiles" / "default.yaml", project / "profiles" / "default.yaml")
-    r = subprocess.run(
-        [sys.executable, "-m", "carla_launcher", "daemon", "install", "--dir", "build"],
-        cwd=project,
-        env=sandbox,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = daemon_cli(project, sandbox, "install")
     assert r.returncode == 1, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr  # one line, and it points to the alternatives
@@ -164,15 +164,7 @@ def test_install_without_a_user_manager(sandbox: dict[str, str], tmp_path: Path)
     assert (r.returncode, r.stderr) == (0, "")
     assert str(project / "build") in r.stdout or r.stdout == ""
     # uninstall removes both; still no manager, said in one line
-    r = subprocess.run(
-        [sys.executable, "-m", "carla_launcher", "daemon", "uninstall", "--dir", "build"],
-        cwd=project,
-        env=sandbox,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = daemon_cli(project, sandbox, "uninstall")
     assert r.returncode == 0
     assert len(r.stderr.strip().splitlines()) == 1 and "no systemd user manager" in r.stderr
     assert not (unit_dir / TEMPLATE).exists() and not (unit_dir / f"{name}.d").exists()

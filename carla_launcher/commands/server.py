@@ -12,8 +12,7 @@ import click
 
 from carla_launcher.errors import LauncherError
 from carla_launcher.profile import Profile, load_profile
-from carla_launcher.remote.address import discover_address
-from carla_launcher.remote.runner import known_server
+from carla_launcher.remote.address import agent_address
 from carla_launcher.server import control
 from carla_launcher.server.probe import NotReady, ProgressLine
 
@@ -33,10 +32,6 @@ def _each(prof: Profile, hosts: list[str], fn: Any) -> list[tuple[str, Any, str 
 
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         return list(pool.map(one, hosts))
-
-
-def _address(prof: Profile, host: str) -> str:
-    return prof.remote.address or known_server(prof, host).get("address") or discover_address(prof, host)
 
 
 host_option = click.option("--host", metavar="HOST", help="One host of a pool (default: all).")
@@ -76,7 +71,7 @@ def _wait(prof: Profile, host: str) -> bool:
     try:
         st = control.server_status(prof, host)
         port = st.get("port") or prof.server.port
-        addr = _address(prof, host)
+        addr = agent_address(prof, host)
         line = ProgressLine(f"{host}: CARLA at {addr}:{port}", lambda s: click.echo(s, err=True, nl=False),
                             tty=sys.stderr.isatty())
         try:

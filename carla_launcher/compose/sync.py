@@ -81,16 +81,24 @@ def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -
         entries = find_entries(folder)
     project = Project()
     results = [plan_entry(project, e, target) for e in entries]
-    if not entries and files is None:
-        raise InputError(folder, None, "no compose files here (YAML with `services:` or `include:`)")
+    if files is not None and len(results) == 1 and results[0].skipped == NO_SIMULATOR:
+        plan_entry(Project(), results[0].entry, target, required=True, strict=True)  # say it of that file
+    problem = folder_problem(folder, results, listed=files is None)
+    if problem is not None:
+        raise problem
+    return results
+
+
+def folder_problem(folder: Path, results: list[Result], listed: bool = True) -> InputError | None:
+    """What is wrong with a folder as a whole (`sync` and the daemon word it alike)."""
+    if not results and listed:
+        return InputError(folder, None, "no compose files here (YAML with `services:` or `include:`)")
     if results and all(r.skipped == NO_SIMULATOR for r in results):
-        if files is not None and len(results) == 1:  # the one file asked for: say it of that file
-            plan_entry(Project(), results[0].entry, target, required=True, strict=True)
-        raise InputError(
+        return InputError(
             folder, None, "no compose file here has a simulator service "
             "(one that runs CarlaUE4 or uses a carla image); name it with --simulator NAME"
         )
-    return results
+    return None
 
 
 def _generated(path: Path) -> bool:

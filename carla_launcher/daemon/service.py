@@ -26,14 +26,13 @@ from watchdog.observers.api import ObservedWatch
 
 from carla_launcher.compose.project import Project, find_entries, variant_name
 from carla_launcher.compose.sync import (
-    NO_SIMULATOR,
     Result,
     Target,
     Variant,
     apply,
     compare,
+    folder_problem,
     plan_entry,
-    plan_folder,
 )
 from carla_launcher.daemon.lock import FolderLock
 from carla_launcher.daemon.log import Log
@@ -319,12 +318,7 @@ class Daemon:
         except OSError:
             entries = []
         results = [plan_entry(project, p, self.target) for p in entries]
-        problem = None
-        if not entries or all(r.skipped == NO_SIMULATOR for r in results):
-            try:  # a folder-level problem: let the sync core word it, as `sync` would
-                plan_folder(Path(self.folder), self.target)
-            except InputError as e:
-                problem = e
+        problem = folder_problem(Path(self.folder), results)  # worded as `sync` words it
         if problem is not None:
             self._error(FOLDER, f"{problem} (waiting for changes)")
         else:

@@ -134,3 +134,16 @@ def discover_address(profile: Profile, host: str | None = None) -> str:
             f"set remote.address in {profile.path.name}"
         )
     return chosen
+
+
+def agent_address(profile: Profile, host: str | None = None) -> str:
+    """remote.address, else what deploy or `address` remembered, else discovered (and remembered)."""
+    from carla_launcher.remote.runner import known_server
+    from carla_launcher.state import remember_address
+
+    host = host or profile.remote.host
+    address = profile.remote.address or known_server(profile, str(host)).get("address")
+    if not address:
+        address = discover_address(profile, host)
+        remember_address(profile.key, address)
+    return address
