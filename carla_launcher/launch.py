@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carla_launcher import session as sess
-from carla_launcher.compose.project import variant_name
+from carla_launcher.compose.discover import variant_name
 from carla_launcher.errors import InputError, LauncherError, display_path
 from carla_launcher.profile import Profile
 from carla_launcher.state import read_json, write_json
@@ -181,7 +181,7 @@ def attach_session(profile: Profile, compose: str | None, *, gpu: bool, read_wri
     assert host is not None
     variant = remembered_variant(profile)
     if variant is None or compose:
-        from carla_launcher.compose.project import find_entries
+        from carla_launcher.compose.discover import find_entries
 
         folder = profile.compose_dir
         variants = [p for e in find_entries(folder) if (p := e.with_name(variant_name(e.name))).is_file()]

@@ -16,6 +16,7 @@ def resolve_target(
     port: int | None,
     simulator: str | None,
     start: Path | None = None,
+    address_env: bool = False,
 ) -> tuple[Target, Profile | None]:
     """`--address` wins over the profile; with neither, the default profile gives it."""
     profile = None

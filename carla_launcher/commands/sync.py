@@ -25,11 +25,14 @@ def address_options(f):  # type: ignore[no-untyped-def]
 @click.option("--dir", "-d", "folder", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of compose files (default: the profile's compose.dir, else .).")
 @address_options
+@click.option("--address-env", is_flag=True,
+              help="Env address mode: variants read CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT when they run "
+                   "(see `carla-launch env P`), so one committed variant serves every box.")
 @click.option("--check", is_flag=True, help="Change nothing; show the diff and exit 1 if any variant is stale.")
 @click.option("--force", is_flag=True, help="Overwrite variants that were edited by hand.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems.")
 def sync(files: tuple[Path, ...], folder: Path | None, profile: str | None, address: str | None,
-         port: int | None, simulator: str | None, check: bool, force: bool, quiet: bool) -> None:
+         port: int | None, simulator: str | None, address_env: bool, check: bool, force: bool, quiet: bool) -> None:
     """Write the distributed variant of every compose file in a folder.
 
     A variant (docker-compose.yaml -> docker-compose.distributed.yaml, NAME.yaml ->
@@ -42,7 +45,7 @@ def sync(files: tuple[Path, ...], folder: Path | None, profile: str | None, addr
     Exit codes: 0 all current, 1 --check found a difference or a hand-edited variant
     was kept, 2 bad input (the other files are still synced).
     """
-    target, prof = resolve_target(address, profile, port, simulator)
+    target, prof = resolve_target(address, profile, port, simulator, address_env=address_env)
     if folder is None:
         folder = prof.compose_dir if prof is not None and not files else Path(".")
     entries = [Path(f) for f in files] if files else None

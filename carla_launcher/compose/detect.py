@@ -6,7 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from carla_launcher.compose.project import Project, find_entries
+from carla_launcher.compose.discover import find_entries
+from carla_launcher.compose.project import Project
 from carla_launcher.compose.simulator import find_simulator
 from carla_launcher.errors import InputError
 

@@ -27,6 +27,11 @@ _AFTER = r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9])"
 WORLD_PORT_FLAG = re.compile(r"-(?:carla-rpc-port|world-port|carla-port|carla-world-port)[= ](\d+)")
 DEFAULT_WORLD_PORT = 2000
 
+# The env address mode: variants read the box's address and world port from these variables,
+# which `up`/`attach` pass to docker compose and `carla-launch env P` prints.
+ENV_HOST = "CARLA_LAUNCH_HOST"
+ENV_PORT = "CARLA_LAUNCH_PORT"
+
 
 def is_host_var(name: str) -> bool:
     return bool(_HOST_VAR.match(name)) and not _NOT_WORLD.search(name)

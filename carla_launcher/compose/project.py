@@ -17,8 +17,6 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from carla_launcher.compose import yamlio
 from carla_launcher.errors import InputError
 
-COMPOSE_SUFFIXES = (".yaml", ".yml")
-GENERATED_MARK = "# carla-launch: source-hash="
 
 
 @dataclass
@@ -69,6 +67,9 @@ class Service:
     hostname: str | None = None
     container_name: str | None = None
     aliases: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)  # static ipv4_address / ipv6_address
+    ports: list[str] = field(default_factory=list)  # container ports it publishes or exposes
+    env_files: list[str] = field(default_factory=list)  # env_file paths as written
     environment: dict[str, str | None] = field(default_factory=dict)
     env_form: str = "list"
     depends_on: dict[str, Any] = field(default_factory=dict)
@@ -86,10 +87,6 @@ class Service:
             elif v:
                 parts.append(str(v))
         return " ".join(parts)
-
-
-def is_generated(text: str) -> bool:
-    return GENERATED_MARK in text[:2000]
 
 
 def _plain(value: Any) -> Any:
@@ -148,6 +145,12 @@ class Project:
         if cached is not None:
             return cached
         try:
+            size = path.stat().st_size
+            if size > yamlio.MAX_SOURCE_BYTES:
+                raise InputError(
+                    path, None, f"{size} bytes: larger than {yamlio.MAX_SOURCE_BYTES} "
+                    "(a compose file is a few KB; is this the right file?)"
+                )
             text = path.read_text(encoding="utf-8-sig")  # compose accepts a BOM; so do we
         except FileNotFoundError:
             if referenced_from:
@@ -270,6 +273,9 @@ class Project:
                 hostname=base.hostname,
                 container_name=None,  # compose does not inherit container_name
                 aliases=list(base.aliases),
+                addresses=list(base.addresses),
+                ports=list(base.ports),
+                env_files=list(base.env_files),
                 environment=dict(base.environment),
                 env_form=base.env_form,
                 depends_on=dict(base.depends_on),
@@ -321,8 +327,47 @@ class Project:
         nets = node.get("networks")
         if isinstance(nets, CommentedMap):
             for cfg in nets.values():
-                if isinstance(cfg, CommentedMap) and isinstance(cfg.get("aliases"), CommentedSeq):
+                if not isinstance(cfg, CommentedMap):
+                    continue
+                if isinstance(cfg.get("aliases"), CommentedSeq):
                     svc.aliases += [str(a) for a in cfg["aliases"]]
+                for k in ("ipv4_address", "ipv6_address"):
+                    if isinstance(cfg.get(k), str) and cfg[k]:
+                        svc.addresses.append(cfg[k])
+        svc.ports += _container_ports(node.get("ports")) + _container_ports(node.get("expose"))
+        env_file = node.get("env_file")
+        if env_file is not None:
+            svc.env_files += _env_file_paths(env_file)
+            svc.field_lines["env_file"] = here("env_file")
+
+
+def _container_ports(value: Any) -> list[str]:
+    """The container side of `ports:`/`expose:` entries ("2000-2002:2000-2002/tcp" -> "2000-2002")."""
+    out: list[str] = []
+    if not isinstance(value, (CommentedSeq, list)):
+        return out
+    for item in value:
+        if isinstance(item, (CommentedMap, dict)):
+            target = item.get("target")
+            if target is not None:
+                out.append(str(target))
+            continue
+        text = str(item).split("/", 1)[0]
+        out.append(text.rsplit(":", 1)[-1])
+    return out
+
+
+def _env_file_paths(value: Any) -> list[str]:
+    """`env_file:` as a string, a list of strings, or a list of {path, required}."""
+    items = value if isinstance(value, (CommentedSeq, list)) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, (CommentedMap, dict)):
+            if item.get("path") is not None:
+                out.append(str(item["path"]))
+        elif item is not None:
+            out.append(str(item))
+    return out
 
 
 def _check_types(sf: SourceFile, name: str, node: CommentedMap) -> None:
@@ -358,49 +403,3 @@ def project_name(entry: SourceFile) -> str:
     else:
         raw = entry.path.parent.name
     return re.sub(r"[^a-z0-9_-]", "", raw.lower())
-
-
-def find_entries(folder: Path) -> list[Path]:
-    """Compose files in a folder: YAML with top-level `services:` or `include:`, not generated."""
-    found = []
-    for p in sorted(folder.iterdir()):
-        if p.suffix not in COMPOSE_SUFFIXES or not p.is_file() or p.name.startswith("."):
-            continue
-        try:
-            head = p.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            found.append(p)  # let planning say it is not UTF-8, rather than skip it silently
-            continue
-        except OSError:
-            continue
-        if is_generated(head):
-            continue
-        if re.search(r"^(services|include)\s*:", head, re.M) or _top_level_compose(head):
-            found.append(p)
-    names = {p.name for p in found}
-    # a hand-made variant of another entry (the old way) is a variant, not an entry
-    return [p for p in found if not any(variant_name(n) == p.name for n in names if n != p.name)]
-
-
-def _top_level_compose(text: str) -> bool:
-    """Flow-style (JSON) compose files: parse to see whether `services` is a top-level key."""
-    if not re.search(r"""^\s*[{"']|^\s*["']?(services|include)["']?\s*:""", text, re.M):
-        return False
-    try:
-        from ruamel.yaml import YAML
-
-        doc = YAML(typ="safe").load(text)
-    except Exception:  # an invalid file is not a compose file we can tell apart
-        return False
-    return isinstance(doc, dict) and ("services" in doc or "include" in doc)
-
-
-def variant_name(name: str) -> str:
-    """docker-compose.yml -> docker-compose.distributed.yml; compose.yaml -> compose.distributed.yaml;
-    NAME.EXT -> NAME-distributed.EXT."""
-    stem, dot, ext = name.rpartition(".")
-    if not dot:
-        return name + "-distributed"
-    if stem in ("docker-compose", "compose"):
-        return f"{stem}.distributed.{ext}"
-    return f"{stem}-distributed.{ext}"

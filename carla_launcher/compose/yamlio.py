@@ -16,6 +16,9 @@ from carla_launcher.errors import InputError
 
 Doc = Any  # a ruamel round-trip document (CommentedMap for compose files)
 
+# A compose file larger than this is refused unread: real ones are a few KB.
+MAX_SOURCE_BYTES = 1 << 20
+
 
 @dataclass(frozen=True)
 class Style:

@@ -24,7 +24,8 @@ from typing import Any
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
-from carla_launcher.compose.project import Project, find_entries, variant_name
+from carla_launcher.compose.discover import find_entries, variant_name
+from carla_launcher.compose.project import Project
 from carla_launcher.compose.sync import (
     Result,
     Target,

@@ -148,7 +148,8 @@ def compose_cli() -> list[str] | None:
 
 def load_simulator(profile: Profile) -> SimulatorSource:
     """Find the simulator service in the profile's compose folder, as compose resolves it."""
-    from carla_launcher.compose.project import Project, find_entries
+    from carla_launcher.compose.discover import find_entries
+    from carla_launcher.compose.project import Project
     from carla_launcher.compose.simulator import find_simulator
 
     folder = profile.compose_dir
