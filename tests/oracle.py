@@ -23,6 +23,7 @@ def sim_names(model: dict[str, Any], sim: str) -> set[str]:
             names.add(s[key])
     for net in (s.get("networks") or {}).values():
         names.update((net or {}).get("aliases") or [])
+        names.update(a for k in ("ipv4_address", "ipv6_address") if (a := (net or {}).get(k)))
     for other in model["services"].values():
         for link in other.get("links") or []:
             target, _, alias = link.partition(":")
@@ -35,53 +36,92 @@ def sim_names(model: dict[str, Any], sim: str) -> set[str]:
     return names
 
 
-def _replace_tokens(text: str, names: set[str], address: str) -> str:
+def _host_for(address: str, url_like: bool) -> str:
+    return f"[{address}]" if url_like and ":" in address else address
+
+
+def _replace_tokens(
+    text: str, names: set[str], address: str, old_port: int = 2000, new_port: int | None = None,
+    hosty: bool = False,
+) -> str:
+    """Whole tokens that are names become the address (and a `:port` after them the new port);
+    with `hosty`, loopback names too."""
+    hit = names | (_HOSTY if hosty else set())
+    if text in hit:  # a whole value (IPv6 names have colons the tokenizer splits on)
+        return address
     parts = _SEP.split(text)
-    out = []
-    for part in parts:
+    out: list[str] = []
+    replaced_at = -10
+    for i, part in enumerate(parts):
         if _SEP.fullmatch(part or " "):
             out.append(part)
             continue
+        after = parts[i + 1] if i + 1 < len(parts) else ""
+        port_follows = after == ":" and i + 2 < len(parts) and parts[i + 2].isdigit()
         m = re.match(r"^([a-z]+://)([^/]*)(.*)$", part)
-        if m and m.group(2) in names:
-            part = m.group(1) + address + m.group(3)
-        elif part in names:
-            part = address
-        elif part.startswith("//") and part[2:].split("/")[0] in names:
-            part = "//" + address + part[2:][len(part[2:].split("/")[0]) :]
+        if m and m.group(2) in hit:
+            part = m.group(1) + _host_for(address, True) + m.group(3)
+            replaced_at = i
+        elif part in hit:
+            before = parts[i - 1] if i else ""
+            part = _host_for(address, port_follows or before.endswith("//"))
+            replaced_at = i
+        elif part.startswith("//") and part[2:].split("/")[0] in hit:
+            host = part[2:].split("/")[0]
+            part = "//" + _host_for(address, True) + part[2 + len(host) :]
+            replaced_at = i
+        elif new_port and replaced_at == i - 2 and parts[i - 1] == ":" and re.match(rf"{old_port}(?!\d)", part):
+            part = str(new_port) + part[len(str(old_port)) :]
         out.append(part)
     return "".join(out)
 
 
+_NOT_WORLD = {"TM", "TRAFFIC", "MANAGER", "STREAM", "STREAMING", "SECONDARY", "PRIMARY"}
+
+
 def _is_host_var(name: str) -> bool:
-    return bool(re.match(r"^CARLA\w*(HOST|SERVER|IP|ADDR)$", name)) and "TM" not in name
+    words = name.upper().split("_")
+    return (
+        len(words) > 1 and words[0] == "CARLA" and not _NOT_WORLD & set(words)
+        and words[-1] in ("HOST", "HOSTNAME", "SERVER", "IP", "ADDR", "ADDRESS")
+    )
 
 
 def _is_port_var(name: str) -> bool:
-    return bool(re.match(r"^CARLA\w*PORT$", name)) and "TM" not in name
+    words = name.upper().split("_")
+    return len(words) > 1 and words[0] == "CARLA" and words[-1] == "PORT" and not _NOT_WORLD & set(words)
+
+
+_HOST_FLAGS = ("--host", "--carla-host")
+_ROS_HOST = re.compile(r"^(host|carla_host):=(['\"]?)(.*)\2$")
 
 
 def _args(items: list[str], names: set[str], address: str, old_port: int, new_port: int | None) -> list[str]:
     out = []
     prev = ""
     for item in items:
-        if prev in ("--host", "--carla-host") and (item in _HOSTY or item in names):
+        flag, eq, value = item.partition("=")
+        ros = _ROS_HOST.match(item)
+        if prev in _HOST_FLAGS and (item in _HOSTY or item in names):
             item = address
         elif prev == "--port" and new_port and item == str(old_port):
             item = str(new_port)
+        elif new_port and item in (f"port:={old_port}", f"carla_port:={old_port}"):
+            item = item.replace(str(old_port), str(new_port))
+        elif eq and flag in _HOST_FLAGS and (value in _HOSTY or value in names):
+            item = f"{flag}={address}"
+        elif eq and flag == "--port" and new_port and value == str(old_port):
+            item = f"--port={new_port}"
+        elif ros and (ros.group(3) in _HOSTY or ros.group(3) in names):
+            item = f"{ros.group(1)}:={ros.group(2)}{address}{ros.group(2)}"
         else:
-            flag, eq, value = item.partition("=")
-            if eq and flag in ("--host", "--carla-host") and (value in _HOSTY or value in names):
-                item = f"{flag}={address}"
-            elif eq and flag == "--port" and new_port and value == str(old_port):
-                item = f"--port={new_port}"
-            else:
-                item = _replace_tokens(item, names, address)
-                if new_port:
-                    item = re.sub(rf"--port[= ]{old_port}\b", f"--port={new_port}", item)
-                item = re.sub(
-                    r"(--(?:carla-)?host[= ])(localhost|127\.0\.0\.1)\b", rf"\g<1>{address}", item
-                )
+            item = _replace_tokens(item, names, address, old_port, new_port)
+            if new_port:
+                item = re.sub(rf"(--port[= ]|\bport:=){old_port}\b", rf"\g<1>{new_port}", item)
+            item = re.sub(
+                r"(--(?:carla-)?host[= ]|\b(?:carla_)?host:=['\"]?)(localhost|127\.0\.0\.1)\b",
+                lambda m: m.group(1) + address, item,
+            )
         out.append(item)
         prev = item if item.startswith("--") else ""
     return out
@@ -111,18 +151,43 @@ def expected_model(
         for key, value in list(env.items()):
             if not isinstance(value, str):
                 continue
-            if _is_host_var(key) and (value in _HOSTY or value in names):
-                env[key] = address
+            if _is_host_var(key):
+                env[key] = _replace_tokens(value, names, address, old_port, new_port, hosty=True)
             elif _is_port_var(key) and new_port and value == str(old_port):
                 env[key] = str(new_port)
             else:
-                env[key] = _replace_tokens(value, names, address)
+                env[key] = _replace_tokens(value, names, address, old_port, new_port)
         for key in ("command", "entrypoint"):
             if isinstance(svc.get(key), list):
                 svc[key] = _args(svc[key], names, address, old_port, new_port)
+        test = (svc.get("healthcheck") or {}).get("test")
+        if isinstance(test, list):
+            svc["healthcheck"]["test"] = _args(test, names, address, old_port, new_port)
     return model
 
 
+def _used(model: dict[str, Any]) -> dict[str, set[str]]:
+    used: dict[str, set[str]] = {"networks": set(), "volumes": set(), "configs": set(), "secrets": set()}
+    for svc in (model.get("services") or {}).values():
+        used["networks"] |= set(svc.get("networks") or {})
+        if not svc.get("networks") and not svc.get("network_mode"):
+            used["networks"].add("default")
+        for kind in ("volumes", "configs", "secrets"):
+            used[kind] |= {x.get("source") for x in svc.get(kind) or [] if isinstance(x, dict)}
+    return used
+
+
 def comparable(model: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a model that run: services, networks, volumes, configs, secrets."""
-    return {k: v for k, v in model.items() if not k.startswith("x-")}
+    """The parts of a model that run: services, and the networks, volumes, configs and
+    secrets they use (compose creates no others; an unused one runs nothing)."""
+    used = _used(model)
+    out = {}
+    for k, v in model.items():
+        if k.startswith("x-"):
+            continue
+        if k in used and isinstance(v, dict):
+            v = {name: cfg for name, cfg in v.items() if name in used[k]}
+            if not v:
+                continue
+        out[k] = v
+    return out

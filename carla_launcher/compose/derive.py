@@ -41,6 +41,8 @@ class Plan:
     rewrite: Rewrite
     includes: Mapping[str, str | None] = field(default_factory=dict)  # raw path -> new path | DROP
     inherited: Mapping[str, Inherited] = field(default_factory=dict)
+    # service -> variables its env_file sets to the simulator, with their new values
+    env_file_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +74,8 @@ def derive(doc: Any, plan: Plan) -> Derived:
         if plan.simulator in services:
             delete_key(services, plan.simulator, doc, "services")
             out.changed = True
+            if not len(services):  # `services: {}` with stray comments: say nothing instead
+                delete_key(doc, "services")
         for name in list(services):
             svc = services[name]
             if isinstance(svc, CommentedMap):
@@ -95,7 +99,13 @@ def _service(name: str, svc: CommentedMap, plan: Plan, out: Derived) -> None:
     elif isinstance(env, CommentedMap):
         for key in list(env):
             value = env[key]
-            if value is None or isinstance(value, bool):
+            if isinstance(value, bool):
+                continue
+            if value is None:
+                unset = rw.unset_env(str(key))
+                if unset is not None:
+                    _owner(env, key)[key] = unset
+                    referenced = True
                 continue
             new = rw.env_value(str(key), str(value))
             if new != str(value):
@@ -116,6 +126,21 @@ def _service(name: str, svc: CommentedMap, plan: Plan, out: Derived) -> None:
             for i, (old, new) in enumerate(zip(items, new_items)):
                 if isinstance(old, str) and old != new:
                     referenced |= _set_item(value, i, new)
+    hc = svc.get("healthcheck")
+    if isinstance(hc, CommentedMap):
+        test = hc.get("test")
+        if isinstance(test, str) and rw.shell(test) != test:
+            hc["test"] = _like(test, rw.shell(test))
+            referenced = True
+        elif isinstance(test, CommentedSeq):
+            items = list(test)
+            for i, new in enumerate(rw.args([str(x) if isinstance(x, str) else x for x in items])):
+                if isinstance(items[i], str):
+                    referenced |= _set_item(test, i, new)
+    overrides = plan.env_file_overrides.get(name)
+    if overrides:
+        _add_env(svc, overrides, "list")
+        referenced = True
     inherited = plan.inherited.get(name)
     if inherited is not None:
         changed_here = _override_inherited(svc, inherited, plan)
@@ -212,18 +237,7 @@ def _override_inherited(svc: CommentedMap, base: Inherited, plan: Plan) -> set[s
         if new != value:
             overrides[key] = new
     if overrides:
-        if own_env is None:
-            if base.env_form == "list":
-                own_env = CommentedSeq(f"{k}={v}" for k, v in overrides.items())
-            else:
-                own_env = CommentedMap(overrides)
-            append_key(svc, "environment", own_env)
-        else:
-            for key, new in overrides.items():
-                if isinstance(own_env, CommentedSeq):
-                    append_item(own_env, f"{key}={new}")
-                else:
-                    append_key(own_env, key, new)
+        _add_env(svc, overrides, base.env_form)
         changed.add("environment")
     for key in ("command", "entrypoint"):
         value = getattr(base, key)
@@ -257,6 +271,24 @@ def _override_inherited(svc: CommentedMap, base: Inherited, plan: Plan) -> set[s
         _put(svc, "links", _tagged(keep, "list"))
         changed.add("links")
     return changed
+
+
+def _add_env(svc: CommentedMap, overrides: Mapping[str, str], form: str) -> None:
+    """Set variables in the service's own `environment:` (which wins over what it inherits
+    and over env_file), in the form it already has, else in `form`."""
+    own_env = svc.get("environment") if "environment" in svc.lc.data else None
+    if not isinstance(own_env, (CommentedSeq, CommentedMap)):
+        if form == "list":
+            own_env = CommentedSeq(f"{k}={v}" for k, v in overrides.items())
+        else:
+            own_env = CommentedMap(overrides)
+        _put(svc, "environment", own_env)
+        return
+    for key, new in overrides.items():
+        if isinstance(own_env, CommentedSeq):
+            append_item(own_env, f"{key}={new}")
+        else:
+            append_key(own_env, key, new)
 
 
 def _put(m: CommentedMap, key: str, value: Any) -> None:

@@ -2,6 +2,8 @@
 
 Host names are replaced as whole tokens (`carla-simulator-logs` stays), never inside a
 `${VAR}` name, never as a path component (`/opt/carla/` stays when the service is `carla`).
+What replaces them is the address as that place needs it: bracketed for IPv6 in a URL or a
+`host:port`, and in the env address mode a `${CARLA_LAUNCH_HOST:?...}` that compose fills in.
 """
 
 from __future__ import annotations
@@ -10,18 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-# Variables that clearly hold the CARLA host: CARLA*HOST, CARLA*SERVER, CARLA*IP, CARLA*ADDR.
-_HOST_VAR = re.compile(r"^CARLA[A-Z0-9_]*?(HOST|HOSTNAME|SERVER|SERVER_IP|IP|ADDR|ADDRESS)$", re.I)
-_PORT_VAR = re.compile(r"^CARLA[A-Z0-9_]*PORT$", re.I)
-_NOT_WORLD = re.compile(r"(TM|TRAFFIC|STREAM|SECONDARY|TRAFFIC_MANAGER)", re.I)
-_HOST_FLAGS = ("--host", "--carla-host", "--carla_host", "--carla-ip", "--server-host")
-_PORT_FLAGS = ("--port", "--carla-port", "--carla_port", "--world-port", "--rpc-port")
-_LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|0\.0\.0\.0|::1|\[::1\]|host\.docker\.internal)$")
-_LOOPBACK_TOKENS = (r"localhost", r"127\.0\.0\.1", r"0\.0\.0\.0", r"host\.docker\.internal")
-
-# A token is a run of host-name characters; these may not touch it on either side.
-_BEFORE = r"(?<![A-Za-z0-9_.\-])"
-_AFTER = r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9])"
+from carla_launcher.netaddr import for_url
 
 # The simulator's RPC (world) port as CARLA spells it on its command line.
 WORLD_PORT_FLAG = re.compile(r"-(?:carla-rpc-port|world-port|carla-port|carla-world-port)[= ](\d+)")
@@ -31,14 +22,49 @@ DEFAULT_WORLD_PORT = 2000
 # which `up`/`attach` pass to docker compose and `carla-launch env P` prints.
 ENV_HOST = "CARLA_LAUNCH_HOST"
 ENV_PORT = "CARLA_LAUNCH_PORT"
+ENV_URL_HOST = "CARLA_LAUNCH_URL_HOST"  # the host as a URL needs it: [fd00::2] for IPv6
+# No `: `, `,`, `#`, quotes or braces in the message: it lands in plain YAML scalars and flows.
+_ENV_HINT = "run carla-launch up PROFILE or eval the output of carla-launch env PROFILE"
+ENV_HOST_TEXT = "${" + ENV_HOST + ":?" + _ENV_HINT + "}"
+ENV_URL_HOST_TEXT = "${" + ENV_URL_HOST + ":?" + _ENV_HINT + "}"
+
+_HOST_WORDS = {"HOST", "HOSTNAME", "SERVER", "IP", "ADDR", "ADDRESS"}
+_NOT_WORLD = {"TM", "TRAFFIC", "MANAGER", "STREAM", "STREAMING", "SECONDARY", "PRIMARY", "TMPORT"}
+_HOST_FLAGS = (
+    "--host", "--carla-host", "--carla_host", "--carla-ip", "--carla_ip", "--server-host",
+    "--carla-server", "--carla-address", "--sim-host",
+)
+_PORT_FLAGS = ("--port", "--carla-port", "--carla_port", "--world-port", "--rpc-port", "--carla-rpc-port")
+_ROS_HOST_ARGS = ("host", "carla_host", "carla_ip", "carla_server")
+_ROS_PORT_ARGS = ("port", "carla_port")
+_LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|0\.0\.0\.0|::1|\[::1\]|host\.docker\.internal)$")
+_LOOPBACK_TOKENS = (r"localhost", r"127\.0\.0\.1", r"0\.0\.0\.0", r"host\.docker\.internal")
+
+# A token is a run of host-name characters; these may not touch it on either side.
+_BEFORE = r"(?<![A-Za-z0-9_.\-])"
+_AFTER = r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9])"
+# `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alt}`, `${VAR:?message}`
+_INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])([^${}]*))?\}")
+# How a compose file may write the project name in a compose-made container name.
+_PROJECT_VAR = r"\$\{COMPOSE_PROJECT_NAME(?::?[-+?][^${}]*)?\}|\$COMPOSE_PROJECT_NAME(?![A-Za-z0-9_])"
+_MARK = "\x00"  # placeholders for inserted text, so that no pass re-reads what another wrote
+_HELD = "\x01"  # the same for what the shell rules wrote, around the token pass
+
+
+def _words(name: str) -> list[str]:
+    return [w for w in re.split(r"[^A-Za-z0-9]+", name.upper()) if w]
 
 
 def is_host_var(name: str) -> bool:
-    return bool(_HOST_VAR.match(name)) and not _NOT_WORLD.search(name)
+    """CARLA_HOST, CARLA_SIM_HOST, CARLA_SERVER_IP: the first word is CARLA (not CARLAVIZ_...)."""
+    w = _words(name)
+    return len(w) >= 2 and w[0] == "CARLA" and w[-1] in _HOST_WORDS and not _NOT_WORLD & set(w)
 
 
 def is_port_var(name: str) -> bool:
-    return bool(_PORT_VAR.match(name)) and not _NOT_WORLD.search(name)
+    """CARLA_PORT, CARLA_WORLD_PORT; not CARLA_TM_PORT or CARLA_STREAMING_PORT."""
+    w = _words(name)
+    return len(w) >= 2 and w[0] == "CARLA" and w[-1] == "PORT" and not _NOT_WORLD & set(w)
 
 
 def world_port_of(command: str) -> int:
@@ -56,55 +82,123 @@ def name_pattern(name: str) -> str:
 class Rewrite:
     """What to put where the simulator was: its address (and port) on the remote box."""
 
-    address: str
-    host_names: tuple[str, ...]  # service name, hostname, container_name, aliases ('*' = number)
+    address: str  # a validated literal, or ENV_HOST_TEXT in the env address mode
+    host_names: tuple[str, ...]  # service name, hostname, container_name, aliases, static IPs
     world_port: int = DEFAULT_WORLD_PORT
     port: int | None = None  # the remote server's world port, when it differs
+    simulator: str = ""  # the service name, for compose-made container names
+    project: str = ""  # the compose project name, likewise
+    env: bool = False  # env address mode: the port too becomes a variable
+    dotenv: tuple[tuple[str, str], ...] = ()  # the project's `.env`: what `${VAR}` turns into
+
+    @classmethod
+    def for_env(cls, host_names: tuple[str, ...], world_port: int, simulator: str = "",
+                project: str = "", dotenv: tuple[tuple[str, str], ...] = ()) -> Rewrite:
+        return cls(ENV_HOST_TEXT, host_names, world_port, None, simulator, project, True, dotenv)
+
+    @cached_property
+    def _url_address(self) -> str:
+        return ENV_URL_HOST_TEXT if self.env else for_url(self.address)
+
+    @cached_property
+    def _dotenv(self) -> dict[str, str]:
+        return dict(self.dotenv)
 
     @cached_property
     def _names(self) -> re.Pattern[str]:
-        alts = sorted((name_pattern(n) for n in self.host_names), key=len, reverse=True)
-        return re.compile(_BEFORE + "(" + "|".join(alts) + ")" + _AFTER)
+        return self._pattern([])
 
     @cached_property
     def _names_and_loopback(self) -> re.Pattern[str]:
-        alts = sorted((name_pattern(n) for n in self.host_names), key=len, reverse=True)
-        return re.compile(_BEFORE + "(" + "|".join(alts + list(_LOOPBACK_TOKENS)) + ")" + _AFTER)
+        return self._pattern(list(_LOOPBACK_TOKENS))
+
+    def _pattern(self, extra: list[str]) -> re.Pattern[str]:
+        alts = sorted((name_pattern(n) for n in self.host_names), key=len, reverse=True) + extra
+        return re.compile(_BEFORE + "(" + "|".join(alts or ["(?!)"]) + ")" + _AFTER)
+
+    @cached_property
+    def _container_names(self) -> re.Pattern[str]:
+        """Names compose gives the simulator's containers: v2 `P-sim-1`, v1 `P_sim_1`."""
+        if not self.simulator:
+            return re.compile("(?!)")
+        prefixes = [_PROJECT_VAR] + ([re.escape(self.project)] if self.project else [])
+        sim = re.escape(self.simulator)
+        return re.compile(_BEFORE + rf"(?:{'|'.join(prefixes)})[-_]{sim}[-_]\d+" + _AFTER)
 
     @property
     def new_port(self) -> int | None:
         return self.port if self.port is not None and self.port != self.world_port else None
 
-    # -- tokens -------------------------------------------------------------------------
-    _DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-+?])([^${}]*)\}")
+    @property
+    def port_text(self) -> str | None:
+        """What replaces the world port where a value carries it, or None to keep it."""
+        if self.env:
+            return "${" + ENV_PORT + ":-" + str(self.world_port) + "}"
+        return None if self.new_port is None else str(self.new_port)
 
+    # -- tokens -------------------------------------------------------------------------
     def replace_hosts(self, text: str, loopback: bool = False) -> str:
         """Replace whole-token host names in free text, and in `${VAR:-default}` defaults."""
-        if not self.host_names:
+        if not self.host_names or not text:
             return text
-        if "${" in text:
-            text = self._DEFAULT.sub(
-                lambda m: "${" + m.group(1) + m.group(2) + self._tokens(m.group(3), loopback) + "}", text
-            )
-        return self._tokens(text, loopback)
-
-    def _tokens(self, text: str, loopback: bool) -> str:
+        inserted: list[str] = []
+        text = self._sub(self._container_names, text, inserted)
         pattern = self._names_and_loopback if loopback else self._names
+        out: list[str] = []
+        pos = 0
+        for m in _INTERP.finditer(text):
+            out.append(self._sub(pattern, text[pos : m.start()], inserted))
+            op, default = m.group(2), m.group(3)
+            from_dotenv = self._from_dotenv(m.group(1), op, loopback)
+            if from_dotenv is not None:  # `.env` makes it name the simulator: write it out
+                out.append(f"{_MARK}{len(inserted)}{_MARK}")
+                inserted.append(from_dotenv)
+            elif op is not None and "?" not in op and "+" not in op:  # a default: may be a host
+                out.append("${" + m.group(1) + op + self._sub(pattern, default, inserted) + "}")
+            else:
+                out.append(m.group(0))
+            pos = m.end()
+        out.append(self._sub(pattern, text[pos:], inserted))
+        text = "".join(out)
+        return re.sub(_MARK + r"(\d+)" + _MARK, lambda m: inserted[int(m.group(1))], text)
+
+    def _from_dotenv(self, var: str, op: str | None, loopback: bool) -> str | None:
+        """What `${var...}` must become when the project's `.env` sets it to the simulator."""
+        value = self._dotenv.get(var)
+        if value is None or "$" in value or (op and "+" in op) or (op == ":-" and not value):
+            return None
+        new = self.host_value(value) if loopback else self.replace_hosts(value)
+        return new if new != value else None
+
+    def unset_env(self, name: str) -> str | None:
+        """`KEY` alone takes its value from the environment, which `.env` fills: the value the
+        variant must set instead, or None when that value does not name the simulator."""
+        value = self._dotenv.get(name)
+        if value is None or "$" in value:
+            return None
+        new = self.env_value(name, value)
+        return new if new != value else None
+
+    def _sub(self, pattern: re.Pattern[str], text: str, inserted: list[str]) -> str:
+        """Replace every match that is a host (not a variable name, not a path part)."""
         out: list[str] = []
         pos = 0
         for m in pattern.finditer(text):
             start, end = m.span()
             before = text[max(0, start - 2) : start]
-            after = text[end : end + 1]
             url = before == "//"
             if before.endswith("$") or before == "${":
                 continue  # a variable's name, not a host
-            if before.endswith("/") and not url:
+            if (before.endswith("/") or text[end : end + 1] == "/") and not url:
                 continue  # a path component
-            if after == "/" and not url:
-                continue
+            port = re.match(r":(\d+)(?![\d.])", text[end:])
+            new = self._url_address if url or port else self.address
+            if port and self.port_text is not None and int(port.group(1)) == self.world_port:
+                new += ":" + self.port_text
+                end += port.end()
             out.append(text[pos:start])
-            out.append(self.address)
+            out.append(f"{_MARK}{len(inserted)}{_MARK}")
+            inserted.append(new)
             pos = end
         if not out:
             return text
@@ -118,11 +212,12 @@ class Rewrite:
         stripped = value.strip()
         if _LOOPBACK.match(stripped) or self._names.fullmatch(stripped):
             return value.replace(stripped, self.address)
-        return self.replace_hosts(value)
+        return self.replace_hosts(value, loopback=True)
 
     def port_value(self, value: str) -> str:
-        if self.new_port is not None and value.strip() == str(self.world_port):
-            return value.replace(str(self.world_port), str(self.new_port))
+        new = self.port_text
+        if new is not None and value.strip() == str(self.world_port):
+            return value.replace(str(self.world_port), new)
         return value
 
     # -- compose fields -----------------------------------------------------------------
@@ -136,7 +231,8 @@ class Rewrite:
     def env_item(self, item: str) -> str:
         """One `KEY=VALUE` entry of a list-form environment."""
         if "=" not in item:
-            return item
+            new = self.unset_env(item.strip())
+            return item if new is None else f"{item.strip()}={new}"
         key, value = item.split("=", 1)
         return f"{key}={self.env_value(key.strip(), value)}"
 
@@ -167,32 +263,47 @@ class Rewrite:
             return f"{flag}={self.port_value(value)}"
         if eq and is_host_var(flag):  # `env CARLA_HOST=x cmd` written as one item
             return f"{flag}={self.host_value(value)}"
-        if "\n" in item or " " in item:  # a whole shell script in one item (sh -c "...")
+        if eq and is_port_var(flag):
+            return f"{flag}={self.port_value(value)}"
+        if "\n" in item or " " in item or ":=" in item:  # a shell script, or ROS `host:=x`
             return self.shell(item)
         return self.replace_hosts(item)
 
     _SHELL_FLAG = re.compile(
-        r"(?P<flag>--(?:carla[-_])?host|--carla-ip|--server-host|--(?:carla[-_]|world-|rpc-)?port)"
-        r"(?P<sep>=|[ \t]+)(?P<q>[\"']?)(?P<val>[^\s\"';&|)]+)(?P=q)"
+        r"(?P<flag>" + "|".join(re.escape(f) for f in sorted(_HOST_FLAGS + _PORT_FLAGS, key=len, reverse=True))
+        + r")(?P<sep>=|[ \t]+)(?P<q>[\"']?)(?P<val>[^\s\"';&|)]+)(?P=q)(?![\w-])"
+    )
+    _ROS_ARG = re.compile(
+        r"(?<![\w-])(?P<flag>" + "|".join(_ROS_HOST_ARGS + _ROS_PORT_ARGS)
+        + r"):=(?P<q>[\"']?)(?P<val>[^\s\"';&|)]+)(?P=q)"
     )
     _SHELL_VAR = re.compile(
-        r"(?<![A-Za-z0-9_])(?P<name>CARLA[A-Z0-9_]*)=(?P<q>[\"']?)(?P<val>[^\s\"';&|)]*)(?P=q)"
+        r"(?<![A-Za-z0-9_])(?P<name>CARLA[A-Za-z0-9_]*)=(?P<q>[\"']?)(?P<val>[^\s\"';&|)]*)(?P=q)"
     )
 
     def shell(self, text: str) -> str:
         """A shell-form command (plain or block scalar): flags, assignments, then tokens."""
 
+        def value_of(m: re.Match[str], new: str) -> str:
+            whole = m.group(0)
+            return whole[: m.start("val") - m.start()] + new + whole[m.end("val") - m.start() :]
+
         def flag(m: re.Match[str]) -> str:
-            is_port = m.group("flag").endswith("port")
-            val = m.group("val")
-            new = self.port_value(val) if is_port else self.host_value(val)
-            return m.group(0)[: m.start("val") - m.start()] + new + m.group(0)[m.end("val") - m.start() :]
+            name, val = m.group("flag"), m.group("val")
+            is_port = name in _PORT_FLAGS or name in _ROS_PORT_ARGS
+            return value_of(m, self.port_value(val) if is_port else self.host_value(val))
 
         def assign(m: re.Match[str]) -> str:
-            val = m.group("val")
-            new = self.env_value(m.group("name"), val)
-            return m.group(0)[: m.start("val") - m.start()] + new + m.group(0)[m.end("val") - m.start() :]
+            return value_of(m, self.env_value(m.group("name"), m.group("val")))
 
-        text = self._SHELL_FLAG.sub(flag, text)
-        text = self._SHELL_VAR.sub(assign, text)
-        return self.replace_hosts(text)
+        inserted: list[str] = []
+
+        def hold(new: str) -> str:  # keep what a rule wrote from the later token pass
+            inserted.append(new)
+            return f"{_HELD}{len(inserted) - 1}{_HELD}"
+
+        text = self._SHELL_FLAG.sub(lambda m: hold(flag(m)), text)
+        text = self._ROS_ARG.sub(lambda m: hold(flag(m)), text)
+        text = self._SHELL_VAR.sub(lambda m: hold(assign(m)), text)
+        text = self.replace_hosts(text)
+        return re.sub(_HELD + r"(\d+)" + _HELD, lambda m: inserted[int(m.group(1))], text)

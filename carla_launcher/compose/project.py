@@ -15,6 +15,14 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from carla_launcher.compose import yamlio
+from carla_launcher.compose.fields import (
+    container_ports,
+    env_file_paths,
+    resources_used,
+    tag_of,
+    depends_to_dict,
+    env_to_dict,
+)
 from carla_launcher.errors import InputError
 
 
@@ -70,6 +78,7 @@ class Service:
     addresses: list[str] = field(default_factory=list)  # static ipv4_address / ipv6_address
     ports: list[str] = field(default_factory=list)  # container ports it publishes or exposes
     env_files: list[str] = field(default_factory=list)  # env_file paths as written
+    resources: list[str] = field(default_factory=list)  # "network:x", "volume:y" it uses
     environment: dict[str, str | None] = field(default_factory=dict)
     env_form: str = "list"
     depends_on: dict[str, Any] = field(default_factory=dict)
@@ -89,54 +98,13 @@ class Service:
         return " ".join(parts)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return str(value)
-
-
-def _tag(node: Any) -> str | None:
-    tag = getattr(node, "tag", None)
-    value = getattr(tag, "value", None) if tag is not None else None
-    return value if isinstance(value, str) and value.startswith("!") else None
-
-
-def env_to_dict(env: Any) -> dict[str, str | None]:
-    if isinstance(env, (list, CommentedSeq)):
-        out: dict[str, str | None] = {}
-        for item in env:
-            key, eq, value = str(item).partition("=")
-            out[key.strip()] = value if eq else None
-        return out
-    if isinstance(env, (dict, CommentedMap)):
-        return {str(k): None if v is None else _scalar_text(v) for k, v in env.items()}
-    return {}
-
-
-def _scalar_text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
-def depends_to_dict(dep: Any) -> dict[str, Any]:
-    if isinstance(dep, (list, CommentedSeq)):
-        return {str(x): {"condition": "service_started"} for x in dep}
-    if isinstance(dep, (dict, CommentedMap)):
-        return {str(k): _plain(v) for k, v in dep.items()}
-    return {}
-
-
 class Project:
     """Loads and caches compose files; resolves includes and extends like compose does."""
 
     def __init__(self) -> None:
         self._files: dict[Path, SourceFile] = {}
         self._effective: dict[tuple[Path, str], Service] = {}
+        self._env_texts: dict[Path, str | None] = {}
 
     # -- files ------------------------------------------------------------------------------
     def file(self, path: Path, referenced_from: tuple[Path, int | None] | None = None) -> SourceFile:
@@ -174,6 +142,20 @@ class Project:
         sf = SourceFile(path, text, doc, style)
         self._files[path] = sf
         return sf
+
+    def env_text(self, path: Path) -> str | None:
+        """A `.env` or `env_file:` file's text, or None when there is none to read."""
+        path = Path(path).absolute()
+        if path not in self._env_texts:
+            try:
+                if path.stat().st_size > yamlio.MAX_SOURCE_BYTES:
+                    raise InputError(path, None, f"larger than {yamlio.MAX_SOURCE_BYTES} bytes")
+                self._env_texts[path] = path.read_text(encoding="utf-8-sig")
+            except (FileNotFoundError, NotADirectoryError):
+                self._env_texts[path] = None
+            except (OSError, UnicodeDecodeError) as e:
+                raise InputError(path, None, f"cannot read it: {e}") from None
+        return self._env_texts[path]
 
     def take(self, path: Path) -> SourceFile:
         """The file's parsed document, handed over for editing: the next reader parses anew."""
@@ -276,6 +258,7 @@ class Project:
                 addresses=list(base.addresses),
                 ports=list(base.ports),
                 env_files=list(base.env_files),
+                resources=list(base.resources),
                 environment=dict(base.environment),
                 env_form=base.env_form,
                 depends_on=dict(base.depends_on),
@@ -308,18 +291,18 @@ class Project:
         if "environment" in node:
             env = node["environment"]
             own = env_to_dict(env)
-            svc.environment = own if _tag(env) in ("!override", "!reset") else {**svc.environment, **own}
+            svc.environment = own if tag_of(env) in ("!override", "!reset") else {**svc.environment, **own}
             svc.env_form = "list" if isinstance(env, CommentedSeq) else "map"
             svc.field_lines["environment"] = here("environment")
         if "depends_on" in node:
             dep = node["depends_on"]
             own = depends_to_dict(dep)
-            svc.depends_on = own if _tag(dep) in ("!override", "!reset") else {**svc.depends_on, **own}
+            svc.depends_on = own if tag_of(dep) in ("!override", "!reset") else {**svc.depends_on, **own}
             svc.depends_form = "list" if isinstance(dep, CommentedSeq) else "map"
             svc.field_lines["depends_on"] = here("depends_on")
         if "links" in node and isinstance(node["links"], CommentedSeq):
             own_links = [str(x) for x in node["links"]]
-            svc.links = own_links if _tag(node["links"]) else svc.links + own_links
+            svc.links = own_links if tag_of(node["links"]) else svc.links + own_links
             svc.field_lines["links"] = here("links")
         if "volumes_from" in node and isinstance(node["volumes_from"], CommentedSeq):
             svc.volumes_from = svc.volumes_from + [str(x) for x in node["volumes_from"]]
@@ -334,40 +317,12 @@ class Project:
                 for k in ("ipv4_address", "ipv6_address"):
                     if isinstance(cfg.get(k), str) and cfg[k]:
                         svc.addresses.append(cfg[k])
-        svc.ports += _container_ports(node.get("ports")) + _container_ports(node.get("expose"))
+        svc.ports += container_ports(node.get("ports")) + container_ports(node.get("expose"))
+        svc.resources += resources_used(node)
         env_file = node.get("env_file")
         if env_file is not None:
-            svc.env_files += _env_file_paths(env_file)
+            svc.env_files += env_file_paths(env_file)
             svc.field_lines["env_file"] = here("env_file")
-
-
-def _container_ports(value: Any) -> list[str]:
-    """The container side of `ports:`/`expose:` entries ("2000-2002:2000-2002/tcp" -> "2000-2002")."""
-    out: list[str] = []
-    if not isinstance(value, (CommentedSeq, list)):
-        return out
-    for item in value:
-        if isinstance(item, (CommentedMap, dict)):
-            target = item.get("target")
-            if target is not None:
-                out.append(str(target))
-            continue
-        text = str(item).split("/", 1)[0]
-        out.append(text.rsplit(":", 1)[-1])
-    return out
-
-
-def _env_file_paths(value: Any) -> list[str]:
-    """`env_file:` as a string, a list of strings, or a list of {path, required}."""
-    items = value if isinstance(value, (CommentedSeq, list)) else [value]
-    out = []
-    for item in items:
-        if isinstance(item, (CommentedMap, dict)):
-            if item.get("path") is not None:
-                out.append(str(item["path"]))
-        elif item is not None:
-            out.append(str(item))
-    return out
 
 
 def _check_types(sf: SourceFile, name: str, node: CommentedMap) -> None:

@@ -20,6 +20,7 @@ class Simulator:
     file: Path
     host_names: tuple[str, ...]
     world_port: int
+    project: str = ""  # compose's project name, part of the containers' names
 
 
 def own_names(svc: Service) -> set[str]:
@@ -32,24 +33,22 @@ def own_names(svc: Service) -> set[str]:
     return names
 
 
-def host_names(sim: Service, services: dict[str, Service], project: str) -> tuple[str, ...]:
-    """Every name by which other containers can reach the simulator ('*' = a container number)."""
+def host_names(sim: Service, services: dict[str, Service]) -> tuple[str, ...]:
+    """Every name by which other containers reach the simulator, but those compose makes
+    from the project name (`hosts.Rewrite` matches those in every spelling)."""
     names = own_names(sim)
     for other in services.values():
         for link in other.links:
             target, _, alias = link.partition(":")
             if target == sim.name and alias:
                 names.add(alias)
-    for prefix in ("${COMPOSE_PROJECT_NAME}", "$COMPOSE_PROJECT_NAME", project):
-        if prefix:
-            names.add(f"{prefix}-{sim.name}-*")
-    if project:
-        names.add(f"{project}_{sim.name}_*")
     return tuple(sorted(names))
 
 
 def simulator_of(sim: Service, services: dict[str, Service], project: str) -> Simulator:
-    return Simulator(sim.name, sim.file, host_names(sim, services, project), world_port_of(sim.command_text()))
+    return Simulator(
+        sim.name, sim.file, host_names(sim, services), world_port_of(sim.command_text()), project
+    )
 
 
 def check_distributable(sim: Service, services: dict[str, Service]) -> None:

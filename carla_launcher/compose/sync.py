@@ -15,6 +15,12 @@ from ruamel.yaml.comments import CommentedMap
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.derive import DROP, Inherited, Plan, derive
 from carla_launcher.compose.hosts import Rewrite
+from carla_launcher.compose.environ import (
+    dotenv_path,
+    env_file_overrides,
+    env_file_paths,
+    project_dotenv,
+)
 from carla_launcher.compose.discover import find_entries, is_generated, variant_name
 from carla_launcher.compose.project import Project, Service, project_name
 from carla_launcher.compose.reach import Simulator, check_distributable, simulator_of
@@ -102,7 +108,7 @@ def plan_entry(
 ) -> Result:
     """The variants of one entry file; with `strict`, its error is raised, not carried."""
     result = Result(Path(entry))
-    result.inputs = _closure(project, Path(entry).absolute())
+    result.inputs = _with_env_files(project, _closure(project, Path(entry).absolute()), entry)
     try:
         _plan(project, Path(entry).absolute(), target, required, result)
     except InputError as e:
@@ -134,6 +140,20 @@ def _closure(project: Project, entry: Path) -> list[Path]:
     return seen
 
 
+def _with_env_files(project: Project, files: list[Path], entry: Path) -> list[Path]:
+    """The compose files plus the env files they read and the entry's `.env`, if present."""
+    out = list(files)
+    for p in files:
+        try:
+            out += [e for e in env_file_paths(project, project.file(p), "") if e not in out]
+        except InputError:
+            continue
+    dot = dotenv_path(entry)
+    if dot not in out and project.env_text(dot) is not None:
+        out.append(dot)
+    return out
+
+
 def _plan(project: Project, entry: Path, target: Target, required: bool, result: Result) -> None:
     sf = project.file(entry)
     services = project.model(entry)
@@ -146,10 +166,11 @@ def _plan(project: Project, entry: Path, target: Target, required: bool, result:
         return
     check_distributable(sim_svc, services)
     sim = simulator_of(sim_svc, services, project_name(sf))
-    rewrite = Rewrite(target.address, sim.host_names, sim.world_port, target.port)
-    deriver = _Deriver(project, sim, rewrite, target)
+    rewrite = _rewrite(sim, target, project_dotenv(project, entry))
+    deriver = _Deriver(project, sim, rewrite, target, entry)
     deriver.variant_of(entry)
     result.variants = [v for v in deriver.variants.values() if v is not None]
+    result.warnings += deriver.notes
     referencing = deriver.referencing
     for name in sorted(deriver.dependents - referencing):
         result.warnings.append(
@@ -164,12 +185,26 @@ def _plan(project: Project, entry: Path, target: Target, required: bool, result:
         )
 
 
+def _rewrite(sim: Simulator, target: Target, env: tuple[tuple[str, str], ...]) -> Rewrite:
+    if target.env:
+        return Rewrite.for_env(sim.host_names, sim.world_port, sim.name, sim.project, env)
+    assert target.address is not None, "a literal target needs an address"
+    return Rewrite(
+        target.address, sim.host_names, sim.world_port, target.port, sim.name, sim.project,
+        dotenv=env,
+    )
+
+
 class _Deriver:
     """Derives a file and, first, the included files it needs variants of (post-order)."""
 
-    def __init__(self, project: Project, sim: Simulator, rewrite: Rewrite, target: Target) -> None:
+    def __init__(
+        self, project: Project, sim: Simulator, rewrite: Rewrite, target: Target, entry: Path
+    ) -> None:
         self.project, self.sim, self.rewrite, self.target = project, sim, rewrite, target
+        self.entry = entry
         self.variants: dict[Path, Variant | None] = {}
+        self.notes: list[str] = []
         self.referencing: set[str] = set()
         self.dependents: set[str] = set()
 
@@ -181,7 +216,7 @@ class _Deriver:
         includes: dict[str, str | None] = {}
         for inc in self.project.includes(sf):
             model = self.project.model(inc.path)
-            if set(model) == {self.sim.name} and not self._shares_resources(inc.path):
+            if set(model) == {self.sim.name} and not self._shares_resources(inc.path, model):
                 includes[inc.raw] = DROP
             elif self.variant_of(inc.path) is not None:
                 includes[inc.raw] = _replace_name(inc.raw, variant_name(Path(inc.raw).name))
@@ -195,7 +230,9 @@ class _Deriver:
                 )
             if t is not None and t[2]:
                 inherited[str(name)] = _inherited(self.project.effective(t[0], t[1]))
-        plan = Plan(self.sim.name, self.rewrite, includes, inherited)
+        env_overrides, notes = env_file_overrides(self.project, sf, self.rewrite, self.sim.name)
+        self.notes += notes
+        plan = Plan(self.sim.name, self.rewrite, includes, inherited, env_overrides)
         inputs = self._inputs(path)
         source_hash = self._hash(inputs)
         owned = self.project.take(path)  # edit the parsed document itself: no second parse
@@ -209,28 +246,39 @@ class _Deriver:
         self.variants[path] = variant
         return variant
 
-    def _shares_resources(self, path: Path) -> bool:
-        """Does an include that holds only the simulator also define volumes others use?"""
+    def _shares_resources(self, path: Path, model: dict[str, Service]) -> bool:
+        """Does an include that holds only the simulator define a network, volume, config or
+        secret that the other services use? Then its variant keeps those; else it is dropped."""
         sf = self.project.file(path)
-        for key in ("volumes", "networks", "configs", "secrets"):
-            section = sf.doc.get(key)
-            if isinstance(section, CommentedMap) and len(section):
-                return True
-        return False
+        defined = {
+            f"{kind.rstrip('s')}:{name}"
+            for kind in ("volumes", "networks", "configs", "secrets")
+            if isinstance(sf.doc.get(kind), CommentedMap)
+            for name in sf.doc[kind]
+        }
+        if not defined:
+            return False
+        used: set[str] = set()
+        for svc in self.project.model(self.entry).values():
+            if svc.name != self.sim.name:
+                used |= set(svc.resources) or {"network:default"}
+        return bool(defined & used)
 
     def _inputs(self, path: Path) -> list[Path]:
-        """Every file whose bytes the variant of `path` depends on (includes and extends)."""
-        return _closure(self.project, path)
+        """Every file whose bytes the variant of `path` depends on (includes, extends, env)."""
+        return _with_env_files(self.project, _closure(self.project, path), self.entry)
 
     def _hash(self, inputs: list[Path]) -> str:
         h = hashlib.sha256()
         t = self.target
         # the port counts only where it changes something: --port 2000 and no --port agree
-        h.update(f"{DERIVATION}\0{t.address}\0{self.rewrite.new_port}\0{self.sim.name}\0".encode())
+        where = "env" if t.env else f"{t.address}\0{self.rewrite.new_port}"
+        h.update(f"{DERIVATION}\0{where}\0{self.sim.name}\0".encode())
         base = inputs[0].parent
         for p in inputs:
             h.update(_rel(p, base).encode() + b"\0")
-            h.update(self.project.file(p).text.encode() + b"\0")
+            text = self.project.env_text(p) if p.suffix not in (".yaml", ".yml") else None
+            h.update((text if text is not None else self.project.file(p).text).encode() + b"\0")
         return h.hexdigest()[:16]
 
 
