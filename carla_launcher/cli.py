@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deploy": ("carla_launcher.commands.deploy", "deploy", "Make a fresh GPU box run the CARLA server."),
     "server": ("carla_launcher.commands.server", "server", "Start, stop, restart, inspect the remote server."),
     "address": ("carla_launcher.commands.address", "address", "Print the address agents should use for a box."),
+    "env": ("carla_launcher.commands.env", "env", "Print CARLA_LAUNCH_HOST/PORT for env-mode variants."),
     "up": ("carla_launcher.commands.up", "up", "Server, variants and agent up; attach to both."),
     "down": ("carla_launcher.commands.up", "down", "Agent down, session closed (--server: server too)."),
     "attach": ("carla_launcher.commands.attach", "attach", "Server and agent panes side by side (tmux)."),

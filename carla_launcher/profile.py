@@ -14,6 +14,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from carla_launcher.errors import InputError
+from carla_launcher.netaddr import address_problem, describe
 
 PROFILE_DIR = "profiles"
 DEFAULT_PROFILE = "default"
@@ -71,11 +72,21 @@ class Server:
     ready_timeout: int = 300  # seconds the readiness probe waits; maps can take minutes
 
 
+ADDRESS_MODES = ("literal", "env")
+
+
 @dataclass(frozen=True)
 class ComposeSettings:
     dir: str = "build"
     simulator: str | None = None
     file: str | None = None  # the compose file that holds the simulator (server.mode: compose)
+    # literal: the address is written into the variants; env: they read CARLA_LAUNCH_HOST/PORT,
+    # so one committed variant serves every box (see `carla-launch env P`)
+    address: str = "literal"
+
+    @property
+    def env_mode(self) -> bool:
+        return self.address == "env"
 
 
 @dataclass(frozen=True)
@@ -248,6 +259,10 @@ def parse_profile(path: Path) -> Profile:
     jump = r.get("jump", str)
     if jump is not None and (not jump.strip() or any(c.isspace() for c in jump) or jump.startswith("-")):
         raise r.err("jump", f"not an ssh jump host ([user@]host[:port][,...]): {jump!r}")
+    address = r.get("address", str)
+    if address is not None and (problem := address_problem(address)):  # data, never code
+        hint = "; write null to discover it" if problem == "empty" else ""
+        raise r.err("address", describe(address, problem) + hint)
     timeout = r.get("connect_timeout", int, 10)
     if not 1 <= timeout <= 600:
         raise r.err("connect_timeout", f"must be between 1 and 600 seconds, not {timeout}")
@@ -256,7 +271,7 @@ def parse_profile(path: Path) -> Profile:
         user=user,
         port=r.port("port", None),
         identity_file=r.get("identity_file", str),
-        address=r.get("address", str),
+        address=address,
         connector=connector,
         jump=jump,
         accept_new_host_key=r.get("accept_new_host_key", bool, False),
@@ -324,7 +339,8 @@ def parse_profile(path: Path) -> Profile:
 
     c = top.sub("compose")
     compose = ComposeSettings(dir=c.get("dir", str, "build"), simulator=c.get("simulator", str),
-                              file=c.get("file", str))
+                              file=c.get("file", str),
+                              address=c.choice("address", ADDRESS_MODES, "literal"))
     c.done()
     top.done()
     return Profile(name=path.stem, path=path.absolute(), remote=remote, server=server, compose=compose)

@@ -59,12 +59,15 @@ def layout(
     env: dict[str, str] | None = None,
     server_title: str = "server",
     agent_title: str = "agent",
+    agent_env: dict[str, str] | None = None,
 ) -> list[PaneSpec]:
-    """The panes of the session, in order: server, agent, then the optional GPU watch."""
+    """The panes of the session, in order: server, agent, then the optional GPU watch.
+    `agent_env` goes to the agent pane only (e.g. the box's address for env-mode variants)."""
     env = dict(env or {})
     panes = [PaneSpec("server", server_title, tuple(server_argv), cwd, env)]
     if agent_argv:
-        panes.append(PaneSpec("agent", agent_title, tuple(agent_argv), cwd, env))
+        agent = {**env, **(agent_env or {})}
+        panes.append(PaneSpec("agent", agent_title, tuple(agent_argv), cwd, agent))
     if gpu_argv:
         panes.append(PaneSpec("gpu", "gpu", tuple(gpu_argv), cwd, env))
     return panes

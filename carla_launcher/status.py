@@ -49,11 +49,12 @@ def _server_gpu(profile: Profile, host: str) -> dict[str, Any]:
     }
 
 
-def _agent(variant: Path | None) -> dict[str, Any]:
+def _agent(variant: Path | None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The containers of the variant `up` ran; `env` is what an env-mode variant reads."""
     if variant is None:
         return {"variant": None, "containers": [], "running": False}
     proc = subprocess.run(["docker", "compose", "-f", str(variant), "ps", "-a", "--format", "json"],
-                          capture_output=True, text=True, cwd=variant.parent, timeout=30)
+                          capture_output=True, text=True, cwd=variant.parent, timeout=30, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["docker compose ps failed"])[-1]
         return {"variant": str(variant), "containers": [], "running": False, "error": last}
@@ -86,14 +87,14 @@ def _daemon(profile: Profile) -> dict[str, Any]:
 
 
 def gather(profile: Profile) -> dict[str, Any]:
-    from carla_launcher.launch import remembered_variant
+    from carla_launcher.launch import compose_environ, remembered_variant
 
     host = profile.remote.host or "localhost"
     parts = {
         "server": lambda: _server(profile, host),
         "gpu": lambda: _server_gpu(profile, host),
         "daemon": lambda: _daemon(profile),
-        "agent": lambda: _agent(remembered_variant(profile)),
+        "agent": lambda: _agent(remembered_variant(profile), compose_environ(profile)),
         "session": lambda: _session(profile),
     }
 

@@ -1,4 +1,8 @@
-"""Which address (and port) the distributed variants point at: the flags, else the profile."""
+"""Which address (and port) the distributed variants point at: the flags, else the profile.
+
+The address is data wherever it comes from (netaddr); in the env address mode there is none:
+variants read it when they run, so nothing here needs to know one.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from pathlib import Path
 
 from carla_launcher.compose.sync import Target
 from carla_launcher.errors import InputError
-from carla_launcher.profile import Profile, load_profile
-from carla_launcher.state import discovered_address
+from carla_launcher.netaddr import address_problem, describe
+from carla_launcher.profile import PROFILE_DIR, Profile, load_profile, parse_profile
+from carla_launcher.state import discovered_address, state_dir
 
 
 def resolve_target(
@@ -18,23 +23,38 @@ def resolve_target(
     start: Path | None = None,
     address_env: bool = False,
 ) -> tuple[Target, Profile | None]:
-    """`--address` wins over the profile; with neither, the default profile gives it."""
+    """`--address` wins over the profile; with neither, the default profile gives it.
+
+    `--address-env` or the profile's `compose.address: env` ask for no address at all, so
+    `sync --check` works where no box is known (CI, a fresh clone)."""
+    if address is not None and address_env:
+        raise InputError(None, None, "cannot be used with --address: a variant either holds the "
+                         "address or reads it from CARLA_LAUNCH_HOST", "--address-env")
+    if address is not None and (problem := address_problem(address)):
+        raise InputError(None, None, describe(address, problem), "--address")
     profile = None
     if address is None or profile_ref is not None:
         try:
             profile = load_profile(profile_ref, start)
         except InputError as e:
-            if profile_ref is None and address is not None:
-                pass  # no profile named and none found: --address is all we need
+            if profile_ref is None and (address is not None or address_env):
+                pass  # no profile named and none found: the flags are all we need
             elif profile_ref is None and e.path is None:
                 raise InputError(
                     None, None, f"no address: pass --address ADDR or --profile P ({e.message})"
                 ) from None
             else:
                 raise
+    if simulator is None and profile is not None:
+        simulator = profile.compose.simulator
+    if address is None and (address_env or (profile is not None and profile.compose.env_mode)):
+        if port is not None:
+            raise InputError(None, None, "in the env address mode the port comes from "
+                             "CARLA_LAUNCH_PORT when the variant runs, not from --port", "--port")
+        return Target(None, None, simulator, env=True), profile
     if address is None:
         assert profile is not None
-        address = profile.remote.address or discovered_address(profile.key)
+        address = profile.remote.address or remembered_address(profile)
         if not address:
             raise InputError(
                 profile.path,
@@ -45,8 +65,62 @@ def resolve_target(
             )
     if port is None and profile is not None:
         port = profile.server.port  # compared with the simulator's own port when deriving
-    if simulator is None and profile is not None:
-        simulator = profile.compose.simulator
-    if not address.strip() or any(c.isspace() for c in address.strip()):
-        raise InputError(None, None, f"not an address: {address!r}", "--address")
-    return Target(address.strip(), port, simulator), profile
+    return Target(address, port, simulator), profile
+
+
+def remembered_address(profile: Profile) -> str | None:
+    """What `address`/`deploy` remembered for this profile; refused when it is not an address
+    (the state file is outside the profile, but it must not smuggle code into variants)."""
+    value = discovered_address(profile.key)
+    if value is not None and (problem := address_problem(value)):
+        raise InputError(
+            state_dir() / "addresses.json", None,
+            f"{profile.remote.host}: the remembered address is {describe(value, problem)}; "
+            f"run `carla-launch address {profile.name}` again",
+        )
+    return value
+
+
+# -- two profiles, one compose folder --------------------------------------------------------------
+def sibling_profiles(profile: Profile) -> list[Profile]:
+    """The other profiles of the same profiles/ folder that load (a broken one is its own
+    problem, reported when it is used)."""
+    folder = profile.path.parent
+    if folder.name != PROFILE_DIR:
+        return []
+    found = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        if path.absolute() == profile.path:
+            continue
+        try:
+            found.append(parse_profile(path))
+        except InputError:
+            continue
+    return found
+
+
+def sharing_warning(me: Profile, my_address: str | None,
+                    others: list[tuple[Profile, str | None]]) -> str | None:
+    """One line when another profile writes the same variants for another box (each `up`
+    would rewrite them for its own box), suggesting the env address mode; else None.
+
+    `others` pairs each profile with its known address (None: not known yet). A warning, not a
+    refusal: using one box after the other from one folder is legitimate, and the profiles
+    alone cannot tell whether both run at once."""
+    clashes = []
+    for other, address in others:
+        if other.compose_dir.resolve() != me.compose_dir.resolve():
+            continue
+        if me.compose.env_mode and other.compose.env_mode:
+            continue
+        if me.compose.env_mode or other.compose.env_mode:
+            clashes.append(f"{other.path.name} (compose.address: {other.compose.address})")
+        elif address is not None and my_address is not None and address != my_address:
+            clashes.append(f"{other.path.name} ({address})")
+        elif address is None and set(other.remote.hosts) != set(me.remote.hosts):
+            clashes.append(f"{other.path.name} (box {other.remote.host})")
+    if not clashes:
+        return None
+    return (f"{', '.join(clashes)} also write{'s' if len(clashes) == 1 else ''} the variants of "
+            f"{me.compose.dir} for another box, so each `up` rewrites them; set "
+            "`compose.address: env` in these profiles to share one variant")

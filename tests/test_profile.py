@@ -65,6 +65,13 @@ compose:
     assert full.local_path(full.remote.ssh_config) == tmp_path / "conf" / "ssh_config"
     assert full.server.os_packages == ("tmux", "curl") and full.server.gpu == 1
     assert full.compose.file == "build/docker-compose.yaml"
+    assert p.compose.address == "literal" and not p.compose.env_mode
+
+
+def test_address_and_address_mode(tmp_path: Path) -> None:
+    p = parse_profile(write(tmp_path, "remote:\n  host: gpu\n  address: fd00::5\n"
+                                      "compose:\n  address: env\n"))
+    assert p.remote.address == "fd00::5" and p.compose.env_mode
 
 
 @pytest.mark.parametrize(
@@ -89,6 +96,11 @@ compose:
         ("remote:\n  host: gpu\nserver:\n  ready_timeout: 0\n", 4, "server.ready_timeout",
          "at least"),
         ("remote:\n  user: carla\n", 1, "remote.host", "required"),
+        ("remote:\n  host: gpu\n  address: '$(id)'\n", 3, "remote.address", "not an address"),
+        ("remote:\n  host: gpu\n  address: '10.0.0.5:2000'\n", 3, "remote.address", "port"),
+        ("remote:\n  host: gpu\n  address: '-oProxyCommand=x'\n", 3, "remote.address", "option"),
+        ("remote:\n  host: gpu\n  address: ''\n", 3, "remote.address", "null"),
+        ("remote:\n  host: gpu\ncompose:\n  address: envs\n", 4, "compose.address", "literal, env"),
     ],
 )
 def test_errors_name_file_line_field(tmp_path: Path, text: str, line: int, field: str,

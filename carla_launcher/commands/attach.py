@@ -20,7 +20,8 @@ def attach(profile: str | None, compose: str | None, gpu: bool, read_write: bool
     """The remote server's tmux pane beside the agent's pane, in one local tmux window.
 
     The server pane is `ssh -t box tmux attach -r -t <session>` (read-only unless --rw); the
-    agent pane runs the compose variant that `up` used. Panes that still run are kept, so
+    agent pane runs the compose variant that `up` used, with the CARLA_LAUNCH_HOST/PORT that
+    `up` gave it (env-mode variants read them). Panes that still run are kept, so
     attaching again never restarts anything. Detach with the tmux prefix and `d`.
     """
     prof = load_profile(profile)

@@ -30,6 +30,8 @@ def up(profile: str | None, compose: str | None, attach: bool | None, gpu: bool,
     Deploys the box when it has nothing yet, starts the server when it is stopped, waits until
     CARLA answers, syncs the distributed variants with the box's address, runs
     `docker compose -f <variant> up` in a local tmux session named carla-P and attaches.
+    The agent gets CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT for the box, which variants made with
+    `compose.address: env` read (see `carla-launch env P`).
     COMPOSE picks the compose file (source or variant name) when the folder has several.
     Running it again when all is up changes nothing and says so.
     """

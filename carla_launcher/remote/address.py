@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from carla_launcher.netaddr import address_problem, describe
 from carla_launcher.remote.facts import Interface, is_loopback_or_link_local
 
 if TYPE_CHECKING:
@@ -43,13 +44,14 @@ def address_candidates(
     interfaces: Iterable[Interface],
     hostname_i: Iterable[str],
 ) -> list[str]:
-    """Addresses that may reach the box, best first; no loopback, link-local or bridges."""
+    """Addresses that may reach the box, best first; no loopback, link-local or bridges, and
+    nothing that is not an address (a box's output is data, never code for the variants)."""
     interfaces = list(interfaces)
     ordered: list[str] = []
 
     def add(addr: str) -> None:
         addr = addr.split("%", 1)[0]
-        if addr and addr not in ordered and not is_loopback_or_link_local(addr):
+        if addr_ok(addr) and addr not in ordered and not is_loopback_or_link_local(addr):
             ordered.append(addr)
 
     server = ssh_server_side(ssh_connection)
@@ -73,6 +75,21 @@ def address_candidates(
     for addr in late:
         add(addr)
     return ordered
+
+
+def addr_ok(addr: str) -> bool:
+    return address_problem(addr) is None
+
+
+def checked(value: str, host: str | None, source: str) -> str:
+    """`value` when it is an address; else one line naming the box and where it came from."""
+    from carla_launcher.remote.ssh import RemoteError
+
+    problem = address_problem(value)
+    if problem:
+        raise RemoteError(f"{host}: {source} is {describe(value, problem)}; set remote.address "
+                          "in the profile or run `carla-launch address P` again")
+    return value
 
 
 def _in_docker_pool(addr: str) -> bool:
@@ -133,17 +150,25 @@ def discover_address(profile: Profile, host: str | None = None) -> str:
             f"{host}: no address of the box is reachable from here (candidates: {tried}); "
             f"set remote.address in {profile.path.name}"
         )
-    return chosen
+    return checked(chosen, host, "the discovered address")
 
 
 def agent_address(profile: Profile, host: str | None = None) -> str:
-    """remote.address, else what deploy or `address` remembered, else discovered (and remembered)."""
+    """remote.address, else what deploy or `address` remembered, else discovered (and
+    remembered); whatever is not an address is refused, naming the box."""
     from carla_launcher.remote.runner import known_server
-    from carla_launcher.state import remember_address
+    from carla_launcher.state import discovered_address, remember_address
 
     host = host or profile.remote.host
-    address = profile.remote.address or known_server(profile, str(host)).get("address")
-    if not address:
-        address = discover_address(profile, host)
+    if profile.remote.address:
+        return profile.remote.address  # validated when the profile was read
+    address = known_server(profile, str(host)).get("address")
+    if address:
+        return checked(str(address), host, "the address remembered from the last deploy")
+    address = discovered_address(profile.key) if host == profile.remote.host else None
+    if address:
+        return checked(address, host, "the address `carla-launch address` remembered")
+    address = discover_address(profile, host)
+    if host == profile.remote.host:  # addresses.json holds the first host's (what sync uses)
         remember_address(profile.key, address)
     return address

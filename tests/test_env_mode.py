@@ -1,0 +1,282 @@
+"""The env address mode: one committed variant for every box; the address comes from
+CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT, which `up`/`attach` pass and `carla-launch env P` prints."""
+
+# ruff: noqa: F811  (pytest fixtures imported from tests.netns_box)
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT, ENV_URL_HOST
+from carla_launcher.profile import load_profile, parse_profile
+from carla_launcher.state import remember_address
+from carla_launcher.targeting import sharing_warning
+from tests.conftest import Cli, write_files
+from tests.netns_box import box_factory  # noqa: F401  (fixture)
+from tests.polling import wait_for
+
+COMPOSE = """\
+services:
+  carla-simulator:
+    image: carlasim/carla:0.9.15
+    command: ./CarlaUE4.sh -RenderOffScreen
+  agent:
+    image: agent:latest
+    environment:
+      - CARLA_SIM_HOST=carla-simulator
+    depends_on: [carla-simulator]
+"""
+VARIANT = "docker-compose.distributed.yaml"
+ENV_PROFILE = "remote:\n  host: gpu-box\n  address: null\ncompose:\n  dir: .\n  address: env\n"
+
+
+# -- (a) sync and sync --check with no address known anywhere ------------------------------------
+def test_sync_check_passes_with_no_address_known(tmp_path: Path, run: Cli) -> None:
+    write_files(tmp_path, {"docker-compose.yaml": COMPOSE, "profiles/default.yaml": ENV_PROFILE})
+    first = run("sync")
+    assert first.exit_code == 0, first.output
+    text = (tmp_path / VARIANT).read_text()
+    assert "${" + ENV_HOST in text
+    check = run("sync", "--check")
+    assert check.exit_code == 0, check.output
+
+
+def test_address_env_flag_needs_no_profile_and_excludes_address(tmp_path: Path, run: Cli) -> None:
+    write_files(tmp_path, {"docker-compose.yaml": COMPOSE})
+    assert run("sync", "--dir", ".", "--address-env").exit_code == 0
+    assert "${" + ENV_HOST in (tmp_path / VARIANT).read_text()
+    assert run("sync", "--dir", ".", "--address-env", "--check").exit_code == 0
+    both = run("sync", "--dir", ".", "--address-env", "--address", "10.0.0.5")
+    assert both.exit_code == 2 and "--address-env: cannot be used with --address" in both.output
+    port = run("sync", "--dir", ".", "--address-env", "--port", "2010")
+    assert port.exit_code == 2 and "--port:" in port.output
+
+
+def test_env_variant_does_not_depend_on_the_address(tmp_path: Path, run: Cli) -> None:
+    write_files(tmp_path, {"docker-compose.yaml": COMPOSE, "profiles/default.yaml": ENV_PROFILE})
+    assert run("sync").exit_code == 0
+    before = (tmp_path / VARIANT).read_text()
+    remember_address(load_profile(None, tmp_path).key, "10.9.9.9")
+    write_files(tmp_path, {"profiles/default.yaml": ENV_PROFILE.replace("null", "10.1.2.3")})
+    assert run("sync", "--check").exit_code == 0
+    assert (tmp_path / VARIANT).read_text() == before and "10.1.2.3" not in before
+
+
+def test_compose_address_is_validated(tmp_path: Path, run: Cli) -> None:
+    bad = ENV_PROFILE.replace("address: env", "address: envv")
+    write_files(tmp_path, {"docker-compose.yaml": COMPOSE, "profiles/default.yaml": bad})
+    result = run("sync")
+    assert result.exit_code == 2
+    assert "profiles/default.yaml:6: compose.address: must be one of literal, env" in result.output
+
+
+# -- (b) carla-launch env P ------------------------------------------------------------------------
+@pytest.mark.parametrize(("address", "port"), [("10.0.0.5", 2000), ("fd00::5", 2010),
+                                               ("gpu-box.lab.example", 3000)])
+def test_env_prints_each_format(tmp_path: Path, run: Cli, address: str, port: int) -> None:
+    write_files(tmp_path, {"profiles/gpu.yaml": f"remote:\n  host: gpu-box\n  address: {address}\n"
+                           f"server:\n  port: {port}\ncompose:\n  address: env\n"})
+    url_host = f"[{address}]" if ":" in address else address
+    shell = run("env", "gpu")
+    assert shell.exit_code == 0, shell.output
+    assert shell.output == (f"export {ENV_HOST}={shlex.quote(address)}\n"
+                            f"export {ENV_PORT}={port}\n"
+                            f"export {ENV_URL_HOST}={shlex.quote(url_host)}\n")
+    env = {**os.environ}
+    out = subprocess.run(["sh", "-c", f'{shell.output}\necho "${ENV_HOST} ${ENV_PORT}"'],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert out == f"{address} {port}\n"
+    dotenv = run("env", "gpu", "--format", "dotenv")
+    assert dotenv.output == f"{ENV_HOST}={address}\n{ENV_PORT}={port}\n{ENV_URL_HOST}={url_host}\n"
+    js = run("env", "gpu", "--format", "json")
+    assert json.loads(js.output) == {ENV_HOST: address, ENV_PORT: str(port), ENV_URL_HOST: url_host}
+
+
+def test_env_uses_the_remembered_address_when_the_profile_has_none(tmp_path: Path,
+                                                                   run: Cli) -> None:
+    write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n  address: null\n"})
+    remember_address(load_profile("gpu", tmp_path).key, "10.77.3.2")
+    result = run("env", "gpu", "--format", "dotenv")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{ENV_HOST}=10.77.3.2\n{ENV_PORT}=2000\n{ENV_URL_HOST}=10.77.3.2\n"
+    assert "eval" in run("env", "--help").output
+
+
+# -- up/attach: the agent pane gets the variables; two profiles on one folder ----------------------
+def test_agent_pane_gets_the_address_the_server_pane_does_not(tmp_path: Path) -> None:
+    from carla_launcher.launch import agent_env, session_panes
+
+    write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n"})
+    prof = load_profile("gpu", tmp_path)
+    panes = {p.role: p for p in session_panes(prof, "gpu-box", tmp_path / VARIANT, gpu=False,
+                                               read_write=False, env=agent_env("fd00::5", 2003))}
+    assert panes["agent"].env[ENV_HOST] == "fd00::5" and panes["agent"].env[ENV_PORT] == "2003"
+    assert ENV_HOST not in panes["server"].env
+
+
+def _profiles(tmp_path: Path, files: dict[str, str]) -> dict[str, object]:
+    write_files(tmp_path, {f"profiles/{k}.yaml": v for k, v in files.items()})
+    return {k: parse_profile(tmp_path / "profiles" / f"{k}.yaml") for k in files}
+
+
+def test_two_literal_profiles_on_one_folder_warn(tmp_path: Path) -> None:
+    p = _profiles(tmp_path, {
+        "a": "remote:\n  host: box-a\n  address: 10.0.0.1\n",
+        "b": "remote:\n  host: box-b\n  address: 10.0.0.2\n",
+        "c": "remote:\n  host: box-c\n  address: 10.0.0.3\ncompose:\n  dir: other\n",
+        "d": "remote:\n  host: box-a\n  address: 10.0.0.1\n",
+    })
+    line = sharing_warning(p["a"], "10.0.0.1", [(p[k], p[k].remote.address) for k in "bcd"])
+    assert line is not None and "\n" not in line
+    assert "b.yaml (10.0.0.2)" in line and "c.yaml" not in line and "d.yaml" not in line
+    assert "compose.address: env" in line
+    # the other's address unknown yet: another box is enough to tell
+    assert sharing_warning(p["a"], "10.0.0.1", [(p["b"], None)]) is not None
+
+
+def test_env_profiles_share_a_folder_without_warning(tmp_path: Path) -> None:
+    env = "compose:\n  address: env\n"
+    p = _profiles(tmp_path, {"a": "remote:\n  host: box-a\n" + env,
+                             "b": "remote:\n  host: box-b\n" + env,
+                             "c": "remote:\n  host: box-c\n"})
+    assert sharing_warning(p["a"], "10.0.0.1", [(p["b"], "10.0.0.2")]) is None
+    mixed = sharing_warning(p["a"], "10.0.0.1", [(p["c"], None)])
+    assert mixed is not None and "c.yaml (compose.address: literal)" in mixed
+
+
+def test_up_warns_when_a_sibling_profile_writes_the_same_variants(tmp_path: Path) -> None:
+    from carla_launcher.launch import warn_shared_folder
+
+    write_files(tmp_path, {"profiles/a.yaml": "remote:\n  host: box-a\n",
+                           "profiles/b.yaml": "remote:\n  host: box-b\n",
+                           "profiles/broken.yaml": "remote: [\n"})  # skipped, not an error
+    remember_address(load_profile("b", tmp_path).key, "10.0.0.2")
+    said: list[str] = []
+    warn_shared_folder(load_profile("a", tmp_path), "10.0.0.1", said.append)
+    assert len(said) == 1 and said[0].startswith("warning: b.yaml (10.0.0.2) also writes"), said
+
+
+def test_the_agent_env_up_used_is_remembered_for_down_and_attach(tmp_path: Path) -> None:
+    from carla_launcher.launch import agent_env, compose_environ, remember_session, remembered_env
+
+    write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n"})
+    prof = load_profile("gpu", tmp_path)
+    assert remembered_env(prof) is None
+    remember_session(prof, tmp_path / VARIANT, agent_env("10.0.0.7", 2003))
+    assert remembered_env(prof) == {ENV_HOST: "10.0.0.7", ENV_PORT: "2003", ENV_URL_HOST: "10.0.0.7"}
+    assert compose_environ(prof)[ENV_HOST] == "10.0.0.7"
+    remember_session(prof, tmp_path / VARIANT, agent_env("$(id)", 2003))  # tampered state
+    assert remembered_env(prof) is None
+
+
+# -- (c) end to end: two boxes, one committed env-mode variant, each up reaches its own box ---
+pytest_plugins = ["tests.dockerd"]
+VERSION_CALL = r"\224\000\001\247version\221\221\302"  # CARLA's `version` call (msgpack-rpc)
+AGENT = """\
+services:
+  carla-simulator:
+    image: carlasim/carla:0.9.15
+    command: ./CarlaUE4.sh -RenderOffScreen -nosound
+  agent:
+    image: {image}
+    init: true
+    environment:
+      - CARLA_SIM_HOST=carla-simulator
+    depends_on: [carla-simulator]
+    command:
+      - sh
+      - -c
+      - |
+        reply=$$(printf '{call}' | nc -w 3 $$CARLA_SIM_HOST 2000 | grep -o '0\\.9\\.15')
+        echo "agent: connected to $$CARLA_SIM_HOST:2000, CARLA $$reply"
+        exec sleep 3600
+"""
+
+
+def _cli(cwd: Path, env: dict[str, str], *args: str,
+         timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "carla_launcher", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _pane_text(socket: str, session: str, role: str) -> str:
+    panes = subprocess.run(["tmux", "-L", socket, "list-panes", "-s", "-t", session, "-F",
+                            "#{pane_id} #{@carla_role}"], capture_output=True, text=True).stdout
+    for line in panes.splitlines():
+        pane_id, _, r = line.partition(" ")
+        if r == role:
+            capture = ["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", pane_id]
+            return subprocess.run(capture, capture_output=True, text=True).stdout
+    return ""
+
+
+@pytest.mark.root
+@pytest.mark.docker
+@pytest.mark.slow
+def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, dockerd: Any) -> None:
+    a, b = box_factory(), box_factory()
+    proj = tmp_path / "proj"
+    build = proj / "build"
+    build.mkdir(parents=True)
+    agent = AGENT.format(image=dockerd.image(), call=VERSION_CALL)
+    (build / "docker-compose.yaml").write_text(agent)
+    profiles: dict[int, Path] = {}  # box number -> the profile in the shared folder
+    for box in (a, b):  # both profiles in one profiles/ folder, as a team commits them
+        box.install_standin()
+        box.write_profile(compose={"dir": "build", "simulator": "carla-simulator",
+                                   "address": "env"})
+        profiles[box.n] = proj / "profiles" / box.profile_path.name
+        profiles[box.n].parent.mkdir(exist_ok=True)
+        profiles[box.n].write_text(box.profile_path.read_text())
+    socket = f"cl-env-{uuid.uuid4().hex[:8]}"
+    base = {**dockerd.environ(), "CARLA_LAUNCH_TMUX_SOCKET": socket}
+    try:
+        # the committed variant, made where no box is known
+        sync = _cli(proj, base, "sync", "--dir", "build", "--address-env")
+        assert sync.returncode == 0, sync.stderr
+        variant = build / VARIANT
+        committed = variant.read_text()
+        assert "${" + ENV_HOST in committed
+        stamp = variant.stat().st_mtime_ns
+
+        for n, box in enumerate((a, b)):  # a compose project per user, as on two machines
+            env = {**base, "COMPOSE_PROJECT_NAME": f"e2e{n}"}
+            up = _cli(proj, env, "up", box.profile_path.stem, "--no-attach")
+            assert up.returncode == 0, up.stderr + up.stdout
+            assert "also write" not in up.stderr, up.stderr  # env mode: no clash warning
+            assert f"-f {Path('build') / VARIANT} up" in up.stdout
+            printed = _cli(proj, env, "env", box.profile_path.stem, "--format", "dotenv")
+            assert printed.stdout == (
+                f"{ENV_HOST}={box.address}\n{ENV_PORT}=2000\n{ENV_URL_HOST}={box.address}\n"
+            ), printed.stderr
+        assert variant.read_text() == committed and variant.stat().st_mtime_ns == stamp
+        for box in (a, b):
+            check = _cli(proj, base, "sync", "--profile", box.profile_path.stem, "--check")
+            assert check.returncode == 0, check.stderr + check.stdout
+
+        for box in (a, b):  # each agent reached its own box through the one variant
+            session = f"carla-{parse_profile(profiles[box.n]).key}"
+            def agent_output(s: str = session) -> str | bool:
+                return "CARLA 0.9.15" in (t := _pane_text(socket, s, "agent")) and t
+
+            text = wait_for(agent_output, 60, f"agent output of {box.alias}")
+            assert f"agent: connected to {box.address}:2000, CARLA 0.9.15" in text, text
+            other = b if box is a else a
+            assert other.address not in text
+
+        for n, box in enumerate((a, b)):
+            env = {**base, "COMPOSE_PROJECT_NAME": f"e2e{n}"}
+            down = _cli(proj, env, "down", box.profile_path.stem, "--server")
+            assert down.returncode == 0, down.stderr
+            assert "agent containers of" in down.stdout, down.stdout + down.stderr
+        assert dockerd.docker("ps", "-aq").stdout.strip() == ""
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
