@@ -38,7 +38,7 @@ from carla_launcher.errors import InputError
 
 NO_SIMULATOR = "no simulator in it"
 # Bump when the derivation changes, so that `sync --check` sees old variants as stale.
-DERIVATION = "1"
+DERIVATION = "2"
 
 
 @dataclass(frozen=True)
