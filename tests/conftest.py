@@ -58,3 +58,17 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
         p = folder / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
+
+
+# A simulator and one agent that names it: the smallest compose file with a variant.
+SIMPLE_COMPOSE = """\
+services:
+  carla-simulator:
+    image: carlasim/carla:0.9.15
+    command: ./CarlaUE4.sh -RenderOffScreen
+  agent:
+    image: agent:latest
+    environment:
+      - CARLA_SIM_HOST=carla-simulator
+    depends_on: [carla-simulator]
+"""

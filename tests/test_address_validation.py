@@ -10,19 +10,9 @@ import pytest
 from carla_launcher.netaddr import address_problem
 from carla_launcher.remote.address import address_candidates, checked
 from carla_launcher.remote.ssh import RemoteError
+from tests.conftest import SIMPLE_COMPOSE as COMPOSE
 from tests.conftest import Cli, write_files
 
-COMPOSE = """\
-services:
-  carla-simulator:
-    image: carlasim/carla:0.9.15
-    command: ./CarlaUE4.sh -RenderOffScreen
-  agent:
-    image: agent:latest
-    environment:
-      - CARLA_SIM_HOST=carla-simulator
-    depends_on: [carla-simulator]
-"""
 VARIANT = "docker-compose.distributed.yaml"
 
 HOSTILE = [

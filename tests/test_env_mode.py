@@ -19,21 +19,13 @@ from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT, ENV_URL_HOST
 from carla_launcher.profile import load_profile, parse_profile
 from carla_launcher.state import remember_address
 from carla_launcher.targeting import sharing_warning
+from tests.conftest import SIMPLE_COMPOSE as COMPOSE
 from tests.conftest import Cli, write_files
 from tests.netns_box import box_factory  # noqa: F401  (fixture)
 from tests.polling import wait_for
+from tests.test_up_e2e import AGENT as E2E_AGENT
+from tests.test_up_e2e import VERSION_CALL
 
-COMPOSE = """\
-services:
-  carla-simulator:
-    image: carlasim/carla:0.9.15
-    command: ./CarlaUE4.sh -RenderOffScreen
-  agent:
-    image: agent:latest
-    environment:
-      - CARLA_SIM_HOST=carla-simulator
-    depends_on: [carla-simulator]
-"""
 VARIANT = "docker-compose.distributed.yaml"
 ENV_PROFILE = "remote:\n  host: gpu-box\n  address: null\ncompose:\n  dir: .\n  address: env\n"
 
@@ -179,26 +171,7 @@ def test_the_agent_env_up_used_is_remembered_for_down_and_attach(tmp_path: Path)
 
 # -- (c) end to end: two boxes, one committed env-mode variant, each up reaches its own box ---
 pytest_plugins = ["tests.dockerd"]
-VERSION_CALL = r"\224\000\001\247version\221\221\302"  # CARLA's `version` call (msgpack-rpc)
-AGENT = """\
-services:
-  carla-simulator:
-    image: carlasim/carla:0.9.15
-    command: ./CarlaUE4.sh -RenderOffScreen -nosound
-  agent:
-    image: {image}
-    init: true
-    environment:
-      - CARLA_SIM_HOST=carla-simulator
-    depends_on: [carla-simulator]
-    command:
-      - sh
-      - -c
-      - |
-        reply=$$(printf '{call}' | nc -w 3 $$CARLA_SIM_HOST 2000 | grep -o '0\\.9\\.15')
-        echo "agent: connected to $$CARLA_SIM_HOST:2000, CARLA $$reply"
-        exec sleep 3600
-"""
+AGENT = E2E_AGENT.replace("name: e2e\n", "")  # the end-to-end agent, without its project name
 
 
 def _cli(cwd: Path, env: dict[str, str], *args: str,
