@@ -5,12 +5,16 @@
    realistic compose files, against the real compose loader (`docker-compose config`) run
    over the same 20 files: ratio = ours / compose's. Goal: <= 1.0.
 2. In-process time to re-derive one file (load, derive, dump, header). Goal: < 10 ms.
+3. Refusing a billion-laughs alias bomb (9 levels of 9): seconds and peak RSS of a fresh
+   process that only parses it, beside the same process parsing a normal compose file (the
+   anchor: what the interpreter and ruamel cost anyway). Goal: < 1 s and < 100 MB.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,6 +39,45 @@ def make_project(folder: Path, n: int) -> list[Path]:
         p.write_text(src.replace("routes_simple.xml", f"routes_{i}.xml").replace("name: carla-agent", f"name: carla-agent-{i}"))
         entries.append(p)
     return entries
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """A compose file whose agent's environment expands to width**levels strings."""
+    lines = ["x-l0: &l0 [" + ", ".join(['"lol"'] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"x-l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines) + (
+        "\nservices:\n  carla-simulator: {image: carlasim/carla:0.9.15}\n"
+        f"  agent:\n    image: agent\n    environment: *l{levels - 1}\n"
+    )
+
+
+_PARSE_ONLY = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[2])
+from carla_launcher.compose import yamlio
+from carla_launcher.errors import InputError
+text = open(sys.argv[1], encoding="utf-8").read()
+t = time.perf_counter()
+try:
+    yamlio.load(text, sys.argv[1])
+    refused = False
+except InputError:
+    refused = True
+print(json.dumps({"s": time.perf_counter() - t, "refused": refused,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def parse_in_child(path: Path) -> dict:
+    """yamlio.load of one file in a fresh process capped at 2 GiB: its time and peak RSS."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    out = subprocess.run([sys.executable, "-c", _PARSE_ONLY, str(path), str(REPO)], check=True,
+                         capture_output=True, text=True, timeout=120, preexec_fn=cap)
+    return json.loads(out.stdout)
 
 
 def best_of(fn, repeat: int) -> float:  # noqa: ANN001
@@ -84,6 +127,11 @@ def main() -> None:
             r = plan_entry(Project(), one, target)
             per_file.append(time.perf_counter() - t)
             assert r.error is None and r.variants
+        bomb_file = Path(tmp) / "bomb.yaml"
+        bomb_file.write_text(alias_bomb())
+        bombs = [parse_in_child(bomb_file) for _ in range(args.repeat)]
+        normals = [parse_in_child(REPO / "build" / "docker-compose.yaml") for _ in range(args.repeat)]
+        assert all(b["refused"] for b in bombs) and not any(n["refused"] for n in normals)
     out = {
         "files": args.files,
         "sync_check_process_s": round(ours, 4),
@@ -93,6 +141,12 @@ def main() -> None:
         "rederive_one_file_ms_median": round(statistics.median(per_file) * 1000, 2),
         "rederive_one_file_ms_p95": round(sorted(per_file)[int(len(per_file) * 0.95) - 1] * 1000, 2),
         "goal_rederive_ms_max": 10.0,
+        "alias_bomb_refusal_s": round(min(b["s"] for b in bombs), 4),
+        "alias_bomb_peak_mb": round(min(b["peak_mb"] for b in bombs), 1),
+        "normal_parse_s": round(min(n["s"] for n in normals), 4),
+        "normal_parse_peak_mb": round(min(n["peak_mb"] for n in normals), 1),
+        "goal_alias_bomb_refusal_s_max": 1.0,
+        "goal_alias_bomb_peak_mb_max": 100.0,
     }
     print(json.dumps(out, indent=2))
 

@@ -94,7 +94,9 @@ def test_handmade_copy_of_the_old_way_is_not_overwritten(tmp_path: Path, run) ->
          r"^error: compose.yaml:12: network_mode: service viewer shares the simulator's network"),
         ({"compose.yaml": SOURCE + "  viewer:\n    image: v\n    volumes_from: [carla-simulator:ro]\n"},
          r"^error: compose.yaml:12: volumes_from: service viewer mounts the simulator's volumes"),
-        ({"compose.yaml": SOURCE + "  carla2:\n    image: carlasim/carla:0.9.14\n"},
+        # two carla images and no service naming either as its CARLA host: truly ambiguous
+        ({"compose.yaml": SOURCE.replace("CARLA_SIM_HOST=carla-simulator", "MODE=fast")
+          + "  carla2:\n    image: carlasim/carla:0.9.14\n"},
          r"^error: compose.yaml:3: several candidate simulators: carla-simulator \(compose.yaml:3\), carla2 \(compose.yaml:10\)"),
     ],
     ids=["invalid-yaml", "missing-include", "network-mode", "volumes-from", "two-simulators"],

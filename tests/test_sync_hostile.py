@@ -243,13 +243,21 @@ def alias_bomb(levels: int = 9, width: int = 9) -> str:
     )
 
 
-def test_an_alias_bomb_is_refused_from_the_parse_alone() -> None:
-    text = alias_bomb()
+def map_bomb(levels: int = 9, width: int = 9) -> str:
+    """The same with mappings: every key of a level holds the level before."""
+    lines = ["x-l0: &l0 {" + ", ".join(f"k{j}: lol" for j in range(width)) + "}"]
+    for i in range(1, levels):
+        lines.append(f"x-l{i}: &l{i} {{" + ", ".join(f"k{j}: *l{i - 1}" for j in range(width)) + "}")
+    return "\n".join(lines) + f"\nservices:\n  agent:\n    image: a\n    labels: *l{levels - 1}\n"
+
+
+# the first node that alone expands past the limit: x-l5's list (9**6 strings), x-l4's map
+@pytest.mark.parametrize(("bomb", "line"), [(alias_bomb, 6), (map_bomb, 5)], ids=["lists", "maps"])
+def test_an_alias_bomb_is_refused_from_the_parse_alone(bomb: Any, line: int) -> None:
     with pytest.raises(InputError) as e:
-        yamlio.load(text, "bomb.yaml")
-    # x-l5 is the first node that alone expands past the limit: 9**6 > 100,000
-    assert str(e.value) == (f"bomb.yaml:6: aliases expand to more than {yamlio.MAX_NODES} nodes "
-                            "(an alias bomb?); refused")
+        yamlio.load(bomb(), "bomb.yaml")
+    assert str(e.value) == (f"bomb.yaml:{line}: aliases expand to more than {yamlio.MAX_NODES} "
+                            "nodes (an alias bomb?); refused")
     yamlio.load(alias_bomb(levels=5, width=8))  # twice 8**5 = 32,768 strings: large, no bomb
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from carla_launcher.compose.sync import Outcome, apply, compare, plan_folder
-from carla_launcher.errors import display_path
+from carla_launcher.errors import InputError, display_path
+from carla_launcher.fsutil import remove_stale_temps
 from carla_launcher.targeting import resolve_target
 
 
@@ -55,7 +56,7 @@ def sync(files: tuple[Path, ...], folder: Path | None, profile: str | None, addr
                 raise click.BadParameter(f"{f}: no such file", param_hint="FILES")
         folder = entries[0].parent
     results = plan_folder(folder, target, entries)
-    errors = stale = refused = 0
+    errors = stale = refused = unreadable = 0
     for r in results:
         if r.error is not None:
             errors += 1
@@ -64,15 +65,26 @@ def sync(files: tuple[Path, ...], folder: Path | None, profile: str | None, addr
         for w in r.warnings:
             click.echo(f"warning: {display_path(r.entry)}: {w}", err=True)
         for v in r.variants:
-            outcome = compare(v)
-            if check:
-                stale += _report_check(outcome)
-            else:
+            try:  # a variant that cannot be read or written is its own error; the others go on
+                outcome = compare(v)
+                if check:
+                    stale += _report_check(outcome)
+                    continue
+                remove_stale_temps(v.path)  # left by a sync that was killed mid-write
                 outcome = apply(outcome, force)
-                refused += _report_write(outcome, quiet)
+            except InputError as e:
+                errors += 1
+                unreadable += 1
+                click.echo(f"error: {e}", err=True)
+                continue
+            refused += _report_write(outcome, quiet)
     if check and not quiet:
         n = sum(len(r.variants) for r in results)
-        click.echo(f"{n - stale} of {n} variants current" + (f", {stale} stale" if stale else ""), err=True)
+        summary = f"{n - stale - unreadable} of {n} variants current"
+        summary += (f", {stale} stale" if stale else "") + (
+            f", {unreadable} unreadable" if unreadable else ""
+        )
+        click.echo(summary, err=True)
     if errors:
         raise SystemExit(2)
     if stale or refused:

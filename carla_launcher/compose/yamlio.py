@@ -18,6 +18,10 @@ Doc = Any  # a ruamel round-trip document (CommentedMap for compose files)
 
 # A compose file larger than this is refused unread: real ones are a few KB.
 MAX_SOURCE_BYTES = 1 << 20
+# Real compose files nest a dozen levels and expand to a few thousand nodes; anything far
+# beyond is hostile (a RecursionError in the parser, or a billion-laughs alias bomb).
+MAX_DEPTH = 100
+MAX_NODES = 100_000
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,15 @@ def _yaml(style: Style) -> YAML:
 
 
 def load(text: str, path: Path | str | None = None) -> tuple[Doc, Style]:
-    """Parse one compose file for editing. Invalid YAML becomes an InputError at its line."""
+    """Parse one compose file for editing. Invalid YAML becomes an InputError at its line, and
+    so does hostile YAML: nesting too deep to parse, aliases that expand without bound."""
+    deep = too_deep(text)
+    if deep is not None:
+        raise InputError(path, deep, f"nested deeper than {MAX_DEPTH} levels; refused unparsed")
     style = guess_style(text)
     try:
         doc = _yaml(style).load(text)
+        _check_size(doc, path)  # first thing after parsing: nothing may walk a bomb before it
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -82,7 +91,8 @@ def load(text: str, path: Path | str | None = None) -> tuple[Doc, Style]:
     except YAMLError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid YAML"
         raise InputError(path, None, f"invalid YAML: {first}") from None
-    _keep_anchors(doc)
+    except RecursionError:  # the pre-scan's backstop
+        raise InputError(path, None, "nested too deeply to parse") from None
     return doc, style
 
 
@@ -115,21 +125,132 @@ def dump(doc: Doc, style: Style) -> str:
     return out.getvalue()
 
 
-def _keep_anchors(node: Any, seen: set[int] | None = None) -> None:
-    """ruamel drops anchors nobody references on dump; a user's `x-tmpl: &t` must survive."""
-    seen = seen if seen is not None else set()
-    if id(node) in seen:
-        return
-    seen.add(id(node))
+class _TooBig(Exception):
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+
+def _check_size(doc: Doc, path: Path | str | None) -> None:
+    """Refuse a document whose aliases expand to more than MAX_NODES nodes, and keep its anchors.
+
+    ruamel shares an aliased node instead of copying it, so parsing a bomb is cheap; walking it
+    (env_to_dict, str(), derive) is what explodes. Each distinct node is sized once (memoised
+    by id), so this costs one pass over what the parser built.
+    """
+    try:
+        _expanded(doc, {})
+    except _TooBig as e:
+        raise InputError(
+            path, line_of(e.node), f"aliases expand to more than {MAX_NODES} nodes "
+            "(an alias bomb?); refused"
+        ) from None
+
+
+def _expanded(node: Any, sizes: dict[int, int]) -> int:
+    """Nodes under `node` with every alias expanded (1 + its children's). Also marks anchors to
+    be dumped: ruamel drops anchors nobody references, and a user's `x-tmpl: &t` must survive."""
+    if isinstance(node, dict):
+        children: Any = [*node.keys(), *node.values()]
+    elif isinstance(node, (list, tuple)):
+        children = node
+    else:
+        _keep_anchor(node)
+        return 1
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    _keep_anchor(node)
+    sizes[id(node)] = MAX_NODES + 1  # in progress: a node that contains itself is infinite
+    total = 1
+    for child in children:
+        total += _expanded(child, sizes)
+        if total > MAX_NODES:
+            raise _TooBig(node)
+    sizes[id(node)] = total
+    return total
+
+
+def _keep_anchor(node: Any) -> None:
     anchor = getattr(node, "anchor", None)
     if anchor is not None and getattr(anchor, "value", None):
         anchor.always_dump = True
-    if isinstance(node, CommentedMap):
-        for value in node.values():
-            _keep_anchors(value, seen)
-    elif isinstance(node, CommentedSeq):
-        for item in node:
-            _keep_anchors(item, seen)
+
+
+# -- nesting, from the text alone ---------------------------------------------------------------
+_LEAD = re.compile(r"^[ \t-]*", re.M)
+_DQ_END = re.compile(r'(?:[^"\\]|\\.)*"')
+_SQ_END = re.compile(r"(?:[^']|'')*'")
+
+
+def too_deep(text: str) -> int | None:
+    """The line where nesting passes MAX_DEPTH, or None: before the parser recurses into it.
+
+    A bound first (indentation and bracket counts), so a normal file costs two counts and a
+    regex; the scan proper follows flow brackets and block indentation, skipping quoted
+    strings, comments and block scalars. It may be off by a level or two; it is a guard.
+    """
+    lead = max((len(m) for m in _LEAD.findall(text)), default=0)
+    if 2 * (lead + 1) + text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    return _scan_depth(text)
+
+
+def _scan_depth(text: str) -> int | None:
+    flow = 0  # open flow brackets
+    quote = ""  # the quote of a quoted scalar that goes on to the next line
+    scalar_parent = -1  # indentation of the line that opened a block scalar (| or >)
+    stack: list[int] = []  # columns of the open block collections
+    for n, line in enumerate(text.split("\n"), 1):
+        body = line.lstrip(" ")
+        indent = len(line) - len(body)
+        if scalar_parent >= 0:
+            if not body.strip() or indent > scalar_parent:
+                continue
+            scalar_parent = -1
+        i = 0
+        if not quote and not flow:
+            if not body.strip() or body.startswith("#"):
+                continue
+            while stack and stack[-1] >= indent:
+                stack.pop()
+            i = indent
+            stack.append(i)
+            while line.startswith("- ", i) or line[i:].rstrip() == "-":  # `- - x` nests
+                i += 1
+                while i < len(line) and line[i] == " ":
+                    i += 1
+                stack.append(i)
+            if len(stack) > MAX_DEPTH:
+                return n
+        start = True  # where a value may begin: a bracket or quote here opens one
+        while i < len(line):
+            if quote:
+                m = (_DQ_END if quote == '"' else _SQ_END).match(line, i)
+                if m is None:
+                    break
+                quote, i, start = "", m.end(), False
+                continue
+            c = line[i]
+            i += 1
+            if c in " \t":
+                continue
+            if c == "#" and (i == 1 or line[i - 2] in " \t"):
+                break
+            if start and c in "\"'":
+                quote = c
+            elif (flow or start) and c in "[{":
+                flow += 1
+                if len(stack) + flow > MAX_DEPTH:
+                    return n
+            elif flow and c in "]}":
+                flow -= 1
+            elif start and not flow and c in "|>":
+                scalar_parent = indent
+                break
+            start = c in "[{,?" if flow else c in ":?" and (i == len(line) or line[i] in " \t")
+            if flow and c == ":":
+                start = True
+    return None
 
 
 def line_of(node: Any, key: Any = None) -> int | None:

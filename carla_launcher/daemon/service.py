@@ -41,12 +41,14 @@ from carla_launcher.daemon.notify import sd_notify, watchdog_interval
 from carla_launcher.daemon.status import STATE_VERSION, lock_path, state_name
 from carla_launcher.daemon.watch import Batch, Handler, Inbox, Interest, WatchdogLogHook, norm
 from carla_launcher.errors import InputError, display_path
+from carla_launcher.fsutil import read_regular, remove_stale_temps
 from carla_launcher.profile import Profile
 from carla_launcher.state import state_dir, write_json
 from carla_launcher.targeting import resolve_target
 
 FOLDER = "<folder>"  # keys of self.errors that are not entry files
 PROFILE = "<profile>"
+UNREADABLE = "\0unreadable"  # self.written of a variant that could not be read or written
 
 
 @dataclass
@@ -82,6 +84,18 @@ def because(paths: Iterable[str], folder: str) -> str:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _plan_one(project: Project, entry: Path, target: Target) -> Result:
+    """plan_entry, but whatever goes wrong with one entry is that entry's error: one bad file
+    never stops the others (an internal error in one is logged as its error, not a resync)."""
+    try:
+        return plan_entry(project, entry, target)
+    except InputError as e:
+        return Result(entry, error=e, inputs=[entry])
+    except Exception as e:  # noqa: BLE001
+        problem = InputError(entry, None, f"internal error: {type(e).__name__}: {e}")
+        return Result(entry, error=problem, inputs=[entry])
 
 
 def _create_time() -> float | None:
@@ -318,7 +332,7 @@ class Daemon:
             entries = find_entries(Path(self.folder))
         except OSError:
             entries = []
-        results = [plan_entry(project, p, self.target) for p in entries]
+        results = [_plan_one(project, p, self.target) for p in entries]
         problem = folder_problem(Path(self.folder), results)  # worded as `sync` words it
         if problem is not None:
             self._error(FOLDER, f"{problem} (waiting for changes)")
@@ -329,6 +343,7 @@ class Daemon:
             self._forget(gone)
         for r in results:
             self._record(r, reason, pre)
+        self._clean_temps()
         self.last_sync = time.time()
 
     def sync_entries(self, entries: set[str], changed: set[str], new: set[str]) -> None:
@@ -343,7 +358,7 @@ class Daemon:
                 reason = because(old_inputs & changed, self.folder)
             else:
                 reason = "the variant was changed or deleted"
-            self._record(plan_entry(project, Path(entry), self.target), reason, pre)
+            self._record(_plan_one(project, Path(entry), self.target), reason, pre)
         self.last_sync = time.time()
 
     def _record(self, r: Result, reason: str, pre: dict[str, str]) -> None:
@@ -376,6 +391,10 @@ class Daemon:
         self.owner[path] = entry
         try:
             outcome = apply(compare(v))
+        except InputError as e:  # a folder or FIFO where the variant should be, no permission
+            self.vstate.pop(path, None)
+            self.written[path] = UNREADABLE  # whatever comes next in its place re-plans it
+            return str(e)
         except OSError as e:
             return f"{display_path(path)}: cannot write: {e.strerror or e}"
         if outcome.state == "written":
@@ -393,6 +412,12 @@ class Daemon:
             self.written[path] = self._read(path)  # a later edit or delete re-plans it
             self.vstate[path] = "hand-edited"
         return None
+
+    def _clean_temps(self) -> None:
+        """Temp files that a killed writer (an earlier daemon or sync) left beside our variants."""
+        for variant in sorted(self.owner):
+            for p in remove_stale_temps(Path(variant)):
+                self.log.info(f"removed {display_path(p)} (left by an interrupted write)")
 
     def _error(self, key: str, message: str) -> None:
         if self.errors.get(key) != message:
@@ -513,21 +538,23 @@ class Daemon:
             return True
         if any(_digest(self._read_bytes(p)) != h for p, h in self.seen.items()):
             return True
-        return any(self._read(v) != text for v, text in self.written.items())
+        return any(
+            (self._read(v) is not None or not os.path.lexists(v))
+            if text == UNREADABLE else self._read(v) != text
+            for v, text in self.written.items()
+        )
 
     @staticmethod
     def _read_bytes(path: str) -> bytes:
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            return read_regular(path)  # a FIFO in the folder must not hang the daemon
         except OSError:
             return b"\0missing"
 
     @staticmethod
     def _read(path: str) -> str | None:
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            return read_regular(path).decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
         except (OSError, UnicodeDecodeError):
             return None
 

@@ -54,7 +54,8 @@ def relevant(
     if is_directory:
         if event_type not in STRUCTURAL_EVENTS:
             return None
-        hits = [p for p in paths if p == interest.folder]
+        # the folder itself, or a folder made or removed where a file we read or write belongs
+        hits = [p for p in paths if p == interest.folder or p in interest.files]
         return (hits, True) if hits else None
     hits = [p for p in paths if interest.wants(p)]
     return (hits, event_type in STRUCTURAL_EVENTS) if hits else None
