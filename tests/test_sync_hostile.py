@@ -393,3 +393,20 @@ def test_the_daemon_removes_temp_files_left_beside_its_variants(tmp_path: Path, 
     wait_current(build, d)
     assert not dead.exists()
     assert d.count(r"removed build/\.docker-compose\.distributed\.yaml\.\d+\.\w+\.tmp") == 1
+
+
+# -- env files that are not files: no hang, one line, the other entries go on -------------------
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_an_env_file_that_is_not_a_file_is_one_line_and_no_hang(folder: Path, run, kind: str) -> None:  # noqa: ANN001
+    (folder / "docker-compose.b.yaml").write_text(
+        GOOD.replace("image: agent", "image: agent\n    env_file: [agent.env]")
+    )
+    if kind == "fifo":
+        os.mkfifo(folder / "agent.env")
+    else:
+        (folder / "agent.env").mkdir()
+    r = sync(run)  # a blocking read of the FIFO would hang here
+    assert r.exit_code == 2
+    lines = errors(r)
+    assert len(lines) == 1 and "agent.env" in lines[0], r.stderr
+    good_is_synced(folder)

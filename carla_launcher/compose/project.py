@@ -7,6 +7,7 @@ it. The real loader (`docker compose config`) is what the tests judge the varian
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from carla_launcher.compose.fields import (
     env_to_dict,
 )
 from carla_launcher.errors import InputError
+from carla_launcher.fsutil import read_regular
 
 
 
@@ -119,8 +121,12 @@ class Project:
                     path, None, f"{size} bytes: larger than {yamlio.MAX_SOURCE_BYTES} "
                     "(a compose file is a few KB; is this the right file?)"
                 )
-            text = path.read_text(encoding="utf-8-sig")  # compose accepts a BOM; so do we
+            text = read_regular(path).decode("utf-8-sig")  # compose accepts a BOM; so do we
         except FileNotFoundError:
+            if path.is_symlink():
+                where = referenced_from or (path, None)
+                raise InputError(where[0], where[1], f"broken symlink to {os.readlink(path)}: "
+                                 f"{path.name} not found") from None
             if referenced_from:
                 raise InputError(
                     referenced_from[0], referenced_from[1], f"file not found: {path}"
@@ -150,7 +156,7 @@ class Project:
             try:
                 if path.stat().st_size > yamlio.MAX_SOURCE_BYTES:
                     raise InputError(path, None, f"larger than {yamlio.MAX_SOURCE_BYTES} bytes")
-                self._env_texts[path] = path.read_text(encoding="utf-8-sig")
+                self._env_texts[path] = read_regular(path).decode("utf-8-sig")
             except (FileNotFoundError, NotADirectoryError):
                 self._env_texts[path] = None
             except (OSError, UnicodeDecodeError) as e:

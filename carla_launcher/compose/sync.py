@@ -35,6 +35,7 @@ from carla_launcher.compose.variants import (  # noqa: F401  (re-exported for ca
     split_header,
 )
 from carla_launcher.errors import InputError
+from carla_launcher.fsutil import read_regular
 
 NO_SIMULATOR = "no simulator in it"
 # Bump when the derivation changes, so that `sync --check` sees old variants as stale.
@@ -97,8 +98,7 @@ def folder_problem(folder: Path, results: list[Result], listed: bool = True) -> 
 
 def _generated(path: Path) -> bool:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return is_generated(f.read(2000))
+        return is_generated(read_regular(path, 2000).decode("utf-8", errors="replace"))
     except OSError:
         return False
 
@@ -108,13 +108,19 @@ def plan_entry(
 ) -> Result:
     """The variants of one entry file; with `strict`, its error is raised, not carried."""
     result = Result(Path(entry))
-    result.inputs = _with_env_files(project, _closure(project, Path(entry).absolute()), entry)
+    result.inputs = [Path(entry).absolute()]
     try:
+        result.inputs = _with_env_files(project, _closure(project, Path(entry).absolute()), entry)
         _plan(project, Path(entry).absolute(), target, required, result)
     except InputError as e:
         if strict:
             raise
         result.error = e
+        result.variants = []
+    except Exception as e:  # noqa: BLE001  a bug met by one entry must not stop the others
+        if strict:
+            raise
+        result.error = InputError(entry, None, f"internal error: {type(e).__name__}: {e}")
         result.variants = []
     return result
 
