@@ -254,7 +254,7 @@ class Daemon:
             self._after()
             return
         if changed & self._target_files() and self.reload_target():
-            self.full_sync(f"address now {self.target.address}")
+            self.full_sync(f"address now {_where(self.target)}")
             self._after()
             return
         sources = changed - set(self.owner) - self._target_files()
@@ -444,7 +444,7 @@ class Daemon:
         try:
             target, profile = resolve_target(o.address, o.profile, o.port, o.simulator)
         except InputError as e:
-            self._error(PROFILE, f"{e} (keeping address {self.target.address})")
+            self._error(PROFILE, f"{e} (keeping address {_where(self.target)})")
             return False
         self._clear_error(PROFILE, display_path(profile.path) if profile else "profile")
         self.profile = profile
@@ -452,7 +452,7 @@ class Daemon:
             return False
         old, self.target = self.target, target
         port = f", port {old.port} -> {target.port}" if old.port != target.port else ""
-        self.log.info(f"target changed: address {old.address} -> {target.address}{port}")
+        self.log.info(f"target changed: address {_where(old)} -> {_where(target)}{port}")
         return True
 
     def reload(self) -> None:
@@ -471,7 +471,7 @@ class Daemon:
             self._folder_moved(present)
             return
         if present and self.reload_target():  # the profile, in case its event was lost too
-            self.full_sync(f"address now {self.target.address}")
+            self.full_sync(f"address now {_where(self.target)}")
             self._after()
         elif present and self._drifted():
             self.log.warning("re-check found changes the watcher missed: full resync")
@@ -564,7 +564,7 @@ class Daemon:
         errs = f", {len(self.errors)} with errors" if self.errors else ""
         return (
             f"{verb} {display_path(self.folder)}: {current} of {n} variants current{errs}, "
-            f"address {self.target.address}"
+            f"address {_where(self.target)}"
         )
 
     def _save_state(self, stopped: bool = False) -> None:
@@ -576,7 +576,7 @@ class Daemon:
             "started": self.started,
             "stopped": time.time() if stopped else None,
             "ready": self.ready,
-            "address": self.target.address,
+            "address": self.target.address,  # null in the env address mode
             "port": self.target.port,
             "simulator": self.target.simulator,
             "profile": str(self.profile.path) if self.profile else None,
@@ -592,3 +592,8 @@ class Daemon:
             write_json(state_name(self.folder), data)
         except OSError as e:
             self._error("<state>", f"cannot write the state file: {e.strerror or e}")
+
+
+def _where(target: Target) -> str:
+    """The address as a log line says it: the env address mode has none of its own."""
+    return target.address or "from CARLA_LAUNCH_HOST (env address mode)"
