@@ -203,8 +203,11 @@ def warn_shared_folder(profile: Profile, address: str, say: Say) -> None:
     from carla_launcher.targeting import sharing_warning, sibling_profiles
 
     def known(other: Profile) -> str | None:
-        found = (other.remote.address or known_server(other, str(other.remote.host)).get("address")
-                 or discovered_address(other.key))
+        try:
+            found = (other.remote.address or known_server(other, str(other.remote.host)).get("address")
+                     or discovered_address(other.key))
+        except InputError:
+            return None  # another profile's bad state is said when that profile is used
         return str(found) if found else None
 
     line = sharing_warning(profile, address, [(o, known(o)) for o in sibling_profiles(profile)])

@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from carla_launcher.errors import InputError
 from carla_launcher.fsutil import atomic_write
+from carla_launcher.netaddr import address_problem, describe
 
 
 def state_dir() -> Path:
@@ -32,9 +34,20 @@ def write_json(name: str, data: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def discovered_address(profile: str) -> str | None:
+def discovered_address(profile: str, host: str | None = None) -> str | None:
+    """What `address`/`deploy` remembered for a profile. The file lies outside the profile,
+    but it must not smuggle code into variants: what is not an address is refused here,
+    once for every reader, naming the file and the box (`host`)."""
     value = read_json("addresses.json").get(profile)
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    if problem := address_problem(value):
+        raise InputError(
+            state_dir() / "addresses.json", None,
+            f"{host or profile}: the remembered address is {describe(value, problem)}; "
+            "run `carla-launch address P` again",
+        )
+    return value
 
 
 def remember_address(profile: str, address: str) -> None:

@@ -12,7 +12,7 @@ from carla_launcher.compose.sync import Target
 from carla_launcher.errors import InputError
 from carla_launcher.netaddr import address_problem, describe
 from carla_launcher.profile import PROFILE_DIR, Profile, load_profile, parse_profile
-from carla_launcher.state import discovered_address, state_dir
+from carla_launcher.state import discovered_address
 
 
 def resolve_target(
@@ -54,7 +54,7 @@ def resolve_target(
         return Target(None, None, simulator, env=True), profile
     if address is None:
         assert profile is not None
-        address = profile.remote.address or remembered_address(profile)
+        address = profile.remote.address or discovered_address(profile.key, profile.remote.host)
         if not address:
             raise InputError(
                 profile.path,
@@ -66,19 +66,6 @@ def resolve_target(
     if port is None and profile is not None:
         port = profile.server.port  # compared with the simulator's own port when deriving
     return Target(address, port, simulator), profile
-
-
-def remembered_address(profile: Profile) -> str | None:
-    """What `address`/`deploy` remembered for this profile; refused when it is not an address
-    (the state file is outside the profile, but it must not smuggle code into variants)."""
-    value = discovered_address(profile.key)
-    if value is not None and (problem := address_problem(value)):
-        raise InputError(
-            state_dir() / "addresses.json", None,
-            f"{profile.remote.host}: the remembered address is {describe(value, problem)}; "
-            f"run `carla-launch address {profile.name}` again",
-        )
-    return value
 
 
 # -- two profiles, one compose folder --------------------------------------------------------------

@@ -24,7 +24,7 @@ from tests.conftest import Cli, write_files
 from tests.netns_box import box_factory  # noqa: F401  (fixture)
 from tests.polling import wait_for
 from tests.test_up_e2e import AGENT as E2E_AGENT
-from tests.test_up_e2e import VERSION_CALL
+from tests.test_up_e2e import VERSION_CALL, cli, pane_text
 
 VARIANT = "docker-compose.distributed.yaml"
 ENV_PROFILE = "remote:\n  host: gpu-box\n  address: null\ncompose:\n  dir: .\n  address: env\n"
@@ -174,23 +174,6 @@ pytest_plugins = ["tests.dockerd"]
 AGENT = E2E_AGENT.replace("name: e2e\n", "")  # the end-to-end agent, without its project name
 
 
-def _cli(cwd: Path, env: dict[str, str], *args: str,
-         timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "carla_launcher", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def _pane_text(socket: str, session: str, role: str) -> str:
-    panes = subprocess.run(["tmux", "-L", socket, "list-panes", "-s", "-t", session, "-F",
-                            "#{pane_id} #{@carla_role}"], capture_output=True, text=True).stdout
-    for line in panes.splitlines():
-        pane_id, _, r = line.partition(" ")
-        if r == role:
-            capture = ["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", pane_id]
-            return subprocess.run(capture, capture_output=True, text=True).stdout
-    return ""
-
-
 @pytest.mark.root
 @pytest.mark.docker
 @pytest.mark.slow
@@ -213,7 +196,7 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
     base = {**dockerd.environ(), "CARLA_LAUNCH_TMUX_SOCKET": socket}
     try:
         # the committed variant, made where no box is known
-        sync = _cli(proj, base, "sync", "--dir", "build", "--address-env")
+        sync = cli(proj, base, "sync", "--dir", "build", "--address-env")
         assert sync.returncode == 0, sync.stderr
         variant = build / VARIANT
         committed = variant.read_text()
@@ -222,23 +205,23 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
 
         for n, box in enumerate((a, b)):  # a compose project per user, as on two machines
             env = {**base, "COMPOSE_PROJECT_NAME": f"e2e{n}"}
-            up = _cli(proj, env, "up", box.profile_path.stem, "--no-attach")
+            up = cli(proj, env, "up", box.profile_path.stem, "--no-attach")
             assert up.returncode == 0, up.stderr + up.stdout
             assert "also write" not in up.stderr, up.stderr  # env mode: no clash warning
             assert f"-f {Path('build') / VARIANT} up" in up.stdout
-            printed = _cli(proj, env, "env", box.profile_path.stem, "--format", "dotenv")
+            printed = cli(proj, env, "env", box.profile_path.stem, "--format", "dotenv")
             assert printed.stdout == (
                 f"{ENV_HOST}={box.address}\n{ENV_PORT}=2000\n{ENV_URL_HOST}={box.address}\n"
             ), printed.stderr
         assert variant.read_text() == committed and variant.stat().st_mtime_ns == stamp
         for box in (a, b):
-            check = _cli(proj, base, "sync", "--profile", box.profile_path.stem, "--check")
+            check = cli(proj, base, "sync", "--profile", box.profile_path.stem, "--check")
             assert check.returncode == 0, check.stderr + check.stdout
 
         for box in (a, b):  # each agent reached its own box through the one variant
             session = f"carla-{parse_profile(profiles[box.n]).key}"
             def agent_output(s: str = session) -> str | bool:
-                return "CARLA 0.9.15" in (t := _pane_text(socket, s, "agent")) and t
+                return "CARLA 0.9.15" in (t := pane_text(socket, s, "agent")) and t
 
             text = wait_for(agent_output, 60, f"agent output of {box.alias}")
             assert f"agent: connected to {box.address}:2000, CARLA 0.9.15" in text, text
@@ -247,7 +230,7 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
 
         for n, box in enumerate((a, b)):
             env = {**base, "COMPOSE_PROJECT_NAME": f"e2e{n}"}
-            down = _cli(proj, env, "down", box.profile_path.stem, "--server")
+            down = cli(proj, env, "down", box.profile_path.stem, "--server")
             assert down.returncode == 0, down.stderr
             assert "agent containers of" in down.stdout, down.stdout + down.stderr
         assert dockerd.docker("ps", "-aq").stdout.strip() == ""

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carla_launcher.compose.sync import Target, apply, compare, plan_folder
+from carla_launcher.launch import agent_env
 from tests.compose_loader import compose_binary, load_model
 from tests.oracle import comparable, expected_model
 
@@ -80,20 +81,24 @@ def compose_doc(draw):  # noqa: ANN001, ANN201
     return sim, doc, draw(st.sampled_from(ADDRS)), draw(st.sampled_from([None, 2000, 3000]))
 
 
+def _synced(folder: Path, doc: dict, target: Target) -> None:
+    """Write the document (JSON is YAML) as the folder's compose file and sync it."""
+    folder.mkdir()
+    (folder / "compose.yaml").write_text(json.dumps(doc, indent=2))
+    results = plan_folder(folder, target)
+    assert [r.error for r in results] == [None]
+    for v in results[0].variants:
+        apply(compare(v))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(compose_doc())
 def test_generated_documents_keep_the_contract(case) -> None:  # noqa: ANN001
     sim, doc, addr, port = case
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "p"
-        folder.mkdir()
-        # JSON is YAML: the loader and the derivation both read it as a compose file
-        (folder / "compose.yaml").write_text(json.dumps(doc, indent=2))
         target = Target(addr, port, sim)
-        results = plan_folder(folder, target)
-        assert [r.error for r in results] == [None]
-        for v in results[0].variants:
-            apply(compare(v))
+        _synced(folder, doc, target)
         variant = folder / "compose.distributed.yaml"
         want = comparable(expected_model(load_model(folder / "compose.yaml"), sim, addr, port))
         assert comparable(load_model(variant)) == want
@@ -108,13 +113,7 @@ def test_generated_documents_in_env_mode_serve_any_box(case) -> None:  # noqa: A
     sim, doc, addr, port = case
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "p"
-        folder.mkdir()
-        (folder / "compose.yaml").write_text(json.dumps(doc, indent=2))
-        results = plan_folder(folder, Target(None, None, sim, env=True))
-        assert [r.error for r in results] == [None]
-        for v in results[0].variants:
-            apply(compare(v))
-        env = {"CARLA_LAUNCH_HOST": addr, "CARLA_LAUNCH_PORT": str(port or 2000),
-               "CARLA_LAUNCH_URL_HOST": f"[{addr}]" if ":" in addr else addr}
+        _synced(folder, doc, Target(None, None, sim, env=True))
+        env = agent_env(addr, port or 2000)  # what `up` gives the agent
         want = comparable(expected_model(load_model(folder / "compose.yaml"), sim, addr, port))
         assert comparable(load_model(folder / "compose.distributed.yaml", env=env)) == want

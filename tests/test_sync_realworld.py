@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from carla_launcher.launch import agent_env
 from tests.compose_loader import ComposeLoadError, load_model
 from tests.conftest import write_files
-from tests.oracle import comparable, expected_model
+from tests.test_sync_contract import judge_variant
 
 ADDR = "10.77.0.2"
 
@@ -319,30 +320,11 @@ def test_real_world_variant_is_right(name: str, addr_kind: str, tmp_path: Path, 
     assert result.exit_code == 0, result.output + result.stderr
     for fragment in case.get("warns", []):
         assert fragment in result.stderr
-    _judge(case, folder, address, port, sim)
+    judge_variant(case, folder, address, port, sim)
     for n, data in before.items():
         assert (folder / n).read_bytes() == data, f"{n} was edited"
     again = _sync(run, folder, *args)
     assert again.exit_code == 0 and "wrote" not in again.output
-
-
-def _judge(case: dict, folder: Path, address: str, port: int | None, sim: str, env: dict | None = None) -> None:
-    variant = folder / case["variant"]
-    source = folder / case["variant"].replace(".distributed", "").replace("-distributed", "")
-    assert variant.is_file(), sorted(p.name for p in folder.iterdir())
-    want = comparable(expected_model(load_model(source), sim, address, port))
-    assert comparable(load_model(variant, env=env)) == want
-    body = variant.read_text().split("\n", 3)[3]
-    for fragment in case.get("absent", []):
-        assert fragment not in body
-    for extra in case.get("also", []):
-        assert (folder / extra).is_file()
-    for other, fragments in case.get("absent_in", {}).items():
-        text = (folder / other).read_text().split("\n", 3)[3]
-        for fragment in fragments:
-            assert fragment not in text, f"{fragment!r} left in {other}:\n{text}"
-    for missing in case.get("no_variant", []):
-        assert not (folder / missing).exists()
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -355,9 +337,8 @@ def test_real_world_env_mode_variant_serves_any_box(name: str, tmp_path: Path, r
     assert result.exit_code == 0, result.output + result.stderr
     assert "CARLA_LAUNCH_HOST" in (folder / case["variant"]).read_text()
     for address, port in (("10.1.0.5", 2000), ("fd00::9", 2000), ("gpu-b.lab", 3000)):
-        url_host = f"[{address}]" if ":" in address else address
-        env = {"CARLA_LAUNCH_HOST": address, "CARLA_LAUNCH_PORT": str(port), "CARLA_LAUNCH_URL_HOST": url_host}
-        _judge(case, folder, address, port, sim, env)
+        env = agent_env(address, port)  # what `up` gives the agent
+        judge_variant(case, folder, address, port, sim, env)
     with pytest.raises(ComposeLoadError, match="carla-launch env"):
         load_model(folder / case["variant"])
     check = _sync(run, folder, "--address-env", "--simulator", sim, "--check")
@@ -371,4 +352,4 @@ def test_real_world_simulator_is_found_without_the_flag(name: str, tmp_path: Pat
     sim = case.get("sim", "carla-simulator")
     result = _sync(run, folder, "--address", ADDR)
     assert result.exit_code == 0, result.output + result.stderr
-    _judge(case, folder, ADDR, None, sim)
+    judge_variant(case, folder, ADDR, None, sim)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -55,8 +56,10 @@ def tmux_socket(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
 
 
-def cli(box: Box, env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:  # noqa: F811
-    return subprocess.run([sys.executable, "-m", "carla_launcher", *args], cwd=box.dir, env=env,
+def cli(where: Box | Path, env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:  # noqa: F811
+    """carla-launch as a user runs it, in the box's project folder (or the folder given)."""
+    cwd = where if isinstance(where, Path) else where.dir
+    return subprocess.run([sys.executable, "-m", "carla_launcher", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -22,14 +22,17 @@ def project_dotenv(project: Project, entry: Path) -> tuple[tuple[str, str], ...]
     return tuple(dotenv.parse(text).items()) if text else ()
 
 
-def env_file_paths(project: Project, sf: SourceFile, skip: str) -> list[Path]:
+def _env_files(project: Project, sf: SourceFile, name: str) -> list[tuple[str, Path]]:
+    """(as written, resolved) for each env_file a service of this file reads, in order."""
+    return [(raw, (sf.path.parent / raw).absolute())
+            for raw in project.effective(sf.path, name).env_files]
+
+
+def env_files_read(project: Project, sf: SourceFile) -> list[Path]:
     """The env files the services of one compose file read (those that exist)."""
     out: list[Path] = []
     for name in sf.services:
-        if str(name) == skip:
-            continue
-        for raw in project.effective(sf.path, str(name)).env_files:
-            p = (sf.path.parent / raw).absolute()
+        for _, p in _env_files(project, sf, str(name)):
             if p not in out and project.env_text(p) is not None:
                 out.append(p)
     return out
@@ -45,14 +48,13 @@ def env_file_overrides(
     for name in sf.services:
         if str(name) == skip:
             continue
-        svc = project.effective(sf.path, str(name))
-        merged: dict[str, tuple[str, str]] = {}
-        for raw in svc.env_files:
-            text = project.env_text((sf.path.parent / raw).absolute())
-            for key, value in dotenv.parse(text or "").items():
+        merged: dict[str, tuple[str, str]] = {}  # later files win, as in compose
+        for raw, p in _env_files(project, sf, str(name)):
+            for key, value in dotenv.parse(project.env_text(p) or "").items():
                 merged[key] = (value, raw)
+        own = project.effective(sf.path, str(name)).environment
         for key, (value, raw) in merged.items():
-            if key in svc.environment or "$" in value:
+            if key in own or "$" in value:
                 continue  # its own environment wins; compose interpolates `$` itself
             new = rewrite.env_value(key, value)
             if new != value:

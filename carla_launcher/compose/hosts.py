@@ -47,8 +47,23 @@ _AFTER = r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9])"
 _INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])([^${}]*))?\}")
 # How a compose file may write the project name in a compose-made container name.
 _PROJECT_VAR = r"\$\{COMPOSE_PROJECT_NAME(?::?[-+?][^${}]*)?\}|\$COMPOSE_PROJECT_NAME(?![A-Za-z0-9_])"
-_MARK = "\x00"  # placeholders for inserted text, so that no pass re-reads what another wrote
-_HELD = "\x01"  # the same for what the shell rules wrote, around the token pass
+
+
+class _Held:
+    """Text a rule wrote, kept behind placeholders so that no later pass re-reads it, and put
+    back at the end. Each user picks its own mark, so that holders nest."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+        self.texts: list[str] = []
+
+    def hold(self, text: str) -> str:
+        self.texts.append(text)
+        return f"{self.mark}{len(self.texts) - 1}{self.mark}"
+
+    def restore(self, text: str) -> str:
+        placeholder = re.escape(self.mark) + r"(\d+)" + re.escape(self.mark)
+        return re.sub(placeholder, lambda m: self.texts[int(m.group(1))], text)
 
 
 def _words(name: str) -> list[str]:
@@ -141,26 +156,24 @@ class Rewrite:
         """Replace whole-token host names in free text, and in `${VAR:-default}` defaults."""
         if not self.host_names or not text:
             return text
-        inserted: list[str] = []
-        text = self._sub(self._container_names, text, inserted)
+        held = _Held("\x00")
+        text = self._sub(self._container_names, text, held)
         pattern = self._names_and_loopback if loopback else self._names
         out: list[str] = []
         pos = 0
         for m in _INTERP.finditer(text):
-            out.append(self._sub(pattern, text[pos : m.start()], inserted))
+            out.append(self._sub(pattern, text[pos : m.start()], held))
             op, default = m.group(2), m.group(3)
             from_dotenv = self._from_dotenv(m.group(1), op, loopback)
             if from_dotenv is not None:  # `.env` makes it name the simulator: write it out
-                out.append(f"{_MARK}{len(inserted)}{_MARK}")
-                inserted.append(from_dotenv)
+                out.append(held.hold(from_dotenv))
             elif op is not None and "?" not in op and "+" not in op:  # a default: may be a host
-                out.append("${" + m.group(1) + op + self._sub(pattern, default, inserted) + "}")
+                out.append("${" + m.group(1) + op + self._sub(pattern, default, held) + "}")
             else:
                 out.append(m.group(0))
             pos = m.end()
-        out.append(self._sub(pattern, text[pos:], inserted))
-        text = "".join(out)
-        return re.sub(_MARK + r"(\d+)" + _MARK, lambda m: inserted[int(m.group(1))], text)
+        out.append(self._sub(pattern, text[pos:], held))
+        return held.restore("".join(out))
 
     def _from_dotenv(self, var: str, op: str | None, loopback: bool) -> str | None:
         """What `${var...}` must become when the project's `.env` sets it to the simulator."""
@@ -179,7 +192,7 @@ class Rewrite:
         new = self.env_value(name, value)
         return new if new != value else None
 
-    def _sub(self, pattern: re.Pattern[str], text: str, inserted: list[str]) -> str:
+    def _sub(self, pattern: re.Pattern[str], text: str, held: _Held) -> str:
         """Replace every match that is a host (not a variable name, not a path part)."""
         out: list[str] = []
         pos = 0
@@ -197,8 +210,7 @@ class Rewrite:
                 new += ":" + self.port_text
                 end += port.end()
             out.append(text[pos:start])
-            out.append(f"{_MARK}{len(inserted)}{_MARK}")
-            inserted.append(new)
+            out.append(held.hold(new))
             pos = end
         if not out:
             return text
@@ -296,14 +308,8 @@ class Rewrite:
         def assign(m: re.Match[str]) -> str:
             return value_of(m, self.env_value(m.group("name"), m.group("val")))
 
-        inserted: list[str] = []
-
-        def hold(new: str) -> str:  # keep what a rule wrote from the later token pass
-            inserted.append(new)
-            return f"{_HELD}{len(inserted) - 1}{_HELD}"
-
-        text = self._SHELL_FLAG.sub(lambda m: hold(flag(m)), text)
-        text = self._ROS_ARG.sub(lambda m: hold(flag(m)), text)
-        text = self._SHELL_VAR.sub(lambda m: hold(assign(m)), text)
-        text = self.replace_hosts(text)
-        return re.sub(_HELD + r"(\d+)" + _HELD, lambda m: inserted[int(m.group(1))], text)
+        held = _Held("\x01")  # what the rules wrote stays out of the token pass
+        text = self._SHELL_FLAG.sub(lambda m: held.hold(flag(m)), text)
+        text = self._ROS_ARG.sub(lambda m: held.hold(flag(m)), text)
+        text = self._SHELL_VAR.sub(lambda m: held.hold(assign(m)), text)
+        return held.restore(self.replace_hosts(text))

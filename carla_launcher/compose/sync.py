@@ -18,7 +18,7 @@ from carla_launcher.compose.hosts import Rewrite
 from carla_launcher.compose.environ import (
     dotenv_path,
     env_file_overrides,
-    env_file_paths,
+    env_files_read,
     project_dotenv,
 )
 from carla_launcher.compose.discover import find_entries, is_generated, variant_name
@@ -106,7 +106,8 @@ def _generated(path: Path) -> bool:
 def plan_entry(
     project: Project, entry: Path, target: Target, required: bool = False, strict: bool = False
 ) -> Result:
-    """The variants of one entry file; with `strict`, its error is raised, not carried."""
+    """The variants of one entry file. Whatever goes wrong with it (bad input, or a bug) is
+    carried as its error, so one entry never stops the others; with `strict`, it is raised."""
     result = Result(Path(entry))
     result.inputs = [Path(entry).absolute()]
     try:
@@ -151,7 +152,7 @@ def _with_env_files(project: Project, files: list[Path], entry: Path) -> list[Pa
     out = list(files)
     for p in files:
         try:
-            out += [e for e in env_file_paths(project, project.file(p), "") if e not in out]
+            out += [e for e in env_files_read(project, project.file(p)) if e not in out]
         except InputError:
             continue
     dot = dotenv_path(entry)

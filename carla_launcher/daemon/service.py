@@ -86,18 +86,6 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _plan_one(project: Project, entry: Path, target: Target) -> Result:
-    """plan_entry, but whatever goes wrong with one entry is that entry's error: one bad file
-    never stops the others (an internal error in one is logged as its error, not a resync)."""
-    try:
-        return plan_entry(project, entry, target)
-    except InputError as e:
-        return Result(entry, error=e, inputs=[entry])
-    except Exception as e:  # noqa: BLE001
-        problem = InputError(entry, None, f"internal error: {type(e).__name__}: {e}")
-        return Result(entry, error=problem, inputs=[entry])
-
-
 def _create_time() -> float | None:
     try:
         import psutil
@@ -332,7 +320,7 @@ class Daemon:
             entries = find_entries(Path(self.folder))
         except OSError:
             entries = []
-        results = [_plan_one(project, p, self.target) for p in entries]
+        results = [plan_entry(project, p, self.target) for p in entries]
         problem = folder_problem(Path(self.folder), results)  # worded as `sync` words it
         if problem is not None:
             self._error(FOLDER, f"{problem} (waiting for changes)")
@@ -358,7 +346,7 @@ class Daemon:
                 reason = because(old_inputs & changed, self.folder)
             else:
                 reason = "the variant was changed or deleted"
-            self._record(_plan_one(project, Path(entry), self.target), reason, pre)
+            self._record(plan_entry(project, Path(entry), self.target), reason, pre)
         self.last_sync = time.time()
 
     def _record(self, r: Result, reason: str, pre: dict[str, str]) -> None:

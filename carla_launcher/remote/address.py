@@ -165,9 +165,9 @@ def agent_address(profile: Profile, host: str | None = None) -> str:
     address = known_server(profile, str(host)).get("address")
     if address:
         return checked(str(address), host, "the address remembered from the last deploy")
-    address = discovered_address(profile.key) if host == profile.remote.host else None
+    address = discovered_address(profile.key, host) if host == profile.remote.host else None
     if address:
-        return checked(address, host, "the address `carla-launch address` remembered")
+        return address
     address = discover_address(profile, host)
     if host == profile.remote.host:  # addresses.json holds the first host's (what sync uses)
         remember_address(profile.key, address)
