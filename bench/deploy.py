@@ -53,7 +53,7 @@ for name, s in zip(STEPS, plan.steps):
     step(name=name, script=s.script, why=s.why, upload=s.upload, after_upload=s.after_upload)
 '''
 
-PLAIN_INVENTORY = '''\
+PLAIN_INVENTORY = """\
 import os
 from pathlib import Path
 
@@ -62,7 +62,7 @@ from carla_launcher.remote.inputs import make_inventory_data
 
 profile = parse_profile(Path(os.environ["CL_PROFILE"]))
 hosts = [(h, make_inventory_data(profile, False)) for h in profile.remote.hosts]
-'''
+"""
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
@@ -90,9 +90,11 @@ def pool_profile(boxes: list[Box], folder: Path) -> Path:
     hosts = ", ".join(b.alias for b in boxes)
     p = folder / "profiles" / f"pool{len(boxes)}.yaml"
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(f"remote:\n  host: [{hosts}]\n  ssh_config: {config}\n  connect_timeout: 5\n"
-                 "server:\n  os_packages: [tmux, curl]\n  ready_timeout: 30\n"
-                 f"  package: {{url: '{pkg['url']}', sha256: {pkg['sha256']}}}\n")
+    p.write_text(
+        f"remote:\n  host: [{hosts}]\n  ssh_config: {config}\n  connect_timeout: 5\n"
+        "server:\n  os_packages: [tmux, curl]\n  ready_timeout: 30\n"
+        f"  package: {{url: '{pkg['url']}', sha256: {pkg['sha256']}}}\n"
+    )
     return p
 
 
@@ -119,8 +121,11 @@ def main() -> None:
         plain_dir.mkdir()
         (plain_dir / "deploy.py").write_text(PLAIN_DEPLOY)
         (plain_dir / "inventory.py").write_text(PLAIN_INVENTORY)
-        env = dict(os.environ, CL_PROFILE=str(one.profile_path),
-                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(
+            os.environ,
+            CL_PROFILE=str(one.profile_path),
+            PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
         plain_argv = [sys.executable, "-m", "pyinfra", "-y", "inventory.py", "deploy.py"]
         run(plain_argv, env=env, cwd=plain_dir)  # warm-up (and proof that it is a no-op)
         plain = median(lambda: run(plain_argv, env=env, cwd=plain_dir), args.runs)
@@ -149,8 +154,11 @@ def main() -> None:
         "noop_4_boxes_s": noop_four,
         "boxes_4_vs_1_ratio": round(noop_four / noop_one, 3),
         "runs": args.runs,
-        "goals": {"noop_redeploy_s": 3.0, "noop_vs_plain_pyinfra_ratio": 1.1,
-                  "boxes_4_vs_1_ratio": 1.5},
+        "goals": {
+            "noop_redeploy_s": 3.0,
+            "noop_vs_plain_pyinfra_ratio": 1.1,
+            "boxes_4_vs_1_ratio": 1.5,
+        },
     }
     result["met"] = {k: result[k] <= v for k, v in result["goals"].items()}
     print(json.dumps(result, indent=2))

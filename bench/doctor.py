@@ -28,15 +28,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.fake_nvidia_smi import install  # noqa: E402
+from tests.fake_nvidia_smi import install
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: Path, repeat: int) -> tuple[list[float], subprocess.CompletedProcess[str]]:
+def timed(
+    argv: list[str], env: dict[str, str], cwd: Path, repeat: int
+) -> tuple[list[float], subprocess.CompletedProcess[str]]:
     times = []
     last = None
     for _ in range(repeat):
         t = time.perf_counter()
-        last = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, stdin=subprocess.DEVNULL)
+        last = subprocess.run(
+            argv, capture_output=True, text=True, env=env, cwd=cwd, stdin=subprocess.DEVNULL
+        )
         times.append(time.perf_counter() - t)
     assert last is not None
     return times, last
@@ -55,7 +59,9 @@ def free_port() -> int:
 def start_sshd(work: Path, fake_bin: Path) -> tuple[subprocess.Popen[bytes], int, Path, Path]:
     """sshd on 127.0.0.1 with its own host key; the session PATH starts with the fake."""
     for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True
+        )
     shutil.copy(work / "client.pub", work / "authorized_keys")
     port = free_port()
     cfg = work / "sshd_config"
@@ -65,7 +71,9 @@ def start_sshd(work: Path, fake_bin: Path) -> tuple[subprocess.Popen[bytes], int
         f"PidFile {work / 'sshd.pid'}\nSetEnv PATH={fake_bin}:/usr/local/bin:/usr/bin:/bin\n"
     )
     Path("/run/sshd").mkdir(exist_ok=True)
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)], stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
@@ -74,11 +82,15 @@ def start_sshd(work: Path, fake_bin: Path) -> tuple[subprocess.Popen[bytes], int
         except OSError:
             time.sleep(0.05)
     known = work / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} " + " ".join((work / "host.pub").read_text().split()[:2]) + "\n")
+    known.write_text(
+        f"[127.0.0.1]:{port} " + " ".join((work / "host.pub").read_text().split()[:2]) + "\n"
+    )
     return proc, port, work / "client", known
 
 
-def netns_box(work: Path, env: dict[str, str], cmd: list[str], args: argparse.Namespace) -> dict[str, object]:
+def netns_box(
+    work: Path, env: dict[str, str], cmd: list[str], args: argparse.Namespace
+) -> dict[str, object]:
     """The same against a network-namespace box of the test suite (tests/netns_box.py): a user
     login, the fake in its ~/.local/bin, the stand-in package installed and verified."""
     try:
@@ -96,8 +108,11 @@ def netns_box(work: Path, env: dict[str, str], cmd: list[str], args: argparse.Na
         box.preinstall()
         times, res = timed([*cmd[:-1], str(box.profile_path), "--json"], env, box.dir, args.repeat)
         data = json.loads(res.stdout)
-        return {"netns_box_s": stats(times), "netns_box_ok": statistics.median(times) < 5.0,
-                "netns_box_checks": {c["name"]: c["status"] for c in data["checks"] if c.get("host")}}
+        return {
+            "netns_box_s": stats(times),
+            "netns_box_ok": statistics.median(times) < 5.0,
+            "netns_box_checks": {c["name"]: c["status"] for c in data["checks"] if c.get("host")},
+        }
     finally:
         box.close()
 
@@ -109,19 +124,36 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cl-bench-doctor-"))
-    out: dict[str, object] = {"goal_local_s": 2.0, "goal_box_s": 5.0, "repeat": args.repeat, "fake_case": args.case}
+    out: dict[str, object] = {
+        "goal_local_s": 2.0,
+        "goal_box_s": 5.0,
+        "repeat": args.repeat,
+        "fake_case": args.case,
+    }
     try:
         fake_bin = work / "fakebin"
         install(fake_bin, args.case)
         (work / "home").mkdir()
         env = dict(os.environ)
-        env.update(PATH=f"{fake_bin}{os.pathsep}{env['PATH']}", CARLA_LAUNCH_GPU_BACKEND="smi",
-                   HOME=str(work / "home"), XDG_STATE_HOME=str(work / "state"))
+        env.update(
+            PATH=f"{fake_bin}{os.pathsep}{env['PATH']}",
+            CARLA_LAUNCH_GPU_BACKEND="smi",
+            HOME=str(work / "home"),
+            XDG_STATE_HOME=str(work / "state"),
+        )
         env.pop("FAKE_NVIDIA_SMI_CASE", None)
         cmd = [sys.executable, "-m", "carla_launcher", "doctor", "--json"]
 
-        fake_t, _ = timed([str(fake_bin / "nvidia-smi"), "--query-gpu=index,name", "--format=csv,noheader,nounits"],
-                          env, work, args.repeat)
+        fake_t, _ = timed(
+            [
+                str(fake_bin / "nvidia-smi"),
+                "--query-gpu=index,name",
+                "--format=csv,noheader,nounits",
+            ],
+            env,
+            work,
+            args.repeat,
+        )
         out["fake_nvidia_smi_call_s"] = stats(fake_t)
         local_t, res = timed(cmd, env, work, args.repeat)
         out["local_s"] = stats(local_t)
@@ -135,12 +167,30 @@ def main() -> None:
             try:
                 prof = work / "profiles" / "loop.yaml"
                 prof.parent.mkdir()
-                prof.write_text(f"remote:\n  host: 127.0.0.1\n  port: {port}\n  user: root\n"
-                                f"  identity_file: {key}\n  known_hosts: {known}\nserver:\n  port: 2000\n")
+                prof.write_text(
+                    f"remote:\n  host: 127.0.0.1\n  port: {port}\n  user: root\n"
+                    f"  identity_file: {key}\n  known_hosts: {known}\nserver:\n  port: 2000\n"
+                )
                 t0 = time.perf_counter()
-                probe = subprocess.run(["ssh", "-i", str(key), "-p", str(port), "-o", f"UserKnownHostsFile={known}",
-                                        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "root@127.0.0.1", "true"],
-                                       capture_output=True, env=env)
+                probe = subprocess.run(
+                    [
+                        "ssh",
+                        "-i",
+                        str(key),
+                        "-p",
+                        str(port),
+                        "-o",
+                        f"UserKnownHostsFile={known}",
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "StrictHostKeyChecking=yes",
+                        "root@127.0.0.1",
+                        "true",
+                    ],
+                    capture_output=True,
+                    env=env,
+                )
                 out["plain_ssh_round_trip_s"] = round(time.perf_counter() - t0, 3)
                 if probe.returncode != 0:
                     raise RuntimeError(f"loopback sshd refused us: {probe.stderr.decode().strip()}")
@@ -149,7 +199,9 @@ def main() -> None:
                     raise RuntimeError(f"doctor printed nothing: {res.stderr.strip()}")
                 data = json.loads(res.stdout)
                 out["box_s"] = stats(box_t)
-                out["box_checks"] = {c["name"]: c["status"] for c in data["checks"] if c.get("host")}
+                out["box_checks"] = {
+                    c["name"]: c["status"] for c in data["checks"] if c.get("host")
+                }
             finally:
                 proc.terminate()
                 proc.wait(timeout=5)

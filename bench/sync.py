@@ -31,12 +31,20 @@ def make_project(folder: Path, n: int) -> list[Path]:
     """n entry files like the bundled example's: includes, extends, anchors, block scalars."""
     for name in ("docker-compose.carla.yaml", "agent_service.yaml", ".env.example"):
         shutil.copy(REPO / "build" / name, folder / name)
-    kinds = ["docker-compose.leaderboard.yaml", "docker-compose.devroute.yaml", "docker-compose.yaml"]
+    kinds = [
+        "docker-compose.leaderboard.yaml",
+        "docker-compose.devroute.yaml",
+        "docker-compose.yaml",
+    ]
     entries = []
     for i in range(n):
         src = (REPO / "build" / kinds[i % len(kinds)]).read_text()
         p = folder / f"docker-compose.route{i:02d}.yaml"
-        p.write_text(src.replace("routes_simple.xml", f"routes_{i}.xml").replace("name: carla-agent", f"name: carla-agent-{i}"))
+        p.write_text(
+            src.replace("routes_simple.xml", f"routes_{i}.xml").replace(
+                "name: carla-agent", f"name: carla-agent-{i}"
+            )
+        )
         entries.append(p)
     return entries
 
@@ -75,12 +83,18 @@ def parse_in_child(path: Path) -> dict:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    out = subprocess.run([sys.executable, "-c", _PARSE_ONLY, str(path), str(REPO)], check=True,
-                         capture_output=True, text=True, timeout=120, preexec_fn=cap)
+    out = subprocess.run(
+        [sys.executable, "-c", _PARSE_ONLY, str(path), str(REPO)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=cap,
+    )
     return json.loads(out.stdout)
 
 
-def best_of(fn, repeat: int) -> float:  # noqa: ANN001
+def best_of(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -110,8 +124,12 @@ def main() -> None:
 
         def loader() -> None:
             for e in entries:
-                subprocess.run([compose, "-f", str(e), "config", "-q"], check=True, cwd=folder,
-                               capture_output=True)
+                subprocess.run(
+                    [compose, "-f", str(e), "config", "-q"],
+                    check=True,
+                    cwd=folder,
+                    capture_output=True,
+                )
 
         ours = best_of(check, args.repeat)
         theirs = best_of(loader, args.repeat) if compose else None
@@ -130,7 +148,9 @@ def main() -> None:
         bomb_file = Path(tmp) / "bomb.yaml"
         bomb_file.write_text(alias_bomb())
         bombs = [parse_in_child(bomb_file) for _ in range(args.repeat)]
-        normals = [parse_in_child(REPO / "build" / "docker-compose.yaml") for _ in range(args.repeat)]
+        normals = [
+            parse_in_child(REPO / "build" / "docker-compose.yaml") for _ in range(args.repeat)
+        ]
         assert all(b["refused"] for b in bombs) and not any(n["refused"] for n in normals)
     out = {
         "files": args.files,
@@ -139,7 +159,9 @@ def main() -> None:
         "ratio_sync_check_to_compose": round(ours / theirs, 3) if theirs else None,
         "goal_ratio_max": 1.0,
         "rederive_one_file_ms_median": round(statistics.median(per_file) * 1000, 2),
-        "rederive_one_file_ms_p95": round(sorted(per_file)[int(len(per_file) * 0.95) - 1] * 1000, 2),
+        "rederive_one_file_ms_p95": round(
+            sorted(per_file)[int(len(per_file) * 0.95) - 1] * 1000, 2
+        ),
         "goal_rederive_ms_max": 10.0,
         "alias_bomb_refusal_s": round(min(b["s"] for b in bombs), 4),
         "alias_bomb_peak_mb": round(min(b["peak_mb"] for b in bombs), 1),

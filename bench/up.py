@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.dockerd import DockerDaemon  # noqa: E402
-from tests.netns_box import make_box  # noqa: E402
-from tests.test_up_e2e import AGENT, VERSION_CALL  # noqa: E402
+from tests.dockerd import DockerDaemon
+from tests.netns_box import make_box
+from tests.test_up_e2e import AGENT, VERSION_CALL
 
 
 def main() -> None:
@@ -33,19 +33,30 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     sock = f"cl-bench-{uuid.uuid4().hex[:6]}"
-    with tempfile.TemporaryDirectory() as tmp, DockerDaemon(Path(tmp) / "docker") as docker, \
-            make_box(Path(tmp)) as box:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        DockerDaemon(Path(tmp) / "docker") as docker,
+        make_box(Path(tmp)) as box,
+    ):
         project = box.dir / "proj" / "build"
         project.mkdir(parents=True)
-        (project / "docker-compose.yaml").write_text(AGENT.format(image=docker.image(), call=VERSION_CALL))
+        (project / "docker-compose.yaml").write_text(
+            AGENT.format(image=docker.image(), call=VERSION_CALL)
+        )
         box.preinstall()
         box.write_profile(compose={"dir": str(project), "simulator": "carla-simulator"})
         env = {**docker.environ(), "CARLA_LAUNCH_TMUX_SOCKET": sock}
         prof = str(box.profile_path)
 
         def cli(*a: str) -> subprocess.CompletedProcess:
-            done = subprocess.run([sys.executable, "-m", "carla_launcher", *a], cwd=box.dir, env=env,
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                [sys.executable, "-m", "carla_launcher", *a],
+                cwd=box.dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
             if done.returncode != 0:
                 raise SystemExit(f"carla-launch {' '.join(a)} failed: {done.stderr}")
             return done
@@ -65,26 +76,40 @@ def main() -> None:
             cli("attach", prof, "--no-attach")
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                panes = subprocess.run(["tmux", "-L", sock, "list-panes", "-a", "-F", "#{pane_id}"],
-                                       capture_output=True, text=True).stdout.split()
-                texts = [subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-t", p],
-                                        capture_output=True, text=True).stdout.strip() for p in panes]
+                panes = subprocess.run(
+                    ["tmux", "-L", sock, "list-panes", "-a", "-F", "#{pane_id}"],
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                texts = [
+                    subprocess.run(
+                        ["tmux", "-L", sock, "capture-pane", "-p", "-t", p],
+                        capture_output=True,
+                        text=True,
+                    ).stdout.strip()
+                    for p in panes
+                ]
                 if len(texts) >= 2 and all(texts):
                     break
                 time.sleep(0.01)
             attaches.append(time.perf_counter() - t)
         cli("down", prof, "--server")
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
-    print(json.dumps({
-        "runs": args.runs,
-        "up_from_stopped_server_s_median": round(statistics.median(ups), 3),
-        "up_from_stopped_server_s_max": round(max(ups), 3),
-        "up_when_all_up_s_median": round(statistics.median(noop_ups), 3),
-        "goal_up_s_max": 3.0,
-        "attach_until_panes_show_output_s_median": round(statistics.median(attaches), 3),
-        "attach_s_max": round(max(attaches), 3),
-        "goal_attach_s_max": 0.5,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "runs": args.runs,
+                "up_from_stopped_server_s_median": round(statistics.median(ups), 3),
+                "up_from_stopped_server_s_max": round(max(ups), 3),
+                "up_when_all_up_s_median": round(statistics.median(noop_ups), 3),
+                "goal_up_s_max": 3.0,
+                "attach_until_panes_show_output_s_median": round(statistics.median(attaches), 3),
+                "attach_s_max": round(max(attaches), 3),
+                "goal_attach_s_max": 0.5,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

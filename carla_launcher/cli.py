@@ -15,18 +15,58 @@ from carla_launcher.errors import LauncherError
 
 # name -> (module, attribute, one-line help shown in `carla-launch --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "sync": ("carla_launcher.commands.sync", "sync", "Write the distributed variants of the compose files."),
-    "daemon": ("carla_launcher.commands.daemon", "daemon", "Keep the variants current as files change (systemd unit)."),
-    "deploy": ("carla_launcher.commands.deploy", "deploy", "Make a fresh GPU box run the CARLA server."),
-    "server": ("carla_launcher.commands.server", "server", "Start, stop, restart, inspect the remote server."),
-    "address": ("carla_launcher.commands.address", "address", "Print the address agents should use for a box."),
-    "env": ("carla_launcher.commands.env", "env", "Print CARLA_LAUNCH_HOST/PORT for env-mode variants."),
+    "sync": (
+        "carla_launcher.commands.sync",
+        "sync",
+        "Write the distributed variants of the compose files.",
+    ),
+    "daemon": (
+        "carla_launcher.commands.daemon",
+        "daemon",
+        "Keep the variants current as files change (systemd unit).",
+    ),
+    "deploy": (
+        "carla_launcher.commands.deploy",
+        "deploy",
+        "Make a fresh GPU box run the CARLA server.",
+    ),
+    "server": (
+        "carla_launcher.commands.server",
+        "server",
+        "Start, stop, restart, inspect the remote server.",
+    ),
+    "address": (
+        "carla_launcher.commands.address",
+        "address",
+        "Print the address agents should use for a box.",
+    ),
+    "env": (
+        "carla_launcher.commands.env",
+        "env",
+        "Print CARLA_LAUNCH_HOST/PORT for env-mode variants.",
+    ),
     "up": ("carla_launcher.commands.up", "up", "Server, variants and agent up; attach to both."),
-    "down": ("carla_launcher.commands.up", "down", "Agent down, session closed (--server: server too)."),
-    "attach": ("carla_launcher.commands.attach", "attach", "Server and agent panes side by side (tmux)."),
-    "status": ("carla_launcher.commands.status", "status", "One table: server, address, daemon, agent, session."),
+    "down": (
+        "carla_launcher.commands.up",
+        "down",
+        "Agent down, session closed (--server: server too).",
+    ),
+    "attach": (
+        "carla_launcher.commands.attach",
+        "attach",
+        "Server and agent panes side by side (tmux).",
+    ),
+    "status": (
+        "carla_launcher.commands.status",
+        "status",
+        "One table: server, address, daemon, agent, session.",
+    ),
     "init": ("carla_launcher.commands.init", "init", "Write a profile for this project."),
-    "doctor": ("carla_launcher.commands.doctor", "doctor", "Check this machine (and a box): local or distributed?"),
+    "doctor": (
+        "carla_launcher.commands.doctor",
+        "doctor",
+        "Check this machine (and a box): local or distributed?",
+    ),
     "gpu": ("carla_launcher.commands.gpu", "gpu", "GPUs, VRAM and who uses it, here or on a box."),
 }
 

@@ -38,7 +38,12 @@ class Check:
     host: str | None = None  # for box checks
 
     def as_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+        d: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "fix": self.fix,
+        }
         if self.host is not None:
             d["host"] = self.host
         d["blocks"] = sorted(self.blocks) if self.status == "failing" else []
@@ -57,8 +62,12 @@ class Report:
         return 1 if any(c.status == "failing" and self.mode in c.blocks for c in self.checks) else 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "reason": self.reason, "mode": self.mode,
-                "checks": [c.as_json() for c in self.checks]}
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "mode": self.mode,
+            "checks": [c.as_json() for c in self.checks],
+        }
 
 
 # -- local checks (pure) --------------------------------------------------------------------------
@@ -69,7 +78,9 @@ class LocalFacts:
     which: dict[str, str | None] = field(default_factory=dict)  # program -> path or None
 
 
-def vram_check(report: R.GpuReport, need_mib: int, forced: Mode | None = None) -> tuple[Check, R.Verdict]:
+def vram_check(
+    report: R.GpuReport, need_mib: int, forced: Mode | None = None
+) -> tuple[Check, R.Verdict]:
     """The 10 GB rule as a check: ok when local works; a warning (not a failure) when it does
     not, since distributed mode is then the answer; failing when the driver itself is broken,
     or when local mode is asked for (`--mode local`) on a GPU that is too small."""
@@ -77,7 +88,9 @@ def vram_check(report: R.GpuReport, need_mib: int, forced: Mode | None = None) -
     if v.mode == "local":
         return Check("local VRAM", "ok", v.reason), v
     if report.status in ("mismatch", "no-driver", "error", "no-devices"):
-        return Check("local VRAM", "failing", report.message, R.SMI_FIXES.get(report.status, ""), LOCAL), v
+        return Check(
+            "local VRAM", "failing", report.message, R.SMI_FIXES.get(report.status, ""), LOCAL
+        ), v
     fix = "run the server on a GPU box: `carla-launch doctor P` checks one (profiles/P.yaml)"
     if forced == "local":
         return Check("local VRAM", "failing", v.reason, fix, LOCAL), v
@@ -88,8 +101,20 @@ def docker_checks(docker: tuple[int, str, str] | None) -> list[Check]:
     """The docker daemon and the compose plugin: the agent runs with `docker compose` in both modes."""
     if docker is None:
         return [
-            Check("docker", "failing", "no `docker` command", "install Docker Engine (docs.docker.com/engine/install) or Debian's docker.io", BOTH),
-            Check("docker compose", "failing", "no docker, so no compose plugin", "install Docker first", BOTH),
+            Check(
+                "docker",
+                "failing",
+                "no `docker` command",
+                "install Docker Engine (docs.docker.com/engine/install) or Debian's docker.io",
+                BOTH,
+            ),
+            Check(
+                "docker compose",
+                "failing",
+                "no docker, so no compose plugin",
+                "install Docker first",
+                BOTH,
+            ),
         ]
     rc, out, err = docker
     try:
@@ -105,21 +130,46 @@ def docker_checks(docker: tuple[int, str, str] | None) -> list[Check]:
     out_checks: list[Check] = []
     if server:
         runtimes = sorted((info.get("Runtimes") or {}).keys())
-        out_checks.append(Check("docker", "ok", f"daemon {server} (runtimes: {', '.join(runtimes) or '?'})"))
+        out_checks.append(
+            Check("docker", "ok", f"daemon {server} (runtimes: {', '.join(runtimes) or '?'})")
+        )
     elif "permission denied" in errors.lower():
-        out_checks.append(Check("docker", "failing", "the docker daemon refuses you (permission denied on its socket)",
-                                "sudo usermod -aG docker $USER, then log out and in again", BOTH))
+        out_checks.append(
+            Check(
+                "docker",
+                "failing",
+                "the docker daemon refuses you (permission denied on its socket)",
+                "sudo usermod -aG docker $USER, then log out and in again",
+                BOTH,
+            )
+        )
     else:
-        line = next((ln.strip() for ln in errors.splitlines() if ln.strip()), f"docker info exited {rc}")
-        out_checks.append(Check("docker", "failing", f"daemon not reachable: {line}",
-                                "start it: sudo systemctl start docker (or check DOCKER_HOST)", BOTH))
+        line = next(
+            (ln.strip() for ln in errors.splitlines() if ln.strip()), f"docker info exited {rc}"
+        )
+        out_checks.append(
+            Check(
+                "docker",
+                "failing",
+                f"daemon not reachable: {line}",
+                "start it: sudo systemctl start docker (or check DOCKER_HOST)",
+                BOTH,
+            )
+        )
     compose = next((p for p in plugins if isinstance(p, dict) and p.get("Name") == "compose"), None)
     if compose and not compose.get("Err"):
         out_checks.append(Check("docker compose", "ok", f"plugin {compose.get('Version', '?')}"))
     else:
         why = f" ({compose['Err']})" if compose and compose.get("Err") else ""
-        out_checks.append(Check("docker compose", "failing", f"the compose plugin is missing{why}",
-                                "install it: docker-compose-plugin (Docker's apt repo) or docker-compose-v2 (Ubuntu)", BOTH))
+        out_checks.append(
+            Check(
+                "docker compose",
+                "failing",
+                f"the compose plugin is missing{why}",
+                "install it: docker-compose-plugin (Docker's apt repo) or docker-compose-v2 (Ubuntu)",
+                BOTH,
+            )
+        )
     return out_checks
 
 
@@ -134,27 +184,53 @@ def toolkit_check(facts: LocalFacts, verdict: Mode) -> Check:
         return Check("NVIDIA container toolkit", "ok", "not needed: no usable NVIDIA GPU here")
     if found:
         return Check("NVIDIA container toolkit", "ok", f"found {', '.join(found)}")
-    return Check("NVIDIA container toolkit", "failing" if verdict == "local" else "warning",
-                 "not installed: containers cannot use the GPU (`gpus:` / `--gpus` fail)",
-                 "install nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker` "
-                 "and restart docker", LOCAL)
+    return Check(
+        "NVIDIA container toolkit",
+        "failing" if verdict == "local" else "warning",
+        "not installed: containers cannot use the GPU (`gpus:` / `--gpus` fail)",
+        "install nvidia-container-toolkit, then `sudo nvidia-ctk runtime configure --runtime=docker` "
+        "and restart docker",
+        LOCAL,
+    )
 
 
 def tool_checks(which: dict[str, str | None]) -> list[Check]:
-    tmux = (Check("tmux", "ok", which["tmux"] or "") if which.get("tmux") else
-            Check("tmux", "warning", "not installed: `carla-launch attach` shows server and agent in tmux",
-                  "sudo apt install tmux"))
-    ssh = (Check("ssh", "ok", which["ssh"] or "") if which.get("ssh") else
-           Check("ssh", "failing", "no OpenSSH client: the box cannot be reached", "sudo apt install openssh-client", DIST))
+    tmux = (
+        Check("tmux", "ok", which["tmux"] or "")
+        if which.get("tmux")
+        else Check(
+            "tmux",
+            "warning",
+            "not installed: `carla-launch attach` shows server and agent in tmux",
+            "sudo apt install tmux",
+        )
+    )
+    ssh = (
+        Check("ssh", "ok", which["ssh"] or "")
+        if which.get("ssh")
+        else Check(
+            "ssh",
+            "failing",
+            "no OpenSSH client: the box cannot be reached",
+            "sudo apt install openssh-client",
+            DIST,
+        )
+    )
     return [tmux, ssh]
 
 
-def local_checks(facts: LocalFacts, need_mib: int = R.DEFAULT_NEED_MIB,
-                 forced: Mode | None = None) -> tuple[list[Check], R.Verdict]:
+def local_checks(
+    facts: LocalFacts, need_mib: int = R.DEFAULT_NEED_MIB, forced: Mode | None = None
+) -> tuple[list[Check], R.Verdict]:
     """This machine's checks, judged for `forced` (--mode) or else for the verdict's mode."""
     vram, v = vram_check(facts.gpu, need_mib, forced)
     mode: Mode = forced or v.mode
-    return [vram, *docker_checks(facts.docker), toolkit_check(facts, mode), *tool_checks(facts.which)], v
+    return [
+        vram,
+        *docker_checks(facts.docker),
+        toolkit_check(facts, mode),
+        *tool_checks(facts.which),
+    ], v
 
 
 # -- box checks (pure) ----------------------------------------------------------------------------
@@ -170,24 +246,65 @@ _SSH_FIX = {
 def connection_checks(host: str, ssh: R.SshOutcome, accept_new: bool) -> list[Check]:
     """Reachable, host key known, logged in: told apart from ssh's own words."""
     if ssh.kind in ("dns", "refused", "timeout", "unreachable", "other"):
-        return [Check("box reachable", "failing", f"{host}: {ssh.line}", _SSH_FIX[ssh.kind], DIST, host)]
+        return [
+            Check("box reachable", "failing", f"{host}: {ssh.line}", _SSH_FIX[ssh.kind], DIST, host)
+        ]
     reach = Check("box reachable", "ok", f"{host} answers ssh", host=host)
     if ssh.kind == "host-key-changed":
-        return [reach, Check("box host key", "failing", "the box's host key CHANGED since you last connected",
-                             f"if the box was reinstalled: `ssh-keygen -R {host}` and connect once to check the new "
-                             "fingerprint; otherwise stop, someone may be in between", DIST, host)]
+        return [
+            reach,
+            Check(
+                "box host key",
+                "failing",
+                "the box's host key CHANGED since you last connected",
+                f"if the box was reinstalled: `ssh-keygen -R {host}` and connect once to check the new "
+                "fingerprint; otherwise stop, someone may be in between",
+                DIST,
+                host,
+            ),
+        ]
     if ssh.kind == "host-key":
-        return [reach, Check("box host key", "failing", f"the box's host key is not known ({ssh.line})",
-                             f"check the fingerprint and accept it once with `ssh {host}`, or set "
-                             "remote.accept_new_host_key: true in the profile", DIST, host)]
-    key = (Check("box host key", "warning", "the box's key was new and was accepted now (accept_new_host_key)",
-                 "compare the fingerprint in ~/.ssh/known_hosts with the box's own", host=host)
-           if ssh.new_key else Check("box host key", "ok", "known and checked strictly" if not accept_new
-                                     else "known", host=host))
+        return [
+            reach,
+            Check(
+                "box host key",
+                "failing",
+                f"the box's host key is not known ({ssh.line})",
+                f"check the fingerprint and accept it once with `ssh {host}`, or set "
+                "remote.accept_new_host_key: true in the profile",
+                DIST,
+                host,
+            ),
+        ]
+    key = (
+        Check(
+            "box host key",
+            "warning",
+            "the box's key was new and was accepted now (accept_new_host_key)",
+            "compare the fingerprint in ~/.ssh/known_hosts with the box's own",
+            host=host,
+        )
+        if ssh.new_key
+        else Check(
+            "box host key",
+            "ok",
+            "known and checked strictly" if not accept_new else "known",
+            host=host,
+        )
+    )
     if ssh.kind == "auth":
-        return [reach, key, Check("box login", "failing", ssh.line,
-                                  f"put your public key on the box: `ssh-copy-id {host}` (or set remote.identity_file)",
-                                  DIST, host)]
+        return [
+            reach,
+            key,
+            Check(
+                "box login",
+                "failing",
+                ssh.line,
+                f"put your public key on the box: `ssh-copy-id {host}` (or set remote.identity_file)",
+                DIST,
+                host,
+            ),
+        ]
     return [reach, key]
 
 
@@ -197,12 +314,22 @@ def user_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
     if facts.uid is None:
         return Check("box user", "warning", "could not read `id -u` on the box", "", host=host)
     if facts.uid != 0:
-        return Check("box user", "ok", f"logged in as {facts.login_user or facts.uid} (not root)", host=host)
+        return Check(
+            "box user", "ok", f"logged in as {facts.login_user or facts.uid} (not root)", host=host
+        )
     if not su or su == "root":
-        return Check("box user", "failing", "logged in as root and server.user is root: CARLA refuses to run as root",
-                     "set server.user to a non-root user (default: carla); deploy creates it", DIST, host)
+        return Check(
+            "box user",
+            "failing",
+            "logged in as root and server.user is root: CARLA refuses to run as root",
+            "set server.user to a non-root user (default: carla); deploy creates it",
+            DIST,
+            host,
+        )
     exists = "exists" if facts.server_user_exists else "will be created by deploy"
-    return Check("box user", "ok", f"logged in as root; the server runs as user {su} ({exists})", host=host)
+    return Check(
+        "box user", "ok", f"logged in as root; the server runs as user {su} ({exists})", host=host
+    )
 
 
 def driver_check(facts: R.BoxFacts, host: str) -> Check:
@@ -220,21 +347,52 @@ def vulkan_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
     nvidia_icd = [f for f in facts.icd_files if "nvidia" in f.rsplit("/", 1)[-1].lower()]
     devices = [ln.split("=", 1)[-1].strip() for ln in facts.vulkan_lines if "deviceName" in ln]
     severity: Status = "warning" if profile.server.mode == "compose" else "failing"
-    fix_icd = ("install the driver's Vulkan part (Ubuntu: libnvidia-gl-<driver version>) and libvulkan1; "
-               "it provides /usr/share/vulkan/icd.d/nvidia_icd.json")
+    fix_icd = (
+        "install the driver's Vulkan part (Ubuntu: libnvidia-gl-<driver version>) and libvulkan1; "
+        "it provides /usr/share/vulkan/icd.d/nvidia_icd.json"
+    )
     if not nvidia_icd:
         other = f" (found: {', '.join(facts.icd_files)})" if facts.icd_files else ""
-        return Check("box Vulkan", severity, f"no NVIDIA Vulkan ICD (nvidia_icd.json){other}", fix_icd, DIST, host)
+        return Check(
+            "box Vulkan",
+            severity,
+            f"no NVIDIA Vulkan ICD (nvidia_icd.json){other}",
+            fix_icd,
+            DIST,
+            host,
+        )
     if facts.vulkaninfo is None or facts.vulkaninfo is False:
-        return Check("box Vulkan", "warning", f"ICD {nvidia_icd[0]}; vulkaninfo is not installed, so not confirmed",
-                     "sudo apt install vulkan-tools, then `vulkaninfo --summary`", host=host)
-    if any("nvidia" in d.lower() or "geforce" in d.lower() or "tesla" in d.lower() or "quadro" in d.lower()
-           or "rtx" in d.lower() for d in devices):
-        return Check("box Vulkan", "ok", f"ICD {nvidia_icd[0]}; vulkaninfo sees {', '.join(devices)}", host=host)
+        return Check(
+            "box Vulkan",
+            "warning",
+            f"ICD {nvidia_icd[0]}; vulkaninfo is not installed, so not confirmed",
+            "sudo apt install vulkan-tools, then `vulkaninfo --summary`",
+            host=host,
+        )
+    if any(
+        "nvidia" in d.lower()
+        or "geforce" in d.lower()
+        or "tesla" in d.lower()
+        or "quadro" in d.lower()
+        or "rtx" in d.lower()
+        for d in devices
+    ):
+        return Check(
+            "box Vulkan",
+            "ok",
+            f"ICD {nvidia_icd[0]}; vulkaninfo sees {', '.join(devices)}",
+            host=host,
+        )
     seen = ", ".join(devices) or (facts.vulkan_lines[0] if facts.vulkan_lines else "no device")
-    return Check("box Vulkan", severity, f"ICD {nvidia_icd[0]} is there but vulkaninfo sees {seen}",
-                 "check VK_ICD_FILENAMES and that the ICD's library version matches the driver "
-                 "(CARLA: add -prefernvidia to server.args on hybrid boxes)", DIST, host)
+    return Check(
+        "box Vulkan",
+        severity,
+        f"ICD {nvidia_icd[0]} is there but vulkaninfo sees {seen}",
+        "check VK_ICD_FILENAMES and that the ICD's library version matches the driver "
+        "(CARLA: add -prefernvidia to server.args on hybrid boxes)",
+        DIST,
+        host,
+    )
 
 
 def box_vram_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check | None:
@@ -244,36 +402,56 @@ def box_vram_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check | No
         return None
     pinned = profile.server.gpu
     status, detail = R.box_vram(facts.gpu, pinned if pinned is not None else 0)
-    fix = "" if status == "ok" else ("someone else holds the GPU: ask them, pick another GPU (server.gpu) "
-                                      "or another box")
+    fix = (
+        ""
+        if status == "ok"
+        else ("someone else holds the GPU: ask them, pick another GPU (server.gpu) or another box")
+    )
     if status != "ok" and pinned is None and len(facts.gpu.gpus) > 1:
         best_status, best_detail = R.box_vram(facts.gpu)
-        best = next((g.index for g in facts.gpu.gpus if best_detail.startswith(f"GPU {g.index} ")), None)
+        best = next(
+            (g.index for g in facts.gpu.gpus if best_detail.startswith(f"GPU {g.index} ")), None
+        )
         if best_status == "ok" and best is not None and best != 0:
             detail += " (without server.gpu CARLA takes the first GPU)"
             fix = f"set server.gpu: {best} in the profile: {best_detail}"
-    return Check("box VRAM", status, detail, fix, DIST if status == "failing" else frozenset(), host)
+    return Check(
+        "box VRAM", status, detail, fix, DIST if status == "failing" else frozenset(), host
+    )
 
 
 def package_installed(facts: R.BoxFacts) -> bool:
     return facts.marker is not None or facts.launcher
 
 
-def disk_check(facts: R.BoxFacts, profile: Profile, host: str,
-               need_kib: int = R.PACKAGE_DISK_NEED_KIB) -> Check:
+def disk_check(
+    facts: R.BoxFacts, profile: Profile, host: str, need_kib: int = R.PACKAGE_DISK_NEED_KIB
+) -> Check:
     root = facts.package_root or profile.server.package.root
     if profile.server.mode == "compose":
-        return Check("box disk", "ok", "compose mode: the server runs from an image, no package to unpack", host=host)
+        return Check(
+            "box disk",
+            "ok",
+            "compose mode: the server runs from an image, no package to unpack",
+            host=host,
+        )
     free = facts.free_kib
     free_s = "?" if free is None else f"{free / 1024 / 1024:.1f} GB"
     if package_installed(facts):
         return Check("box disk", "ok", f"package installed; {free_s} free there", host=host)
     if free is None:
-        return Check("box disk", "warning", f"could not read the free space at {root}", "", host=host)
+        return Check(
+            "box disk", "warning", f"could not read the free space at {root}", "", host=host
+        )
     if free < need_kib:
-        return Check("box disk", "failing",
-                     f"{free_s} free at {root}; the package needs about {need_kib / 1024 / 1024:.0f} GB while deploy unpacks it",
-                     "free space there, or set server.package.root to a larger disk", DIST, host)
+        return Check(
+            "box disk",
+            "failing",
+            f"{free_s} free at {root}; the package needs about {need_kib / 1024 / 1024:.0f} GB while deploy unpacks it",
+            "free space there, or set server.package.root to a larger disk",
+            DIST,
+            host,
+        )
     return Check("box disk", "ok", f"{free_s} free at {root}", host=host)
 
 
@@ -299,14 +477,29 @@ def ports_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
     ours_by_name = owners and all(R._CARLA.search(o) for o in owners)
     session = profile.server.tmux_session
     if ours_by_name or session in facts.tmux_sessions:
-        why = f"tmux session {session!r}" if session in facts.tmux_sessions else ", ".join(sorted(owners))
-        return Check("box ports", "ok", f"{', '.join(map(str, taken))} held by our server ({why})", host=host)
+        why = (
+            f"tmux session {session!r}"
+            if session in facts.tmux_sessions
+            else ", ".join(sorted(owners))
+        )
+        return Check(
+            "box ports", "ok", f"{', '.join(map(str, taken))} held by our server ({why})", host=host
+        )
     who = f" by {', '.join(sorted(owners))}" if owners else ""
     alt = free_port_from(port + 3, busy)
-    fix = (f"stop what holds it, or set server.port: {alt} (free with {alt + 1} and {alt + 2})" if alt
-           else "stop what holds it")
-    return Check("box ports", "failing", f"port {', '.join(map(str, taken))} in use{who}, not by our server",
-                 fix, DIST, host)
+    fix = (
+        f"stop what holds it, or set server.port: {alt} (free with {alt + 1} and {alt + 2})"
+        if alt
+        else "stop what holds it"
+    )
+    return Check(
+        "box ports",
+        "failing",
+        f"port {', '.join(map(str, taken))} in use{who}, not by our server",
+        fix,
+        DIST,
+        host,
+    )
 
 
 def marker_sha256(marker: dict[str, str]) -> str | None:
@@ -328,48 +521,104 @@ def package_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
     if facts.marker is not None:
         got = marker_sha256(facts.marker)
         if pkg.sha256 and got and got != pkg.sha256:
-            return Check("box package", "warning",
-                         f"{root}: installed from another archive (sha256 {got[:12]}…, the profile says {pkg.sha256[:12]}…)",
-                         f"carla-launch deploy {name}", host=host)
+            return Check(
+                "box package",
+                "warning",
+                f"{root}: installed from another archive (sha256 {got[:12]}…, the profile says {pkg.sha256[:12]}…)",
+                f"carla-launch deploy {name}",
+                host=host,
+            )
         if pkg.sha256 and got:
-            return Check("box package", "ok", f"{root}: installed and verified (sha256 {got[:12]}…)", host=host)
-        return Check("box package", "warning", f"{root}: installed by deploy, but not verified (no sha256 to compare)",
-                     "add server.package.sha256 to the profile" if not pkg.sha256 else f"carla-launch deploy {name}",
-                     host=host)
+            return Check(
+                "box package",
+                "ok",
+                f"{root}: installed and verified (sha256 {got[:12]}…)",
+                host=host,
+            )
+        return Check(
+            "box package",
+            "warning",
+            f"{root}: installed by deploy, but not verified (no sha256 to compare)",
+            "add server.package.sha256 to the profile"
+            if not pkg.sha256
+            else f"carla-launch deploy {name}",
+            host=host,
+        )
     if facts.launcher:
-        return Check("box package", "warning",
-                     f"{root}: CarlaUE4.sh is there but carla-launch did not install it (not verified)",
-                     f"carla-launch deploy {name} checks and records it", host=host)
-    return Check("box package", "warning", f"not installed at {root} yet", f"carla-launch deploy {name}", host=host)
+        return Check(
+            "box package",
+            "warning",
+            f"{root}: CarlaUE4.sh is there but carla-launch did not install it (not verified)",
+            f"carla-launch deploy {name} checks and records it",
+            host=host,
+        )
+    return Check(
+        "box package",
+        "warning",
+        f"not installed at {root} yet",
+        f"carla-launch deploy {name}",
+        host=host,
+    )
 
 
 def box_checks(profile: Profile, host: str, rc: int, stdout: str, stderr: str) -> list[Check]:
     """Everything one ssh round trip tells about a box, as checks."""
     if profile.remote.connector == "local":
-        conn = [Check("box reachable", "ok", "connector: local (this machine is the box)", host=host)]
+        conn = [
+            Check("box reachable", "ok", "connector: local (this machine is the box)", host=host)
+        ]
     elif rc == 124:  # run_remote's own timeout: connected (or not) but no full answer
-        return [Check("box reachable", "failing", f"{host}: no answer within the time limit ({stderr.strip()})",
-                      _SSH_FIX["timeout"], DIST, host)]
+        return [
+            Check(
+                "box reachable",
+                "failing",
+                f"{host}: no answer within the time limit ({stderr.strip()})",
+                _SSH_FIX["timeout"],
+                DIST,
+                host,
+            )
+        ]
     else:
-        conn = connection_checks(host, R.classify_ssh(rc, stderr), profile.remote.accept_new_host_key)
+        conn = connection_checks(
+            host, R.classify_ssh(rc, stderr), profile.remote.accept_new_host_key
+        )
         if any(c.status == "failing" for c in conn):
             return conn
     facts = R.parse_box(stdout, host, profile.server.user)
     if "##carla-launch## gpus" not in stdout:
         line = (stderr.strip().splitlines() or [f"exit {rc}"])[-1]
-        return [*conn, Check("box facts", "failing", f"the check script did not run: {line}",
-                             "run `sh` over the same ssh by hand; a login shell that prints or exits breaks it", DIST, host)]
-    out = [*conn, user_check(facts, profile, host), driver_check(facts, host), vulkan_check(facts, profile, host)]
+        return [
+            *conn,
+            Check(
+                "box facts",
+                "failing",
+                f"the check script did not run: {line}",
+                "run `sh` over the same ssh by hand; a login shell that prints or exits breaks it",
+                DIST,
+                host,
+            ),
+        ]
+    out = [
+        *conn,
+        user_check(facts, profile, host),
+        driver_check(facts, host),
+        vulkan_check(facts, profile, host),
+    ]
     vram = box_vram_check(facts, profile, host)
     if vram:
         out.append(vram)
-    out += [disk_check(facts, profile, host), ports_check(facts, profile, host), package_check(facts, profile, host)]
+    out += [
+        disk_check(facts, profile, host),
+        ports_check(facts, profile, host),
+        package_check(facts, profile, host),
+    ]
     return out
 
 
 # -- the verdict (pure) ---------------------------------------------------------------------------
-def verdict_of(checks: Iterable[Check], local: R.Verdict, profile: Profile | None,
-               forced: Mode | None = None) -> Report:
+def verdict_of(
+    checks: Iterable[Check], local: R.Verdict, profile: Profile | None, forced: Mode | None = None
+) -> Report:
     checks = tuple(checks)
     if local.mode == "local":
         reason = local.reason
@@ -379,7 +628,10 @@ def verdict_of(checks: Iterable[Check], local: R.Verdict, profile: Profile | Non
         hosts = ", ".join(profile.remote.hosts)
         box_failing = [c for c in checks if c.host is not None and c.status == "failing"]
         reason = f"{local.reason}; run the server on {hosts}" + (
-            f" (fix {len(box_failing)} failing box check{'s' if len(box_failing) > 1 else ''} first)" if box_failing else "")
+            f" (fix {len(box_failing)} failing box check{'s' if len(box_failing) > 1 else ''} first)"
+            if box_failing
+            else ""
+        )
     return Report(local.mode, reason, checks, forced or local.mode)
 
 
@@ -394,14 +646,22 @@ def gather_local() -> LocalFacts:
     which = {p: shutil.which(p) for p in LOCAL_PROGRAMS}
     with ThreadPoolExecutor(max_workers=2) as pool:
         g = pool.submit(gpu.local_report)
-        d = pool.submit(gpu.run, ["docker", "info", "--format", "{{json .}}"], 10.0) if shutil.which("docker") else None
+        d = (
+            pool.submit(gpu.run, ["docker", "info", "--format", "{{json .}}"], 10.0)
+            if shutil.which("docker")
+            else None
+        )
         report = g.result()
         docker = d.result() if d else None
     return LocalFacts(report, docker, which)
 
 
-def run_doctor(profile: Profile | None, need_mib: int = R.DEFAULT_NEED_MIB, forced: Mode | None = None,
-               ssh_timeout: float = 20.0) -> Report:
+def run_doctor(
+    profile: Profile | None,
+    need_mib: int = R.DEFAULT_NEED_MIB,
+    forced: Mode | None = None,
+    ssh_timeout: float = 20.0,
+) -> Report:
     """All checks: the local ones while the boxes answer their one round trip each."""
     from carla_launcher import gpu
 
@@ -409,8 +669,11 @@ def run_doctor(profile: Profile | None, need_mib: int = R.DEFAULT_NEED_MIB, forc
     with ThreadPoolExecutor(max_workers=1 + max(1, len(hosts))) as pool:
         boxes = []
         if profile is not None:
-            script = R.box_script(package_root=profile.server.package.root, server_user=profile.server.user,
-                                  session=profile.server.tmux_session)
+            script = R.box_script(
+                package_root=profile.server.package.root,
+                server_user=profile.server.user,
+                session=profile.server.tmux_session,
+            )
             for h in hosts:
                 boxes.append((h, pool.submit(gpu.run_on_box, profile, h, script, ssh_timeout)))
         facts = gather_local()
@@ -442,5 +705,7 @@ def render(report: Report, profile: Profile | None) -> str:
     blocking = [c for c in report.checks if c.status == "failing" and report.mode in c.blocks]
     if blocking:
         names = ", ".join(c.name + (f" ({c.host})" if c.host else "") for c in blocking)
-        lines.append(f"blocked: {report.mode} mode cannot start until {names} {'is' if len(blocking) == 1 else 'are'} fixed")
+        lines.append(
+            f"blocked: {report.mode} mode cannot start until {names} {'is' if len(blocking) == 1 else 'are'} fixed"
+        )
     return "\n".join(lines)

@@ -41,4 +41,3 @@ class InputError(LauncherError):
             where += ": "
         field = f"{self.field}: " if self.field else ""
         return f"{where}{field}{self.message}"
-

@@ -32,11 +32,14 @@ SMI_TIMEOUT = 15.0  # nvidia-smi can take seconds when the driver wakes the GPU 
 
 
 # -- running things -------------------------------------------------------------------------------
-def run(argv: list[str], timeout: float = SMI_TIMEOUT, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+def run(
+    argv: list[str], timeout: float = SMI_TIMEOUT, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """(rc, stdout, stderr); 127 when the program is not there, 124 on timeout (as coreutils)."""
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
-                           stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: not found"
     except PermissionError as e:
@@ -46,7 +49,9 @@ def run(argv: list[str], timeout: float = SMI_TIMEOUT, env: dict[str, str] | Non
     return p.returncode, p.stdout, p.stderr
 
 
-def run_on_box(profile: Profile, host: str | None, script: str, timeout: float) -> tuple[int, str, str]:
+def run_on_box(
+    profile: Profile, host: str | None, script: str, timeout: float
+) -> tuple[int, str, str]:
     """Run a shell script on the profile's box: over ssh, or here for `connector: local`."""
     if profile.remote.connector == "local":
         return run(["sh", "-c", script], timeout)
@@ -54,7 +59,9 @@ def run_on_box(profile: Profile, host: str | None, script: str, timeout: float) 
         from carla_launcher.remote.ssh import run_remote
     except ImportError as e:  # pragma: no cover - only while the remote module is missing
         raise LauncherError(f"the ssh layer is not available: {e}") from None
-    return run_remote(profile, host, script, timeout)  # 124 on its own timeout, 255 for ssh's failures
+    return run_remote(
+        profile, host, script, timeout
+    )  # 124 on its own timeout, 255 for ssh's failures
 
 
 # -- this machine ---------------------------------------------------------------------------------
@@ -112,9 +119,23 @@ def nvml_snapshot(where: str = "this machine") -> R.GpuReport | None:
                 mig: bool | None = n.nvmlDeviceGetMigMode(h)[0] == n.NVML_DEVICE_MIG_ENABLE
             except n.NVMLError:
                 mig = None
-            gpus.append(R.Gpu(i, text(n.nvmlDeviceGetName(h)), uuid, mib(mem.total), mib(mem.used),
-                              mib(mem.free), util, driver, mig))
-            for fn in (n.nvmlDeviceGetComputeRunningProcesses, n.nvmlDeviceGetGraphicsRunningProcesses):
+            gpus.append(
+                R.Gpu(
+                    i,
+                    text(n.nvmlDeviceGetName(h)),
+                    uuid,
+                    mib(mem.total),
+                    mib(mem.used),
+                    mib(mem.free),
+                    util,
+                    driver,
+                    mig,
+                )
+            )
+            for fn in (
+                n.nvmlDeviceGetComputeRunningProcesses,
+                n.nvmlDeviceGetGraphicsRunningProcesses,
+            ):
                 try:
                     for p in fn(h):
                         prev = procs.get(p.pid)
@@ -174,7 +195,9 @@ def box_label(profile: Profile, host: str | None) -> str:
 
 
 def gpu_script(profile: Profile) -> str:
-    return R.box_script(gpu_only=True, server_user=profile.server.user, session=profile.server.tmux_session)
+    return R.box_script(
+        gpu_only=True, server_user=profile.server.user, session=profile.server.tmux_session
+    )
 
 
 def box_report(profile: Profile, host: str | None, timeout: float = 20.0) -> R.GpuReport:
@@ -182,7 +205,9 @@ def box_report(profile: Profile, host: str | None, timeout: float = 20.0) -> R.G
     where = box_label(profile, host)
     rc, out, err = run_on_box(profile, host, gpu_script(profile), timeout)
     if rc == 124:
-        return R.GpuReport("unreachable", message=f"no answer from {host} within {timeout:.0f} s", where=where)
+        return R.GpuReport(
+            "unreachable", message=f"no answer from {host} within {timeout:.0f} s", where=where
+        )
     ssh = R.classify_ssh(rc, err) if profile.remote.connector != "local" else R.SshOutcome("ok")
     if ssh.kind != "ok":
         return R.GpuReport("unreachable", message=f"cannot reach {host}: {ssh.line}", where=where)
@@ -221,23 +246,44 @@ def render(report: R.GpuReport, *, box: bool, need_mib: int = R.DEFAULT_NEED_MIB
     else:
         drivers = sorted({g.driver for g in report.gpus if g.driver})
         src = " via NVML" if report.source == "nvml" else ""
-        lines.append(f"{report.where}: {len(report.gpus)} GPU{'s' if len(report.gpus) != 1 else ''}"
-                     f" · driver {', '.join(drivers) or '?'}{src}")
+        lines.append(
+            f"{report.where}: {len(report.gpus)} GPU{'s' if len(report.gpus) != 1 else ''}"
+            f" · driver {', '.join(drivers) or '?'}{src}"
+        )
         rows: list[tuple[str, ...]] = [("GPU", "NAME", "USED", "TOTAL", "FREE", "UTIL", "")]
         for g in report.gpus:
             note = "MIG on: no graphics for CARLA" if g.mig else ""
-            rows.append((str(g.index), g.name, f"{R.gib(g.used_mib)} ({_pct(g.used_mib, g.total_mib)})",
-                         R.gib(g.total_mib), R.gib(g.free),
-                         "?" if g.util_pct is None else f"{g.util_pct}%", note))
+            rows.append(
+                (
+                    str(g.index),
+                    g.name,
+                    f"{R.gib(g.used_mib)} ({_pct(g.used_mib, g.total_mib)})",
+                    R.gib(g.total_mib),
+                    R.gib(g.free),
+                    "?" if g.util_pct is None else f"{g.util_pct}%",
+                    note,
+                )
+            )
         lines += _table(rows)
         lines.append("")
         if report.processes:
             prow: list[tuple[str, ...]] = [("WHO", "GPU", "VRAM", "PID", "USER", "PROCESS")]
-            for p in sorted(report.processes, key=lambda p: (report.gpu_index(p.gpu_uuid) or 0, -(p.used_mib or 0))):
+            for p in sorted(
+                report.processes,
+                key=lambda p: (report.gpu_index(p.gpu_uuid) or 0, -(p.used_mib or 0)),
+            ):
                 idx = report.gpu_index(p.gpu_uuid)
                 name = p.name.rsplit("/", 1)[-1] + (" (container)" if p.in_container else "")
-                prow.append((ROLE_LABEL[p.role], "?" if idx is None else str(idx), R.gib(p.used_mib),
-                             str(p.pid), p.user or "?", name))
+                prow.append(
+                    (
+                        ROLE_LABEL[p.role],
+                        "?" if idx is None else str(idx),
+                        R.gib(p.used_mib),
+                        str(p.pid),
+                        p.user or "?",
+                        name,
+                    )
+                )
             lines += _table(prow)
         else:
             lines.append("no process holds GPU memory (nvidia-smi lists compute processes only)")
@@ -246,13 +292,18 @@ def render(report: R.GpuReport, *, box: bool, need_mib: int = R.DEFAULT_NEED_MIB
             listed = sum(p.used_mib or 0 for p in on)
             known = bool(on) and all(p.used_mib is not None for p in on)
             if g.used_mib is not None and known and g.used_mib - listed >= 256:
-                lines.append(f"GPU {g.index}: {R.gib(g.used_mib - listed)} held by processes not listed "
-                             "(graphics, other containers)")
+                lines.append(
+                    f"GPU {g.index}: {R.gib(g.used_mib - listed)} held by processes not listed "
+                    "(graphics, other containers)"
+                )
     lines.append("")
     if box:
         status, detail = R.box_vram(report)
-        word = {"ok": "room for the CARLA server", "warning": "tight for the CARLA server",
-                "failing": "no room for the CARLA server"}[status]
+        word = {
+            "ok": "room for the CARLA server",
+            "warning": "tight for the CARLA server",
+            "failing": "no room for the CARLA server",
+        }[status]
         lines.append(f"{word}: {detail}")
     else:
         v = R.local_verdict(report, need_mib)
@@ -265,12 +316,17 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     right = {"USED", "TOTAL", "FREE", "UTIL", "VRAM", "PID", "GPU"}
     out = []
     for r in rows:
-        cells = [c.rjust(w) if rows[0][i] in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        cells = [
+            c.rjust(w) if rows[0][i] in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths))
+        ]
         out.append("  ".join(cells).rstrip())
     return out
 
 
-def to_json(report: R.GpuReport, *, box: bool, need_mib: int = R.DEFAULT_NEED_MIB) -> dict[str, Any]:
+def to_json(
+    report: R.GpuReport, *, box: bool, need_mib: int = R.DEFAULT_NEED_MIB
+) -> dict[str, Any]:
     d = asdict(report)
     for p, src in zip(d["processes"], report.processes, strict=True):
         p["gpu"] = report.gpu_index(src.gpu_uuid)
@@ -306,16 +362,25 @@ def fit(lines: list[str], width: int, height: int) -> list[str]:
     return out[: max(1, height - 1)]
 
 
-def frame(text: str, title: str, now: float | None = None, size: tuple[int, int] = (500, 500)) -> str:
+def frame(
+    text: str, title: str, now: float | None = None, size: tuple[int, int] = (500, 500)
+) -> str:
     """One screen: the cursor goes home, each line clears what the last frame left to its right,
     and the rest of the screen is cleared: refresh in place, no flicker (as `watch` does)."""
     stamp = time.strftime("%H:%M:%S", time.localtime(now))
-    body = fit([f"{title}  ·  every 1 s  ·  {stamp}  ·  Ctrl-C to quit", "", *text.splitlines()], *size)
+    body = fit(
+        [f"{title}  ·  every 1 s  ·  {stamp}  ·  Ctrl-C to quit", "", *text.splitlines()], *size
+    )
     return HOME + "".join(f"{ln}{CLEAR_EOL}\n" for ln in body) + CLEAR_EOS
 
 
-def watch(snapshot: Callable[[], str], title: str, interval: float = 1.0,
-          out: TextIO | None = None, frames: int | None = None) -> None:
+def watch(
+    snapshot: Callable[[], str],
+    title: str,
+    interval: float = 1.0,
+    out: TextIO | None = None,
+    frames: int | None = None,
+) -> None:
     """Redraw `snapshot()` every `interval` seconds until Ctrl-C (or `frames` frames)."""
     out = out or sys.stdout
     out.write(HIDE + "\x1b[2J")
@@ -350,7 +415,9 @@ class BoxStream:
 
     def __init__(self, profile: Profile, host: str | None, interval: float = 1.0) -> None:
         self.profile, self.host, self.interval = profile, host, interval
-        self.latest = R.GpuReport("unreachable", message="connecting…", where=box_label(profile, host))
+        self.latest = R.GpuReport(
+            "unreachable", message="connecting…", where=box_label(profile, host)
+        )
         self._stop = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -369,8 +436,14 @@ class BoxStream:
         while not self._stop.is_set():
             err = ""
             try:
-                self._proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                              stdin=subprocess.DEVNULL, text=True, bufsize=1)
+                self._proc = subprocess.Popen(
+                    self.argv(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                    bufsize=1,
+                )
                 assert self._proc.stdout is not None
                 buf: list[str] = []
                 for line in self._proc.stdout:
@@ -386,8 +459,11 @@ class BoxStream:
             if self._stop.is_set():
                 break
             ssh = R.classify_ssh(rc, err) if rc == 255 else R.SshOutcome("other", f"exit {rc}")
-            self.latest = R.GpuReport("unreachable", message=f"lost {self.host}: {ssh.line or err.strip()}; retrying",
-                                      where=where)
+            self.latest = R.GpuReport(
+                "unreachable",
+                message=f"lost {self.host}: {ssh.line or err.strip()}; retrying",
+                where=where,
+            )
             self._stop.wait(2.0)
 
     def close(self) -> None:
@@ -402,7 +478,14 @@ class BoxStream:
 
 def watch_argv(profile_ref: str | None = None) -> list[str]:
     """The command line of `gpu --watch`, for a tmux pane (`attach` puts it next to the server)."""
-    return [sys.executable, "-m", "carla_launcher", "gpu", *([profile_ref] if profile_ref else []), "--watch"]
+    return [
+        sys.executable,
+        "-m",
+        "carla_launcher",
+        "gpu",
+        *([profile_ref] if profile_ref else []),
+        "--watch",
+    ]
 
 
 def server_vram(report: R.GpuReport) -> tuple[int, int | None]:
@@ -411,5 +494,6 @@ def server_vram(report: R.GpuReport) -> tuple[int, int | None]:
     if not carla:
         return 0, None
     used = [p.used_mib for p in carla]
-    return len(carla), None if any(u is None for u in used) else sum(u for u in used if u is not None)
-
+    return len(carla), None if any(u is None for u in used) else sum(
+        u for u in used if u is not None
+    )

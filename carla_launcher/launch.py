@@ -48,7 +48,9 @@ def choose_variant(folder: Path, variants: list[Path], wanted: str | None) -> Pa
             if candidate in by_name:
                 return by_name[candidate]
         names = ", ".join(sorted(by_name)) or "none"
-        raise InputError(folder, None, f"no distributed variant for {wanted} (variants: {names})", "COMPOSE")
+        raise InputError(
+            folder, None, f"no distributed variant for {wanted} (variants: {names})", "COMPOSE"
+        )
     if len(variants) == 1:
         return variants[0]
     for default in ("docker-compose.yaml", "docker-compose.yml", "compose.yaml", "compose.yml"):
@@ -87,8 +89,15 @@ def gpu_argv(profile: Profile) -> list[str]:
     return watch_argv(str(profile.path))
 
 
-def session_panes(profile: Profile, host: str, variant: Path | None, *, gpu: bool, read_write: bool,
-                  env: dict[str, str] | None = None) -> list[sess.PaneSpec]:
+def session_panes(
+    profile: Profile,
+    host: str,
+    variant: Path | None,
+    *,
+    gpu: bool,
+    read_write: bool,
+    env: dict[str, str] | None = None,
+) -> list[sess.PaneSpec]:
     return sess.layout(
         server_pane_argv(profile, host, read_write),
         agent_argv(variant) if variant else None,
@@ -123,8 +132,9 @@ def ensure_server(profile: Profile, host: str, say: Say, report_done: list[str])
     return st
 
 
-def sync_variants(profile: Profile, address: str, port: int,
-                  say: Say) -> tuple[list[Path], list[str]]:
+def sync_variants(
+    profile: Profile, address: str, port: int, say: Say
+) -> tuple[list[Path], list[str]]:
     """Write the variants for this address (or, in the env mode, for any); (all variants, the
     ones written now)."""
     from carla_launcher.compose.sync import Target, apply, compare, plan_folder  # not for attach
@@ -204,8 +214,11 @@ def warn_shared_folder(profile: Profile, address: str, say: Say) -> None:
 
     def known(other: Profile) -> str | None:
         try:
-            found = (other.remote.address or known_server(other, str(other.remote.host)).get("address")
-                     or discovered_address(other.key))
+            found = (
+                other.remote.address
+                or known_server(other, str(other.remote.host)).get("address")
+                or discovered_address(other.key)
+            )
         except InputError:
             return None  # another profile's bad state is said when that profile is used
         return str(found) if found else None
@@ -215,7 +228,9 @@ def warn_shared_folder(profile: Profile, address: str, say: Say) -> None:
         say(f"warning: {line}")
 
 
-def attach_session(profile: Profile, compose: str | None, *, gpu: bool, read_write: bool) -> sess.EnsureResult:
+def attach_session(
+    profile: Profile, compose: str | None, *, gpu: bool, read_write: bool
+) -> sess.EnsureResult:
     """Build (or complete) the session without deploying or syncing anything."""
     host = profile.remote.host
     assert host is not None
@@ -224,12 +239,15 @@ def attach_session(profile: Profile, compose: str | None, *, gpu: bool, read_wri
         from carla_launcher.compose.discover import find_entries
 
         folder = profile.compose_dir
-        variants = [p for e in find_entries(folder) if (p := e.with_name(variant_name(e.name))).is_file()]
+        variants = [
+            p for e in find_entries(folder) if (p := e.with_name(variant_name(e.name))).is_file()
+        ]
         variant = choose_variant(folder, variants, compose) if variants else None
     env = (remembered_env(profile) or _known_env(profile, host)) if variant else None
     server = sess.tmux_server()
     return sess.ensure_session(
-        server, sess.session_name(profile.key),
+        server,
+        sess.session_name(profile.key),
         session_panes(profile, host, variant, gpu=gpu, read_write=read_write, env=env),
     )
 
@@ -268,12 +286,18 @@ def down(profile: Profile, stop_server: bool, say: Say) -> list[str]:
     done = []
     variant = remembered_variant(profile)
     if variant is not None and variant.is_file():
-        proc = subprocess.run(["docker", "compose", "-f", str(variant), "down"],
-                              capture_output=True, text=True, cwd=variant.parent,
-                              env=compose_environ(profile))
+        proc = subprocess.run(
+            ["docker", "compose", "-f", str(variant), "down"],
+            capture_output=True,
+            text=True,
+            cwd=variant.parent,
+            env=compose_environ(profile),
+        )
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines()
-            say(f"warning: docker compose down: {lines[-1] if lines else f'exit status {proc.returncode}'}")
+            say(
+                f"warning: docker compose down: {lines[-1] if lines else f'exit status {proc.returncode}'}"
+            )
         else:
             done.append(f"agent containers of {variant.name} removed")
     if sess.kill_session(sess.tmux_server(), sess.session_name(profile.key)):
@@ -291,8 +315,11 @@ def down(profile: Profile, stop_server: bool, say: Say) -> list[str]:
 # -- what up left behind (for down and status) -----------------------------------------------------
 def remember_session(profile: Profile, variant: Path, env: dict[str, str] | None = None) -> None:
     data = read_json(SESSIONS_STATE)
-    data[str(profile.path)] = {"variant": str(variant), "session": sess.session_name(profile.key),
-                               "env": env or {}}
+    data[str(profile.path)] = {
+        "variant": str(variant),
+        "session": sess.session_name(profile.key),
+        "env": env or {},
+    }
     write_json(SESSIONS_STATE, data)
 
 

@@ -23,7 +23,13 @@ DEFAULT_PROFILE = "default"
 # OS packages a CARLA server needs on a fresh Debian/Ubuntu box (see notes: libomp5 since 0.9.12,
 # xdg-user-dirs against `xdg-user-dir: not found`, libvulkan1 for the renderer).
 DEFAULT_OS_PACKAGES: tuple[str, ...] = (
-    "tmux", "curl", "xz-utils", "unzip", "libomp5", "xdg-user-dirs", "libvulkan1",
+    "tmux",
+    "curl",
+    "xz-utils",
+    "unzip",
+    "libomp5",
+    "xdg-user-dirs",
+    "libvulkan1",
 )
 
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -178,7 +184,9 @@ class _Fields:
             return line + 1 if isinstance(line, int) else None
 
     def err(self, key: str, message: str) -> InputError:
-        return InputError(self.path, self.line(key), message, f"{self.where}.{key}" if self.where else key)
+        return InputError(
+            self.path, self.line(key), message, f"{self.where}.{key}" if self.where else key
+        )
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
         self.seen.add(key)
@@ -190,8 +198,13 @@ class _Fields:
         if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         if not isinstance(value, kind):
-            words = {"str": "text", "int": "a whole number", "bool": "true or false",
-                     "CommentedSeq": "a list", "CommentedMap": "a mapping"}
+            words = {
+                "str": "text",
+                "int": "a whole number",
+                "bool": "true or false",
+                "CommentedSeq": "a list",
+                "CommentedMap": "a mapping",
+            }
             kinds = (kind,) if isinstance(kind, type) else kind
             names = " or ".join(words.get(k.__name__, k.__name__) for k in kinds)
             raise self.err(key, f"must be {names}, not {value!r}")
@@ -212,7 +225,10 @@ class _Fields:
     def sub(self, key: str) -> _Fields:
         self.seen.add(key)
         return _Fields(
-            self.path, self.node.get(key), f"{self.where}.{key}" if self.where else key, self.line(key)
+            self.path,
+            self.node.get(key),
+            f"{self.where}.{key}" if self.where else key,
+            self.line(key),
         )
 
     def done(self) -> None:
@@ -234,7 +250,9 @@ def parse_profile(path: Path) -> Profile:
         doc = YAML().load(text)
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        raise InputError(path, mark.line + 1 if mark else None, f"invalid YAML: {e.problem}") from None
+        raise InputError(
+            path, mark.line + 1 if mark else None, f"invalid YAML: {e.problem}"
+        ) from None
     except YAMLError as e:  # e.g. a control character (ReaderError)
         first = (str(e).strip().splitlines() or ["invalid YAML"])[0]
         raise InputError(path, None, f"invalid YAML: {first}") from None
@@ -249,7 +267,9 @@ def parse_profile(path: Path) -> Profile:
     if connector == "local" and not hosts:
         hosts = ("localhost",)
     if not hosts:
-        raise InputError(path, r.line("host"), "is required (an ssh host, alias or list of them)", "remote.host")
+        raise InputError(
+            path, r.line("host"), "is required (an ssh host, alias or list of them)", "remote.host"
+        )
     for h in hosts:
         if not h or any(c.isspace() for c in h) or h.startswith("-"):
             raise r.err("host", f"not a host name: {h!r}")
@@ -257,7 +277,9 @@ def parse_profile(path: Path) -> Profile:
     if user is not None and not _USER_NAME.fullmatch(user):
         raise r.err("user", f"not a user name: {user!r}")
     jump = r.get("jump", str)
-    if jump is not None and (not jump.strip() or any(c.isspace() for c in jump) or jump.startswith("-")):
+    if jump is not None and (
+        not jump.strip() or any(c.isspace() for c in jump) or jump.startswith("-")
+    ):
         raise r.err("jump", f"not an ssh jump host ([user@]host[:port][,...]): {jump!r}")
     address = r.get("address", str)
     if address is not None and (problem := address_problem(address)):  # data, never code
@@ -289,8 +311,14 @@ def parse_profile(path: Path) -> Profile:
     url = p.get("url", str)
     if url is not None:
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-        if scheme not in ("", "http", "https", "file") or not url.strip() or any(c.isspace() for c in url):
-            raise p.err("url", f"must be an http(s):// or file:// URL or a local file path, not {url!r}")
+        if (
+            scheme not in ("", "http", "https", "file")
+            or not url.strip()
+            or any(c.isspace() for c in url)
+        ):
+            raise p.err(
+                "url", f"must be an http(s):// or file:// URL or a local file path, not {url!r}"
+            )
     root = p.get("root", str, Package.root)
     if not root.strip() or root.strip() in ("/", "~", "~/") or root.startswith("-") or "\n" in root:
         raise p.err("root", f"not a folder to install into: {root!r}")
@@ -300,11 +328,17 @@ def parse_profile(path: Path) -> Profile:
     if args is not None:
         for i, a in enumerate(args):
             if isinstance(a, (CommentedMap, CommentedSeq)) or a is None:
-                raise InputError(path, _item_line(args, i, s.line("args")),
-                                 f"must be text, not {a!r}", f"server.args[{i}]")
+                raise InputError(
+                    path,
+                    _item_line(args, i, s.line("args")),
+                    f"must be text, not {a!r}",
+                    f"server.args[{i}]",
+                )
     server_user = s.get("user", str, "carla")
     if not _USER_NAME.fullmatch(server_user) or server_user == "root":
-        raise s.err("user", f"must be a non-root user name (CARLA refuses root), not {server_user!r}")
+        raise s.err(
+            "user", f"must be a non-root user name (CARLA refuses root), not {server_user!r}"
+        )
     session = s.get("tmux_session", str, "carla")
     if not _SESSION_NAME.fullmatch(session):
         raise s.err("tmux_session", f"letters, digits, '-' and '_' only, not {session!r}")
@@ -312,8 +346,12 @@ def parse_profile(path: Path) -> Profile:
     if pkgs is not None:
         for i, name in enumerate(pkgs):
             if not isinstance(name, str) or not _PACKAGE_NAME.fullmatch(name):
-                raise InputError(path, _item_line(pkgs, i, s.line("os_packages")),
-                                 f"not a package name: {name!r}", f"server.os_packages[{i}]")
+                raise InputError(
+                    path,
+                    _item_line(pkgs, i, s.line("os_packages")),
+                    f"not a package name: {name!r}",
+                    f"server.os_packages[{i}]",
+                )
     gpu = s.get("gpu", int)
     if gpu is not None and gpu < 0:
         raise s.err("gpu", f"must be a GPU index (0, 1, ...), not {gpu}")
@@ -338,12 +376,17 @@ def parse_profile(path: Path) -> Profile:
         raise s.err("port", "must leave room for port+1 and port+2 (at most 65533)")
 
     c = top.sub("compose")
-    compose = ComposeSettings(dir=c.get("dir", str, "build"), simulator=c.get("simulator", str),
-                              file=c.get("file", str),
-                              address=c.choice("address", ADDRESS_MODES, "literal"))
+    compose = ComposeSettings(
+        dir=c.get("dir", str, "build"),
+        simulator=c.get("simulator", str),
+        file=c.get("file", str),
+        address=c.choice("address", ADDRESS_MODES, "literal"),
+    )
     c.done()
     top.done()
-    return Profile(name=path.stem, path=path.absolute(), remote=remote, server=server, compose=compose)
+    return Profile(
+        name=path.stem, path=path.absolute(), remote=remote, server=server, compose=compose
+    )
 
 
 def _item_line(seq: CommentedSeq, index: int, fallback: int | None) -> int | None:

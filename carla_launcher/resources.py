@@ -33,7 +33,13 @@ VULKAN_ICD_DIRS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/s
 
 # -- nvidia-smi queries ---------------------------------------------------------------------------
 GPU_FIELDS = (
-    "index", "name", "uuid", "memory.total", "memory.used", "memory.free", "utilization.gpu",
+    "index",
+    "name",
+    "uuid",
+    "memory.total",
+    "memory.used",
+    "memory.free",
+    "utilization.gpu",
     "driver_version",
 )
 #: Asked for too, so that MIG shows; drivers before R450 do not know it and we then ask without.
@@ -47,8 +53,11 @@ def smi_gpu_argv(with_mig: bool = True) -> list[str]:
 
 
 def smi_apps_argv() -> list[str]:
-    return ["nvidia-smi", f"--query-compute-apps={','.join(APP_FIELDS)}",
-            "--format=csv,noheader,nounits"]
+    return [
+        "nvidia-smi",
+        f"--query-compute-apps={','.join(APP_FIELDS)}",
+        "--format=csv,noheader,nounits",
+    ]
 
 
 def unknown_field(output: str) -> bool:
@@ -147,7 +156,11 @@ def _split(line: str, n: int, free_at: int) -> list[str] | None:
         return None
     extra = len(parts) - n
     if extra:
-        parts = parts[:free_at] + [sep.join(parts[free_at:free_at + extra + 1])] + parts[free_at + extra + 1:]
+        parts = (
+            parts[:free_at]
+            + [sep.join(parts[free_at : free_at + extra + 1])]
+            + parts[free_at + extra + 1 :]
+        )
     return [p.strip() for p in parts]
 
 
@@ -166,17 +179,19 @@ def parse_gpus(text: str, fields: Iterable[str] = GPU_FIELDS) -> tuple[Gpu, ...]
         if index is None:
             continue
         mig_text = (_text(row.get(MIG_FIELD, "")) or "").lower()
-        out.append(Gpu(
-            index=index,
-            name=row.get("name", "").strip(),
-            uuid=row.get("uuid", "").strip(),
-            total_mib=parse_int(row.get("memory.total", "")),
-            used_mib=parse_int(row.get("memory.used", "")),
-            free_mib=parse_int(row.get("memory.free", "")),
-            util_pct=parse_int(row.get("utilization.gpu", "")),
-            driver=_text(row.get("driver_version", "")),
-            mig={"enabled": True, "disabled": False}.get(mig_text),
-        ))
+        out.append(
+            Gpu(
+                index=index,
+                name=row.get("name", "").strip(),
+                uuid=row.get("uuid", "").strip(),
+                total_mib=parse_int(row.get("memory.total", "")),
+                used_mib=parse_int(row.get("memory.used", "")),
+                free_mib=parse_int(row.get("memory.free", "")),
+                util_pct=parse_int(row.get("utilization.gpu", "")),
+                driver=_text(row.get("driver_version", "")),
+                mig={"enabled": True, "disabled": False}.get(mig_text),
+            )
+        )
     return tuple(out)
 
 
@@ -195,12 +210,14 @@ def parse_apps(text: str, fields: Iterable[str] = APP_FIELDS) -> tuple[GpuProces
         pid = parse_int(row.get("pid", ""))
         if pid is None:
             continue
-        out.append(GpuProcess(
-            pid=pid,
-            gpu_uuid=row.get("gpu_uuid", "").strip(),
-            name=_text(row.get("process_name", "")) or "?",
-            used_mib=parse_int(row.get("used_memory", "")),
-        ))
+        out.append(
+            GpuProcess(
+                pid=pid,
+                gpu_uuid=row.get("gpu_uuid", "").strip(),
+                name=_text(row.get("process_name", "")) or "?",
+                used_mib=parse_int(row.get("used_memory", "")),
+            )
+        )
     return tuple(out)
 
 
@@ -217,8 +234,14 @@ def classify_smi_failure(rc: int, output: str) -> tuple[Status, str] | None:
     if "version mismatch" in text:
         lib = re.search(r"NVML library version:\s*(\S+)", text)
         extra = f" (NVML library {lib.group(1)})" if lib else ""
-        return "mismatch", f"Driver/library version mismatch{extra}: the driver was upgraded, the old kernel module is still loaded"
-    if "couldn't communicate with the NVIDIA driver" in text or "NVIDIA driver is not loaded" in text:
+        return (
+            "mismatch",
+            f"Driver/library version mismatch{extra}: the driver was upgraded, the old kernel module is still loaded",
+        )
+    if (
+        "couldn't communicate with the NVIDIA driver" in text
+        or "NVIDIA driver is not loaded" in text
+    ):
         return "no-driver", "nvidia-smi cannot talk to the NVIDIA driver (kernel module not loaded)"
     if rc != 0:
         return "error", f"nvidia-smi failed (exit {rc}): {first or 'no output'}"
@@ -227,15 +250,25 @@ def classify_smi_failure(rc: int, output: str) -> tuple[Status, str] | None:
     return None
 
 
-def smi_report(gpu_rc: int, gpu_out: str, apps_rc: int | None, apps_out: str,
-               fields: Iterable[str] = GPU_FIELDS, where: str = "this machine") -> GpuReport:
+def smi_report(
+    gpu_rc: int,
+    gpu_out: str,
+    apps_rc: int | None,
+    apps_out: str,
+    fields: Iterable[str] = GPU_FIELDS,
+    where: str = "this machine",
+) -> GpuReport:
     """The two nvidia-smi queries -> one report. A failed process query keeps the GPUs."""
     failure = classify_smi_failure(gpu_rc, gpu_out)
     if failure:
         return GpuReport(status=failure[0], message=failure[1], where=where)
     gpus = parse_gpus(gpu_out, fields)
     if not gpus:
-        return GpuReport(status="error", message=f"could not read nvidia-smi's output: {gpu_out.strip()[:80]!r}", where=where)
+        return GpuReport(
+            status="error",
+            message=f"could not read nvidia-smi's output: {gpu_out.strip()[:80]!r}",
+            where=where,
+        )
     procs = parse_apps(apps_out) if apps_rc == 0 else ()
     return GpuReport(status="ok", gpus=gpus, processes=procs, where=where)
 
@@ -256,19 +289,24 @@ class ProcInfo:
     in_container: bool = False
 
 
-def process_role(info: ProcInfo, owners: frozenset[str] | None = None,
-                 agent_users: frozenset[str] | None = None) -> Role | None:
+def process_role(
+    info: ProcInfo, owners: frozenset[str] | None = None, agent_users: frozenset[str] | None = None
+) -> Role | None:
     """Whose GPU memory is it? "carla": a CARLA server (CarlaUE4*/CarlaUnreal*) run by one of
     `owners` (None: any user counts, as on this machine). "agent": something a container runs,
     or a python process of one of `agent_users` (None: no agent runs on this machine, as on a
     box). None: someone else's, the thing that makes a shared GPU too small."""
     exe = info.cmdline.split(" ", 1)[0] if info.cmdline else ""
     if _CARLA.search(info.name) or _CARLA.search(exe):
-        return "carla" if owners is None or (info.user is not None and info.user in owners) else None
+        return (
+            "carla" if owners is None or (info.user is not None and info.user in owners) else None
+        )
     if agent_users is None:
         return None
     base = info.name.rsplit("/", 1)[-1]
-    if info.in_container or (_PYTHON.match(base) and info.user is not None and info.user in agent_users):
+    if info.in_container or (
+        _PYTHON.match(base) and info.user is not None and info.user in agent_users
+    ):
         return "agent"
     return None
 
@@ -286,9 +324,13 @@ def same_program(smi_name: str, table_name: str) -> bool:
     return bool(a and b) and (a.startswith(b) or b.startswith(a))
 
 
-def with_roles(report: GpuReport, table: dict[int, ProcInfo] | None = None, *,
-               owners: frozenset[str] | None = None,
-               agent_users: frozenset[str] | None = None) -> GpuReport:
+def with_roles(
+    report: GpuReport,
+    table: dict[int, ProcInfo] | None = None,
+    *,
+    owners: frozenset[str] | None = None,
+    agent_users: frozenset[str] | None = None,
+) -> GpuReport:
     """Name the GPU's processes from the process table where it knows them, and mark roles."""
     table = table or {}
     procs = []
@@ -296,9 +338,16 @@ def with_roles(report: GpuReport, table: dict[int, ProcInfo] | None = None, *,
         info = table.get(p.pid)
         known = p.name not in ("?", "") and not p.name.startswith("[")
         if info and (not known or same_program(p.name, info.name)):
-            p = replace(p, name=info.name or p.name, user=info.user, cmdline=info.cmdline,
-                        in_container=info.in_container)
-        role = process_role(ProcInfo(p.name, p.user, p.cmdline, p.in_container), owners, agent_users)
+            p = replace(
+                p,
+                name=info.name or p.name,
+                user=info.user,
+                cmdline=info.cmdline,
+                in_container=info.in_container,
+            )
+        role = process_role(
+            ProcInfo(p.name, p.user, p.cmdline, p.in_container), owners, agent_users
+        )
         procs.append(replace(p, role=role))
     return replace(report, processes=tuple(procs))
 
@@ -312,7 +361,9 @@ def parse_ps(text: str) -> dict[int, ProcInfo]:
             continue
         args = parts[3] if len(parts) > 3 else ""
         exe = args.split(" ", 1)[0].rsplit("/", 1)[-1] if args else "?"
-        out[int(parts[0])] = ProcInfo(name=exe, user=parts[2], cmdline=args, in_container=parts[1] == "1")
+        out[int(parts[0])] = ProcInfo(
+            name=exe, user=parts[2], cmdline=args, in_container=parts[1] == "1"
+        )
     return out
 
 
@@ -355,8 +406,11 @@ def local_verdict(report: GpuReport, need_mib: int = DEFAULT_NEED_MIB) -> Verdic
     best_avail, best = max(known, key=lambda t: (t[0], -t[1].index))
     label = f"GPU {best.index} ({best.name}, {gib(best.total_mib)})"
     if best_avail > need_mib:
-        pin = (f" (pin CARLA to it: server.gpu / -graphicsadapter, whose Vulkan index may differ from {best.index})"
-               if len(report.gpus) > 1 else "")
+        pin = (
+            f" (pin CARLA to it: server.gpu / -graphicsadapter, whose Vulkan index may differ from {best.index})"
+            if len(report.gpus) > 1
+            else ""
+        )
         return Verdict("local", f"{label} has {gib(best_avail)} available; {need}{pin}", best.index)
     if best.total_mib is not None and best.total_mib <= need_mib:
         return Verdict("distributed", f"{label} is too small: {need}", best.index)
@@ -368,9 +422,12 @@ def local_verdict(report: GpuReport, need_mib: int = DEFAULT_NEED_MIB) -> Verdic
     )
 
 
-def box_vram(report: GpuReport, gpu_index: int | None = None,
-             minimum_mib: int = SERVER_MIN_MIB, recommended_mib: int = SERVER_RECOMMENDED_MIB
-             ) -> tuple[Literal["ok", "warning", "failing"], str]:
+def box_vram(
+    report: GpuReport,
+    gpu_index: int | None = None,
+    minimum_mib: int = SERVER_MIN_MIB,
+    recommended_mib: int = SERVER_RECOMMENDED_MIB,
+) -> tuple[Literal["ok", "warning", "failing"], str]:
     """Is there room for the CARLA server on the box (only the server runs there)?
     Names who else holds memory, since a shared box is the usual reason there is none."""
     gpus = [g for g in report.gpus if gpu_index is None or g.index == gpu_index]
@@ -381,7 +438,10 @@ def box_vram(report: GpuReport, gpu_index: int | None = None,
         return "failing", "every GPU is in MIG mode (no graphics for CARLA)"
     avail, g = max(scored, key=lambda t: (t[0], -t[1].index))
     others = [p for p in report.processes_on(g) if p.role is None]
-    who = ", ".join(f"{p.name.rsplit('/', 1)[-1]} ({p.user or 'pid ' + str(p.pid)}, {gib(p.used_mib)})" for p in others[:3])
+    who = ", ".join(
+        f"{p.name.rsplit('/', 1)[-1]} ({p.user or 'pid ' + str(p.pid)}, {gib(p.used_mib)})"
+        for p in others[:3]
+    )
     detail = f"GPU {g.index} ({g.name}): {gib(avail)} available of {gib(g.total_mib)}"
     if who:
         detail += f"; others using it: {who}"
@@ -401,8 +461,13 @@ def carla_usage(report: GpuReport) -> list[GpuProcess]:
 SECTION = "##carla-launch## "
 
 
-def box_script(*, gpu_only: bool = False, package_root: str = "~/CARLA_Leaderboard_20",
-               server_user: str = "carla", session: str = "carla") -> str:
+def box_script(
+    *,
+    gpu_only: bool = False,
+    package_root: str = "~/CARLA_Leaderboard_20",
+    server_user: str = "carla",
+    session: str = "carla",
+) -> str:
     """One POSIX sh script that prints every fact a remote check needs, as sections.
 
     Each section is `##carla-launch## NAME`, the output, then `##carla-launch## rc N`. It starts
@@ -430,7 +495,7 @@ def box_script(*, gpu_only: bool = False, package_root: str = "~/CARLA_Leaderboa
         f"    f='{gq}'",
         "    out=$(nvidia-smi --query-gpu=$f --format=csv,noheader,nounits </dev/null 2>&1); rc=$?;;",
         "  esac",
-        "  echo \"fields=$f\"; printf '%s\\n' \"$out\"; end $rc",
+        '  echo "fields=$f"; printf \'%s\\n\' "$out"; end $rc',
         "  sec apps",
         f"  apps=$(nvidia-smi --query-compute-apps={','.join(APP_FIELDS)} --format=csv,noheader,nounits </dev/null 2>&1); rc=$?",
         "  printf '%s\\n' \"$apps\"; end $rc",
@@ -485,7 +550,7 @@ def parse_sections(stdout: str) -> dict[str, Section]:
     buf: list[str] = []
     for line in stdout.splitlines():
         if line.startswith(SECTION):
-            tag = line[len(SECTION):].strip()
+            tag = line[len(SECTION) :].strip()
             if tag.startswith("rc ") and name is not None:
                 rc = parse_int(tag[3:])
                 out[name] = Section("\n".join(buf).strip("\n"), rc)
@@ -565,11 +630,13 @@ def parse_box(stdout: str, where: str = "the box", server_user: str | None = Non
     glines = g.text.splitlines()
     fields: tuple[str, ...] = GPU_FIELDS
     if glines and glines[0].startswith("fields="):
-        fields = tuple(glines[0][len("fields="):].split(","))
+        fields = tuple(glines[0][len("fields=") :].split(","))
         glines = glines[1:]
     apps = s.get("apps", Section("", None))
     ps = parse_ps(s["ps"].text) if "ps" in s else {}
-    report = smi_report(g.rc if g.rc is not None else 1, "\n".join(glines), apps.rc, apps.text, fields, where)
+    report = smi_report(
+        g.rc if g.rc is not None else 1, "\n".join(glines), apps.rc, apps.text, fields, where
+    )
 
     uid = login = None
     server_user_exists: bool | None = None
@@ -579,7 +646,7 @@ def parse_box(stdout: str, where: str = "the box", server_user: str | None = Non
         login = idl[1].strip() if len(idl) > 1 else None
         for ln in idl:
             if ln.startswith("server_user="):
-                name, _, exists = ln[len("server_user="):].partition(" ")
+                name, _, exists = ln[len("server_user=") :].partition(" ")
                 server_user_exists = exists.strip() == "yes"
                 server_user = name or server_user
     owners = frozenset(u for u in (login, server_user) if u) or None
@@ -616,18 +683,42 @@ def parse_box(stdout: str, where: str = "the box", server_user: str | None = Non
                 k, _, v = ln.partition("=")
                 marker[k.strip()] = v.strip()
     listeners = parse_listeners(s["ports"].text) if "ports" in s else ()
-    tmux = tuple(ln.strip() for ln in s["tmux"].text.splitlines() if ln.strip()) if "tmux" in s and s["tmux"].rc == 0 else ()
+    tmux = (
+        tuple(ln.strip() for ln in s["tmux"].text.splitlines() if ln.strip())
+        if "tmux" in s and s["tmux"].rc == 0
+        else ()
+    )
     return BoxFacts(
-        gpu=report, uid=uid, login_user=login, server_user=server_user, server_user_exists=server_user_exists,
-        icd_files=tuple(icd), vulkaninfo=vk, vulkan_lines=tuple(vk_lines), package_root=root,
-        free_kib=free, marker=marker, launcher=launcher, listeners=listeners,
-        tmux_sessions=tmux, ps=ps,
+        gpu=report,
+        uid=uid,
+        login_user=login,
+        server_user=server_user,
+        server_user_exists=server_user_exists,
+        icd_files=tuple(icd),
+        vulkaninfo=vk,
+        vulkan_lines=tuple(vk_lines),
+        package_root=root,
+        free_kib=free,
+        marker=marker,
+        launcher=launcher,
+        listeners=listeners,
+        tmux_sessions=tmux,
+        ps=ps,
     )
 
 
 # -- ssh's own failures ---------------------------------------------------------------------------
-SshKind = Literal["ok", "host-key", "host-key-changed", "dns", "refused", "timeout", "unreachable",
-                  "auth", "other"]
+SshKind = Literal[
+    "ok",
+    "host-key",
+    "host-key-changed",
+    "dns",
+    "refused",
+    "timeout",
+    "unreachable",
+    "auth",
+    "other",
+]
 
 
 @dataclass(frozen=True)
@@ -657,12 +748,18 @@ def classify_ssh(rc: int, stderr: str) -> SshOutcome:
     new_key = "Permanently added" in stderr
     if rc != 255:
         return SshOutcome("ok", new_key=new_key)
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith(("Warning: Permanently added", "@@@"))]
+    lines = [
+        ln.strip()
+        for ln in stderr.splitlines()
+        if ln.strip() and not ln.startswith(("Warning: Permanently added", "@@@"))
+    ]
     for needle, kind in _SSH_PATTERNS:
         for ln in lines:
             if needle in ln:
                 return SshOutcome(kind, ln, new_key)
-    return SshOutcome("other", lines[-1] if lines else "ssh failed (exit 255) without a message", new_key)
+    return SshOutcome(
+        "other", lines[-1] if lines else "ssh failed (exit 255) without a message", new_key
+    )
 
 
 #: One-line fixes for each way nvidia-smi can fail.

@@ -21,8 +21,19 @@ ROLE_OPTION = "@carla_role"
 WINDOW = "carla"
 # Passed into panes explicitly: a tmux server started earlier has its own, older environment.
 PASS_ENV = (
-    "PATH", "HOME", "USER", "LANG", "TERM", "SSH_AUTH_SOCK", "DOCKER_HOST", "DOCKER_CONFIG",
-    "DOCKER_CONTEXT", "COMPOSE_PROJECT_NAME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR",
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "TERM",
+    "SSH_AUTH_SOCK",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CONTEXT",
+    "COMPOSE_PROJECT_NAME",
+    "XDG_STATE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_RUNTIME_DIR",
     SOCKET_ENV,
 )
 
@@ -103,7 +114,9 @@ def pane_states(session: libtmux.Session) -> dict[str, dict[str, Any]]:
         for pane in window.panes:
             fmt = "#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}\t#{pane_start_command}"
             line = pane.cmd("display-message", "-p", "-t", pane.pane_id, fmt).stdout
-            dead, status, pid, start = (line[0].split("\t") + ["", "", "", ""])[:4] if line else ("", "", "", "")
+            dead, status, pid, start = (
+                (line[0].split("\t") + ["", "", "", ""])[:4] if line else ("", "", "", "")
+            )
             role = _role(pane)
             if role:
                 states[role] = {
@@ -129,7 +142,10 @@ class EnsureResult:
 
 
 def ensure_session(
-    server: libtmux.Server, name: str, panes: list[PaneSpec], restart: set[str] | frozenset[str] = frozenset()
+    server: libtmux.Server,
+    name: str,
+    panes: list[PaneSpec],
+    restart: set[str] | frozenset[str] = frozenset(),
 ) -> EnsureResult:
     """Make the session hold these panes. Running panes are kept as they are (unless their
     role is in `restart`); dead ones are started again with their (possibly new) command;
@@ -141,9 +157,27 @@ def ensure_session(
         # command which fails at once has exited: its pane and message stay
         env_args = [a for k, v in first.env.items() for a in ("-e", f"{k}={v}")]
         server.cmd(
-            "new-session", "-d", "-s", name, "-n", WINDOW, "-x", "200", "-y", "50",
-            "-c", str(first.cwd), *env_args, first.shell,
-            ";", "set-option", "-w", "-t", f"={name}:{WINDOW}", "remain-on-exit", "on",
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-n",
+            WINDOW,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+            str(first.cwd),
+            *env_args,
+            first.shell,
+            ";",
+            "set-option",
+            "-w",
+            "-t",
+            f"={name}:{WINDOW}",
+            "remain-on-exit",
+            "on",
         )
         session = server.sessions.get(session_name=name)
         window = session.active_window

@@ -43,7 +43,8 @@ def discovered_address(profile: str, host: str | None = None) -> str | None:
         return None
     if problem := address_problem(value):
         raise InputError(
-            state_dir() / "addresses.json", None,
+            state_dir() / "addresses.json",
+            None,
             f"{host or profile}: the remembered address is {describe(value, problem)}; "
             "run `carla-launch address P` again",
         )

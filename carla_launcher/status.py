@@ -29,7 +29,9 @@ def _server(profile: Profile, host: str) -> dict[str, Any]:
     st["version"] = None
     if st.get("running") and address:
         try:
-            st["version"] = probe_version(address, int(st.get("port") or profile.server.port), timeout=3)
+            st["version"] = probe_version(
+                address, int(st.get("port") or profile.server.port), timeout=3
+            )
         except NotReady as e:
             st["probe_error"] = str(e)
     return st
@@ -44,8 +46,10 @@ def _server_gpu(profile: Profile, host: str) -> dict[str, Any]:
         "status": str(getattr(report.status, "value", report.status)),
         "message": report.message,
         "server_mib": mib if count else None,
-        "gpus": [{"index": g.index, "name": g.name, "used_mib": g.used_mib, "total_mib": g.total_mib}
-                 for g in report.gpus],
+        "gpus": [
+            {"index": g.index, "name": g.name, "used_mib": g.used_mib, "total_mib": g.total_mib}
+            for g in report.gpus
+        ],
     }
 
 
@@ -53,8 +57,14 @@ def _agent(variant: Path | None, env: dict[str, str] | None = None) -> dict[str,
     """The containers of the variant `up` ran; `env` is what an env-mode variant reads."""
     if variant is None:
         return {"variant": None, "containers": [], "running": False}
-    proc = subprocess.run(["docker", "compose", "-f", str(variant), "ps", "-a", "--format", "json"],
-                          capture_output=True, text=True, cwd=variant.parent, timeout=30, env=env)
+    proc = subprocess.run(
+        ["docker", "compose", "-f", str(variant), "ps", "-a", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=variant.parent,
+        timeout=30,
+        env=env,
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["docker compose ps failed"])[-1]
         return {"variant": str(variant), "containers": [], "running": False, "error": last}
@@ -65,10 +75,19 @@ def _agent(variant: Path | None, env: dict[str, str] | None = None) -> dict[str,
             continue
         data = json.loads(line)
         for c in data if isinstance(data, list) else [data]:
-            containers.append({"service": c.get("Service"), "name": c.get("Name"), "state": c.get("State"),
-                               "status": c.get("Status")})
-    return {"variant": str(variant), "containers": containers,
-            "running": bool(containers) and all(c["state"] == "running" for c in containers)}
+            containers.append(
+                {
+                    "service": c.get("Service"),
+                    "name": c.get("Name"),
+                    "state": c.get("State"),
+                    "status": c.get("Status"),
+                }
+            )
+    return {
+        "variant": str(variant),
+        "containers": containers,
+        "running": bool(containers) and all(c["state"] == "running" for c in containers),
+    }
 
 
 def _session(profile: Profile) -> dict[str, Any]:
@@ -107,8 +126,12 @@ def gather(profile: Profile) -> dict[str, Any]:
 
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
         facts = dict(pool.map(run, parts.items()))
-    return {"profile": profile.name, "host": host, **facts,
-            "address": facts["server"].get("address") or profile.remote.address}
+    return {
+        "profile": profile.name,
+        "host": host,
+        **facts,
+        "address": facts["server"].get("address") or profile.remote.address,
+    }
 
 
 def problems(facts: dict[str, Any]) -> list[str]:
@@ -124,13 +147,21 @@ def problems(facts: dict[str, Any]) -> list[str]:
     if facts["session"].get("exists"):
         agent = facts["agent"]
         if not agent.get("running"):
-            out.append("agent: its containers are not all running" + (f" ({agent['error']})" if agent.get("error") else ""))
+            out.append(
+                "agent: its containers are not all running"
+                + (f" ({agent['error']})" if agent.get("error") else "")
+            )
         for role, pane in facts["session"]["panes"].items():
             if not pane.get("alive"):
-                out.append(f"session: the {role} pane ended (exit status {pane.get('exit_status')})")
+                out.append(
+                    f"session: the {role} pane ended (exit status {pane.get('exit_status')})"
+                )
     daemon = facts["daemon"]
     if daemon.get("current") is False:
-        out.append("variants: some are stale" + (" (the daemon is not running)" if not daemon.get("running") else ""))
+        out.append(
+            "variants: some are stale"
+            + (" (the daemon is not running)" if not daemon.get("running") else "")
+        )
     return out
 
 
@@ -139,7 +170,13 @@ def _yes(flag: Any) -> str:
 
 
 def render(facts: dict[str, Any]) -> list[str]:
-    s, d, a, se, g = facts["server"], facts["daemon"], facts["agent"], facts["session"], facts["gpu"]
+    s, d, a, se, g = (
+        facts["server"],
+        facts["daemon"],
+        facts["agent"],
+        facts["session"],
+        facts["gpu"],
+    )
     rows = []
     if s.get("error"):
         rows.append(("server", f"unknown: {s['error']}"))
@@ -165,16 +202,24 @@ def render(facts: dict[str, Any]) -> list[str]:
     if d.get("error"):
         rows.append(("daemon", f"unknown: {d['error']}"))
     else:
-        cur = {True: "all variants current", False: "variants stale", None: "variants not checked"}[d.get("current")]
+        cur = {True: "all variants current", False: "variants stale", None: "variants not checked"}[
+            d.get("current")
+        ]
         run = f"running (pid {d['pid']})" if d.get("running") else "not running"
         rows.append(("daemon", f"{run}; {cur}"))
     if a.get("variant"):
-        states = ", ".join(f"{c['service']} {c['state']}" for c in a.get("containers", [])) or a.get("error") or "no containers"
+        states = (
+            ", ".join(f"{c['service']} {c['state']}" for c in a.get("containers", []))
+            or a.get("error")
+            or "no containers"
+        )
         rows.append(("agent", f"{Path(a['variant']).name}: {states}"))
     else:
         rows.append(("agent", "not started by carla-launch up"))
     if se.get("exists"):
-        panes = ", ".join(f"{r} {'running' if p['alive'] else 'ended'}" for r, p in se["panes"].items())
+        panes = ", ".join(
+            f"{r} {'running' if p['alive'] else 'ended'}" for r, p in se["panes"].items()
+        )
         rows.append(("session", f"{se['name']}: {panes}"))
     else:
         rows.append(("session", f"{se.get('name')}: none"))

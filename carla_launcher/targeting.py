@@ -28,8 +28,13 @@ def resolve_target(
     `--address-env` or the profile's `compose.address: env` ask for no address at all, so
     `sync --check` works where no box is known (CI, a fresh clone)."""
     if address is not None and address_env:
-        raise InputError(None, None, "cannot be used with --address: a variant either holds the "
-                         "address or reads it from CARLA_LAUNCH_HOST", "--address-env")
+        raise InputError(
+            None,
+            None,
+            "cannot be used with --address: a variant either holds the "
+            "address or reads it from CARLA_LAUNCH_HOST",
+            "--address-env",
+        )
     if address is not None and (problem := address_problem(address)):
         raise InputError(None, None, describe(address, problem), "--address")
     profile = None
@@ -49,8 +54,13 @@ def resolve_target(
         simulator = profile.compose.simulator
     if address is None and (address_env or (profile is not None and profile.compose.env_mode)):
         if port is not None:
-            raise InputError(None, None, "in the env address mode the port comes from "
-                             "CARLA_LAUNCH_PORT when the variant runs, not from --port", "--port")
+            raise InputError(
+                None,
+                None,
+                "in the env address mode the port comes from "
+                "CARLA_LAUNCH_PORT when the variant runs, not from --port",
+                "--port",
+            )
         return Target(None, None, simulator, env=True), profile
     if address is None:
         assert profile is not None
@@ -86,8 +96,9 @@ def sibling_profiles(profile: Profile) -> list[Profile]:
     return found
 
 
-def sharing_warning(me: Profile, my_address: str | None,
-                    others: list[tuple[Profile, str | None]]) -> str | None:
+def sharing_warning(
+    me: Profile, my_address: str | None, others: list[tuple[Profile, str | None]]
+) -> str | None:
     """One line when another profile writes the same variants for another box (each `up`
     would rewrite them for its own box), suggesting the env address mode; else None.
 
@@ -108,6 +119,8 @@ def sharing_warning(me: Profile, my_address: str | None,
             clashes.append(f"{other.path.name} (box {other.remote.host})")
     if not clashes:
         return None
-    return (f"{', '.join(clashes)} also write{'s' if len(clashes) == 1 else ''} the variants of "
-            f"{me.compose.dir} for another box, so each `up` rewrites them; set "
-            "`compose.address: env` in these profiles to share one variant")
+    return (
+        f"{', '.join(clashes)} also write{'s' if len(clashes) == 1 else ''} the variants of "
+        f"{me.compose.dir} for another box, so each `up` rewrites them; set "
+        "`compose.address: env` in these profiles to share one variant"
+    )

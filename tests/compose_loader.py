@@ -38,7 +38,11 @@ def load_model(*files: Path, env: dict[str, str] | None = None) -> dict[str, Any
     args += ["config", "--format", "json"]
     clean = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
     clean.update(env or {})
-    proc = subprocess.run(args, capture_output=True, text=True, env=clean, cwd=Path(files[0]).parent)
+    proc = subprocess.run(
+        args, capture_output=True, text=True, env=clean, cwd=Path(files[0]).parent
+    )
     if proc.returncode != 0:
-        raise ComposeLoadError(f"compose could not load {[str(f) for f in files]}: {proc.stderr.strip()}")
+        raise ComposeLoadError(
+            f"compose could not load {[str(f) for f in files]}: {proc.stderr.strip()}"
+        )
     return json.loads(proc.stdout)

@@ -979,7 +979,7 @@ class DockerDaemon:
             raise RuntimeError(f"dockerd teardown left things behind: {'; '.join(problems)}")
         return problems
 
-    def __enter__(self) -> DockerDaemon:  # noqa: PYI034
+    def __enter__(self) -> DockerDaemon:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -77,16 +77,23 @@ def missing() -> str | None:
     """Why boxes cannot be made here (None: they can)."""
     if os.geteuid() != 0:
         return "needs root (network namespaces, users, an sshd)"
-    for tool, why in (("ip", "iproute2 (ip netns)"), ("tmux", "tmux"), ("ssh", "openssh-client"),
-                      ("ssh-keygen", "openssh-client"), ("runuser", "util-linux (runuser)"),
-                      ("setsid", "util-linux (setsid)"), ("curl", "curl")):
+    for tool, why in (
+        ("ip", "iproute2 (ip netns)"),
+        ("tmux", "tmux"),
+        ("ssh", "openssh-client"),
+        ("ssh-keygen", "openssh-client"),
+        ("runuser", "util-linux (runuser)"),
+        ("setsid", "util-linux (setsid)"),
+        ("curl", "curl"),
+    ):
         if shutil.which(tool) is None:
             return f"needs {why}"
     if not os.path.exists("/usr/sbin/sshd"):
         return "needs openssh-server (/usr/sbin/sshd)"
     probe = f"{PREFIX}probe-{os.getpid()}"
-    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        ["ip", "netns", "add", probe], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         return f"`ip netns add` fails here: {done.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
@@ -104,11 +111,22 @@ def require_boxes() -> None:
         pytest.skip(_MISSING[0])
 
 
-def _sh(cmd: list[str] | str, check: bool = True, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True,
-                          timeout=timeout, check=False, **kw)
+def _sh(
+    cmd: list[str] | str, check: bool = True, timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        cmd,
+        shell=isinstance(cmd, str),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,
+    )
     if check and done.returncode != 0:
-        raise RuntimeError(f"{cmd!r} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        raise RuntimeError(
+            f"{cmd!r} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+        )
     return done
 
 
@@ -190,8 +208,20 @@ class Box:
         self._sshd_dir.chmod(0o755)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.identity = self.dir / "id_ed25519"
-        _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"test@{self.alias}", "-f",
-             str(self.identity)])
+        _sh(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"test@{self.alias}",
+                "-f",
+                str(self.identity),
+            ]
+        )
         host_key = self._sshd_dir / "host_ed25519"
         _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.alias, "-f", str(host_key)])
         self.host_key = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
@@ -200,46 +230,73 @@ class Box:
         auth.chmod(0o644)
         self._make_login_user()
         config = self._sshd_dir / "sshd_config"
-        config.write_text("\n".join([
-            "Port 22",
-            f"ListenAddress {self.address}",
-            f"HostKey {host_key}",
-            f"PidFile {self._sshd_dir / 'sshd.pid'}",
-            f"AuthorizedKeysFile {auth}",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "StrictModes no",
-            "PermitRootLogin prohibit-password",
-            "Subsystem sftp internal-sftp",
-            "MaxStartups 100:30:200",
-            "LogLevel ERROR",
-            "",
-        ]))
+        config.write_text(
+            "\n".join(
+                [
+                    "Port 22",
+                    f"ListenAddress {self.address}",
+                    f"HostKey {host_key}",
+                    f"PidFile {self._sshd_dir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {auth}",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "PermitRootLogin prohibit-password",
+                    "Subsystem sftp internal-sftp",
+                    "MaxStartups 100:30:200",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
         os.makedirs("/run/sshd", exist_ok=True)
-        _sh(["ip", "netns", "exec", ns, "/usr/sbin/sshd", "-f", str(config), "-E",
-             str(self._sshd_dir / "sshd.log")])
+        _sh(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "/usr/sbin/sshd",
+                "-f",
+                str(config),
+                "-E",
+                str(self._sshd_dir / "sshd.log"),
+            ]
+        )
         wait_listening(self.address, 22, 10)
         self.known_hosts = self.dir / "known_hosts"
         self.known_hosts.write_text(f"{self.address} {self.host_key}\n")
         self.ssh_config = self.dir / "ssh_config"
-        self.ssh_config.write_text("\n".join([
-            f"Host {self.alias}",
-            f"  HostName {self.address}",
-            f"  User {self.user}",
-            f"  IdentityFile {self.identity}",
-            "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {self.known_hosts}",
-            "",
-        ]))
+        self.ssh_config.write_text(
+            "\n".join(
+                [
+                    f"Host {self.alias}",
+                    f"  HostName {self.address}",
+                    f"  User {self.user}",
+                    f"  IdentityFile {self.identity}",
+                    "  IdentitiesOnly yes",
+                    f"  UserKnownHostsFile {self.known_hosts}",
+                    "",
+                ]
+            )
+        )
         self.profile_path = self.dir / "profiles" / f"box{n}.yaml"
         self.profile_data = {
-            "remote": {"host": self.alias, "ssh_config": str(self.ssh_config),
-                       "connect_timeout": 5},
-            "server": {"user": self.server_user, "os_packages": list(PACKAGES_HERE),
-                       "port": 2000, "restart": "on-failure", "tmux_session": "carla",
-                       "ready_timeout": 30,
-                       "package": {"root": "~/CARLA_Leaderboard_20"}},
+            "remote": {
+                "host": self.alias,
+                "ssh_config": str(self.ssh_config),
+                "connect_timeout": 5,
+            },
+            "server": {
+                "user": self.server_user,
+                "os_packages": list(PACKAGES_HERE),
+                "port": 2000,
+                "restart": "on-failure",
+                "tmux_session": "carla",
+                "ready_timeout": 30,
+                "package": {"root": "~/CARLA_Leaderboard_20"},
+            },
         }
         self.write_profile()
 
@@ -290,28 +347,57 @@ class Box:
         itself as a jump host. Returns its ssh_config alias (`cl-box-N-inner`)."""
         config = self._sshd_dir / "sshd_config"
         inner = self._sshd_dir / "sshd_inner_config"
-        text = config.read_text().replace(f"ListenAddress {self.address}", "ListenAddress 127.0.0.1")
+        text = config.read_text().replace(
+            f"ListenAddress {self.address}", "ListenAddress 127.0.0.1"
+        )
         text = text.replace("Port 22\n", f"Port {port}\n").replace("sshd.pid", "sshd_inner.pid")
         inner.write_text(text)
-        _sh(["ip", "netns", "exec", self.netns, "/usr/sbin/sshd", "-f", str(inner), "-E",
-             str(self._sshd_dir / "sshd_inner.log")])
+        _sh(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                "/usr/sbin/sshd",
+                "-f",
+                str(inner),
+                "-E",
+                str(self._sshd_dir / "sshd_inner.log"),
+            ]
+        )
         for _ in range(100):
-            if self.run(f"cat /proc/net/tcp | grep -q ':{port:04X} .* 0A '", check=False).returncode == 0:
+            if (
+                self.run(
+                    f"cat /proc/net/tcp | grep -q ':{port:04X} .* 0A '", check=False
+                ).returncode
+                == 0
+            ):
                 break
             time.sleep(0.05)
         alias = f"{self.alias}-inner"
         with self.known_hosts.open("a") as f:
             f.write(f"[127.0.0.1]:{port} {self.host_key}\n")
         with self.ssh_config.open("a") as f:
-            f.write("\n".join([f"Host {alias}", "  HostName 127.0.0.1", f"  Port {port}",
-                                f"  User {self.user}", f"  IdentityFile {self.identity}",
-                                "  IdentitiesOnly yes", f"  UserKnownHostsFile {self.known_hosts}",
-                                ""]))
+            f.write(
+                "\n".join(
+                    [
+                        f"Host {alias}",
+                        "  HostName 127.0.0.1",
+                        f"  Port {port}",
+                        f"  User {self.user}",
+                        f"  IdentityFile {self.identity}",
+                        "  IdentitiesOnly yes",
+                        f"  UserKnownHostsFile {self.known_hosts}",
+                        "",
+                    ]
+                )
+            )
         return alias
 
     # -- using it --------------------------------------------------------------------------------
-    def run(self, cmd: str, user: str | None = None, check: bool = True,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(
+        self, cmd: str, user: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         """Run a shell command inside the namespace (as root, or as `user`)."""
         argv = ["ip", "netns", "exec", self.netns]
         if user:
@@ -360,8 +446,9 @@ class Box:
         self._servers.append(srv)
         return srv
 
-    def install_standin(self, fmt: str = "tar.gz", *, version: str = "0.9.15",
-                        sha: str | None = None, **build: Any) -> tuple[PackageServer, str, str]:
+    def install_standin(
+        self, fmt: str = "tar.gz", *, version: str = "0.9.15", sha: str | None = None, **build: Any
+    ) -> tuple[PackageServer, str, str]:
         """Build the stand-in package, serve it, and name it in the profile.
 
         Returns (server, url, sha256); `sha` overrides the checksum written to the profile.
@@ -406,7 +493,9 @@ class Box:
             with tarfile.open(archive) as t:
                 t.extractall(unpack, filter="tar")
         top = next(p.parent for p in unpack.rglob("CarlaUE4.sh"))
-        (top / MARKER).write_text(f"sha256={pkg['sha256']}\nurl={pkg['url']}\narchive={archive.name}\n")
+        (top / MARKER).write_text(
+            f"sha256={pkg['sha256']}\nurl={pkg['url']}\narchive={archive.name}\n"
+        )
         top.rename(root)
         shutil.rmtree(unpack, ignore_errors=True)
         _sh(["chown", "-R", f"{self.server_user}:", str(root)])
@@ -414,18 +503,30 @@ class Box:
             if p.name in ("CarlaUE4.sh", "CarlaUE4-Linux-Shipping"):
                 p.chmod(0o755)
 
-    def deploy(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    def deploy(
+        self, *args: str, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess:
         """`carla-launch deploy <profile> ARGS` in a child process, as a user runs it."""
-        done = _sh([sys.executable, "-m", "carla_launcher", "deploy", str(self.profile_path), *args],
-                   check=False, timeout=timeout, cwd=str(self.dir))
+        done = _sh(
+            [sys.executable, "-m", "carla_launcher", "deploy", str(self.profile_path), *args],
+            check=False,
+            timeout=timeout,
+            cwd=str(self.dir),
+        )
         if check and done.returncode != 0:
-            raise AssertionError(f"deploy failed ({done.returncode}):\n{done.stderr}\n{done.stdout}")
+            raise AssertionError(
+                f"deploy failed ({done.returncode}):\n{done.stderr}\n{done.stdout}"
+            )
         return done
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Any `carla-launch` command in a child process, from the box's folder."""
-        return _sh([sys.executable, "-m", "carla_launcher", *args], check=False, timeout=timeout,
-                   cwd=str(self.dir))
+        return _sh(
+            [sys.executable, "-m", "carla_launcher", *args],
+            check=False,
+            timeout=timeout,
+            cwd=str(self.dir),
+        )
 
     def server_processes(self) -> list[int]:
         """Pids of the server user's processes inside the namespace."""
@@ -524,7 +625,7 @@ def _cleanup_leftovers(n: int) -> None:
 def _claim(n: int | None) -> tuple[int, Any]:
     """A box number nobody else (no other test process either) uses: a lock file per number."""
     lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
-    for cand in ([n] if n is not None else range(FIRST, LAST + 1)):
+    for cand in [n] if n is not None else range(FIRST, LAST + 1):
         f = open(lock_dir / f"cl-box-{cand}.lock", "w")  # noqa: SIM115 - held while the box lives
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -41,7 +41,11 @@ def _host_for(address: str, url_like: bool) -> str:
 
 
 def _replace_tokens(
-    text: str, names: set[str], address: str, old_port: int = 2000, new_port: int | None = None,
+    text: str,
+    names: set[str],
+    address: str,
+    old_port: int = 2000,
+    new_port: int | None = None,
     hosty: bool = False,
 ) -> str:
     """Whole tokens that are names become the address (and a `:port` after them the new port);
@@ -70,7 +74,12 @@ def _replace_tokens(
             host = part[2:].split("/")[0]
             part = "//" + _host_for(address, True) + part[2 + len(host) :]
             replaced_at = i
-        elif new_port and replaced_at == i - 2 and parts[i - 1] == ":" and re.match(rf"{old_port}(?!\d)", part):
+        elif (
+            new_port
+            and replaced_at == i - 2
+            and parts[i - 1] == ":"
+            and re.match(rf"{old_port}(?!\d)", part)
+        ):
             part = str(new_port) + part[len(str(old_port)) :]
         out.append(part)
     return "".join(out)
@@ -82,21 +91,30 @@ _NOT_WORLD = {"TM", "TRAFFIC", "MANAGER", "STREAM", "STREAMING", "SECONDARY", "P
 def _is_host_var(name: str) -> bool:
     words = name.upper().split("_")
     return (
-        len(words) > 1 and words[0] == "CARLA" and not _NOT_WORLD & set(words)
+        len(words) > 1
+        and words[0] == "CARLA"
+        and not _NOT_WORLD & set(words)
         and words[-1] in ("HOST", "HOSTNAME", "SERVER", "IP", "ADDR", "ADDRESS")
     )
 
 
 def _is_port_var(name: str) -> bool:
     words = name.upper().split("_")
-    return len(words) > 1 and words[0] == "CARLA" and words[-1] == "PORT" and not _NOT_WORLD & set(words)
+    return (
+        len(words) > 1
+        and words[0] == "CARLA"
+        and words[-1] == "PORT"
+        and not _NOT_WORLD & set(words)
+    )
 
 
 _HOST_FLAGS = ("--host", "--carla-host")
 _ROS_HOST = re.compile(r"^(host|carla_host):=(['\"]?)(.*)\2$")
 
 
-def _args(items: list[str], names: set[str], address: str, old_port: int, new_port: int | None) -> list[str]:
+def _args(
+    items: list[str], names: set[str], address: str, old_port: int, new_port: int | None
+) -> list[str]:
     out = []
     prev = ""
     for item in items:
@@ -120,7 +138,8 @@ def _args(items: list[str], names: set[str], address: str, old_port: int, new_po
                 item = re.sub(rf"(--port[= ]|\bport:=){old_port}\b", rf"\g<1>{new_port}", item)
             item = re.sub(
                 r"(--(?:carla-)?host[= ]|\b(?:carla_)?host:=['\"]?)(localhost|127\.0\.0\.1)\b",
-                lambda m: m.group(1) + address, item,
+                lambda m: m.group(1) + address,
+                item,
             )
         out.append(item)
         prev = item if item.startswith("--") else ""
@@ -167,7 +186,12 @@ def expected_model(
 
 
 def _used(model: dict[str, Any]) -> dict[str, set[str]]:
-    used: dict[str, set[str]] = {"networks": set(), "volumes": set(), "configs": set(), "secrets": set()}
+    used: dict[str, set[str]] = {
+        "networks": set(),
+        "volumes": set(),
+        "configs": set(),
+        "secrets": set(),
+    }
     for svc in (model.get("services") or {}).values():
         used["networks"] |= set(svc.get("networks") or {})
         if not svc.get("networks") and not svc.get("network_mode"):

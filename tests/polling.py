@@ -9,8 +9,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(fn: Callable[[], T], timeout: float = 10.0, what: str | Callable[[], Any] | None = None,
-             interval: float = 0.05) -> T:
+def wait_for(
+    fn: Callable[[], T],
+    timeout: float = 10.0,
+    what: str | Callable[[], Any] | None = None,
+    interval: float = 0.05,
+) -> T:
     """fn()'s first truthy value; on timeout an AssertionError naming what was awaited."""
     deadline = time.monotonic() + timeout
     while True:

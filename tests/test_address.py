@@ -97,7 +97,9 @@ def test_address_command_picks_the_box_address_not_docker0(box: Box) -> None:
     done = box.cli("address", str(box.profile_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{box.address}\n"  # only the address: scripts use it
-    assert discovered_address(parse_profile(box.profile_path).key) == box.address  # for `carla-launch sync`
+    assert (
+        discovered_address(parse_profile(box.profile_path).key) == box.address
+    )  # for `carla-launch sync`
 
 
 @pytest.mark.root
@@ -105,4 +107,3 @@ def test_address_from_the_profile_needs_no_ssh(box: Box) -> None:
     box.write_profile(remote={"address": "198.51.100.7", "host": "nowhere.invalid"})
     done = box.cli("address", str(box.profile_path))
     assert (done.returncode, done.stdout) == (0, "198.51.100.7\n")
-

@@ -57,8 +57,9 @@ def _one_error_line(output: str) -> str:
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_hostile_flag_is_refused_before_anything_is_written(tmp_path: Path, run: Cli,
-                                                            value: str) -> None:
+def test_hostile_flag_is_refused_before_anything_is_written(
+    tmp_path: Path, run: Cli, value: str
+) -> None:
     _project(tmp_path)
     result = run("sync", "--dir", ".", "--address", value)
     assert result.exit_code == 2, result.output
@@ -69,11 +70,17 @@ def test_hostile_flag_is_refused_before_anything_is_written(tmp_path: Path, run:
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_hostile_profile_address_names_file_line_and_field(tmp_path: Path, run: Cli,
-                                                           value: str) -> None:
+def test_hostile_profile_address_names_file_line_and_field(
+    tmp_path: Path, run: Cli, value: str
+) -> None:
     _project(tmp_path)
-    write_files(tmp_path, {"profiles/x.yaml": "remote:\n  host: gpu-box\n"
-                           f"  address: {_yaml_str(value)}\ncompose:\n  dir: .\n"})
+    write_files(
+        tmp_path,
+        {
+            "profiles/x.yaml": "remote:\n  host: gpu-box\n"
+            f"  address: {_yaml_str(value)}\ncompose:\n  dir: .\n"
+        },
+    )
     result = run("sync", "--profile", "x")
     assert result.exit_code == 2, result.output
     line = _one_error_line(result.output)
@@ -87,8 +94,10 @@ def test_addresses_and_names_are_accepted(tmp_path: Path, run: Cli, value: str) 
     result = run("sync", "--dir", ".", "--address", value)
     assert result.exit_code == 0, result.output
     assert value in (tmp_path / VARIANT).read_text()
-    write_files(tmp_path, {"profiles/x.yaml": f"remote:\n  host: gpu-box\n  address: {value}\n"
-                           "compose:\n  dir: .\n"})
+    write_files(
+        tmp_path,
+        {"profiles/x.yaml": f"remote:\n  host: gpu-box\n  address: {value}\ncompose:\n  dir: .\n"},
+    )
     (tmp_path / VARIANT).unlink()
     result = run("sync", "--profile", "x")
     assert result.exit_code == 0, result.output

@@ -435,6 +435,10 @@ def test_the_daemon_never_imports_pyinfra() -> None:
 
 def test_a_named_profile_that_is_missing_is_an_error_not_another_folder(tmp_path: Path) -> None:
     """A typo in --profile must not make the daemon watch (or report on) the current folder."""
-    r = subprocess.run([sys.executable, "-m", "carla_launcher", "daemon", "status", "--profile", "nosuch"],
-                       cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "carla_launcher", "daemon", "status", "--profile", "nosuch"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "nosuch" in r.stderr

@@ -125,7 +125,9 @@ def test_a_burst_of_saves_gives_bounded_work_and_the_final_content(
     burst = stamps[-1] - stamps[0]
     wait_current(build, d, contains={"compose.distributed.yaml": f'MARK: "burst-{n - 1}"'})
     # the daemon logs a sync after its write: on a busy machine the file can be read first
-    wait_for(lambda: d.count("synced build/compose.distributed.yaml") > before, 10, "the sync's log line")
+    wait_for(
+        lambda: d.count("synced build/compose.distributed.yaml") > before, 10, "the sync's log line"
+    )
     syncs = d.count("synced build/compose.distributed.yaml") - before
     # trailing debounce (50 ms), capped at one batch per second while events keep coming: at
     # most one sync per pause longer than the debounce (this process may be descheduled on a

@@ -76,7 +76,9 @@ def test_checksum_mismatch_leaves_nothing_unpacked(box: Box) -> None:
     done = box.deploy(check=False)
     assert_one_line_error(done, "checksum mismatch", good)
     assert not box.root.exists()
-    leftovers = [p.name for p in box.server_home.iterdir() if p.name.startswith(".carla-launch-unpack")]
+    leftovers = [
+        p.name for p in box.server_home.iterdir() if p.name.startswith(".carla-launch-unpack")
+    ]
     assert leftovers == []
     downloads = box.server_home / ".carla-launch" / "downloads"
     assert not any(downloads.iterdir())  # the bad archive is gone; a rerun downloads again
@@ -94,8 +96,13 @@ def test_broken_download_resumes(box: Box) -> None:
     assert "resuming" in done.stderr
     gets = [r for r in srv.requests if r.method == "GET" and r.path == name]
     assert gets[0].range is None and gets[0].sent == size // 2
-    assert any(r.range and r.range.startswith("bytes=") and int(r.range[6:].split("-")[0]) > 0
-               and r.status == 206 for r in gets[1:])
+    assert any(
+        r.range
+        and r.range.startswith("bytes=")
+        and int(r.range[6:].split("-")[0]) > 0
+        and r.status == 206
+        for r in gets[1:]
+    )
     assert srv.bytes_sent(name) < size * 1.2  # resumed, not downloaded again
     assert probe_version(box.address, 2000) == "0.9.15"
 
@@ -127,8 +134,14 @@ def test_a_local_archive_is_uploaded(box: Box) -> None:
 def test_values_with_spaces_quotes_and_semicolons_reach_the_remote_shell_as_data(box: Box) -> None:
     canary = Path(f"/tmp/cl-box-{box.n}-pwned")
     canary.unlink(missing_ok=True)
-    args = [f"-foo=a b; touch {canary}", "it's", '"quoted"', f"$(touch {canary})",
-            f"`touch {canary}`", "-nosound"]
+    args = [
+        f"-foo=a b; touch {canary}",
+        "it's",
+        '"quoted"',
+        f"$(touch {canary})",
+        f"`touch {canary}`",
+        "-nosound",
+    ]
     root = f"~/CARLA dir; touch {canary} 'x' \"y\" $(id)"
     box.write_profile(server={"args": args, "package": {"root": root}})
     box.install_standin()
@@ -189,9 +202,18 @@ def test_pool_deploys_every_host_and_steps_over_busy_ports(box_factory, tmp_path
     a: Box = box_factory(login="user")
     b: Box = box_factory(login="nosudo")
     # someone else's server already holds 2000 on box b
-    squatter = subprocess.Popen(["ip", "netns", "exec", b.netns, "python3", "-c",
-                                 "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 2000)); "
-                                 "s.listen(); time.sleep(600)"])
+    squatter = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            b.netns,
+            "python3",
+            "-c",
+            "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 2000)); "
+            "s.listen(); time.sleep(600)",
+        ]
+    )
     try:
         _, url, sha = a.install_standin()
         b.use_package_of(a)
@@ -204,10 +226,16 @@ def test_pool_deploys_every_host_and_steps_over_busy_ports(box_factory, tmp_path
         profile.write_text(
             f"remote:\n  host: [{a.alias}, {b.alias}]\n  ssh_config: {config}\n"
             "  connect_timeout: 5\nserver:\n  os_packages: [tmux]\n  ready_timeout: 30\n"
-            f"  package: {{url: '{url}', sha256: {sha}}}\n")
+            f"  package: {{url: '{url}', sha256: {sha}}}\n"
+        )
         _wait_listening(b.address, 2000)
-        done = subprocess.run([sys.executable, "-m", "carla_launcher", "deploy", "--json",
-                               str(profile)], capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "carla_launcher", "deploy", "--json", str(profile)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         hosts = {h["host"]: h for h in json.loads(done.stdout)["hosts"]}
         assert (hosts[a.alias]["port"], hosts[b.alias]["port"]) == (2000, 2003)
@@ -235,8 +263,9 @@ def test_not_enough_disk_space_fails_before_anything_is_unpacked(box: Box) -> No
     subprocess.run(["useradd", "-m", "-s", "/bin/bash", box.server_user], check=True)
     home = box.server_home
     # a small disk under the server user's home, as SSH sessions on the box see it
-    box.run_as_sshd(f"mount -t tmpfs -o size=256k,mode=755 tmpfs {home} && "
-                    f"chown {box.server_user}: {home}")
+    box.run_as_sshd(
+        f"mount -t tmpfs -o size=256k,mode=755 tmpfs {home} && chown {box.server_user}: {home}"
+    )
     try:
         done = box.deploy(check=False)
         assert_one_line_error(done, "not enough disk space", "need", "have")
@@ -256,8 +285,11 @@ def test_settings_file_and_gpu_choice_reach_the_server(box: Box) -> None:
     uploaded = box.session_dir / "CarlaSettings.ini"
     assert uploaded.read_text() == settings.read_text()
     log = (box.session_dir / "server.log").read_text()
-    argv = json.loads(next(line for line in log.splitlines()
-                           if line.startswith("StandIn: argv=")).split("=", 1)[1])
+    argv = json.loads(
+        next(line for line in log.splitlines() if line.startswith("StandIn: argv=")).split("=", 1)[
+            1
+        ]
+    )
     assert f"-carla-settings={uploaded}" in argv and "-graphicsadapter=1" in argv
     settings.write_text("[CARLA/Server]\nUseNetworking=false\n")  # a new settings file restarts
     again = json.loads(box.deploy("--json").stdout)["hosts"][0]

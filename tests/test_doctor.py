@@ -24,16 +24,41 @@ GPU_8 = "0, NVIDIA GeForce RTX 3070, GPU-8f1c, 8192, 412, 7568, 3, 535.183.01, [
 MIG_FIELDS = R.GPU_FIELDS + (R.MIG_FIELD,)
 
 # `docker info --format '{{json .}}'` as the real CLI prints it (trimmed to the keys we read)
-DOCKER_DOWN = (1, json.dumps({"ServerVersion": "", "Runtimes": None, "ClientInfo": {"Version": "28.2.2", "Plugins": []}}),
-               "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n")
-DOCKER_DENIED = (1, json.dumps({"ServerVersion": "", "ClientInfo": {"Plugins": []}}),
-                 "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock: "
-                 "Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.50/info\": dial unix /var/run/docker.sock: connect: permission denied\n")
-DOCKER_UP = (0, json.dumps({
-    "ServerVersion": "28.2.2", "Runtimes": {"io.containerd.runc.v2": {}, "nvidia": {}, "runc": {}},
-    "ClientInfo": {"Version": "28.2.2", "Plugins": [
-        {"SchemaVersion": "0.1.0", "Vendor": "Docker Inc.", "Version": "v2.40.3", "Name": "compose",
-         "Path": "/usr/libexec/docker/cli-plugins/docker-compose"}]}}), "")
+DOCKER_DOWN = (
+    1,
+    json.dumps(
+        {"ServerVersion": "", "Runtimes": None, "ClientInfo": {"Version": "28.2.2", "Plugins": []}}
+    ),
+    "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
+)
+DOCKER_DENIED = (
+    1,
+    json.dumps({"ServerVersion": "", "ClientInfo": {"Plugins": []}}),
+    "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock: "
+    'Get "http://%2Fvar%2Frun%2Fdocker.sock/v1.50/info": dial unix /var/run/docker.sock: connect: permission denied\n',
+)
+DOCKER_UP = (
+    0,
+    json.dumps(
+        {
+            "ServerVersion": "28.2.2",
+            "Runtimes": {"io.containerd.runc.v2": {}, "nvidia": {}, "runc": {}},
+            "ClientInfo": {
+                "Version": "28.2.2",
+                "Plugins": [
+                    {
+                        "SchemaVersion": "0.1.0",
+                        "Vendor": "Docker Inc.",
+                        "Version": "v2.40.3",
+                        "Name": "compose",
+                        "Path": "/usr/libexec/docker/cli-plugins/docker-compose",
+                    }
+                ],
+            },
+        }
+    ),
+    "",
+)
 ALL_TOOLS = {"tmux": "/usr/bin/tmux", "ssh": "/usr/bin/ssh", "nvidia-ctk": "/usr/bin/nvidia-ctk"}
 
 
@@ -65,7 +90,9 @@ def test_8_gb_machine_is_distributed_and_the_vram_check_only_warns() -> None:
 
 
 def test_a_broken_driver_fails_the_vram_check_but_only_blocks_local() -> None:
-    broken = R.smi_report(18, "Failed to initialize NVML: Driver/library version mismatch", None, "")
+    broken = R.smi_report(
+        18, "Failed to initialize NVML: Driver/library version mismatch", None, ""
+    )
     checks, v = D.local_checks(D.LocalFacts(broken, DOCKER_UP, ALL_TOOLS))
     vram = by_name(checks)["local VRAM"]
     assert vram.status == "failing" and vram.blocks == D.LOCAL and vram.fix.startswith("reboot")
@@ -78,7 +105,10 @@ def test_docker_daemon_down_blocks_both_modes() -> None:
     assert checks["docker"].status == "failing" and checks["docker"].blocks == D.BOTH
     assert "Cannot connect to the Docker daemon" in checks["docker"].detail
     assert "systemctl start docker" in checks["docker"].fix
-    assert checks["docker compose"].status == "failing" and "docker-compose-plugin" in checks["docker compose"].fix
+    assert (
+        checks["docker compose"].status == "failing"
+        and "docker-compose-plugin" in checks["docker compose"].fix
+    )
 
 
 def test_docker_permission_denied_says_docker_group() -> None:
@@ -93,8 +123,15 @@ def test_no_docker_cli() -> None:
 def test_container_toolkit_blocks_local_only() -> None:
     tools = {"tmux": "/usr/bin/tmux", "ssh": "/usr/bin/ssh"}
     local = D.toolkit_check(D.LocalFacts(gpu(GPU_12), DOCKER_UP, tools), "local")
-    assert local.status == "failing" and local.blocks == D.LOCAL and "nvidia-ctk runtime configure" in local.fix
-    assert D.toolkit_check(D.LocalFacts(gpu(GPU_8), DOCKER_UP, tools), "distributed").status == "warning"
+    assert (
+        local.status == "failing"
+        and local.blocks == D.LOCAL
+        and "nvidia-ctk runtime configure" in local.fix
+    )
+    assert (
+        D.toolkit_check(D.LocalFacts(gpu(GPU_8), DOCKER_UP, tools), "distributed").status
+        == "warning"
+    )
     none = R.smi_report(127, "", None, "")
     assert D.toolkit_check(D.LocalFacts(none, DOCKER_UP, tools), "distributed").status == "ok"
 
@@ -114,10 +151,18 @@ def test_asking_for_local_mode_on_a_small_gpu_fails() -> None:
 
 def test_exit_code_follows_the_chosen_mode() -> None:
     tools = {"tmux": "/usr/bin/tmux", "ssh": None, "nvidia-ctk": "/usr/bin/nvidia-ctk"}
-    checks, v = D.local_checks(D.LocalFacts(gpu(GPU_12, "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled"),
-                                            DOCKER_UP, tools), forced="distributed")
+    checks, v = D.local_checks(
+        D.LocalFacts(
+            gpu(GPU_12, "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled"),
+            DOCKER_UP,
+            tools,
+        ),
+        forced="distributed",
+    )
     assert v.mode == "local"
-    assert D.verdict_of(checks, v, None, forced="distributed").exit_code == 1  # distributed needs ssh
+    assert (
+        D.verdict_of(checks, v, None, forced="distributed").exit_code == 1
+    )  # distributed needs ssh
     assert D.verdict_of(checks, v, None).exit_code == 0  # the verdict, local, does not
 
 
@@ -129,6 +174,7 @@ def profile(tmp_path: Path):  # type: ignore[no-untyped-def]
         p.parent.mkdir(exist_ok=True)
         p.write_text("remote:\n  host: gpu-box\nserver:\n  port: 2000\n" + extra)
         return parse_profile(p)
+
     return make
 
 
@@ -138,60 +184,109 @@ def facts(**kw) -> R.BoxFacts:  # type: ignore[no-untyped-def]
 
 
 def test_unreachable_box_stops_after_one_failing_check() -> None:
-    checks = D.connection_checks("gpu-box", R.classify_ssh(255, "ssh: connect to host gpu-box port 22: Connection refused"), False)
+    checks = D.connection_checks(
+        "gpu-box",
+        R.classify_ssh(255, "ssh: connect to host gpu-box port 22: Connection refused"),
+        False,
+    )
     assert [(c.name, c.status) for c in checks] == [("box reachable", "failing")]
     assert "sshd" in checks[0].fix and checks[0].blocks == D.DIST
 
 
 def test_unknown_and_changed_host_keys() -> None:
-    unknown = D.connection_checks("gpu-box", R.classify_ssh(255, "Host key verification failed.\n"), False)
-    assert [(c.name, c.status) for c in unknown] == [("box reachable", "ok"), ("box host key", "failing")]
+    unknown = D.connection_checks(
+        "gpu-box", R.classify_ssh(255, "Host key verification failed.\n"), False
+    )
+    assert [(c.name, c.status) for c in unknown] == [
+        ("box reachable", "ok"),
+        ("box host key", "failing"),
+    ]
     assert "accept_new_host_key" in unknown[1].fix
-    changed = D.connection_checks("gpu-box", R.classify_ssh(255, "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @"), False)
+    changed = D.connection_checks(
+        "gpu-box",
+        R.classify_ssh(255, "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @"),
+        False,
+    )
     assert "ssh-keygen -R gpu-box" in changed[1].fix
-    auth = D.connection_checks("gpu-box", R.classify_ssh(255, "carla@gpu-box: Permission denied (publickey)."), False)
+    auth = D.connection_checks(
+        "gpu-box", R.classify_ssh(255, "carla@gpu-box: Permission denied (publickey)."), False
+    )
     assert [c.status for c in auth] == ["ok", "ok", "failing"] and "ssh-copy-id" in auth[2].fix
 
 
 def test_root_login_is_fine_with_a_server_user(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
-    c = D.user_check(facts(uid=0, login_user="root", server_user="carla", server_user_exists=False), p, "gpu-box")
+    c = D.user_check(
+        facts(uid=0, login_user="root", server_user="carla", server_user_exists=False), p, "gpu-box"
+    )
     assert c.status == "ok" and "runs as user carla (will be created by deploy)" in c.detail
-    assert D.user_check(facts(uid=1000, login_user="bob"), p, "gpu-box").detail == "logged in as bob (not root)"
+    assert (
+        D.user_check(facts(uid=1000, login_user="bob"), p, "gpu-box").detail
+        == "logged in as bob (not root)"
+    )
 
 
 def test_vulkan(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
     icd = ("/usr/share/vulkan/icd.d/nvidia_icd.json",)
-    none = D.vulkan_check(facts(icd_files=("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",), vulkaninfo=True), p, "h")
-    assert none.status == "failing" and "nvidia_icd.json" in none.detail and "libnvidia-gl" in none.fix
+    none = D.vulkan_check(
+        facts(icd_files=("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",), vulkaninfo=True), p, "h"
+    )
+    assert (
+        none.status == "failing" and "nvidia_icd.json" in none.detail and "libnvidia-gl" in none.fix
+    )
     unconfirmed = D.vulkan_check(facts(icd_files=icd, vulkaninfo=False), p, "h")
     assert unconfirmed.status == "warning" and "vulkan-tools" in unconfirmed.fix
-    llvmpipe = D.vulkan_check(facts(icd_files=icd, vulkaninfo=True,
-                                    vulkan_lines=("deviceName = llvmpipe (LLVM 15.0.6, 256 bits)",)), p, "h")
+    llvmpipe = D.vulkan_check(
+        facts(
+            icd_files=icd,
+            vulkaninfo=True,
+            vulkan_lines=("deviceName = llvmpipe (LLVM 15.0.6, 256 bits)",),
+        ),
+        p,
+        "h",
+    )
     assert llvmpipe.status == "failing" and "llvmpipe" in llvmpipe.detail
-    good = D.vulkan_check(facts(icd_files=icd, vulkaninfo=True,
-                                vulkan_lines=("deviceName         = NVIDIA GeForce RTX 3060",)), p, "h")
+    good = D.vulkan_check(
+        facts(
+            icd_files=icd,
+            vulkaninfo=True,
+            vulkan_lines=("deviceName         = NVIDIA GeForce RTX 3060",),
+        ),
+        p,
+        "h",
+    )
     assert good.status == "ok"
 
 
 def test_disk_for_the_package(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
-    small = D.disk_check(facts(free_kib=30 * 1024 * 1024, package_root="/home/carla/CARLA_Leaderboard_20"), p, "h")
-    assert small.status == "failing" and small.detail.startswith("30.0 GB free at /home/carla/CARLA_Leaderboard_20")
-    assert D.disk_check(facts(free_kib=30 * 1024 * 1024, marker={}), p, "h").status == "ok"  # already there
+    small = D.disk_check(
+        facts(free_kib=30 * 1024 * 1024, package_root="/home/carla/CARLA_Leaderboard_20"), p, "h"
+    )
+    assert small.status == "failing" and small.detail.startswith(
+        "30.0 GB free at /home/carla/CARLA_Leaderboard_20"
+    )
+    assert (
+        D.disk_check(facts(free_kib=30 * 1024 * 1024, marker={}), p, "h").status == "ok"
+    )  # already there
     assert D.disk_check(facts(free_kib=100 * 1024 * 1024), p, "h").status == "ok"
 
 
 def test_ports_free_ours_or_taken(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
     assert D.ports_check(facts(listeners=(R.Listener(22),)), p, "h").status == "ok"
-    ours = D.ports_check(facts(listeners=(R.Listener(2000), R.Listener(2001)), tmux_sessions=("carla",)), p, "h")
+    ours = D.ports_check(
+        facts(listeners=(R.Listener(2000), R.Listener(2001)), tmux_sessions=("carla",)), p, "h"
+    )
     assert ours.status == "ok" and "our server (tmux session 'carla')" in ours.detail
     by_name_ = D.ports_check(facts(listeners=(R.Listener(2000, "CarlaUE4-Linux-"),)), p, "h")
     assert by_name_.status == "ok"
     taken = D.ports_check(facts(listeners=(R.Listener(2001, "python3"), R.Listener(2003))), p, "h")
-    assert taken.status == "failing" and taken.detail == "port 2001 in use by python3, not by our server"
+    assert (
+        taken.status == "failing"
+        and taken.detail == "port 2001 in use by python3, not by our server"
+    )
     assert "server.port: 2006" in taken.fix  # 2003 is busy: next window of three free ports
 
 
@@ -200,7 +295,11 @@ def test_package_marker_and_checksum(profile) -> None:  # type: ignore[no-untype
     p = profile(f"  package:\n    sha256: {sha}\n")
     assert D.package_check(facts(marker={"sha256": sha}), p, "h").status == "ok"
     other = D.package_check(facts(marker={"archive_sha256": "cd" * 32}), p, "h")
-    assert other.status == "warning" and "another archive" in other.detail and other.fix == "carla-launch deploy box"
+    assert (
+        other.status == "warning"
+        and "another archive" in other.detail
+        and other.fix == "carla-launch deploy box"
+    )
     assert "not installed" in D.package_check(facts(), p, "h").detail
     assert "did not install it" in D.package_check(facts(launcher=True), p, "h").detail
     compose = profile("  mode: compose\n")
@@ -210,14 +309,19 @@ def test_package_marker_and_checksum(profile) -> None:  # type: ignore[no-untype
 def test_box_failures_make_the_distributed_verdict_exit_1(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
     local, v = D.local_checks(D.LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS))
-    box = D.connection_checks("gpu-box", R.classify_ssh(255, "Host key verification failed."), False)
+    box = D.connection_checks(
+        "gpu-box", R.classify_ssh(255, "Host key verification failed."), False
+    )
     box = [D.Check(c.name, c.status, c.detail, c.fix, c.blocks, "gpu-box") for c in box]
     report = D.verdict_of(local + box, v, p)
     assert report.verdict == "distributed" and report.exit_code == 1
     assert "run the server on gpu-box (fix 1 failing box check first)" in report.reason
     text = D.render(report, p)
     assert "box gpu-box (profile box)" in text
-    assert text.splitlines()[-1] == "blocked: distributed mode cannot start until box host key (gpu-box) is fixed"
+    assert (
+        text.splitlines()[-1]
+        == "blocked: distributed mode cannot start until box host key (gpu-box) is fixed"
+    )
 
 
 def test_json_shape(profile) -> None:  # type: ignore[no-untyped-def]
@@ -226,8 +330,15 @@ def test_json_shape(profile) -> None:  # type: ignore[no-untyped-def]
     assert set(data) == {"verdict", "reason", "mode", "checks"}
     assert data["verdict"] == "distributed"
     for c in data["checks"]:
-        assert {"name", "status", "detail", "fix"} <= set(c) and c["status"] in ("ok", "warning", "failing")
-    assert next(c for c in data["checks"] if c["name"] == "docker")["blocks"] == ["distributed", "local"]
+        assert {"name", "status", "detail", "fix"} <= set(c) and c["status"] in (
+            "ok",
+            "warning",
+            "failing",
+        )
+    assert next(c for c in data["checks"] if c["name"] == "docker")["blocks"] == [
+        "distributed",
+        "local",
+    ]
 
 
 # -- the CLI, as a user runs it -------------------------------------------------------------------
@@ -235,6 +346,7 @@ def test_json_shape(profile) -> None:  # type: ignore[no-untyped-def]
 def tools(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A PATH that holds exactly what a test wants: the fake nvidia-smi, python3 for it, and the
     named real tools. Docker points at a socket where no daemon runs (deterministic: failing)."""
+
     def make(case: str, *programs: str, compose: bool = True) -> dict[str, str]:
         bin_dir = tmp_path / f"bin-{case}"
         install(bin_dir, case)
@@ -250,16 +362,30 @@ def tools(tmp_path: Path):  # type: ignore[no-untyped-def]
         if compose and binary and not plugin.exists():
             os.symlink(binary, plugin)
         env = dict(os.environ)
-        env.update(PATH=str(bin_dir), DOCKER_CONFIG=str(docker_config), CARLA_LAUNCH_GPU_BACKEND="smi",
-                   DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+        env.update(
+            PATH=str(bin_dir),
+            DOCKER_CONFIG=str(docker_config),
+            CARLA_LAUNCH_GPU_BACKEND="smi",
+            DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock",
+        )
         env.pop("FAKE_NVIDIA_SMI_CASE", None)
         return env
+
     return make
 
 
-def doctor(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "carla_launcher", "doctor", *args], capture_output=True, text=True,
-                          env=env, timeout=60, cwd=cwd, stdin=subprocess.DEVNULL)
+def doctor(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "carla_launcher", "doctor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def lines_of(text: str) -> dict[str, list[str]]:
@@ -268,14 +394,31 @@ def lines_of(text: str) -> dict[str, list[str]]:
     for ln in text.splitlines():
         parts = ln.split(None, 1)
         if parts and parts[0] in ("ok", "warning", "FAILING"):
-            for name in sorted((c for c in NAMES if parts[1].startswith(c)), key=len, reverse=True)[:1]:
-                out[name] = [parts[0], parts[1][len(name):].strip()]
+            for name in sorted((c for c in NAMES if parts[1].startswith(c)), key=len, reverse=True)[
+                :1
+            ]:
+                out[name] = [parts[0], parts[1][len(name) :].strip()]
     return out
 
 
-NAMES = ("local VRAM", "docker compose", "docker", "NVIDIA container toolkit", "tmux", "ssh", "box reachable",
-         "box host key", "box login", "box user", "box GPU driver", "box Vulkan", "box VRAM", "box disk",
-         "box ports", "box package")
+NAMES = (
+    "local VRAM",
+    "docker compose",
+    "docker",
+    "NVIDIA container toolkit",
+    "tmux",
+    "ssh",
+    "box reachable",
+    "box host key",
+    "box login",
+    "box user",
+    "box GPU driver",
+    "box Vulkan",
+    "box VRAM",
+    "box disk",
+    "box ports",
+    "box package",
+)
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI")
@@ -283,14 +426,21 @@ def test_cli_12_gb_machine(tools) -> None:  # type: ignore[no-untyped-def]
     env = tools("rtx3060-12gb", "docker", "tmux", "ssh")
     r = doctor(env)
     rows = lines_of(r.stdout)
-    assert rows["local VRAM"] == ["ok", "GPU 0 (NVIDIA GeForce RTX 3060, 12.0 GB) has 11.4 GB available; "
-                                        "server and agent together need more than 10.0 GB"]
+    assert rows["local VRAM"] == [
+        "ok",
+        "GPU 0 (NVIDIA GeForce RTX 3060, 12.0 GB) has 11.4 GB available; "
+        "server and agent together need more than 10.0 GB",
+    ]
     assert rows["docker"][0] == "FAILING" and "daemon not reachable" in rows["docker"][1]
     if compose_binary():
-        assert rows["docker compose"][0] == "ok" and rows["docker compose"][1].startswith("plugin v2.")
+        assert rows["docker compose"][0] == "ok" and rows["docker compose"][1].startswith(
+            "plugin v2."
+        )
     assert rows["NVIDIA container toolkit"][0] == "FAILING"
     assert rows["tmux"][0] == "ok" and rows["ssh"][0] == "ok"
-    assert "verdict: local: GPU 0 (NVIDIA GeForce RTX 3060, 12.0 GB) has 11.4 GB available" in r.stdout
+    assert (
+        "verdict: local: GPU 0 (NVIDIA GeForce RTX 3060, 12.0 GB) has 11.4 GB available" in r.stdout
+    )
     assert r.stdout.splitlines()[-1].startswith("blocked: local mode cannot start until docker")
     assert r.returncode == 1
 
@@ -303,8 +453,14 @@ def test_cli_8_gb_machine_json(tools) -> None:  # type: ignore[no-untyped-def]
     assert data["verdict"] == "distributed"
     assert data["reason"].startswith("GPU 0 (NVIDIA GeForce RTX 3070, 8.0 GB) is too small")
     status = {c["name"]: c["status"] for c in data["checks"]}
-    assert status == {"local VRAM": "warning", "docker": "failing", "docker compose": "failing",
-                      "NVIDIA container toolkit": "warning", "tmux": "warning", "ssh": "ok"}
+    assert status == {
+        "local VRAM": "warning",
+        "docker": "failing",
+        "docker compose": "failing",
+        "NVIDIA container toolkit": "warning",
+        "tmux": "warning",
+        "ssh": "ok",
+    }
     assert r.returncode == 1  # the docker daemon blocks distributed mode too
     assert doctor(env, "--json", "--need-gb", "6").stdout.count('"verdict": "local"') == 1
 
@@ -313,7 +469,9 @@ def test_cli_mismatch_and_no_gpu(tools) -> None:  # type: ignore[no-untyped-def]
     r = doctor(tools("mismatch", "ssh"), "--json")
     data = json.loads(r.stdout)
     vram = data["checks"][0]
-    assert (vram["name"], vram["status"]) == ("local VRAM", "failing") and vram["fix"].startswith("reboot")
+    assert (vram["name"], vram["status"]) == ("local VRAM", "failing") and vram["fix"].startswith(
+        "reboot"
+    )
     assert data["verdict"] == "distributed" and "version mismatch" in data["reason"]
     r = doctor(tools("none", "ssh"))
     assert "verdict: distributed: no usable NVIDIA GPU here (No devices were found" in r.stdout
@@ -333,20 +491,56 @@ def test_cli_box_is_this_machine(tools, tmp_path: Path) -> None:  # type: ignore
     try:
         prof = tmp_path / "profiles" / "here.yaml"
         prof.parent.mkdir()
-        prof.write_text(f"remote:\n  connector: local\nserver:\n  port: {port}\n  user: nobody\n"
-                        f"  package:\n    root: {tmp_path}/CARLA_Leaderboard_20\n")
-        r = doctor(tools("rtx3070-8gb", "ssh", "sh", "ss", "df", "id", "awk", "grep", "ps", "getent", "cut",
-                         "dirname", "ls", "tr", "head", "cat", "timeout", "runuser", "env", "tmux"),
-                   "here", "--json", cwd=tmp_path)
+        prof.write_text(
+            f"remote:\n  connector: local\nserver:\n  port: {port}\n  user: nobody\n"
+            f"  package:\n    root: {tmp_path}/CARLA_Leaderboard_20\n"
+        )
+        r = doctor(
+            tools(
+                "rtx3070-8gb",
+                "ssh",
+                "sh",
+                "ss",
+                "df",
+                "id",
+                "awk",
+                "grep",
+                "ps",
+                "getent",
+                "cut",
+                "dirname",
+                "ls",
+                "tr",
+                "head",
+                "cat",
+                "timeout",
+                "runuser",
+                "env",
+                "tmux",
+            ),
+            "here",
+            "--json",
+            cwd=tmp_path,
+        )
         data = json.loads(r.stdout)
         box = {c["name"]: c for c in data["checks"] if c.get("host")}
         assert box["box reachable"]["detail"] == "connector: local (this machine is the box)"
-        assert box["box GPU driver"]["status"] == "ok" and "NVIDIA GeForce RTX 3070" in box["box GPU driver"]["detail"]
-        assert box["box VRAM"]["status"] == "warning"  # 7.4 GB: enough for the server, 8 recommended
+        assert (
+            box["box GPU driver"]["status"] == "ok"
+            and "NVIDIA GeForce RTX 3070" in box["box GPU driver"]["detail"]
+        )
+        assert (
+            box["box VRAM"]["status"] == "warning"
+        )  # 7.4 GB: enough for the server, 8 recommended
         assert box["box ports"]["status"] == "failing"
         assert box["box ports"]["detail"].startswith(f"port {port} in use")
-        assert f"server.port: {port + 3}" in box["box ports"]["fix"] or "server.port:" in box["box ports"]["fix"]
-        assert box["box package"]["detail"] == f"not installed at {tmp_path}/CARLA_Leaderboard_20 yet"
+        assert (
+            f"server.port: {port + 3}" in box["box ports"]["fix"]
+            or "server.port:" in box["box ports"]["fix"]
+        )
+        assert (
+            box["box package"]["detail"] == f"not installed at {tmp_path}/CARLA_Leaderboard_20 yet"
+        )
         assert box["box disk"]["detail"].split()[2:4] == ["free", "at"]
         assert data["verdict"] == "distributed" and "run the server on localhost" in data["reason"]
         assert r.returncode == 1
@@ -365,20 +559,31 @@ def test_cli_real_docker_and_8_gb_is_distributed_and_exits_0(tools, dockerd) -> 
     r = doctor(env, "--json")
     data = json.loads(r.stdout)
     status = {c["name"]: (c["status"], c["detail"]) for c in data["checks"]}
-    assert status["docker"][0] == "ok" and status["docker"][1].startswith(f"daemon {dockerd.server_version}")
+    assert status["docker"][0] == "ok" and status["docker"][1].startswith(
+        f"daemon {dockerd.server_version}"
+    )
     assert status["docker compose"][0] == "ok"
-    assert status["NVIDIA container toolkit"][0] == "warning"  # distributed: only GPU agents need it
+    assert (
+        status["NVIDIA container toolkit"][0] == "warning"
+    )  # distributed: only GPU agents need it
     assert data["verdict"] == "distributed" and r.returncode == 0
     # asked for local mode instead: the missing toolkit now blocks it
     forced = doctor(env, "--mode", "local")
     assert forced.returncode == 1
-    assert forced.stdout.splitlines()[-1] == ("blocked: local mode cannot start until local VRAM, "
-                                              "NVIDIA container toolkit are fixed")
+    assert forced.stdout.splitlines()[-1] == (
+        "blocked: local mode cannot start until local VRAM, NVIDIA container toolkit are fixed"
+    )
 
 
 def test_box_vram_judges_the_gpu_the_server_will_use(profile) -> None:  # type: ignore[no-untyped-def]
-    two = R.smi_report(0, "0, Tesla T4, GPU-a, 15360, 13105, 1930, 100, 535.104.05, Disabled\n"
-                          "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled", 0, "", MIG_FIELDS)
+    two = R.smi_report(
+        0,
+        "0, Tesla T4, GPU-a, 15360, 13105, 1930, 100, 535.104.05, Disabled\n"
+        "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled",
+        0,
+        "",
+        MIG_FIELDS,
+    )
     c = D.box_vram_check(facts(gpu=two), profile(), "h")
     assert c is not None and c.status == "failing" and c.blocks == D.DIST
     assert c.detail.startswith("GPU 0 (Tesla T4): 1.9 GB available of 15.0 GB")

@@ -24,7 +24,9 @@ from tests.netns_box import Box, box, box_factory  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.root
 
-NVIDIA_ICD_HERE = bool(glob("/usr/share/vulkan/icd.d/nvidia_icd*.json") + glob("/etc/vulkan/icd.d/nvidia_icd*.json"))
+NVIDIA_ICD_HERE = bool(
+    glob("/usr/share/vulkan/icd.d/nvidia_icd*.json") + glob("/etc/vulkan/icd.d/nvidia_icd*.json")
+)
 
 
 @pytest.fixture
@@ -59,14 +61,20 @@ def _remove_sleeper_dirs():  # type: ignore[no-untyped-def]
 def sleeper(b: Box, name: str, user: str) -> subprocess.Popen[bytes]:
     """A process on the box (inside its namespace) named like `name`, run by `user`; the box's
     teardown kills it with everything else in the namespace."""
-    d = Path(tempfile.mkdtemp(prefix="cl-doctor-"))  # not below pytest's 0700 folders: `user` runs it
+    d = Path(
+        tempfile.mkdtemp(prefix="cl-doctor-")
+    )  # not below pytest's 0700 folders: `user` runs it
     d.chmod(0o755)
     _DIRS.append(d)
     exe = d / name
     shutil.copy2("/bin/sleep", exe)
-    proc = subprocess.Popen(["ip", "netns", "exec", b.netns, "runuser", "-u", user, "--", str(exe), "120"])
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", b.netns, "runuser", "-u", user, "--", str(exe), "120"]
+    )
     for _ in range(50):  # runuser forks: wait for the program itself
-        out = subprocess.run(["pgrep", "-u", user, "-f", str(exe)], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            ["pgrep", "-u", user, "-f", str(exe)], capture_output=True, text=True
+        ).stdout.split()
         if out:
             proc.real_pid = int(out[0])  # type: ignore[attr-defined]
             return proc
@@ -74,7 +82,9 @@ def sleeper(b: Box, name: str, user: str) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"{exe} did not start")
 
 
-def checks_of(done: subprocess.CompletedProcess[str]) -> tuple[dict[str, object], dict[str, dict[str, str]]]:
+def checks_of(
+    done: subprocess.CompletedProcess[str],
+) -> tuple[dict[str, object], dict[str, dict[str, str]]]:
     assert done.stdout.strip(), done.stderr
     data = json.loads(done.stdout)
     return data, {c["name"]: c for c in data["checks"] if c.get("host")}
@@ -93,24 +103,49 @@ def test_doctor_on_a_healthy_box(box_factory, local_fake: Path) -> None:  # type
     data, box_checks = checks_of(done)
     status = {k: v["status"] for k, v in box_checks.items()}
     assert status == {
-        "box reachable": "ok", "box host key": "ok", "box user": "ok", "box GPU driver": "ok",
-        "box Vulkan": "ok" if NVIDIA_ICD_HERE else "failing", "box VRAM": "ok", "box disk": "ok",
-        "box ports": "ok", "box package": "ok",
+        "box reachable": "ok",
+        "box host key": "ok",
+        "box user": "ok",
+        "box GPU driver": "ok",
+        "box Vulkan": "ok" if NVIDIA_ICD_HERE else "failing",
+        "box VRAM": "ok",
+        "box disk": "ok",
+        "box ports": "ok",
+        "box package": "ok",
     }, box_checks
     assert box_checks["box user"]["detail"] == f"logged in as {b.user} (not root)"
-    assert box_checks["box GPU driver"]["detail"] == "driver 560.35.03; GPUs 0: NVIDIA GeForce RTX 4090"
+    assert (
+        box_checks["box GPU driver"]["detail"]
+        == "driver 560.35.03; GPUs 0: NVIDIA GeForce RTX 4090"
+    )
     # our CARLA's 5.9 GB counts as available; the unknown pid's 2.7 GB does not
-    assert box_checks["box VRAM"]["detail"].startswith("GPU 0 (NVIDIA GeForce RTX 4090): 20.4 GB available of 24.0 GB")
-    assert box_checks["box package"]["detail"] == f"{b.root}: installed and verified (sha256 {b.profile_data['server']['package']['sha256'][:12]}…)"
+    assert box_checks["box VRAM"]["detail"].startswith(
+        "GPU 0 (NVIDIA GeForce RTX 4090): 20.4 GB available of 24.0 GB"
+    )
+    assert (
+        box_checks["box package"]["detail"]
+        == f"{b.root}: installed and verified (sha256 {b.profile_data['server']['package']['sha256'][:12]}…)"
+    )
     assert box_checks["box ports"]["detail"] == "2000 and 2001 are free"
-    assert data["verdict"] == "distributed" and f"run the server on {b.alias}" in str(data["reason"])
+    assert data["verdict"] == "distributed" and f"run the server on {b.alias}" in str(
+        data["reason"]
+    )
     assert elapsed < 30  # generous; bench/doctor.py measures it
 
 
 def test_doctor_names_what_blocks_a_root_box(box, local_fake: Path) -> None:  # type: ignore[no-untyped-def]
     """Root login, no driver, port 2001 taken by someone else, package not there."""
-    listener = subprocess.Popen(["ip", "netns", "exec", box.netns, sys.executable, "-c",
-                                 "import socket, time; s = socket.create_server(('0.0.0.0', 2001)); time.sleep(120)"])
+    listener = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            box.netns,
+            sys.executable,
+            "-c",
+            "import socket, time; s = socket.create_server(('0.0.0.0', 2001)); time.sleep(120)",
+        ]
+    )
     try:
         for _ in range(100):
             if 2001 in box.listening():
@@ -120,16 +155,30 @@ def test_doctor_names_what_blocks_a_root_box(box, local_fake: Path) -> None:  # 
         assert done.returncode == 1
         screen = done.stdout
         assert f"box {box.alias} (profile {box.profile_path.stem})" in screen
-        rows = {ln.split(None, 1)[1].split("  ")[0].strip(): ln for ln in screen.splitlines()
-                if ln.startswith("  ") and ln.split(None, 1)[0] in ("ok", "warning", "FAILING")}
+        rows = {
+            ln.split(None, 1)[1].split("  ")[0].strip(): ln
+            for ln in screen.splitlines()
+            if ln.startswith("  ") and ln.split(None, 1)[0] in ("ok", "warning", "FAILING")
+        }
         assert rows["box user"].split()[0] == "ok"
-        assert f"logged in as root; the server runs as user {box.server_user} (will be created by deploy)" in rows["box user"]
-        assert rows["box GPU driver"].split()[0] == "FAILING" and "nvidia-smi not found" in rows["box GPU driver"]
+        assert (
+            f"logged in as root; the server runs as user {box.server_user} (will be created by deploy)"
+            in rows["box user"]
+        )
+        assert (
+            rows["box GPU driver"].split()[0] == "FAILING"
+            and "nvidia-smi not found" in rows["box GPU driver"]
+        )
         assert "box VRAM" not in rows
         assert rows["box ports"].split()[0] == "FAILING"
         assert "port 2001 in use" in rows["box ports"] and "not by our server" in rows["box ports"]
-        assert "fix: stop what holds it, or set server.port: 2003 (free with 2004 and 2005)" in screen
-        assert rows["box package"].split()[0] == "warning" and "not installed at" in rows["box package"]
+        assert (
+            "fix: stop what holds it, or set server.port: 2003 (free with 2004 and 2005)" in screen
+        )
+        assert (
+            rows["box package"].split()[0] == "warning"
+            and "not installed at" in rows["box package"]
+        )
         blocked = screen.splitlines()[-1]
         assert blocked.startswith("blocked: distributed mode cannot start until ")
         assert f"box GPU driver ({box.alias})" in blocked and f"box ports ({box.alias})" in blocked
@@ -144,7 +193,10 @@ def test_doctor_unknown_host_key_and_unreachable(box, local_fake: Path, tmp_path
     box.write_profile(remote={"known_hosts": str(empty)})
     data, checks = checks_of(box.cli("doctor", str(box.profile_path), "--json"))
     assert checks["box reachable"]["status"] == "ok"
-    assert checks["box host key"]["status"] == "failing" and "accept_new_host_key" in checks["box host key"]["fix"]
+    assert (
+        checks["box host key"]["status"] == "failing"
+        and "accept_new_host_key" in checks["box host key"]["fix"]
+    )
     assert "box GPU driver" not in checks  # nothing ran on a box we could not trust
     box.write_profile(remote={"known_hosts": None})
     pid = int(Path(box._sshd_dir / "sshd.pid").read_text())
@@ -157,7 +209,10 @@ def test_doctor_unknown_host_key_and_unreachable(box, local_fake: Path, tmp_path
     data, checks = checks_of(box.cli("doctor", str(box.profile_path), "--json"))
     assert time.monotonic() - t < 10
     assert list(checks) == ["box reachable"]
-    assert checks["box reachable"]["status"] == "failing" and "Connection refused" in checks["box reachable"]["detail"]
+    assert (
+        checks["box reachable"]["status"] == "failing"
+        and "Connection refused" in checks["box reachable"]["detail"]
+    )
 
 
 def test_gpu_of_a_box_marks_ours_and_theirs(box_factory, local_fake: Path) -> None:  # type: ignore[no-untyped-def]
@@ -170,10 +225,20 @@ def test_gpu_of_a_box_marks_ours_and_theirs(box_factory, local_fake: Path) -> No
     assert done.returncode == 0, done.stderr
     rows = [ln.split() for ln in done.stdout.splitlines()]
     assert done.stdout.splitlines()[0] == f"{b.alias}: 1 GPU · driver 560.35.03"
-    assert ["CARLA", "0", "5.9", "GB", str(carla.real_pid), b.server_user, "CarlaUE4-Linux-Shipping"] in rows  # type: ignore[attr-defined]
+    assert [
+        "CARLA",
+        "0",
+        "5.9",
+        "GB",
+        str(carla.real_pid),
+        b.server_user,
+        "CarlaUE4-Linux-Shipping",
+    ] in rows  # type: ignore[attr-defined]
     assert ["other", "0", "2.7", "GB", str(theirs.real_pid), "nobody", "python3"] in rows  # type: ignore[attr-defined]
-    assert done.stdout.splitlines()[-1] == ("room for the CARLA server: GPU 0 (NVIDIA GeForce RTX 4090): 20.4 GB "
-                                            "available of 24.0 GB; others using it: python3 (nobody, 2.7 GB)")
+    assert done.stdout.splitlines()[-1] == (
+        "room for the CARLA server: GPU 0 (NVIDIA GeForce RTX 4090): 20.4 GB "
+        "available of 24.0 GB; others using it: python3 (nobody, 2.7 GB)"
+    )
     js = json.loads(b.cli("gpu", str(b.profile_path), "--json").stdout)["machines"][0]
     assert js["where"] == b.alias and js["server_room"]["status"] == "ok"
 
@@ -184,12 +249,40 @@ def test_gpu_watch_of_a_box_over_ssh(box_factory, local_fake: Path) -> None:  # 
     smi = fake_on_box(b, "rtx3060-12gb")
     sock = f"cl-gpu-{uuid.uuid4().hex[:8]}"
     try:
-        subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "160", "-y", "30",
-                        "-c", str(b.dir), sys.executable, "-m", "carla_launcher", "gpu", str(b.profile_path), "--watch"],
-                       check=True, cwd=b.dir)
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                sock,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "w",
+                "-x",
+                "160",
+                "-y",
+                "30",
+                "-c",
+                str(b.dir),
+                sys.executable,
+                "-m",
+                "carla_launcher",
+                "gpu",
+                str(b.profile_path),
+                "--watch",
+            ],
+            check=True,
+            cwd=b.dir,
+        )
 
         def pane() -> str:
-            return subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-t", "w"], capture_output=True, text=True).stdout
+            return subprocess.run(
+                ["tmux", "-L", sock, "capture-pane", "-p", "-t", "w"],
+                capture_output=True,
+                text=True,
+            ).stdout
 
         def wait(cond, timeout: float = 15) -> str:  # type: ignore[no-untyped-def]
             end, text = time.monotonic() + timeout, ""
@@ -201,15 +294,21 @@ def test_gpu_watch_of_a_box_over_ssh(box_factory, local_fake: Path) -> None:  # 
             raise AssertionError(f"pane never matched:\n{text}")
 
         first = wait(lambda t: "RTX 3060" in t)
-        assert f"{b.alias}: 1 GPU · driver 550.54.14" in first and "room for the CARLA server" in first
+        assert (
+            f"{b.alias}: 1 GPU · driver 550.54.14" in first and "room for the CARLA server" in first
+        )
         set_case(smi, "two-t4-shared")
         second = wait(lambda t: "Tesla T4" in t)
         assert "RTX 3060" not in second and "2 GPUs" in second
         # one ssh connection streams the frames: no new ssh process per second
-        ssh = subprocess.run(["pgrep", "-f", f"ssh -F .* {b.alias} sh -c"], capture_output=True, text=True).stdout.split()
+        ssh = subprocess.run(
+            ["pgrep", "-f", f"ssh -F .* {b.alias} sh -c"], capture_output=True, text=True
+        ).stdout.split()
         assert len(ssh) == 1
         time.sleep(2.2)
-        again = subprocess.run(["pgrep", "-f", f"ssh -F .* {b.alias} sh -c"], capture_output=True, text=True).stdout.split()
+        again = subprocess.run(
+            ["pgrep", "-f", f"ssh -F .* {b.alias} sh -c"], capture_output=True, text=True
+        ).stdout.split()
         assert again == ssh
     finally:
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)

@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -71,20 +70,33 @@ def test_compose_address_is_validated(tmp_path: Path, run: Cli) -> None:
 
 
 # -- (b) carla-launch env P ------------------------------------------------------------------------
-@pytest.mark.parametrize(("address", "port"), [("10.0.0.5", 2000), ("fd00::5", 2010),
-                                               ("gpu-box.lab.example", 3000)])
+@pytest.mark.parametrize(
+    ("address", "port"), [("10.0.0.5", 2000), ("fd00::5", 2010), ("gpu-box.lab.example", 3000)]
+)
 def test_env_prints_each_format(tmp_path: Path, run: Cli, address: str, port: int) -> None:
-    write_files(tmp_path, {"profiles/gpu.yaml": f"remote:\n  host: gpu-box\n  address: {address}\n"
-                           f"server:\n  port: {port}\ncompose:\n  address: env\n"})
+    write_files(
+        tmp_path,
+        {
+            "profiles/gpu.yaml": f"remote:\n  host: gpu-box\n  address: {address}\n"
+            f"server:\n  port: {port}\ncompose:\n  address: env\n"
+        },
+    )
     url_host = f"[{address}]" if ":" in address else address
     shell = run("env", "gpu")
     assert shell.exit_code == 0, shell.output
-    assert shell.output == (f"export {ENV_HOST}={shlex.quote(address)}\n"
-                            f"export {ENV_PORT}={port}\n"
-                            f"export {ENV_URL_HOST}={shlex.quote(url_host)}\n")
+    assert shell.output == (
+        f"export {ENV_HOST}={shlex.quote(address)}\n"
+        f"export {ENV_PORT}={port}\n"
+        f"export {ENV_URL_HOST}={shlex.quote(url_host)}\n"
+    )
     env = {**os.environ}
-    out = subprocess.run(["sh", "-c", f'{shell.output}\necho "${ENV_HOST} ${ENV_PORT}"'],
-                         capture_output=True, text=True, env=env, check=True).stdout
+    out = subprocess.run(
+        ["sh", "-c", f'{shell.output}\necho "${ENV_HOST} ${ENV_PORT}"'],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     assert out == f"{address} {port}\n"
     dotenv = run("env", "gpu", "--format", "dotenv")
     assert dotenv.output == f"{ENV_HOST}={address}\n{ENV_PORT}={port}\n{ENV_URL_HOST}={url_host}\n"
@@ -92,8 +104,9 @@ def test_env_prints_each_format(tmp_path: Path, run: Cli, address: str, port: in
     assert json.loads(js.output) == {ENV_HOST: address, ENV_PORT: str(port), ENV_URL_HOST: url_host}
 
 
-def test_env_uses_the_remembered_address_when_the_profile_has_none(tmp_path: Path,
-                                                                   run: Cli) -> None:
+def test_env_uses_the_remembered_address_when_the_profile_has_none(
+    tmp_path: Path, run: Cli
+) -> None:
     write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n  address: null\n"})
     remember_address(load_profile("gpu", tmp_path).key, "10.77.3.2")
     result = run("env", "gpu", "--format", "dotenv")
@@ -108,8 +121,17 @@ def test_agent_pane_gets_the_address_the_server_pane_does_not(tmp_path: Path) ->
 
     write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n"})
     prof = load_profile("gpu", tmp_path)
-    panes = {p.role: p for p in session_panes(prof, "gpu-box", tmp_path / VARIANT, gpu=False,
-                                               read_write=False, env=agent_env("fd00::5", 2003))}
+    panes = {
+        p.role: p
+        for p in session_panes(
+            prof,
+            "gpu-box",
+            tmp_path / VARIANT,
+            gpu=False,
+            read_write=False,
+            env=agent_env("fd00::5", 2003),
+        )
+    }
     assert panes["agent"].env[ENV_HOST] == "fd00::5" and panes["agent"].env[ENV_PORT] == "2003"
     assert ENV_HOST not in panes["server"].env
 
@@ -120,12 +142,15 @@ def _profiles(tmp_path: Path, files: dict[str, str]) -> dict[str, object]:
 
 
 def test_two_literal_profiles_on_one_folder_warn(tmp_path: Path) -> None:
-    p = _profiles(tmp_path, {
-        "a": "remote:\n  host: box-a\n  address: 10.0.0.1\n",
-        "b": "remote:\n  host: box-b\n  address: 10.0.0.2\n",
-        "c": "remote:\n  host: box-c\n  address: 10.0.0.3\ncompose:\n  dir: other\n",
-        "d": "remote:\n  host: box-a\n  address: 10.0.0.1\n",
-    })
+    p = _profiles(
+        tmp_path,
+        {
+            "a": "remote:\n  host: box-a\n  address: 10.0.0.1\n",
+            "b": "remote:\n  host: box-b\n  address: 10.0.0.2\n",
+            "c": "remote:\n  host: box-c\n  address: 10.0.0.3\ncompose:\n  dir: other\n",
+            "d": "remote:\n  host: box-a\n  address: 10.0.0.1\n",
+        },
+    )
     line = sharing_warning(p["a"], "10.0.0.1", [(p[k], p[k].remote.address) for k in "bcd"])
     assert line is not None and "\n" not in line
     assert "b.yaml (10.0.0.2)" in line and "c.yaml" not in line and "d.yaml" not in line
@@ -136,9 +161,14 @@ def test_two_literal_profiles_on_one_folder_warn(tmp_path: Path) -> None:
 
 def test_env_profiles_share_a_folder_without_warning(tmp_path: Path) -> None:
     env = "compose:\n  address: env\n"
-    p = _profiles(tmp_path, {"a": "remote:\n  host: box-a\n" + env,
-                             "b": "remote:\n  host: box-b\n" + env,
-                             "c": "remote:\n  host: box-c\n"})
+    p = _profiles(
+        tmp_path,
+        {
+            "a": "remote:\n  host: box-a\n" + env,
+            "b": "remote:\n  host: box-b\n" + env,
+            "c": "remote:\n  host: box-c\n",
+        },
+    )
     assert sharing_warning(p["a"], "10.0.0.1", [(p["b"], "10.0.0.2")]) is None
     mixed = sharing_warning(p["a"], "10.0.0.1", [(p["c"], None)])
     assert mixed is not None and "c.yaml (compose.address: literal)" in mixed
@@ -147,9 +177,14 @@ def test_env_profiles_share_a_folder_without_warning(tmp_path: Path) -> None:
 def test_up_warns_when_a_sibling_profile_writes_the_same_variants(tmp_path: Path) -> None:
     from carla_launcher.launch import warn_shared_folder
 
-    write_files(tmp_path, {"profiles/a.yaml": "remote:\n  host: box-a\n",
-                           "profiles/b.yaml": "remote:\n  host: box-b\n",
-                           "profiles/broken.yaml": "remote: [\n"})  # skipped, not an error
+    write_files(
+        tmp_path,
+        {
+            "profiles/a.yaml": "remote:\n  host: box-a\n",
+            "profiles/b.yaml": "remote:\n  host: box-b\n",
+            "profiles/broken.yaml": "remote: [\n",
+        },
+    )  # skipped, not an error
     remember_address(load_profile("b", tmp_path).key, "10.0.0.2")
     said: list[str] = []
     warn_shared_folder(load_profile("a", tmp_path), "10.0.0.1", said.append)
@@ -163,7 +198,11 @@ def test_the_agent_env_up_used_is_remembered_for_down_and_attach(tmp_path: Path)
     prof = load_profile("gpu", tmp_path)
     assert remembered_env(prof) is None
     remember_session(prof, tmp_path / VARIANT, agent_env("10.0.0.7", 2003))
-    assert remembered_env(prof) == {ENV_HOST: "10.0.0.7", ENV_PORT: "2003", ENV_URL_HOST: "10.0.0.7"}
+    assert remembered_env(prof) == {
+        ENV_HOST: "10.0.0.7",
+        ENV_PORT: "2003",
+        ENV_URL_HOST: "10.0.0.7",
+    }
     assert compose_environ(prof)[ENV_HOST] == "10.0.0.7"
     remember_session(prof, tmp_path / VARIANT, agent_env("$(id)", 2003))  # tampered state
     assert remembered_env(prof) is None
@@ -187,8 +226,9 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
     profiles: dict[int, Path] = {}  # box number -> the profile in the shared folder
     for box in (a, b):  # both profiles in one profiles/ folder, as a team commits them
         box.install_standin()
-        box.write_profile(compose={"dir": "build", "simulator": "carla-simulator",
-                                   "address": "env"})
+        box.write_profile(
+            compose={"dir": "build", "simulator": "carla-simulator", "address": "env"}
+        )
         profiles[box.n] = proj / "profiles" / box.profile_path.name
         profiles[box.n].parent.mkdir(exist_ok=True)
         profiles[box.n].write_text(box.profile_path.read_text())
@@ -220,6 +260,7 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
 
         for box in (a, b):  # each agent reached its own box through the one variant
             session = f"carla-{parse_profile(profiles[box.n]).key}"
+
             def agent_output(s: str = session) -> str | bool:
                 return "CARLA 0.9.15" in (t := pane_text(socket, s, "agent")) and t
 

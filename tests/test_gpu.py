@@ -34,12 +34,20 @@ def env_with(bin_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def carla_launch(bin_dir: Path, *args: str, case: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
+def carla_launch(
+    bin_dir: Path, *args: str, case: str | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
     env = env_with(bin_dir, **extra)
     if case:
         env["FAKE_NVIDIA_SMI_CASE"] = case
-    return subprocess.run([sys.executable, "-m", "carla_launcher", *args], capture_output=True, text=True,
-                          env=env, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "carla_launcher", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def rows(text: str) -> list[list[str]]:
@@ -52,21 +60,46 @@ def test_8_gb_card_says_distributed(smi: Path) -> None:
     lines = r.stdout.splitlines()
     assert lines[0] == "this machine: 1 GPU · driver 535.183.01"
     assert lines[1].split() == ["GPU", "NAME", "USED", "TOTAL", "FREE", "UTIL"]
-    assert lines[2].split() == ["0", "NVIDIA", "GeForce", "RTX", "3070", "0.4", "GB", "(5%)", "8.0", "GB", "7.4", "GB", "3%"]
-    assert lines[-1] == ("verdict: distributed: GPU 0 (NVIDIA GeForce RTX 3070, 8.0 GB) is too small: "
-                         "server and agent together need more than 10.0 GB")
+    assert lines[2].split() == [
+        "0",
+        "NVIDIA",
+        "GeForce",
+        "RTX",
+        "3070",
+        "0.4",
+        "GB",
+        "(5%)",
+        "8.0",
+        "GB",
+        "7.4",
+        "GB",
+        "3%",
+    ]
+    assert lines[-1] == (
+        "verdict: distributed: GPU 0 (NVIDIA GeForce RTX 3070, 8.0 GB) is too small: "
+        "server and agent together need more than 10.0 GB"
+    )
 
 
 def test_12_gb_card_says_local(smi: Path) -> None:
     r = carla_launch(smi, "gpu", case="rtx3060-12gb")
     assert r.returncode == 0
-    assert r.stdout.splitlines()[-1].startswith("verdict: local: GPU 0 (NVIDIA GeForce RTX 3060, 12.0 GB) has 11.4 GB available")
+    assert r.stdout.splitlines()[-1].startswith(
+        "verdict: local: GPU 0 (NVIDIA GeForce RTX 3060, 12.0 GB) has 11.4 GB available"
+    )
 
 
 def test_threshold_option_and_env(smi: Path) -> None:
-    assert carla_launch(smi, "gpu", "--need-gb", "6", case="rtx3070-8gb").stdout.splitlines()[-1].startswith("verdict: local:")
+    assert (
+        carla_launch(smi, "gpu", "--need-gb", "6", case="rtx3070-8gb")
+        .stdout.splitlines()[-1]
+        .startswith("verdict: local:")
+    )
     r = carla_launch(smi, "gpu", case="rtx3060-12gb", CARLA_LAUNCH_NEED_GB="16")
-    assert r.stdout.splitlines()[-1].startswith("verdict: distributed:") and "more than 16.0 GB" in r.stdout
+    assert (
+        r.stdout.splitlines()[-1].startswith("verdict: distributed:")
+        and "more than 16.0 GB" in r.stdout
+    )
 
 
 def test_two_gpus_one_taken_by_someone_else(smi: Path) -> None:
@@ -83,10 +116,16 @@ def test_mig_and_na_fields(smi: Path) -> None:
     r = carla_launch(smi, "gpu", case="a100-mig")
     assert "MIG on: no graphics for CARLA" in r.stdout
     assert ["other", "0", "?", "48213", "?", "python3"] in rows(r.stdout)  # used_memory [N/A]
-    assert r.stdout.splitlines()[-1].startswith("verdict: distributed: every GPU here is in MIG mode")
+    assert r.stdout.splitlines()[-1].startswith(
+        "verdict: distributed: every GPU here is in MIG mode"
+    )
     r = carla_launch(smi, "gpu", case="rtx3080-10gb-na")
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("  0"))
-    assert line.split()[-3:] == ["9.0", "GB", "?"]  # free derived from total - used; utilisation [N/A]
+    assert line.split()[-3:] == [
+        "9.0",
+        "GB",
+        "?",
+    ]  # free derived from total - used; utilisation [N/A]
     assert "verdict: distributed" in r.stdout
 
 
@@ -118,7 +157,9 @@ def test_no_nvidia_smi_at_all(tmp_path: Path) -> None:
     empty.mkdir()
     env = env_with(empty)
     env["PATH"] = str(empty)  # no nvidia-smi anywhere
-    r = subprocess.run([sys.executable, "-m", "carla_launcher", "gpu"], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "carla_launcher", "gpu"], capture_output=True, text=True, env=env
+    )
     assert r.returncode == 1
     assert "nvidia-smi not found: no NVIDIA driver installed" in r.stdout
 
@@ -128,7 +169,12 @@ def test_nvml_falls_back_to_the_csv_path_without_a_driver(smi: Path) -> None:
     pytest.importorskip("pynvml")
     env = env_with(smi, FAKE_NVIDIA_SMI_CASE="rtx3060-12gb")
     env.pop("CARLA_LAUNCH_GPU_BACKEND")
-    r = subprocess.run([sys.executable, "-m", "carla_launcher", "gpu", "--json"], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "carla_launcher", "gpu", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     data = json.loads(r.stdout)["machines"][0]
     assert data["source"] == "nvidia-smi" and data["gpus"][0]["name"] == "NVIDIA GeForce RTX 3060"
 
@@ -138,7 +184,11 @@ def test_json(smi: Path) -> None:
     (m,) = json.loads(r.stdout)["machines"]
     assert m["status"] == "ok" and m["where"] == "this machine"
     assert [g["free_mib"] for g in m["gpus"]] == [1930, 15032]
-    assert m["processes"][0]["pid"] == 2231 and m["processes"][0]["gpu"] == 0 and m["processes"][0]["role"] is None
+    assert (
+        m["processes"][0]["pid"] == 2231
+        and m["processes"][0]["gpu"] == 0
+        and m["processes"][0]["role"] is None
+    )
     assert m["verdict"]["mode"] == "local" and m["verdict"]["gpu"] == 1
 
 
@@ -152,17 +202,30 @@ def test_watch_and_json_do_not_go_together(smi: Path) -> None:
 def processes(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Real processes for the recorded pids: a CARLA server (a copy of sleep named like the
     real binary), the agent (our python) and someone else's python (user nobody)."""
-    carla_bin = tmp_path / "CARLA_Leaderboard_20" / "CarlaUE4" / "Binaries" / "Linux" / "CarlaUE4-Linux-Shipping"
+    carla_bin = (
+        tmp_path
+        / "CARLA_Leaderboard_20"
+        / "CarlaUE4"
+        / "Binaries"
+        / "Linux"
+        / "CarlaUE4-Linux-Shipping"
+    )
     carla_bin.parent.mkdir(parents=True)
     shutil.copy2("/bin/sleep", carla_bin)
-    started = [subprocess.Popen([str(carla_bin), "60"]),
-               subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])]
-    shared = Path(tempfile.mkdtemp(prefix="cl-gpu-"))  # outside pytest's 0700 folders: nobody can run it
+    started = [
+        subprocess.Popen([str(carla_bin), "60"]),
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]),
+    ]
+    shared = Path(
+        tempfile.mkdtemp(prefix="cl-gpu-")
+    )  # outside pytest's 0700 folders: nobody can run it
     if os.geteuid() == 0:
         shared.chmod(0o755)
         theirs = shared / "python3"  # a python-named program of another user
         shutil.copy2("/bin/sleep", theirs)
-        started.append(subprocess.Popen([str(theirs), "60"], user="nobody", group="nogroup", extra_groups=[]))
+        started.append(
+            subprocess.Popen([str(theirs), "60"], user="nobody", group="nogroup", extra_groups=[])
+        )
     time.sleep(0.3)
     yield started
     for p in started:
@@ -173,8 +236,13 @@ def processes(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_processes_are_named_and_marked(smi: Path, processes) -> None:  # type: ignore[no-untyped-def]
     carla, agent = processes[0], processes[1]
-    r = carla_launch(smi, "gpu", case="rtx4090-24gb-carla",
-                     FAKE_NVIDIA_SMI_PID_CARLA=str(carla.pid), FAKE_NVIDIA_SMI_PID_AGENT=str(agent.pid))
+    r = carla_launch(
+        smi,
+        "gpu",
+        case="rtx4090-24gb-carla",
+        FAKE_NVIDIA_SMI_PID_CARLA=str(carla.pid),
+        FAKE_NVIDIA_SMI_PID_AGENT=str(agent.pid),
+    )
     import getpass
 
     me = getpass.getuser()
@@ -184,21 +252,27 @@ def test_processes_are_named_and_marked(smi: Path, processes) -> None:  # type: 
     # 9214 MiB used, 8802 listed: the rest is named as unlisted
     assert "GPU 0: 0.4 GB held by processes not listed (graphics, other containers)" in r.stdout
     # CARLA and the agent would be replaced, not added: 14.5 free + 8.6 ours
-    assert r.stdout.splitlines()[-1].startswith("verdict: local: GPU 0 (NVIDIA GeForce RTX 4090, 24.0 GB) has 23.1 GB available")
+    assert r.stdout.splitlines()[-1].startswith(
+        "verdict: local: GPU 0 (NVIDIA GeForce RTX 4090, 24.0 GB) has 23.1 GB available"
+    )
 
 
 def test_someone_elses_python_is_not_the_agent(smi: Path, processes) -> None:  # type: ignore[no-untyped-def]
     if len(processes) < 3:
         pytest.skip("needs root to run a process as another user")
     theirs = processes[2]
-    r = carla_launch(smi, "gpu", case="rtx4090-24gb-carla", FAKE_NVIDIA_SMI_PID_AGENT=str(theirs.pid))
+    r = carla_launch(
+        smi, "gpu", case="rtx4090-24gb-carla", FAKE_NVIDIA_SMI_PID_AGENT=str(theirs.pid)
+    )
     assert ["other", "0", "2.7", "GB", str(theirs.pid), "nobody", "python3"] in rows(r.stdout)
     assert "has 20.4 GB available" in r.stdout  # their 2.7 GB does not count as available
 
 
 # -- --watch in a real terminal -------------------------------------------------------------------
 def _pane(sock: str) -> str:
-    return subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-t", "w"], capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["tmux", "-L", sock, "capture-pane", "-p", "-t", "w"], capture_output=True, text=True
+    ).stdout
 
 
 def _wait_for(sock: str, cond, timeout: float = 10.0) -> str:  # type: ignore[no-untyped-def]
@@ -217,9 +291,36 @@ def test_watch_refreshes_in_place(smi: Path) -> None:
     sock = f"cl-gpu-{uuid.uuid4().hex[:8]}"
     env = env_with(smi)
     try:
-        subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "150", "-y", "30",
-                        "-e", f"PATH={env['PATH']}", "-e", "CARLA_LAUNCH_GPU_BACKEND=smi", "-e", f"HOME={env['HOME']}",
-                        sys.executable, "-m", "carla_launcher", "gpu", "--watch"], check=True, env=env)
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                sock,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "w",
+                "-x",
+                "150",
+                "-y",
+                "30",
+                "-e",
+                f"PATH={env['PATH']}",
+                "-e",
+                "CARLA_LAUNCH_GPU_BACKEND=smi",
+                "-e",
+                f"HOME={env['HOME']}",
+                sys.executable,
+                "-m",
+                "carla_launcher",
+                "gpu",
+                "--watch",
+            ],
+            check=True,
+            env=env,
+        )
         first = _wait_for(sock, lambda t: "RTX 3070" in t)
         assert "verdict: distributed" in first
         stamp = first.splitlines()[0]
@@ -231,8 +332,11 @@ def test_watch_refreshes_in_place(smi: Path) -> None:
         assert "RTX 3070" not in now and "verdict: local" in now
         assert "CARLA" in now  # the process table appeared in the same screen
         # in place: the title is on the first line and nowhere else, the history holds no old frames
-        history = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-S", "-", "-t", "w"],
-                                 capture_output=True, text=True).stdout
+        history = subprocess.run(
+            ["tmux", "-L", sock, "capture-pane", "-p", "-S", "-", "-t", "w"],
+            capture_output=True,
+            text=True,
+        ).stdout
         assert history.count("carla-launch gpu  ·  every 1 s") == 1
         set_case(smi, "none")
         gone = _wait_for(sock, lambda t: "No devices were found" in t)
@@ -252,8 +356,13 @@ def here_profile(tmp_path: Path) -> Path:
 
 def test_gpu_of_a_box(smi: Path, here_profile: Path) -> None:
     env = env_with(smi, FAKE_NVIDIA_SMI_CASE="two-t4-shared")
-    r = subprocess.run([sys.executable, "-m", "carla_launcher", "gpu", "here"], capture_output=True, text=True,
-                       env=env, cwd=here_profile)
+    r = subprocess.run(
+        [sys.executable, "-m", "carla_launcher", "gpu", "here"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=here_profile,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "this machine (connector: local): 2 GPUs · driver 535.104.05"
@@ -265,25 +374,59 @@ def test_watch_a_box_streams_over_one_connection(smi: Path, here_profile: Path) 
     sock = f"cl-gpu-{uuid.uuid4().hex[:8]}"
     env = env_with(smi)
     try:
-        subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "150", "-y", "30",
-                        "-c", str(here_profile), sys.executable, "-m", "carla_launcher", "gpu", "here", "--watch"],
-                       check=True, env=env, cwd=here_profile)
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                sock,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "w",
+                "-x",
+                "150",
+                "-y",
+                "30",
+                "-c",
+                str(here_profile),
+                sys.executable,
+                "-m",
+                "carla_launcher",
+                "gpu",
+                "here",
+                "--watch",
+            ],
+            check=True,
+            env=env,
+            cwd=here_profile,
+        )
         first = _wait_for(sock, lambda t: "RTX 3070" in t)
         assert first.splitlines()[0].startswith("carla-launch gpu here  ·  every 1 s")
-        assert "tight for the CARLA server: GPU 0 (NVIDIA GeForce RTX 3070): 7.4 GB available" in first
+        assert (
+            "tight for the CARLA server: GPU 0 (NVIDIA GeForce RTX 3070): 7.4 GB available" in first
+        )
         set_case(smi, "mismatch")
         broken = _wait_for(sock, lambda t: "version mismatch" in t)
         assert "RTX 3070" not in broken and "fix: reboot" in broken
         # one long-lived loop, not a new process per frame: the same child keeps running
-        pane_pid = subprocess.run(["tmux", "-L", sock, "display", "-p", "-t", "w", "#{pane_pid}"],
-                                  capture_output=True, text=True).stdout.strip()
+        pane_pid = subprocess.run(
+            ["tmux", "-L", sock, "display", "-p", "-t", "w", "#{pane_pid}"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         import psutil
 
-        loops = [c for c in psutil.Process(int(pane_pid)).children() if c.name() == "sh"]  # gpu's own children
+        loops = [
+            c for c in psutil.Process(int(pane_pid)).children() if c.name() == "sh"
+        ]  # gpu's own children
         assert len(loops) == 1
         started = loops[0].pid
         time.sleep(2.2)
-        assert [c.pid for c in psutil.Process(int(pane_pid)).children() if c.name() == "sh"] == [started]
+        assert [c.pid for c in psutil.Process(int(pane_pid)).children() if c.name() == "sh"] == [
+            started
+        ]
     finally:
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
 
@@ -296,15 +439,40 @@ def test_watch_in_a_narrow_short_pane_stays_in_place(smi: Path) -> None:
     env = env_with(smi)
     set_case(smi, "two-t4-shared")
     try:
-        subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "w", "-x", "48", "-y", "12",
-                        sys.executable, "-m", "carla_launcher", "gpu", "--watch"], check=True, env=env)
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                sock,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "w",
+                "-x",
+                "48",
+                "-y",
+                "12",
+                sys.executable,
+                "-m",
+                "carla_launcher",
+                "gpu",
+                "--watch",
+            ],
+            check=True,
+            env=env,
+        )
         first = _wait_for(sock, lambda t: "Tesla T4" in t)
         assert all(len(ln) <= 48 for ln in first.splitlines())
         stamp = first.splitlines()[0]
         _wait_for(sock, lambda t: t.splitlines()[0] != stamp, timeout=4)
         _wait_for(sock, lambda t: t.splitlines()[0] != stamp and "Tesla T4" in t, timeout=4)
-        history = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-S", "-", "-t", "w"],
-                                 capture_output=True, text=True).stdout
+        history = subprocess.run(
+            ["tmux", "-L", sock, "capture-pane", "-p", "-S", "-", "-t", "w"],
+            capture_output=True,
+            text=True,
+        ).stdout
         assert history.count("carla-launch gpu  ·") == 1
     finally:
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
@@ -313,6 +481,18 @@ def test_watch_in_a_narrow_short_pane_stays_in_place(smi: Path) -> None:
 def test_fit_wraps_prose_and_cuts_tables() -> None:
     from carla_launcher.gpu import fit
 
-    lines = fit(["0  Tesla T4  12.8 GB (85%)  15.0 GB   1.9 GB  100%", "verdict: local: GPU 1 (Tesla T4, 15.0 GB) has 14.7 GB available"], 30, 5)
-    assert lines == ["0  Tesla T4  12.8 GB (85%)  1…", "verdict: local: GPU 1 (Tesla", "  T4, 15.0 GB) has 14.7 GB", "  available"]
+    lines = fit(
+        [
+            "0  Tesla T4  12.8 GB (85%)  15.0 GB   1.9 GB  100%",
+            "verdict: local: GPU 1 (Tesla T4, 15.0 GB) has 14.7 GB available",
+        ],
+        30,
+        5,
+    )
+    assert lines == [
+        "0  Tesla T4  12.8 GB (85%)  1…",
+        "verdict: local: GPU 1 (Tesla",
+        "  T4, 15.0 GB) has 14.7 GB",
+        "  available",
+    ]
     assert len(fit([str(i) for i in range(50)], 80, 10)) == 9  # never the last row: no scroll

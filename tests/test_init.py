@@ -9,7 +9,9 @@ from carla_launcher.profile import parse_profile
 from tests.conftest import REPO
 
 
-def test_init_detects_compose_folder_and_simulator_and_writes_a_valid_profile(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_init_detects_compose_folder_and_simulator_and_writes_a_valid_profile(
+    tmp_path: Path, run
+) -> None:
     shutil.copytree(REPO / "build", tmp_path / "docker")
     r = run("init", "box", "--host", "gpu-box", "--user", "carla", "--address", "10.0.0.5")
     assert r.exit_code == 0, r.stderr
@@ -21,13 +23,15 @@ def test_init_detects_compose_folder_and_simulator_and_writes_a_valid_profile(tm
     # the profile is immediately usable
     r = run("sync", "--profile", "box", "-q")
     assert r.exit_code == 0, r.stderr
-    assert (tmp_path / "docker" / "docker-compose.leaderboard-distributed.yaml").read_text().count("10.0.0.5") >= 1
+    assert (tmp_path / "docker" / "docker-compose.leaderboard-distributed.yaml").read_text().count(
+        "10.0.0.5"
+    ) >= 1
     # never overwrites silently
     r = run("init", "box", "--host", "other")
     assert r.exit_code == 2 and "exists; use --force" in r.stderr
 
 
-def test_init_without_host_and_without_terminal_fails_with_usage(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_init_without_host_and_without_terminal_fails_with_usage(tmp_path: Path, run) -> None:
     shutil.copytree(REPO / "build", tmp_path / "build")
     r = run("init")
     assert r.exit_code == 2 and "--host is required" in r.stderr
@@ -36,6 +40,6 @@ def test_init_without_host_and_without_terminal_fails_with_usage(tmp_path: Path,
     assert not (tmp_path / "profiles").exists()
 
 
-def test_init_without_compose_files_says_what_to_pass(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_init_without_compose_files_says_what_to_pass(tmp_path: Path, run) -> None:
     r = run("init", "--host", "gpu-box")
     assert r.exit_code == 2 and "--compose-dir DIR --simulator NAME" in r.stderr

@@ -65,7 +65,9 @@ def test_real_client_and_probe_agree_on_a_git_hash_version(tmp_path: Path) -> No
         proc.wait()
 
 
-def test_standin_rejects_a_call_without_carla_metadata(standin: tuple[int, subprocess.Popen]) -> None:
+def test_standin_rejects_a_call_without_carla_metadata(
+    standin: tuple[int, subprocess.Popen],
+) -> None:
     with socket.create_connection(("127.0.0.1", standin[0]), timeout=5) as s:
         s.sendall(msgpack.packb([0, 9, "version", []]))
         reply = msgpack.Unpacker(raw=False)
@@ -76,7 +78,8 @@ def test_standin_rejects_a_call_without_carla_metadata(standin: tuple[int, subpr
 
 
 def test_standin_opens_the_three_ports_and_logs_like_a_server(
-        standin: tuple[int, subprocess.Popen]) -> None:
+    standin: tuple[int, subprocess.Popen],
+) -> None:
     port, proc = standin
     for p in (port + 1, port + 2):
         socket.create_connection(("127.0.0.1", p), timeout=2).close()
@@ -176,8 +179,7 @@ def test_wait_ready_waits_for_a_slow_map_and_reports_progress(tmp_path: Path) ->
     seen: list[tuple[float, str]] = []
     try:
         t0 = time.monotonic()
-        version = wait_ready("127.0.0.1", port, 20, lambda w, r: seen.append((w, r)),
-                             interval=0.1)
+        version = wait_ready("127.0.0.1", port, 20, lambda w, r: seen.append((w, r)), interval=0.1)
         assert version == "0.9.15"
         assert time.monotonic() - t0 >= 1.0
         assert seen and "refused" in seen[0][1]
@@ -200,8 +202,14 @@ def test_wait_ready_stops_early_when_told_the_server_died() -> None:
         port = s.getsockname()[1]
     t0 = time.monotonic()
     with pytest.raises(NotReady, match="Refusing to run with the root privileges"):
-        wait_ready("127.0.0.1", port, 60, interval=0.05, abort_every=0.1,
-                   should_abort=lambda: "the server exited: Refusing to run with the root privileges.")
+        wait_ready(
+            "127.0.0.1",
+            port,
+            60,
+            interval=0.05,
+            abort_every=0.1,
+            should_abort=lambda: "the server exited: Refusing to run with the root privileges.",
+        )
     assert time.monotonic() - t0 < 5
 
 

@@ -47,7 +47,10 @@ def test_defaults_and_new_fields(tmp_path: Path) -> None:
     assert p.remote.connect_timeout == 10
     assert p.server.os_packages == DEFAULT_OS_PACKAGES
     assert p.server.ready_timeout == 300 and p.server.user == "carla"
-    full = parse_profile(write(tmp_path, """\
+    full = parse_profile(
+        write(
+            tmp_path,
+            """\
 remote:
   host: [gpu-1, gpu-2]
   ssh_config: conf/ssh_config
@@ -60,7 +63,9 @@ server:
   gpu: 1
 compose:
   file: build/docker-compose.yaml
-"""))
+""",
+        )
+    )
     assert full.remote.hosts == ("gpu-1", "gpu-2")
     assert full.local_path(full.remote.ssh_config) == tmp_path / "conf" / "ssh_config"
     assert full.server.os_packages == ("tmux", "curl") and full.server.gpu == 1
@@ -69,8 +74,9 @@ compose:
 
 
 def test_address_and_address_mode(tmp_path: Path) -> None:
-    p = parse_profile(write(tmp_path, "remote:\n  host: gpu\n  address: fd00::5\n"
-                                      "compose:\n  address: env\n"))
+    p = parse_profile(
+        write(tmp_path, "remote:\n  host: gpu\n  address: fd00::5\ncompose:\n  address: env\n")
+    )
     assert p.remote.address == "fd00::5" and p.compose.env_mode
 
 
@@ -83,18 +89,38 @@ def test_address_and_address_mode(tmp_path: Path) -> None:
         ("remote:\n  host: gpu\n  jump: '-oProxyCommand=x'\n", 3, "remote.jump", "jump host"),
         ("remote:\n  host: gpu\nserver:\n  port: 65534\n", 4, "server.port", "port+2"),
         ("remote:\n  host: gpu\nserver:\n  user: root\n", 4, "server.user", "non-root"),
-        ("remote:\n  host: gpu\nserver:\n  tmux_session: 'a:b'\n", 4, "server.tmux_session",
-         "letters"),
+        (
+            "remote:\n  host: gpu\nserver:\n  tmux_session: 'a:b'\n",
+            4,
+            "server.tmux_session",
+            "letters",
+        ),
         ("remote:\n  host: gpu\nserver:\n  restart: sometimes\n", 4, "server.restart", "one of"),
-        ("remote:\n  host: gpu\nserver:\n  package:\n    sha256: abc\n", 5,
-         "server.package.sha256", "64 hex"),
-        ("remote:\n  host: gpu\nserver:\n  package:\n    url: 'ftp://x/y.tar'\n", 5,
-         "server.package.url", "http"),
-        ("remote:\n  host: gpu\nserver:\n  os_packages:\n    - tmux\n    - 'rm -rf'\n", 6,
-         "server.os_packages[1]", "package name"),
+        (
+            "remote:\n  host: gpu\nserver:\n  package:\n    sha256: abc\n",
+            5,
+            "server.package.sha256",
+            "64 hex",
+        ),
+        (
+            "remote:\n  host: gpu\nserver:\n  package:\n    url: 'ftp://x/y.tar'\n",
+            5,
+            "server.package.url",
+            "http",
+        ),
+        (
+            "remote:\n  host: gpu\nserver:\n  os_packages:\n    - tmux\n    - 'rm -rf'\n",
+            6,
+            "server.os_packages[1]",
+            "package name",
+        ),
         ("remote:\n  host: gpu\nserver:\n  args: [-nosound, [x]]\n", 4, "server.args[1]", "text"),
-        ("remote:\n  host: gpu\nserver:\n  ready_timeout: 0\n", 4, "server.ready_timeout",
-         "at least"),
+        (
+            "remote:\n  host: gpu\nserver:\n  ready_timeout: 0\n",
+            4,
+            "server.ready_timeout",
+            "at least",
+        ),
         ("remote:\n  user: carla\n", 1, "remote.host", "required"),
         ("remote:\n  host: gpu\n  address: '$(id)'\n", 3, "remote.address", "not an address"),
         ("remote:\n  host: gpu\n  address: '10.0.0.5:2000'\n", 3, "remote.address", "port"),
@@ -103,8 +129,9 @@ def test_address_and_address_mode(tmp_path: Path) -> None:
         ("remote:\n  host: gpu\ncompose:\n  address: envs\n", 4, "compose.address", "literal, env"),
     ],
 )
-def test_errors_name_file_line_field(tmp_path: Path, text: str, line: int, field: str,
-                                     words: str) -> None:
+def test_errors_name_file_line_field(
+    tmp_path: Path, text: str, line: int, field: str, words: str
+) -> None:
     path = write(tmp_path, text)
     msg = error_of(path)
     assert f"box.yaml:{line}: {field}: " in msg, msg
@@ -112,14 +139,19 @@ def test_errors_name_file_line_field(tmp_path: Path, text: str, line: int, field
 
 
 def test_values_with_spaces_quotes_semicolons_are_kept_as_data(tmp_path: Path) -> None:
-    p = parse_profile(write(tmp_path, """\
+    p = parse_profile(
+        write(
+            tmp_path,
+            """\
 remote:
   host: gpu
 server:
   args: ["-foo=a b; touch /tmp/x", "it's", '"quoted"']
   package:
     root: "~/CARLA dir; echo hi"
-"""))
+""",
+        )
+    )
     assert p.server.args == ("-foo=a b; touch /tmp/x", "it's", '"quoted"')
     assert p.server.package.root == "~/CARLA dir; echo hi"
 

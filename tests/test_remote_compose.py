@@ -30,11 +30,19 @@ SIMULATOR = {
     "container_name": "carla",
     "ports": [{"target": 2000, "published": "2000"}],
     "healthcheck": {"test": ["CMD-SHELL", "bash -c '</dev/tcp/localhost/2000'"]},
-    "volumes": [{"type": "bind", "source": "/home/me/proj/CustomCarlaSettings.ini",
-                 "target": "/CustomCarlaSettings.ini"},
-                {"type": "volume", "source": "carla-cache", "target": "/cache"}],
-    "deploy": {"resources": {"reservations": {"devices": [
-        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]}}},
+    "volumes": [
+        {
+            "type": "bind",
+            "source": "/home/me/proj/CustomCarlaSettings.ini",
+            "target": "/CustomCarlaSettings.ini",
+        },
+        {"type": "volume", "source": "carla-cache", "target": "/cache"},
+    ],
+    "deploy": {
+        "resources": {
+            "reservations": {"devices": [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]}
+        }
+    },
 }
 
 
@@ -63,8 +71,9 @@ def test_the_file_written_to_the_box_loads_in_compose(tmp_path: Path) -> None:
     prof_path.parent.mkdir()
     prof_path.write_text("remote:\n  host: gpu\nserver:\n  mode: compose\n  tmux_session: Carla\n")
     profile = parse_profile(prof_path)
-    text = render_remote_compose(SimulatorSource("carla-simulator", Path("x.yaml"), SIMULATOR),
-                                 profile, 2003)
+    text = render_remote_compose(
+        SimulatorSource("carla-simulator", Path("x.yaml"), SIMULATOR), profile, 2003
+    )
     f = tmp_path / "compose.yaml"
     f.write_text(text)
     model = load_model(f)
@@ -80,7 +89,8 @@ def test_the_simulator_is_found_in_the_example_project(tmp_path: Path) -> None:
     (project / "profiles").mkdir()
     (project / "profiles" / "c.yaml").write_text(
         "remote:\n  host: gpu\nserver:\n  mode: compose\ncompose:\n  dir: build\n"
-        "  simulator: carla-simulator\n")
+        "  simulator: carla-simulator\n"
+    )
     src = load_simulator(parse_profile(project / "profiles" / "c.yaml"))
     assert src.name == "carla-simulator" and "carla" in src.service["image"]
     svc, _ = remote_service(src.service, 2000, "always")
@@ -91,8 +101,10 @@ def test_the_simulator_is_found_in_the_example_project(tmp_path: Path) -> None:
 @pytest.mark.root
 def test_compose_mode_plans_the_simulator_service_instead_of_the_package(box: Box) -> None:
     shutil.copytree(REPO / "build", box.dir / "build")
-    box.write_profile(server={"mode": "compose", "package": None},
-                      compose={"dir": str(box.dir / "build"), "simulator": "carla-simulator"})
+    box.write_profile(
+        server={"mode": "compose", "package": None},
+        compose={"dir": str(box.dir / "build"), "simulator": "carla-simulator"},
+    )
     done = box.deploy("--dry-run", "--json")
     steps = {s["name"]: s for s in json.loads(done.stdout)["hosts"][0]["steps"]}
     assert not steps["Download the CARLA package"]["changes"]

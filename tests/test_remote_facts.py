@@ -42,20 +42,28 @@ def test_listening_ports_from_proc_net_tcp() -> None:
 
 
 def test_df_and_packages() -> None:
-    df = ["Filesystem 1024-blocks Used Available Capacity Mounted on",
-          "/dev/nvme0n1p2 960000000 500000000 410000000 55% /home"]
+    df = [
+        "Filesystem 1024-blocks Used Available Capacity Mounted on",
+        "/dev/nvme0n1p2 960000000 500000000 410000000 55% /home",
+    ]
     assert parse_df(df) == (410000000, "/home")
-    pkgs = parse_packages(["tmux ii ", "curl ii ", "libomp5 un ", "?dpkg"], ("tmux", "curl", "libomp5", "unzip"))
+    pkgs = parse_packages(
+        ["tmux ii ", "curl ii ", "libomp5 un ", "?dpkg"], ("tmux", "curl", "libomp5", "unzip")
+    )
     assert pkgs == {"tmux": True, "curl": True, "libomp5": False, "unzip": False}
     assert parse_packages([], ("tmux",)) is None  # no dpkg: not checked
 
 
 def test_ip_addr_names_families_scopes() -> None:
-    lines = ["2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0\\       valid_lft",
-             "7: veth9@if6    inet6 fe80::1/64 scope link \\       valid_lft forever"]
+    lines = [
+        "2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0\\       valid_lft",
+        "7: veth9@if6    inet6 fe80::1/64 scope link \\       valid_lft forever",
+    ]
     ifaces = parse_ip_addr(lines)
     assert [(i.name, i.address, i.family, i.scope) for i in ifaces] == [
-        ("eth0", "10.0.0.5", 4, "global"), ("veth9", "fe80::1", 6, "link")]
+        ("eth0", "10.0.0.5", 4, "global"),
+        ("veth9", "fe80::1", 6, "link"),
+    ]
 
 
 def test_sections_round_trip_through_a_real_shell() -> None:
@@ -66,10 +74,12 @@ def test_sections_round_trip_through_a_real_shell() -> None:
 
 def test_the_fact_script_runs_here_and_parses() -> None:
     """The whole fact script, in a POSIX sh on this machine, as the current user."""
-    script = box_facts_script("nobody-here", "carla", "~/CARLA dir; x", ("sh", "no-such-pkg"),
-                              "CARLA.tar.xz")
-    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
-                          check=False)
+    script = box_facts_script(
+        "nobody-here", "carla", "~/CARLA dir; x", ("sh", "no-such-pkg"), "CARLA.tar.xz"
+    )
+    done = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
     assert done.returncode == 0, done.stderr
     facts = parse_box_facts(done.stdout.splitlines(), ("sh", "no-such-pkg"))
     assert facts.uid >= 0 and facts.login_user

@@ -40,17 +40,25 @@ server:
 
 
 def fresh(**kw: object) -> BoxFacts:
-    f = BoxFacts(uid=0, login_user="root", privilege="root", server_user="carla",
-                 server_home="/home/carla", user_exists=False,
-                 root="/home/carla/CARLA_Leaderboard_20",
-                 session_dir="/home/carla/.carla-launch/carla",
-                 packages={"tmux": True, "curl": True, "libomp5": False}, listening={22})
+    f = BoxFacts(
+        uid=0,
+        login_user="root",
+        privilege="root",
+        server_user="carla",
+        server_home="/home/carla",
+        user_exists=False,
+        root="/home/carla/CARLA_Leaderboard_20",
+        session_dir="/home/carla/.carla-launch/carla",
+        packages={"tmux": True, "curl": True, "libomp5": False},
+        listening={22},
+    )
     return replace(f, **kw)
 
 
 def local(profile: Profile) -> LocalInputs:
-    return LocalInputs(package_source(profile.server.package.url, profile.server.package.sha256,
-                                      profile.base_dir))
+    return LocalInputs(
+        package_source(profile.server.package.url, profile.server.package.sha256, profile.base_dir)
+    )
 
 
 def changing(plan) -> list[str]:  # type: ignore[no-untyped-def]
@@ -67,20 +75,36 @@ def test_a_fresh_box_as_root_gets_everything(profile: Profile) -> None:
 
 def test_a_deployed_box_is_a_no_op(profile: Profile) -> None:
     first = plan_host(profile, "gpu", fresh(), local(profile), "10.0.0.5")
-    done = fresh(user_exists=True, packages={"tmux": True, "curl": True, "libomp5": True},
-                 root_exists=True, root_has_carla=True, marker={"sha256": SHA},
-                 sessions=["carla"], launch_sha=first.launch_sha, deployed_port=2000,
-                 status={"state": "running"}, listening={22, 2000, 2001, 2002})
+    done = fresh(
+        user_exists=True,
+        packages={"tmux": True, "curl": True, "libomp5": True},
+        root_exists=True,
+        root_has_carla=True,
+        marker={"sha256": SHA},
+        sessions=["carla"],
+        launch_sha=first.launch_sha,
+        deployed_port=2000,
+        status={"state": "running"},
+        listening={22, 2000, 2001, 2002},
+    )
     plan = plan_host(profile, "gpu", done, local(profile), "10.0.0.5")
     assert changing(plan) == [] and plan.port == 2000
     assert [s.why for s in plan.steps][-1] == "running in tmux session carla"
 
 
 def test_a_changed_launch_script_restarts_the_running_server(profile: Profile) -> None:
-    done = fresh(user_exists=True, packages={"tmux": True, "curl": True, "libomp5": True},
-                 root_exists=True, root_has_carla=True, marker={"sha256": SHA},
-                 sessions=["carla"], launch_sha="0" * 64, deployed_port=2000,
-                 status={"state": "running"}, listening={22, 2000, 2001, 2002})
+    done = fresh(
+        user_exists=True,
+        packages={"tmux": True, "curl": True, "libomp5": True},
+        root_exists=True,
+        root_has_carla=True,
+        marker={"sha256": SHA},
+        sessions=["carla"],
+        launch_sha="0" * 64,
+        deployed_port=2000,
+        status={"state": "running"},
+        listening={22, 2000, 2001, 2002},
+    )
     plan = plan_host(profile, "gpu", done, local(profile), "10.0.0.5")
     assert changing(plan) == ["Write the launch script", "Start the CARLA server"]
     assert "restart" in plan.steps[-1].why and "stop_server" in (plan.steps[-1].script or "")
@@ -89,8 +113,10 @@ def test_a_changed_launch_script_restarts_the_running_server(profile: Profile) -
 def test_missing_packages_without_sudo_is_one_clear_error(profile: Profile) -> None:
     facts = fresh(uid=1000, login_user="alice", privilege="none", server_user="alice")
     plan = plan_host(profile, "gpu", facts, local(profile), "10.0.0.5")
-    assert plan.error == ("missing OS packages: libomp5; install them (sudo apt-get install "
-                          "libomp5) or log in as root or as a user with sudo")
+    assert plan.error == (
+        "missing OS packages: libomp5; install them (sudo apt-get install "
+        "libomp5) or log in as root or as a user with sudo"
+    )
     with_sudo = plan_host(profile, "gpu", replace(facts, privilege="sudo"), local(profile), None)
     assert "sudo -n apt-get install" in (with_sudo.steps[1].script or "")
     assert not with_sudo.steps[0].changes  # no user to create when not root
@@ -121,7 +147,9 @@ def test_a_local_archive_is_uploaded(profile: Profile, tmp_path: Path) -> None:
     plan = plan_host(profile, "gpu", fresh(), LocalInputs(src, 10), None)
     upload = plan.steps[2]
     assert upload.changes and upload.upload == (
-        str(archive), "/home/carla/.carla-launch/downloads/CARLA.tar.xz.part")
+        str(archive),
+        "/home/carla/.carla-launch/downloads/CARLA.tar.xz.part",
+    )
     assert not plan.steps[3].changes
 
 
@@ -141,11 +169,24 @@ def test_a_busy_port_moves_the_server_with_a_warning(profile: Profile) -> None:
 
 
 def test_server_args_put_our_port_gpu_and_settings_in_once() -> None:
-    args = server_args(("-RenderOffScreen", "-world-port=3000", "--carla-rpc-port=1",
-                        "-graphicsadapter=0", "-carla-settings=old.ini"), 2003, gpu=1,
-                       settings_remote="/home/carla/.carla-launch/carla/CarlaSettings.ini")
-    assert args == ("-RenderOffScreen", "-carla-rpc-port=2003", "-graphicsadapter=1",
-                    "-carla-settings=/home/carla/.carla-launch/carla/CarlaSettings.ini")
+    args = server_args(
+        (
+            "-RenderOffScreen",
+            "-world-port=3000",
+            "--carla-rpc-port=1",
+            "-graphicsadapter=0",
+            "-carla-settings=old.ini",
+        ),
+        2003,
+        gpu=1,
+        settings_remote="/home/carla/.carla-launch/carla/CarlaSettings.ini",
+    )
+    assert args == (
+        "-RenderOffScreen",
+        "-carla-rpc-port=2003",
+        "-graphicsadapter=1",
+        "-carla-settings=/home/carla/.carla-launch/carla/CarlaSettings.ini",
+    )
 
 
 @pytest.mark.skipif(shutil.which("dash") is None and shutil.which("sh") is None, reason="needs sh")
@@ -154,16 +195,23 @@ def test_every_script_is_valid_posix_sh(profile: Profile, tmp_path: Path) -> Non
     archive = tmp_path / "CARLA.zip"
     archive.write_bytes(b"x")
     scripts = [s.script for s in plan_host(profile, "gpu", fresh(), local(profile), None).steps]
-    up = plan_host(profile, "gpu", fresh(), LocalInputs(package_source(str(archive), None, tmp_path), 1), None)
+    up = plan_host(
+        profile, "gpu", fresh(), LocalInputs(package_source(str(archive), None, tmp_path), 1), None
+    )
     scripts += [up.steps[2].script, up.steps[2].after_upload]
     from carla_launcher.remote.shell import prologue
 
     head = prologue("carla", "carla")
-    scripts += [head + status_script(), head + start_script(), head + stop_script(),
-                head + status_script(compose=True)]
+    scripts += [
+        head + status_script(),
+        head + start_script(),
+        head + stop_script(),
+        head + status_script(compose=True),
+    ]
     for script in filter(None, scripts):
-        done = subprocess.run([shell, "-n"], input=script, capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(
+            [shell, "-n"], input=script, capture_output=True, text=True, check=False
+        )
         assert done.returncode == 0, done.stderr + script
 
 
@@ -176,20 +224,29 @@ def test_the_launch_loop_restarts_a_crash_with_backoff_and_records_it(tmp_path: 
         'printf "%s\\n" "$@" > "$(dirname "$0")/args"\n'
         'if [ ! -f "$(dirname "$0")/crashed" ]; then touch "$(dirname "$0")/crashed"; '
         'echo "Signal 11 caught."; kill -SEGV $$; fi\n'
-        "echo running; exec sleep 60\n")
+        "echo running; exec sleep 60\n"
+    )
     (root / "CarlaUE4.sh").chmod(0o755)
-    script = render_launch_script(LaunchConfig(str(root), str(sdir), ("-a b", "it's"), 2000,
-                                               "on-failure", "test"))
+    script = render_launch_script(
+        LaunchConfig(str(root), str(sdir), ("-a b", "it's"), 2000, "on-failure", "test")
+    )
     (tmp_path / "launch.sh").write_text(script)
-    loop = subprocess.Popen(["sh", str(tmp_path / "launch.sh")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    loop = subprocess.Popen(
+        ["sh", str(tmp_path / "launch.sh")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 15
         status: dict[str, str] = {}
         while time.monotonic() < deadline:
             try:
-                status = dict(line.split("=", 1) for line in
-                              (sdir / "status").read_text().splitlines() if "=" in line)
+                status = dict(
+                    line.split("=", 1)
+                    for line in (sdir / "status").read_text().splitlines()
+                    if "=" in line
+                )
             except FileNotFoundError:
                 pass
             if status.get("restarts") == "1" and status.get("state") == "running":
@@ -207,7 +264,9 @@ def test_the_launch_loop_restarts_a_crash_with_backoff_and_records_it(tmp_path: 
         loop.send_signal(signal.SIGTERM)  # as `tmux kill-session` (HUP) or `server stop`
         loop.wait(timeout=10)
         time.sleep(0.2)
-        parsed = parse_status(["@@carla-launch:status", *(sdir / "status").read_text().splitlines()])
+        parsed = parse_status(
+            ["@@carla-launch:status", *(sdir / "status").read_text().splitlines()]
+        )
         assert parsed["state"] == "stopped" and parsed["restarts"] == 1
         with pytest.raises(ProcessLookupError):
             deadline = time.monotonic() + 5

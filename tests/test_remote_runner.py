@@ -10,10 +10,15 @@ from carla_launcher.state import discovered_address
 
 
 def test_child_lines_as_the_user_sees_them() -> None:
-    assert relay_line("[gpu-1] downloading CARLA.tar.xz (20.1 GB)\n") == "gpu-1: downloading CARLA.tar.xz (20.1 GB)"
+    assert (
+        relay_line("[gpu-1] downloading CARLA.tar.xz (20.1 GB)\n")
+        == "gpu-1: downloading CARLA.tar.xz (20.1 GB)"
+    )
     assert relay_line("\x1b[1m[gpu-1]\x1b[0m unpacking") == "gpu-1: unpacking"
     assert relay_line("[@local] starting CARLA") == "localhost: starting CARLA"
-    assert relay_line("[gpu-1] carla-launch: error: checksum mismatch") is None  # once, in the summary
+    assert (
+        relay_line("[gpu-1] carla-launch: error: checksum mismatch") is None
+    )  # once, in the summary
     assert relay_line("   \n") is None
 
 
@@ -22,10 +27,17 @@ def test_a_deploy_remembers_addresses_and_ports(tmp_path: Path) -> None:
     p.parent.mkdir()
     p.write_text("remote:\n  host: [gpu-1, gpu-2]\n")
     prof = parse_profile(p)
-    record(prof, DeployReport("pool", False, [
-        HostResult("gpu-1", False, error="unreachable"),
-        HostResult("gpu-2", True, address="10.0.0.2", port=2003, version="0.9.15"),
-    ]))
+    record(
+        prof,
+        DeployReport(
+            "pool",
+            False,
+            [
+                HostResult("gpu-1", False, error="unreachable"),
+                HostResult("gpu-2", True, address="10.0.0.2", port=2003, version="0.9.15"),
+            ],
+        ),
+    )
     assert discovered_address(prof.key) == "10.0.0.2"  # what `carla-launch sync` uses
     assert known_server(prof, "gpu-2")["port"] == 2003
     assert known_server(prof, "gpu-1") == {}

@@ -34,8 +34,11 @@ def profile_of(tmp_path: Path, text: str) -> Profile:
 
 
 def test_config_is_strict_by_default_and_keeps_the_users_own(tmp_path: Path) -> None:
-    prof = profile_of(tmp_path, "remote:\n  host: [gpu-1, gpu-2]\n  user: carla\n  port: 2222\n"
-                                "  identity_file: keys/id\n  jump: bastion\n  connect_timeout: 4\n")
+    prof = profile_of(
+        tmp_path,
+        "remote:\n  host: [gpu-1, gpu-2]\n  user: carla\n  port: 2222\n"
+        "  identity_file: keys/id\n  jump: bastion\n  connect_timeout: 4\n",
+    )
     text = render_ssh_config(prof, "Host gpu-1\n  HostName 10.0.0.1\n")
     lines = [line.strip() for line in text.splitlines()]
     assert "Host gpu-1 gpu-2" in lines and "User carla" in lines and "Port 2222" in lines
@@ -43,8 +46,9 @@ def test_config_is_strict_by_default_and_keeps_the_users_own(tmp_path: Path) -> 
     assert "StrictHostKeyChecking yes" in lines and "BatchMode yes" in lines
     assert "ConnectTimeout 4" in lines
     assert text.index("Host *") < text.index("HostName 10.0.0.1")  # ours first: first wins
-    assert "StrictHostKeyChecking accept-new" in render_ssh_config(prof, None,
-                                                                   accept_new_host_key=True)
+    assert "StrictHostKeyChecking accept-new" in render_ssh_config(
+        prof, None, accept_new_host_key=True
+    )
 
 
 def test_fields_left_out_come_from_the_users_config(tmp_path: Path) -> None:
@@ -74,11 +78,20 @@ def test_scripts_carry_values_as_data(tmp_path: Path) -> None:
 
 def test_errors_are_one_line_that_says_what_to_do(tmp_path: Path) -> None:
     prof = profile_of(tmp_path, "remote:\n  host: gpu\n  connect_timeout: 3\n")
-    key = explain_ssh_failure(prof, "gpu", "No ED25519 host key is known for gpu and you have "
-                                           "requested strict checking.\nHost key verification failed.\n")
+    key = explain_ssh_failure(
+        prof,
+        "gpu",
+        "No ED25519 host key is known for gpu and you have "
+        "requested strict checking.\nHost key verification failed.\n",
+    )
     assert key.startswith("gpu: the box's host key is not in ") and "--accept-new-host-key" in key
-    late = explain_ssh_failure(prof, "gpu", "ssh: connect to host gpu port 22: Connection timed out")
-    assert late == "gpu: no SSH connection within 3 s (ssh: connect to host gpu port 22: Connection timed out)"
+    late = explain_ssh_failure(
+        prof, "gpu", "ssh: connect to host gpu port 22: Connection timed out"
+    )
+    assert (
+        late
+        == "gpu: no SSH connection within 3 s (ssh: connect to host gpu port 22: Connection timed out)"
+    )
     local = profile_of(tmp_path, "remote:\n  connector: local\n")
     with pytest.raises(RemoteError, match=r"^localhost: it broke$"):
         check_remote(local, None, "echo 'carla-launch: error: it broke' >&2; exit 1", timeout=10)
@@ -89,9 +102,21 @@ def test_a_box_behind_a_jump_host(box: Box) -> None:
     """The box's sshd on its own loopback, reachable only through the jump host."""
     inner = box.add_inner_sshd()
     box.write_profile(remote={"host": inner, "jump": box.alias})
-    direct = subprocess.run(["ssh", "-F", str(box.ssh_config), "-o", "BatchMode=yes",
-                             "-o", "ConnectTimeout=3", inner, "true"], capture_output=True,
-                            check=False)
+    direct = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            str(box.ssh_config),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=3",
+            inner,
+            "true",
+        ],
+        capture_output=True,
+        check=False,
+    )
     assert direct.returncode == 255  # 127.0.0.1:2222 here is not the box: only the jump gets there
     addr = box.cli("address", str(box.profile_path))
     assert (addr.returncode, addr.stdout) == (0, f"{box.address}\n"), addr.stderr
@@ -106,12 +131,15 @@ def test_a_box_behind_a_jump_host(box: Box) -> None:
 
 
 @pytest.mark.root
-def test_keys_from_ssh_agent_work_for_pyinfra_and_openssh(box: Box, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_from_ssh_agent_work_for_pyinfra_and_openssh(
+    box: Box, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No IdentityFile anywhere: the key is only in an ssh-agent, as on a developer laptop."""
     config = tmp_path / "agent_ssh_config"
-    config.write_text(f"Host {box.alias}\n  HostName {box.address}\n  User root\n"
-                      f"  UserKnownHostsFile {box.known_hosts}\n")
+    config.write_text(
+        f"Host {box.alias}\n  HostName {box.address}\n  User root\n"
+        f"  UserKnownHostsFile {box.known_hosts}\n"
+    )
     box.write_profile(remote={"ssh_config": str(config)})
     sock = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 
 @pytest.fixture
-def tmux(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def tmux(monkeypatch: pytest.MonkeyPatch):
     name = f"cl-test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv(sess.SOCKET_ENV, name)
     server = sess.tmux_server()
@@ -31,7 +31,7 @@ def text(server: libtmux.Server, name: str, role: str) -> str:
     return "\n".join(server.panes.get(pane_id=pane_id).capture_pane(start="-", end="-"))
 
 
-def test_two_panes_show_their_output_and_keep_it_after_exit(tmux, tmp_path: Path) -> None:  # noqa: ANN001
+def test_two_panes_show_their_output_and_keep_it_after_exit(tmux, tmp_path: Path) -> None:
     panes = sess.layout(
         ["sh", "-c", "echo 'carla: listening on 2000'; sleep 30"],
         ["sh", "-c", "echo agent connected to $CARLA_TEST_ADDR; exit 3"],
@@ -44,19 +44,32 @@ def test_two_panes_show_their_output_and_keep_it_after_exit(tmux, tmp_path: Path
     agent = wait_for(lambda: (t := text(tmux, "carla-box", "agent")) and "ended" in t and t)
     assert "agent connected to 10.77.0.2" in agent
     assert "[sh ended: exit status 3]" in agent  # remain-on-exit: the pane keeps it and says why
-    states = wait_for(lambda: (s := sess.pane_states(sess.find_session(tmux, "carla-box")))["agent"]["alive"] is False and s)
+    states = wait_for(
+        lambda: (
+            (s := sess.pane_states(sess.find_session(tmux, "carla-box")))["agent"]["alive"] is False
+            and s
+        )
+    )
     assert states["server"]["alive"]
     window = sess.find_session(tmux, "carla-box").active_window
     assert len(window.panes) == 2
 
 
-def test_ensuring_again_keeps_running_panes_and_restarts_dead_ones(tmux, tmp_path: Path) -> None:  # noqa: ANN001
-    panes = sess.layout(["sh", "-c", "echo server; sleep 30"], ["sh", "-c", "echo run-1; exit 0"], tmp_path)
+def test_ensuring_again_keeps_running_panes_and_restarts_dead_ones(tmux, tmp_path: Path) -> None:
+    panes = sess.layout(
+        ["sh", "-c", "echo server; sleep 30"], ["sh", "-c", "echo run-1; exit 0"], tmp_path
+    )
     sess.ensure_session(tmux, "carla-box", panes)
-    server_pid = wait_for(lambda: sess.pane_states(sess.find_session(tmux, "carla-box"))["server"]["pid"])
+    server_pid = wait_for(
+        lambda: sess.pane_states(sess.find_session(tmux, "carla-box"))["server"]["pid"]
+    )
     wait_for(lambda: not sess.pane_states(sess.find_session(tmux, "carla-box"))["agent"]["alive"])
-    again = sess.layout(["sh", "-c", "echo server; sleep 30"], ["sh", "-c", "echo run-2; sleep 30"], tmp_path,
-                        gpu_argv=["sh", "-c", "echo gpu-watch; sleep 30"])
+    again = sess.layout(
+        ["sh", "-c", "echo server; sleep 30"],
+        ["sh", "-c", "echo run-2; sleep 30"],
+        tmp_path,
+        gpu_argv=["sh", "-c", "echo gpu-watch; sleep 30"],
+    )
     result = sess.ensure_session(tmux, "carla-box", again)
     assert result.kept == ["server"] and result.respawned == ["agent"] and result.created == ["gpu"]
     states = sess.pane_states(sess.find_session(tmux, "carla-box"))
@@ -67,7 +80,7 @@ def test_ensuring_again_keeps_running_panes_and_restarts_dead_ones(tmux, tmp_pat
     assert not third.changed and sorted(third.kept) == ["agent", "gpu", "server"]
 
 
-def test_attach_uses_switch_client_inside_tmux(tmux, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_attach_uses_switch_client_inside_tmux(tmux, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TMUX", raising=False)
     assert sess.attach_argv(tmux, "carla-box")[-3:] == ["attach-session", "-t", "carla-box"]
     monkeypatch.setenv("TMUX", "/tmp/x,1,0")

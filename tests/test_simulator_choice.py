@@ -39,12 +39,19 @@ SERVER = """\
 
 CASES: dict[str, tuple[str, str]] = {
     # -- named as the CARLA host by another service --------------------------------------------
-    "ros2 bridge names the server with host:=": ("carla", "services:\n" + SERVER + svcs("""\
+    "ros2 bridge names the server with host:=": (
+        "carla",
+        "services:\n"
+        + SERVER
+        + svcs("""\
           ros-bridge:
             image: ghcr.io/x/carla-ros-bridge:0.9.12
             command: ros2 launch carla_ros_bridge carla_ros_bridge.launch.py host:=carla timeout:=20
-        """)),
-    "ros1 bridge, quoted host:= in an exec list": ("simulator", d("""\
+        """),
+    ),
+    "ros1 bridge, quoted host:= in an exec list": (
+        "simulator",
+        d("""\
         services:
           simulator:
             image: carlasim/carla:0.9.13
@@ -55,8 +62,11 @@ CASES: dict[str, tuple[str, str]] = {
                       "host:='simulator'"]
           sensors:
             image: someorg/carla-sensor-lib
-        """)),
-    "bridge names a custom server image through CARLA_HOST": ("sim", d("""\
+        """),
+    ),
+    "bridge names a custom server image through CARLA_HOST": (
+        "sim",
+        d("""\
         services:
           sim:
             image: registry.example.com/robotics/sim-server:2024.1
@@ -65,9 +75,11 @@ CASES: dict[str, tuple[str, str]] = {
             environment:
               CARLA_HOST: sim
               CARLA_PORT: "2000"
-        """)),
+        """),
+    ),
     "scenario_runner with --host and a server whose image is a custom carla build": (
-        "carla-server", d("""\
+        "carla-server",
+        d("""\
         services:
           carla-server:
             image: myorg/carla-server:0.9.13
@@ -76,8 +88,11 @@ CASES: dict[str, tuple[str, str]] = {
             image: myorg/carla-scenario-runner:0.9.13
             command: python scenario_runner.py --host carla-server --scenario FollowLeadingVehicle_1
             depends_on: [carla-server]
-        """)),
-    "leaderboard agent with --host= and a ${VAR:-default} host variable": ("carla", d("""\
+        """),
+    ),
+    "leaderboard agent with --host= and a ${VAR:-default} host variable": (
+        "carla",
+        d("""\
         services:
           carla:
             image: carlasim/carla:0.9.10.1
@@ -89,8 +104,11 @@ CASES: dict[str, tuple[str, str]] = {
             command: >
               python leaderboard/leaderboard_evaluator.py --host=carla --port=2000
               --agent=agents/npc_agent.py --routes=routes_devtest.xml
-        """)),
-    "RL stack names the server's static IP": ("simulator", d("""\
+        """),
+    ),
+    "RL stack names the server's static IP": (
+        "simulator",
+        d("""\
         services:
           simulator:
             image: myorg/carla-sim:0.9.14
@@ -110,8 +128,13 @@ CASES: dict[str, tuple[str, str]] = {
             ipam:
               config:
                 - subnet: 172.28.0.0/16
-        """)),
-    "carlaviz names the server as CARLA_SERVER_HOST": ("carla", "services:\n" + SERVER + svcs("""\
+        """),
+    ),
+    "carlaviz names the server as CARLA_SERVER_HOST": (
+        "carla",
+        "services:\n"
+        + SERVER
+        + svcs("""\
           carlaviz:
             image: mjxu96/carlaviz:0.9.15
             environment:
@@ -120,8 +143,11 @@ CASES: dict[str, tuple[str, str]] = {
               - CARLA_SERVER_PORT=2000
             ports:
               - "8080-8081:8080-8081"
-        """)),
-    "agent reaches the server by a link alias, with a URL": ("carla", d("""\
+        """),
+    ),
+    "agent reaches the server by a link alias, with a URL": (
+        "carla",
+        d("""\
         services:
           carla:
             image: ghcr.io/org/carla:0.9.14
@@ -130,8 +156,11 @@ CASES: dict[str, tuple[str, str]] = {
             links: ["carla:sim"]
             environment:
               CARLA_ADDRESS: http://sim:2000
-        """)),
-    "agent names the compose-made container name": ("world", d("""\
+        """),
+    ),
+    "agent names the compose-made container name": (
+        "world",
+        d("""\
         services:
           world:
             image: localhost:5000/simulators/town-server
@@ -144,8 +173,11 @@ CASES: dict[str, tuple[str, str]] = {
           agent-c:
             image: carla-agent
             environment: ["CARLA_SIM_HOST=stack_world_1:2000"]
-        """)),
-    "agent names the server's hostname and sets it inline in a shell script": ("carla", d("""\
+        """),
+    ),
+    "agent names the server's hostname and sets it inline in a shell script": (
+        "carla",
+        d("""\
         services:
           carla:
             image: carlasim/carla:0.9.15
@@ -155,9 +187,12 @@ CASES: dict[str, tuple[str, str]] = {
           agent:
             image: python:3.8
             command: sh -c "pip install carla && CARLA_HOST=carla-box python agent.py"
-        """)),
+        """),
+    ),
     # -- runs CARLA itself ----------------------------------------------------------------------
-    "the server runs CarlaUE4.sh; the bridge takes its host from a params file": ("sim", d("""\
+    "the server runs CarlaUE4.sh; the bridge takes its host from a params file": (
+        "sim",
+        d("""\
         services:
           bridge:
             image: carla-ros-bridge:0.9.12
@@ -166,41 +201,56 @@ CASES: dict[str, tuple[str, str]] = {
             image: registry.example.com/sim:1
             entrypoint: ["/bin/bash", "-c"]
             command: ["./CarlaUE4.sh -RenderOffScreen -quality-level=Low"]
-        """)),
-    "the server runs CarlaUnreal-Linux-Shipping as another user": ("ue5", d("""\
+        """),
+    ),
+    "the server runs CarlaUnreal-Linux-Shipping as another user": (
+        "ue5",
+        d("""\
         services:
           ue5:
             image: myorg/sim-ue5:0.10.0
             command: sudo -u carla /home/carla/CarlaUnreal/Binaries/Linux/CarlaUnreal-Linux-Shipping
           recorder:
             image: myorg/carla-recorder
-        """)),
+        """),
+    ),
     # -- an image named carla, over images that merely contain it --------------------------------
-    "server without a command; agent passes --carla-path .../CarlaUE4.sh": ("carla", d("""\
+    "server without a command; agent passes --carla-path .../CarlaUE4.sh": (
+        "carla",
+        d("""\
         services:
           carla:
             image: carlasim/carla:0.9.15
           agent:
             image: myorg/carla-agent
             command: python eval.py --carla-path /opt/CarlaUE4.sh
-        """)),
-    "server without a command; agent kills CarlaUE4 before it starts": ("simulator", d("""\
+        """),
+    ),
+    "server without a command; agent kills CarlaUE4 before it starts": (
+        "simulator",
+        d("""\
         services:
           agent:
             image: myorg/carla-garage:latest
             command: bash -c "pkill -f CarlaUE4 || true; python team_code/eval.py"
           simulator:
             image: carlasim/carla:0.9.15
-        """)),
-    "agent checks for CarlaUE4.sh with test -f in an exec list": ("carla", d("""\
+        """),
+    ),
+    "agent checks for CarlaUE4.sh with test -f in an exec list": (
+        "carla",
+        d("""\
         services:
           agent:
             image: myorg/agent
             command: ["sh", "-c", "test -f /opt/carla/CarlaUE4.sh && python run.py"]
           carla:
             image: carla:latest
-        """)),
-    "ROS bridge and a sensor library next to the real server": ("carla", d("""\
+        """),
+    ),
+    "ROS bridge and a sensor library next to the real server": (
+        "carla",
+        d("""\
         services:
           carla:
             image: carlasim/carla:0.9.15
@@ -211,24 +261,31 @@ CASES: dict[str, tuple[str, str]] = {
             image: someorg/carla-sensor-lib
           rviz:
             image: osrf/ros:noetic-desktop
-        """)),
+        """),
+    ),
     # -- weak evidence ---------------------------------------------------------------------------
-    "a server image that only publishes the world port": ("sim", d("""\
+    "a server image that only publishes the world port": (
+        "sim",
+        d("""\
         services:
           sim:
             image: registry.example.com/sim:1
             ports: ["2000-2002:2000-2002"]
           agent:
             image: registry.example.com/agent:1
-        """)),
-    "of two images containing carla, the one publishing 2000": ("server", d("""\
+        """),
+    ),
+    "of two images containing carla, the one publishing 2000": (
+        "server",
+        d("""\
         services:
           bridge:
             image: carla-ros-bridge:0.9.12
           server:
             image: myorg/carla-server:0.9.15
             expose: ["2000/tcp"]
-        """)),
+        """),
+    ),
 }
 
 

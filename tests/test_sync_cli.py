@@ -31,11 +31,11 @@ services:
 """
 
 
-def sync(run, *args: str):  # noqa: ANN001, ANN201
+def sync(run, *args: str):
     return run("sync", "--dir", ".", "--address", "10.0.0.5", *args)
 
 
-def test_check_reports_missing_and_stale_variants_and_changes_nothing(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_check_reports_missing_and_stale_variants_and_changes_nothing(tmp_path: Path, run) -> None:
     write_files(tmp_path, {"compose.yaml": SOURCE})
     r = sync(run, "--check")
     assert r.exit_code == 1
@@ -47,10 +47,13 @@ def test_check_reports_missing_and_stale_variants_and_changes_nothing(tmp_path: 
     (tmp_path / "compose.yaml").write_text(SOURCE.replace("image: agent ", "image: agent:v2 "))
     r = sync(run, "--check")
     assert r.exit_code == 1 and "stale" in r.stderr
-    assert "-    image: agent   # the driver" in r.stdout and "+    image: agent:v2   # the driver" in r.stdout
+    assert (
+        "-    image: agent   # the driver" in r.stdout
+        and "+    image: agent:v2   # the driver" in r.stdout
+    )
 
 
-def test_current_variant_is_not_rewritten(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_current_variant_is_not_rewritten(tmp_path: Path, run) -> None:
     write_files(tmp_path, {"compose.yaml": SOURCE})
     assert sync(run).exit_code == 0
     v = tmp_path / "compose.distributed.yaml"
@@ -60,7 +63,7 @@ def test_current_variant_is_not_rewritten(tmp_path: Path, run) -> None:  # noqa:
     assert v.stat().st_mtime == 1_000_000
 
 
-def test_hand_edited_variant_is_kept_unless_forced(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_hand_edited_variant_is_kept_unless_forced(tmp_path: Path, run) -> None:
     write_files(tmp_path, {"compose.yaml": SOURCE})
     assert sync(run).exit_code == 0
     v = tmp_path / "compose.distributed.yaml"
@@ -75,7 +78,7 @@ def test_hand_edited_variant_is_kept_unless_forced(tmp_path: Path, run) -> None:
     assert r.exit_code == 0 and "image: agent:mine" not in v.read_text()
 
 
-def test_handmade_copy_of_the_old_way_is_not_overwritten(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_handmade_copy_of_the_old_way_is_not_overwritten(tmp_path: Path, run) -> None:
     handmade = SOURCE.replace("carla-simulator\n", "192.168.1.20\n")
     write_files(tmp_path, {"compose.yaml": SOURCE, "compose.distributed.yaml": handmade})
     r = sync(run)
@@ -86,23 +89,48 @@ def test_handmade_copy_of_the_old_way_is_not_overwritten(tmp_path: Path, run) ->
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
-        ({"compose.yaml": SOURCE.replace("    depends_on: [carla-simulator]", "    depends_on: [carla-simulator")},
-         r"^carla-launch: |^error: compose.yaml:\d+: invalid YAML: "),
-        ({"compose.yaml": "include:\n  - nowhere.yaml\n" + SOURCE.replace("# the stack\n", "")},
-         r"^error: compose.yaml:2: file not found: .*nowhere.yaml"),
-        ({"compose.yaml": SOURCE + "  viewer:\n    image: v\n    network_mode: service:carla-simulator\n"},
-         r"^error: compose.yaml:12: network_mode: service viewer shares the simulator's network"),
-        ({"compose.yaml": SOURCE + "  viewer:\n    image: v\n    volumes_from: [carla-simulator:ro]\n"},
-         r"^error: compose.yaml:12: volumes_from: service viewer mounts the simulator's volumes"),
+        (
+            {
+                "compose.yaml": SOURCE.replace(
+                    "    depends_on: [carla-simulator]", "    depends_on: [carla-simulator"
+                )
+            },
+            r"^carla-launch: |^error: compose.yaml:\d+: invalid YAML: ",
+        ),
+        (
+            {"compose.yaml": "include:\n  - nowhere.yaml\n" + SOURCE.replace("# the stack\n", "")},
+            r"^error: compose.yaml:2: file not found: .*nowhere.yaml",
+        ),
+        (
+            {
+                "compose.yaml": SOURCE
+                + "  viewer:\n    image: v\n    network_mode: service:carla-simulator\n"
+            },
+            r"^error: compose.yaml:12: network_mode: service viewer shares the simulator's network",
+        ),
+        (
+            {
+                "compose.yaml": SOURCE
+                + "  viewer:\n    image: v\n    volumes_from: [carla-simulator:ro]\n"
+            },
+            r"^error: compose.yaml:12: volumes_from: service viewer mounts the simulator's volumes",
+        ),
         # two carla images and no service naming either as its CARLA host: truly ambiguous
-        ({"compose.yaml": SOURCE.replace("CARLA_SIM_HOST=carla-simulator", "MODE=fast")
-          + "  carla2:\n    image: carlasim/carla:0.9.14\n"},
-         r"^error: compose.yaml:3: several candidate simulators: carla-simulator \(compose.yaml:3\), carla2 \(compose.yaml:10\)"),
+        (
+            {
+                "compose.yaml": SOURCE.replace("CARLA_SIM_HOST=carla-simulator", "MODE=fast")
+                + "  carla2:\n    image: carlasim/carla:0.9.14\n"
+            },
+            r"^error: compose.yaml:3: several candidate simulators: carla-simulator \(compose.yaml:3\), carla2 \(compose.yaml:10\)",
+        ),
     ],
     ids=["invalid-yaml", "missing-include", "network-mode", "volumes-from", "two-simulators"],
 )
 def test_bad_input_is_one_line_with_file_and_line_and_loses_nothing(
-    tmp_path: Path, run, files: dict[str, str], expected: str  # noqa: ANN001
+    tmp_path: Path,
+    run,
+    files: dict[str, str],
+    expected: str,
 ) -> None:
     good = "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
     write_files(tmp_path, {**files, "other.yaml": good})
@@ -116,7 +144,7 @@ def test_bad_input_is_one_line_with_file_and_line_and_loses_nothing(
     assert (tmp_path / "other-distributed.yaml").is_file()  # the rest of the folder is still synced
 
 
-def test_no_simulator_anywhere_is_an_error(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_no_simulator_anywhere_is_an_error(tmp_path: Path, run) -> None:
     write_files(tmp_path, {"compose.yaml": "services:\n  a:\n    image: a\n"})
     r = sync(run)
     assert r.exit_code == 2
@@ -140,18 +168,34 @@ def test_round_trip_of_a_file_that_needs_no_change_is_byte_identical() -> None:
 def test_variant_diff_touches_only_the_simulator_dependencies_and_replaced_values() -> None:
     """Every changed line of the bundled example's variants is one the contract explains."""
     for variant in sorted((REPO / "build").glob("*distributed*.yaml")):
-        source = variant.with_name(variant.name.replace(".distributed", "").replace("-distributed", ""))
+        source = variant.with_name(
+            variant.name.replace(".distributed", "").replace("-distributed", "")
+        )
         body = variant.read_text().split("\n", 3)[3]
-        diff = list(difflib.unified_diff(source.read_text().splitlines(), body.splitlines(), lineterm="", n=0))
+        diff = list(
+            difflib.unified_diff(
+                source.read_text().splitlines(), body.splitlines(), lineterm="", n=0
+            )
+        )
         removed = [line[1:] for line in diff if line.startswith("-") and not line.startswith("---")]
         added = [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
         for line in added:
-            assert "192.0.2.10" in line or re.match(r"^\s*environment:$", line), (variant.name, line)
+            assert "192.0.2.10" in line or re.match(r"^\s*environment:$", line), (
+                variant.name,
+                line,
+            )
         for line in removed:
             explained = (
-                "carla-simulator" in line or "carla-server" in line or "include:" in line
-                or "docker-compose.carla.yaml" in line or "env_file" in line or not line.strip()
-                or re.match(r"^\s*(depends_on|links|condition|networks|image|hostname|container_name|command|aliases|carla-net):", line)
+                "carla-simulator" in line
+                or "carla-server" in line
+                or "include:" in line
+                or "docker-compose.carla.yaml" in line
+                or "env_file" in line
+                or not line.strip()
+                or re.match(
+                    r"^\s*(depends_on|links|condition|networks|image|hostname|container_name|command|aliases|carla-net):",
+                    line,
+                )
                 or line.strip().startswith(("#", "- ", "[", "aliases"))
             )
             assert explained, (variant.name, line)
@@ -161,14 +205,16 @@ def test_bundled_example_is_in_sync(compose_loader: str) -> None:
     """`carla-launch sync --check --dir build`, as CI and the pre-commit hook run it."""
     proc = subprocess.run(
         [sys.executable, "-m", "carla_launcher", "sync", "--check", "--dir", "build"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for variant in (REPO / "build").glob("*distributed*.yaml"):
         load_model(variant)  # every committed variant loads in the real compose
 
 
-def test_profile_gives_address_and_simulator(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_profile_gives_address_and_simulator(tmp_path: Path, run) -> None:
     shutil.copytree(REPO / "build", tmp_path / "build")
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "box.yaml").write_text(
@@ -178,10 +224,14 @@ def test_profile_gives_address_and_simulator(tmp_path: Path, run) -> None:  # no
     assert r.exit_code == 0, r.stderr
     text = (tmp_path / "build" / "docker-compose.leaderboard-distributed.yaml").read_text()
     assert "--host=10.9.8.7 --port=2003" in text
-    (tmp_path / "profiles" / "box.yaml").write_text("remote:\n  host: gpu-box\n  adress: 10.9.8.7\n")
+    (tmp_path / "profiles" / "box.yaml").write_text(
+        "remote:\n  host: gpu-box\n  adress: 10.9.8.7\n"
+    )
     r = run("sync", "--profile", "box")
     assert r.exit_code == 2
-    assert r.stderr.strip().startswith("carla-launch: profiles/box.yaml:3: remote.adress: unknown field")
+    assert r.stderr.strip().startswith(
+        "carla-launch: profiles/box.yaml:3: remote.adress: unknown field"
+    )
 
 
 def test_pre_commit_hook_is_declared() -> None:
@@ -198,17 +248,31 @@ GOOD = "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    imag
     [
         ("null-services", b"services:\n", r"compose.yaml:1: services: must be a mapping"),
         ("not-utf8", b"services:\n  a:\n    image: caf\xe9\n", r"compose.yaml: not UTF-8 text"),
-        ("service-string", b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a: just-a-string\n",
-         r"compose.yaml:4: services.a: a service must be a mapping"),
-        ("command-number", b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    command: [run, --port, 2000]\n",
-         r"compose.yaml:6: services.a.command: must be a string or a list of strings"),
-        ("extends-simulator", b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: carla-simulator\n",
-         r"compose.yaml:2: several candidate simulators: carla-simulator \(compose.yaml:2\), a \(compose.yaml:4\)"),
-        ("extends-missing", b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: nothere\n",
-         r"compose.yaml:5: extends: extends a service that compose.yaml does not have: 'nothere'"),
+        (
+            "service-string",
+            b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a: just-a-string\n",
+            r"compose.yaml:4: services.a: a service must be a mapping",
+        ),
+        (
+            "command-number",
+            b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    command: [run, --port, 2000]\n",
+            r"compose.yaml:6: services.a.command: must be a string or a list of strings",
+        ),
+        (
+            "extends-simulator",
+            b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: carla-simulator\n",
+            r"compose.yaml:2: several candidate simulators: carla-simulator \(compose.yaml:2\), a \(compose.yaml:4\)",
+        ),
+        (
+            "extends-missing",
+            b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: nothere\n",
+            r"compose.yaml:5: extends: extends a service that compose.yaml does not have: 'nothere'",
+        ),
     ],
 )
-def test_hostile_input_is_one_line_and_the_rest_is_synced(tmp_path: Path, run, name: str, content: bytes, expected: str) -> None:  # noqa: ANN001
+def test_hostile_input_is_one_line_and_the_rest_is_synced(
+    tmp_path: Path, run, name: str, content: bytes, expected: str
+) -> None:
     (tmp_path / "compose.yaml").write_bytes(content)
     (tmp_path / "other.yaml").write_text(GOOD)
     r = sync(run)
@@ -218,24 +282,38 @@ def test_hostile_input_is_one_line_and_the_rest_is_synced(tmp_path: Path, run, n
     assert (tmp_path / "other-distributed.yaml").is_file()
 
 
-def test_extending_the_simulator_is_refused(tmp_path: Path, run) -> None:  # noqa: ANN001
-    write_files(tmp_path, {"compose.yaml": "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: carla-simulator\n"})
+def test_extending_the_simulator_is_refused(tmp_path: Path, run) -> None:
+    write_files(
+        tmp_path,
+        {
+            "compose.yaml": "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: carla-simulator\n"
+        },
+    )
     r = sync(run, "--simulator", "carla-simulator")
     assert r.exit_code == 2
-    assert "error: compose.yaml:5: extends: service a extends the simulator; it cannot be distributed" in r.stderr
+    assert (
+        "error: compose.yaml:5: extends: service a extends the simulator; it cannot be distributed"
+        in r.stderr
+    )
 
 
-def test_symlink_loop_in_include_is_an_error_not_a_crash(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_symlink_loop_in_include_is_an_error_not_a_crash(tmp_path: Path, run) -> None:
     (tmp_path / "l1.yaml").symlink_to("l2.yaml")
     (tmp_path / "l2.yaml").symlink_to("l1.yaml")
-    write_files(tmp_path, {"compose.yaml": "include: [l1.yaml]\n" + SOURCE.replace("# the stack\n", ""), "other.yaml": GOOD})
+    write_files(
+        tmp_path,
+        {
+            "compose.yaml": "include: [l1.yaml]\n" + SOURCE.replace("# the stack\n", ""),
+            "other.yaml": GOOD,
+        },
+    )
     r = sync(run)
     assert r.exit_code == 2 and "Traceback" not in r.stderr
     assert re.search(r"^error: compose.yaml:1: cannot read .*l1.yaml", r.stderr, re.M), r.stderr
     assert (tmp_path / "other-distributed.yaml").is_file()
 
 
-def test_a_bom_is_fine_and_a_variant_that_is_a_folder_is_one_line(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_a_bom_is_fine_and_a_variant_that_is_a_folder_is_one_line(tmp_path: Path, run) -> None:
     (tmp_path / "compose.yaml").write_bytes(b"\xef\xbb\xbf" + SOURCE.encode())
     assert sync(run).exit_code == 0
     (tmp_path / "compose.distributed.yaml").unlink()
@@ -245,29 +323,44 @@ def test_a_bom_is_fine_and_a_variant_that_is_a_folder_is_one_line(tmp_path: Path
     assert "compose.distributed.yaml: cannot read the variant" in r.stderr
 
 
-def test_dependencies_merged_in_with_an_anchor_are_dropped(tmp_path: Path, run, compose_loader: str) -> None:  # noqa: ANN001
-    write_files(tmp_path, {"compose.yaml": (
-        "x-common: &common\n  depends_on: [carla-simulator]\n  links: [carla-simulator]\n"
-        "services:\n  carla-simulator:\n    image: carlasim/carla\n"
-        "  agent:\n    <<: *common\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n")})
+def test_dependencies_merged_in_with_an_anchor_are_dropped(
+    tmp_path: Path, run, compose_loader: str
+) -> None:
+    write_files(
+        tmp_path,
+        {
+            "compose.yaml": (
+                "x-common: &common\n  depends_on: [carla-simulator]\n  links: [carla-simulator]\n"
+                "services:\n  carla-simulator:\n    image: carlasim/carla\n"
+                "  agent:\n    <<: *common\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
+            )
+        },
+    )
     assert sync(run).exit_code == 0
     model = load_model(tmp_path / "compose.distributed.yaml")
-    assert "depends_on" not in model["services"]["agent"] and "links" not in model["services"]["agent"]
+    assert (
+        "depends_on" not in model["services"]["agent"] and "links" not in model["services"]["agent"]
+    )
 
 
-def test_named_profile_that_is_missing_is_an_error_even_with_address(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_named_profile_that_is_missing_is_an_error_even_with_address(tmp_path: Path, run) -> None:
     write_files(tmp_path, {"compose.yaml": SOURCE})
     r = run("sync", "--profile", "nosuch", "--address", "10.0.0.7", "--dir", ".")
     assert r.exit_code == 2 and "nosuch" in r.stderr
 
 
-def test_profile_port_is_the_remote_port_even_when_it_is_2000(tmp_path: Path, run) -> None:  # noqa: ANN001
-    write_files(tmp_path, {
-        "build/compose.yaml": ("services:\n  carla-simulator:\n    image: carlasim/carla\n"
-                               "    command: ./CarlaUE4.sh -carla-rpc-port=3000\n"
-                               "  agent:\n    image: a\n    environment: [CARLA_HOST=carla-simulator, CARLA_PORT=3000]\n"),
-        "profiles/default.yaml": "remote:\n  host: box\n  address: 10.0.0.8\nserver:\n  port: 2000\n",
-    })
+def test_profile_port_is_the_remote_port_even_when_it_is_2000(tmp_path: Path, run) -> None:
+    write_files(
+        tmp_path,
+        {
+            "build/compose.yaml": (
+                "services:\n  carla-simulator:\n    image: carlasim/carla\n"
+                "    command: ./CarlaUE4.sh -carla-rpc-port=3000\n"
+                "  agent:\n    image: a\n    environment: [CARLA_HOST=carla-simulator, CARLA_PORT=3000]\n"
+            ),
+            "profiles/default.yaml": "remote:\n  host: box\n  address: 10.0.0.8\nserver:\n  port: 2000\n",
+        },
+    )
     assert run("sync", "-q").exit_code == 0
     assert "CARLA_PORT=2000" in (tmp_path / "build" / "compose.distributed.yaml").read_text()
 

@@ -35,7 +35,10 @@ def svcs(text: str) -> str:
 
 CASES: dict[str, dict] = {
     "env list and depends_on list": {
-        "files": {"docker-compose.yml": "services:\n" + SIM + svcs("""\
+        "files": {
+            "docker-compose.yml": "services:\n"
+            + SIM
+            + svcs("""\
               agent:
                 image: agent
                 environment:
@@ -43,11 +46,13 @@ CASES: dict[str, dict] = {
                   - LOG=carla-simulator-logs
                 depends_on:
                   - carla-simulator
-            """)},
+            """)
+        },
         "variant": "docker-compose.distributed.yml",
     },
     "env map, depends_on map with condition": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               sim:
                 image: ghcr.io/x/carla-leaderboard:2.0
@@ -64,12 +69,14 @@ CASES: dict[str, dict] = {
                     condition: service_started
               redis:
                 image: redis
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "sim": "sim",
     },
     "links with alias, hostname, container_name, network aliases": {
-        "files": {"docker-compose.leaderboard.yaml": d("""\
+        "files": {
+            "docker-compose.leaderboard.yaml": d("""\
             services:
               carla:
                 image: carlasim/carla:0.9.15
@@ -96,12 +103,14 @@ CASES: dict[str, dict] = {
                 networks: [net]
             networks:
               net: {}
-            """)},
+            """)
+        },
         "variant": "docker-compose.leaderboard-distributed.yaml",
         "sim": "carla",
     },
     "compose-generated container names": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             name: proj
             services:
               carla_sim:
@@ -113,12 +122,14 @@ CASES: dict[str, dict] = {
                   - HOST2=proj-carla_sim-1
                   - HOST3=proj_carla_sim_1
                   - KEEP=proj-carla_sim-logs
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "sim": "carla_sim",
     },
     "command string, list and block scalar; entrypoint": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               carla-simulator:
                 image: carlasim/carla:0.9.15
@@ -139,11 +150,13 @@ CASES: dict[str, dict] = {
                   python evaluator.py
                   --host=carla-simulator
                   --routes=r.xml
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
     },
     "CARLA host variables and --host on network_mode host": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               carla-simulator:
                 image: carlasim/carla:0.9.15
@@ -158,11 +171,13 @@ CASES: dict[str, dict] = {
                   CARLA_ROOT: /opt/carla
                   TM_HOST: localhost
                 command: ["run", "--host", "127.0.0.1", "--carla-host=localhost", "--tm-host", "localhost"]
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
     },
     "port variables follow the remote port": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               carla-simulator:
                 image: carlasim/carla:0.9.15
@@ -175,12 +190,14 @@ CASES: dict[str, dict] = {
                   - CARLA_TM_PORT=8000
                   - OTHER_PORT=2000
                 command: python run.py --host carla-simulator --port 2000 --trafficManagerPort 8000
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "port": 3000,
     },
     "interpolations and $$ escapes kept as written": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               carla-simulator:
                 image: carlasim/carla:${CARLA_VERSION:-0.9.15}
@@ -190,7 +207,8 @@ CASES: dict[str, dict] = {
                   - CARLA_HOST=${CARLA_HOST:-carla-simulator}
                   - SCRIPT=$$HOME/run --host carla-simulator
                 command: sh -c 'echo $${ROUTE} ${ROUTE:-r.xml}; run --host carla-simulator'
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "text": [
             "CARLA_HOST=${CARLA_HOST:-10.77.0.2}",
@@ -234,7 +252,9 @@ CASES: dict[str, dict] = {
     },
     "include of a file that mixes the simulator with others gets its own variant": {
         "files": {
-            "stack.yaml": "services:\n" + SIM + svcs("""\
+            "stack.yaml": "services:\n"
+            + SIM
+            + svcs("""\
                   bridge:
                     image: ros-bridge
                     command: bridge --host carla-simulator
@@ -277,7 +297,9 @@ CASES: dict[str, dict] = {
                   redis:
                     image: redis
                 """),
-            "compose.yaml": "services:\n" + SIM + svcs("""\
+            "compose.yaml": "services:\n"
+            + SIM
+            + svcs("""\
                   redis:
                     image: redis
                   agent:
@@ -290,7 +312,8 @@ CASES: dict[str, dict] = {
         "unchanged": ["base.yaml"],
     },
     "extends in the same file": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               carla-simulator:
                 image: carlasim/carla:0.9.15
@@ -300,11 +323,13 @@ CASES: dict[str, dict] = {
               agent:
                 extends: base
                 command: run --host carla-simulator
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
     },
     "anchors and merge keys": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             x-env: &env
               CARLA_HOST: carla-simulator
               MODE: eval
@@ -321,20 +346,24 @@ CASES: dict[str, dict] = {
               agent2:
                 image: agent
                 environment: *env
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "text": ["x-unused: &unused", "<<: *env", "environment: *env"],
     },
 }
 
 
-def judge_variant(case: dict, folder: Path, address: str, port: int | None, sim: str,
-                  env: dict | None = None) -> None:
+def judge_variant(
+    case: dict, folder: Path, address: str, port: int | None, sim: str, env: dict | None = None
+) -> None:
     """The case's variant, loaded by compose, is the oracle's model of its source; and the
     case's text fragments, absent fragments and other files are as it says."""
     variant = folder / case["variant"]
     source = folder / case["variant"].replace(".distributed", "").replace("-distributed", "")
-    assert variant.is_file(), f"no variant written; files: {sorted(p.name for p in folder.iterdir())}"
+    assert variant.is_file(), (
+        f"no variant written; files: {sorted(p.name for p in folder.iterdir())}"
+    )
     want = comparable(expected_model(load_model(source), sim, address, port))
     assert comparable(load_model(variant, env=env)) == want
     text = variant.read_text()
@@ -352,12 +381,14 @@ def judge_variant(case: dict, folder: Path, address: str, port: int | None, sim:
         assert not (folder / missing).exists()
 
 
-def _sync(run, *args: str):  # noqa: ANN001, ANN202
+def _sync(run, *args: str):
     return run("sync", "--dir", ".", "--address", ADDR, *args)
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_variant_model_is_source_model_with_contract_changes(name: str, tmp_path: Path, run, compose_loader) -> None:  # noqa: ANN001
+def test_variant_model_is_source_model_with_contract_changes(
+    name: str, tmp_path: Path, run, compose_loader
+) -> None:
     case = CASES[name]
     write_files(tmp_path, case["files"])
     sim = case.get("sim", "carla-simulator")
@@ -376,16 +407,26 @@ def test_variant_model_is_source_model_with_contract_changes(name: str, tmp_path
     assert again.exit_code == 0 and "wrote" not in again.output
 
 
-def test_folded_scalar_keeps_its_line_breaks(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_folded_scalar_keeps_its_line_breaks(tmp_path: Path, run) -> None:
     write_files(tmp_path, CASES["command string, list and block scalar; entrypoint"]["files"])
     assert _sync(run).exit_code == 0
     text = (tmp_path / "compose.distributed.yaml").read_text()
-    assert "entrypoint: >-\n      python evaluator.py\n      --host=10.77.0.2\n      --routes=r.xml\n" in text
+    assert (
+        "entrypoint: >-\n      python evaluator.py\n      --host=10.77.0.2\n      --routes=r.xml\n"
+        in text
+    )
     assert 'exec python agent.py --host 10.77.0.2"\n' in text
 
 
-def test_agent_without_visible_reference_is_a_warning(tmp_path: Path, run) -> None:  # noqa: ANN001
-    write_files(tmp_path, {"compose.yaml": "services:\n" + SIM + "  agent:\n    image: agent\n    depends_on: [carla-simulator]\n"})
+def test_agent_without_visible_reference_is_a_warning(tmp_path: Path, run) -> None:
+    write_files(
+        tmp_path,
+        {
+            "compose.yaml": "services:\n"
+            + SIM
+            + "  agent:\n    image: agent\n    depends_on: [carla-simulator]\n"
+        },
+    )
     result = _sync(run)
     assert result.exit_code == 0
     assert "warning:" in result.stderr and "agent" in result.stderr

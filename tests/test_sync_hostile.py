@@ -44,7 +44,7 @@ OTHER = GOOD.replace("image: agent", "image: other-agent")
 ADDR = "10.0.0.5"
 
 
-def sync(run, *args: str):  # noqa: ANN001, ANN201
+def sync(run, *args: str):
     return run("sync", "--dir", ".", "--address", ADDR, *args)
 
 
@@ -55,7 +55,7 @@ def planned(entry: Path, address: str = ADDR) -> str:
     return r.variants[0].content
 
 
-def errors(r) -> list[str]:  # noqa: ANN001
+def errors(r) -> list[str]:
     """The error lines, after checking that nothing printed a traceback."""
     assert "Traceback" not in r.stdout + r.stderr, r.stderr
     return [line for line in r.stderr.splitlines() if line.startswith("error:")]
@@ -82,12 +82,14 @@ HEADER_EDITS = {
     "second-line-deleted": lambda t: re.sub(r"(?m)^# Regenerate with.*\n", "", t, count=1),
     "hash-line-edited": lambda t: t.replace("source-hash=", "source-hash=0", 1),
     "content-hash-edited": lambda t: re.sub(r"content-hash=\w+", "content-hash=" + "0" * 16, t),
-    "header-moved-below": lambda t: "\n".join(t.split("\n")[3:4] + t.split("\n")[:3] + t.split("\n")[4:]),
+    "header-moved-below": lambda t: "\n".join(
+        t.split("\n")[3:4] + t.split("\n")[:3] + t.split("\n")[4:]
+    ),
 }
 
 
 @pytest.mark.parametrize("edit", list(HEADER_EDITS), ids=list(HEADER_EDITS))
-def test_an_edited_header_is_a_hand_edit_kept_unless_forced(folder: Path, run, edit: str) -> None:  # noqa: ANN001
+def test_an_edited_header_is_a_hand_edit_kept_unless_forced(folder: Path, run, edit: str) -> None:
     (folder / "docker-compose.b.yaml").write_text(OTHER)
     assert sync(run).exit_code == 0
     variant = folder / "docker-compose.b-distributed.yaml"
@@ -98,7 +100,11 @@ def test_an_edited_header_is_a_hand_edit_kept_unless_forced(folder: Path, run, e
     assert r.exit_code == 1, (r.stdout, r.stderr)
     assert errors(r) == []
     kept = [line for line in r.stderr.splitlines() if "edited by hand" in line]
-    assert len(kept) == 1 and kept[0].startswith("docker-compose.b-distributed.yaml: ") and "--force" in kept[0]
+    assert (
+        len(kept) == 1
+        and kept[0].startswith("docker-compose.b-distributed.yaml: ")
+        and "--force" in kept[0]
+    )
     assert variant.read_text() == edited
     assert (folder / "docker-compose.distributed.yaml").read_text() == planned(
         folder / "docker-compose.yaml", "10.0.0.6"
@@ -119,7 +125,7 @@ def test_hand_edited_is_strict_about_the_header_and_any_source_name() -> None:
 
 
 # -- 2. a source that cannot be read ------------------------------------------------------------
-def test_a_dangling_symlink_source_is_an_error_not_a_stale_variant(folder: Path, run) -> None:  # noqa: ANN001
+def test_a_dangling_symlink_source_is_an_error_not_a_stale_variant(folder: Path, run) -> None:
     (folder / "docker-compose.b.yaml").write_text(OTHER)
     assert sync(run).exit_code == 0
     stale = (folder / "docker-compose.b-distributed.yaml").read_text()
@@ -129,7 +135,9 @@ def test_a_dangling_symlink_source_is_an_error_not_a_stale_variant(folder: Path,
     r = sync(run)
     assert r.exit_code == 2, (r.stdout, r.stderr)
     lines = errors(r)
-    assert len(lines) == 1 and re.match(r"error: docker-compose\.b\.yaml: .*not found", lines[0]), lines
+    assert len(lines) == 1 and re.match(r"error: docker-compose\.b\.yaml: .*not found", lines[0]), (
+        lines
+    )
     assert (folder / "docker-compose.b-distributed.yaml").read_text() == stale  # kept, and said
     good_is_synced(folder)
 
@@ -144,12 +152,21 @@ def test_a_source_without_read_permission_is_an_error(folder: Path) -> None:
         if shutil.which("setpriv") is None:
             pytest.skip("root reads any file; util-linux's setpriv is needed to drop that")
         cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--", *cmd]
-    r = subprocess.run(cmd, cwd=folder, env=daemon_env(folder.parent), capture_output=True,
-                       text=True, timeout=60, check=False)
+    r = subprocess.run(
+        cmd,
+        cwd=folder,
+        env=daemon_env(folder.parent),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = errors(r)
     assert len(lines) == 1, r.stderr
-    assert re.match(r"error: docker-compose\.b\.yaml: cannot read .*Permission denied", lines[0]), lines
+    assert re.match(r"error: docker-compose\.b\.yaml: cannot read .*Permission denied", lines[0]), (
+        lines
+    )
     good_is_synced(folder)
 
 
@@ -160,14 +177,20 @@ def test_unreadable_files_are_entries_only_when_they_may_be_compose(tmp_path: Pa
     (tmp_path / "route-distributed.yaml").write_text("# made from route.yaml once\n")
     os.mkfifo(tmp_path / "compose.yaml")  # never read (it would block), never an entry
     (tmp_path / "folder.yaml").mkdir()
-    assert [p.name for p in discover.find_entries(tmp_path)] == ["docker-compose.yaml", "route.yaml"]
+    assert [p.name for p in discover.find_entries(tmp_path)] == [
+        "docker-compose.yaml",
+        "route.yaml",
+    ]
 
 
 # -- 3. a variant that cannot be read -------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["folder", "fifo"])
 @pytest.mark.parametrize("check", [False, True], ids=["sync", "check"])
 def test_a_variant_that_cannot_be_read_is_one_line_and_the_rest_is_synced(
-    folder: Path, run, kind: str, check: bool  # noqa: ANN001
+    folder: Path,
+    run,
+    kind: str,
+    check: bool,
 ) -> None:
     (folder / "docker-compose.b.yaml").write_text(OTHER)
     variant = folder / "docker-compose.b-distributed.yaml"
@@ -198,19 +221,23 @@ DEEP = {
 
 
 @pytest.mark.parametrize("case", list(DEEP), ids=list(DEEP))
-def test_deep_nesting_is_one_line_with_its_line(folder: Path, run, case: str) -> None:  # noqa: ANN001
+def test_deep_nesting_is_one_line_with_its_line(folder: Path, run, case: str) -> None:
     text, line = DEEP[case]
     (folder / "docker-compose.b.yaml").write_text(text)
     r = sync(run)
     assert r.exit_code == 2, (r.stdout, r.stderr)
     lines = errors(r)
-    assert lines == [f"error: docker-compose.b.yaml:{line}: nested deeper than {yamlio.MAX_DEPTH} "
-                     "levels; refused unparsed"], lines
+    assert lines == [
+        f"error: docker-compose.b.yaml:{line}: nested deeper than {yamlio.MAX_DEPTH} "
+        "levels; refused unparsed"
+    ], lines
     good_is_synced(folder)
 
 
 def test_the_recursion_error_backstop_is_one_line(
-    folder: Path, run, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    folder: Path,
+    run,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(yamlio, "MAX_DEPTH", 10**9)  # as if the pre-scan missed it
     (folder / "docker-compose.b.yaml").write_text(DEEP["flow-brackets"][0])
@@ -222,13 +249,13 @@ def test_the_recursion_error_backstop_is_one_line(
 
 def test_nesting_and_brackets_that_are_not_deep_are_fine() -> None:
     ok = "services:\n  x: " + "[" * 80 + "]" * 80 + "\n"
-    ok += "  y:\n    command: \"" + "[" * 500 + "\"\n    z: '" + "{" * 300 + "'\n"
+    ok += '  y:\n    command: "' + "[" * 500 + "\"\n    z: '" + "{" * 300 + "'\n"
     ok += "    labels: |\n      " + "[" * 300 + "\n    plain: echo " + "[" * 300 + "\n"
     ok += "    # " + "{" * 300 + "\n"
     assert yamlio.too_deep(ok) is None
     yamlio.load(ok)
     for f in [*REPO.glob("build/*.yaml"), *REPO.glob("profiles/*.yaml")]:
-        assert yamlio._scan_depth(f.read_text()) is None, f  # noqa: SLF001 - the slow path too
+        assert yamlio._scan_depth(f.read_text()) is None, f
 
 
 # -- 5. an alias bomb -------------------------------------------------------------------------------
@@ -247,7 +274,9 @@ def map_bomb(levels: int = 9, width: int = 9) -> str:
     """The same with mappings: every key of a level holds the level before."""
     lines = ["x-l0: &l0 {" + ", ".join(f"k{j}: lol" for j in range(width)) + "}"]
     for i in range(1, levels):
-        lines.append(f"x-l{i}: &l{i} {{" + ", ".join(f"k{j}: *l{i - 1}" for j in range(width)) + "}")
+        lines.append(
+            f"x-l{i}: &l{i} {{" + ", ".join(f"k{j}: *l{i - 1}" for j in range(width)) + "}"
+        )
     return "\n".join(lines) + f"\nservices:\n  agent:\n    image: a\n    labels: *l{levels - 1}\n"
 
 
@@ -256,8 +285,10 @@ def map_bomb(levels: int = 9, width: int = 9) -> str:
 def test_an_alias_bomb_is_refused_from_the_parse_alone(bomb: Any, line: int) -> None:
     with pytest.raises(InputError) as e:
         yamlio.load(bomb(), "bomb.yaml")
-    assert str(e.value) == (f"bomb.yaml:{line}: aliases expand to more than {yamlio.MAX_NODES} "
-                            "nodes (an alias bomb?); refused")
+    assert str(e.value) == (
+        f"bomb.yaml:{line}: aliases expand to more than {yamlio.MAX_NODES} "
+        "nodes (an alias bomb?); refused"
+    )
     yamlio.load(alias_bomb(levels=5, width=8))  # twice 8**5 = 32,768 strings: large, no bomb
 
 
@@ -270,12 +301,18 @@ def test_an_alias_bomb_is_one_line_and_the_rest_is_synced(folder: Path) -> None:
 
     r = subprocess.run(
         [sys.executable, "-m", "carla_launcher", "sync", "--dir", ".", "--address", ADDR],
-        cwd=folder, env=daemon_env(folder.parent), capture_output=True, text=True, timeout=60,
+        cwd=folder,
+        env=daemon_env(folder.parent),
+        capture_output=True,
+        text=True,
+        timeout=60,
         preexec_fn=cap,
     )
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert errors(r) == [f"error: docker-compose.b.yaml:6: aliases expand to more than "
-                         f"{yamlio.MAX_NODES} nodes (an alias bomb?); refused"]
+    assert errors(r) == [
+        f"error: docker-compose.b.yaml:6: aliases expand to more than "
+        f"{yamlio.MAX_NODES} nodes (an alias bomb?); refused"
+    ]
     good_is_synced(folder)
 
 
@@ -304,15 +341,17 @@ def test_the_daemon_logs_an_alias_bomb_once_keeps_syncing_and_stops_on_sigterm(
     (build / "docker-compose.c-distributed.yaml").rmdir()  # out of the way: the variant comes
     d.wait_log(r"recovered: build/docker-compose\.c\.yaml")
     c = build / "docker-compose.c-distributed.yaml"
-    wait_for(lambda: c.is_file() and c.read_text() == planned(build / "docker-compose.c.yaml", ADDRESS),
-             log=d.log)
+    wait_for(
+        lambda: c.is_file() and c.read_text() == planned(build / "docker-compose.c.yaml", ADDRESS),
+        log=d.log,
+    )
     t = time.monotonic()
     assert d.stop(signal.SIGTERM, timeout=10) == 0
     assert time.monotonic() - t < 10
 
 
 # -- 6. a source over the size limit ----------------------------------------------------------------
-def test_an_oversized_source_is_one_line_and_the_rest_is_synced(folder: Path, run) -> None:  # noqa: ANN001
+def test_an_oversized_source_is_one_line_and_the_rest_is_synced(folder: Path, run) -> None:
     big = folder / "docker-compose.b.yaml"
     with open(big, "w") as f:
         f.write(OTHER)
@@ -320,8 +359,10 @@ def test_an_oversized_source_is_one_line_and_the_rest_is_synced(folder: Path, ru
     (folder / "data.yaml").write_text("# a data set, not compose\nrows:\n" + "- 1\n" * 600_000)
     r = sync(run)
     assert r.exit_code == 2, (r.stdout, r.stderr)
-    assert errors(r) == [f"error: docker-compose.b.yaml: {8 << 30} bytes: larger than "
-                         f"{yamlio.MAX_SOURCE_BYTES} (a compose file is a few KB; is this the right file?)"]
+    assert errors(r) == [
+        f"error: docker-compose.b.yaml: {8 << 30} bytes: larger than "
+        f"{yamlio.MAX_SOURCE_BYTES} (a compose file is a few KB; is this the right file?)"
+    ]
     good_is_synced(folder)
 
 
@@ -354,7 +395,7 @@ def killed_write(path: Path) -> Path:
     return tmp
 
 
-def test_temp_files_of_a_killed_sync_are_removed_by_the_next(folder: Path, run) -> None:  # noqa: ANN001
+def test_temp_files_of_a_killed_sync_are_removed_by_the_next(folder: Path, run) -> None:
     variant = folder / "docker-compose.distributed.yaml"
     dead = killed_write(variant)  # its writer is gone: removed at once
     old = folder / f".{variant.name}.abcdefgh.tmp"  # older releases wrote no pid: removed by age
@@ -384,7 +425,9 @@ def test_stale_temps_by_age_and_by_pid(tmp_path: Path) -> None:
     assert stale_temps(target, now=time.time() + STALE_TEMP_S + 1) == [mine]
 
 
-def test_the_daemon_removes_temp_files_left_beside_its_variants(tmp_path: Path, daemons: Any) -> None:
+def test_the_daemon_removes_temp_files_left_beside_its_variants(
+    tmp_path: Path, daemons: Any
+) -> None:
     build = tmp_path / "proj" / "build"
     build.mkdir(parents=True)
     (build / "docker-compose.yaml").write_text(GOOD)
@@ -397,7 +440,9 @@ def test_the_daemon_removes_temp_files_left_beside_its_variants(tmp_path: Path, 
 
 # -- env files that are not files: no hang, one line, the other entries go on -------------------
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
-def test_an_env_file_that_is_not_a_file_is_one_line_and_no_hang(folder: Path, run, kind: str) -> None:  # noqa: ANN001
+def test_an_env_file_that_is_not_a_file_is_one_line_and_no_hang(
+    folder: Path, run, kind: str
+) -> None:
     (folder / "docker-compose.b.yaml").write_text(
         GOOD.replace("image: agent", "image: agent\n    env_file: [agent.env]")
     )

@@ -123,7 +123,8 @@ CASES: dict[str, dict] = {
     },
     # -- 2. compose-made container names, any spelling of the project name ----------------------
     "compose-made names with interpolation modifiers and v1 names": {
-        "files": {"docker-compose.yml": d("""\
+        "files": {
+            "docker-compose.yml": d("""\
             name: carla-eval
             services:
               carla_sim:
@@ -141,12 +142,14 @@ CASES: dict[str, dict] = {
                   - CARLA_SERVER=carla-eval_carla_sim_1
                   - LOG_DIR=/logs/carla-eval-carla_sim-logs
                 entrypoint: ["sh", "-c", "wait-for ${COMPOSE_PROJECT_NAME}-carla_sim-1:2000 && ./run"]
-            """)},
+            """)
+        },
         "variant": "docker-compose.distributed.yml",
         "sim": "carla_sim",
     },
     "compose-made names from the folder's name (no name: key)": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               carla:
                 image: carlasim/carla:0.9.12
@@ -155,14 +158,16 @@ CASES: dict[str, dict] = {
                 environment:
                   - CARLA_HOST=${COMPOSE_PROJECT_NAME}-carla-1
                   - SERVERS=p-carla-1,p_carla_1
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "sim": "carla",
         "folder": "p",
     },
     # -- 3. the simulator reached by its static address ----------------------------------------
     "static ipv4 address in flags, ROS args and variables": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               carla-server:
                 image: carlasim/carla:0.9.15
@@ -185,12 +190,14 @@ CASES: dict[str, dict] = {
               carla_net:
                 ipam:
                   config: [{subnet: 172.2.0.0/24}]
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "sim": "carla-server",
     },
     "static ipv6 address": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               sim:
                 image: carlasim/carla:0.9.15
@@ -207,13 +214,15 @@ CASES: dict[str, dict] = {
                 enable_ipv6: true
                 ipam:
                   config: [{subnet: "fd00:c::/64"}]
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "sim": "sim",
     },
     # -- 4. which variable is the CARLA host ---------------------------------------------------
     "carlaviz keeps its browser-facing backend host": {
-        "files": {"docker-compose.yml": d("""\
+        "files": {
+            "docker-compose.yml": d("""\
             services:
               carla:
                 image: carlasim/carla:0.9.15
@@ -235,13 +244,15 @@ CASES: dict[str, dict] = {
                   - CARLA_TM_HOST=localhost
                   - CARLA_ROOT=/opt/carla
                   - VIEWER_URL=http://localhost:8080
-            """)},
+            """)
+        },
         "variant": "docker-compose.distributed.yml",
         "sim": "carla",
     },
     # -- 6. the world port inside URLs and host:port --------------------------------------------
     "the remote port reaches URLs and host:port arguments": {
-        "files": {"compose.yaml": d("""\
+        "files": {
+            "compose.yaml": d("""\
             services:
               carla-simulator:
                 image: carlasim/carla:0.9.15
@@ -255,7 +266,8 @@ CASES: dict[str, dict] = {
               waiter:
                 image: busybox
                 command: sh -c "until nc -z carla-simulator 2000; do sleep 1; done; wget -qO- http://carla-simulator:2000/"
-            """)},
+            """)
+        },
         "variant": "compose.distributed.yaml",
         "port": 3000,
     },
@@ -295,7 +307,7 @@ CASES: dict[str, dict] = {
 ADDRESSES = {"ipv4": ADDR, "ipv6": "fd00:77::2", "name": "gpu-box.lab.example"}
 
 
-def _sync(run, folder: Path, *args: str):  # noqa: ANN001, ANN202
+def _sync(run, folder: Path, *args: str):
     return run("sync", "--dir", str(folder), *args)
 
 
@@ -308,7 +320,9 @@ def _setup(case: dict, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("addr_kind", list(ADDRESSES))
 @pytest.mark.parametrize("name", list(CASES))
-def test_real_world_variant_is_right(name: str, addr_kind: str, tmp_path: Path, run, compose_loader) -> None:  # noqa: ANN001
+def test_real_world_variant_is_right(
+    name: str, addr_kind: str, tmp_path: Path, run, compose_loader
+) -> None:
     case = CASES[name]
     folder = _setup(case, tmp_path)
     address = ADDRESSES[addr_kind]
@@ -328,7 +342,9 @@ def test_real_world_variant_is_right(name: str, addr_kind: str, tmp_path: Path, 
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_real_world_env_mode_variant_serves_any_box(name: str, tmp_path: Path, run, compose_loader) -> None:  # noqa: ANN001
+def test_real_world_env_mode_variant_serves_any_box(
+    name: str, tmp_path: Path, run, compose_loader
+) -> None:
     """One variant, no address at sync time; each box's values at load time."""
     case = CASES[name]
     folder = _setup(case, tmp_path)
@@ -346,7 +362,9 @@ def test_real_world_env_mode_variant_serves_any_box(name: str, tmp_path: Path, r
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_real_world_simulator_is_found_without_the_flag(name: str, tmp_path: Path, run, compose_loader) -> None:  # noqa: ANN001
+def test_real_world_simulator_is_found_without_the_flag(
+    name: str, tmp_path: Path, run, compose_loader
+) -> None:
     case = CASES[name]
     folder = _setup(case, tmp_path)
     sim = case.get("sim", "carla-simulator")

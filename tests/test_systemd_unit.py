@@ -125,11 +125,18 @@ def test_escape_path_is_systemd_escape(tmp_path: Path) -> None:
 
 
 @needs_analyze
-def daemon_cli(project: Path, env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
+def daemon_cli(
+    project: Path, env: dict[str, str], command: str
+) -> subprocess.CompletedProcess[str]:
     """`carla-launch daemon COMMAND --dir build` from the project folder, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "carla_launcher", "daemon", command, "--dir", "build"],
-        cwd=project, env=env, check=False, capture_output=True, text=True, timeout=120,
+        cwd=project,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

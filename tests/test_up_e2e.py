@@ -49,32 +49,57 @@ services:
 
 
 @pytest.fixture
-def tmux_socket(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def tmux_socket(monkeypatch: pytest.MonkeyPatch):
     name = f"cl-e2e-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("CARLA_LAUNCH_TMUX_SOCKET", name)
     yield name
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
 
 
-def cli(where: Box | Path, env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:  # noqa: F811
+def cli(
+    where: Box | Path, env: dict[str, str], *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """carla-launch as a user runs it, in the box's project folder (or the folder given)."""
     cwd = where if isinstance(where, Path) else where.dir
-    return subprocess.run([sys.executable, "-m", "carla_launcher", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "carla_launcher", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def pane_text(socket: str, session: str, role: str) -> str:
-    panes = subprocess.run(["tmux", "-L", socket, "list-panes", "-s", "-t", session, "-F",
-                            "#{pane_id} #{@carla_role}"], capture_output=True, text=True).stdout
+    panes = subprocess.run(
+        [
+            "tmux",
+            "-L",
+            socket,
+            "list-panes",
+            "-s",
+            "-t",
+            session,
+            "-F",
+            "#{pane_id} #{@carla_role}",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
     for line in panes.splitlines():
         pane_id, _, r = line.partition(" ")
         if r == role:
-            return subprocess.run(["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", pane_id],
-                                  capture_output=True, text=True).stdout
+            return subprocess.run(
+                ["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", pane_id],
+                capture_output=True,
+                text=True,
+            ).stdout
     return ""
 
 
-def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:  # noqa: ANN001, F811
+def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:  # noqa: F811
     image = dockerd.image()
     project = box.dir / "proj" / "build"
     project.mkdir(parents=True)
@@ -91,7 +116,11 @@ def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_so
     session = f"carla-{parse_profile(box.profile_path).key}"
 
     # the agent pane shows the agent connected to the box's address; the server pane its log
-    agent = wait_for(lambda: "CARLA 0.9.15" in (t := pane_text(tmux_socket, session, "agent")) and t, 60, "agent output")
+    agent = wait_for(
+        lambda: "CARLA 0.9.15" in (t := pane_text(tmux_socket, session, "agent")) and t,
+        60,
+        "agent output",
+    )
     assert f"agent: connected to {box.address}:2000, CARLA 0.9.15" in agent
     server = wait_for(lambda: pane_text(tmux_socket, session, "server").strip(), 30, "server pane")
     assert "carla" in server.lower() or "listening" in server.lower(), server
@@ -113,7 +142,12 @@ def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_so
     down = cli(box, env, "down", str(box.profile_path), "--server")
     assert down.returncode == 0, down.stderr
     assert dockerd.docker("ps", "-aq").stdout.strip() == ""
-    assert subprocess.run(["tmux", "-L", tmux_socket, "has-session", "-t", session], capture_output=True).returncode != 0
+    assert (
+        subprocess.run(
+            ["tmux", "-L", tmux_socket, "has-session", "-t", session], capture_output=True
+        ).returncode
+        != 0
+    )
     assert box.carla_pid() is None
     assert not ({2000, 2001, 2002} & box.listening())
     status = cli(box, env, "status", str(box.profile_path))

@@ -11,12 +11,22 @@ from carla_launcher.profile import load_profile
 
 @click.command()
 @click.argument("profile", metavar="[P]", required=False)
-@click.option("--compose", metavar="FILE", help="Compose file for the agent pane (default: what `up` ran).")
+@click.option(
+    "--compose", metavar="FILE", help="Compose file for the agent pane (default: what `up` ran)."
+)
 @click.option("--gpu", is_flag=True, help="A third pane with `carla-launch gpu P --watch`.")
-@click.option("--rw", "read_write", is_flag=True,
-              help="Let the server pane take keys (default read-only: Ctrl-C cannot kill the server).")
-@click.option("--no-attach", is_flag=True, help="Build the session, do not attach (scripts, tests).")
-def attach(profile: str | None, compose: str | None, gpu: bool, read_write: bool, no_attach: bool) -> None:
+@click.option(
+    "--rw",
+    "read_write",
+    is_flag=True,
+    help="Let the server pane take keys (default read-only: Ctrl-C cannot kill the server).",
+)
+@click.option(
+    "--no-attach", is_flag=True, help="Build the session, do not attach (scripts, tests)."
+)
+def attach(
+    profile: str | None, compose: str | None, gpu: bool, read_write: bool, no_attach: bool
+) -> None:
     """The remote server's tmux pane beside the agent's pane, in one local tmux window.
 
     The server pane is `ssh -t box tmux attach -r -t <session>` (read-only unless --rw); the
@@ -28,8 +38,14 @@ def attach(profile: str | None, compose: str | None, gpu: bool, read_write: bool
     result = launch.attach_session(prof, compose, gpu=gpu, read_write=read_write)
     name = sess.session_name(prof.key)
     if result.created or result.respawned:
-        click.echo(f"session {name}: " + ", ".join(
-            [f"opened {r}" for r in result.created] + [f"restarted {r}" for r in result.respawned]), err=True)
+        click.echo(
+            f"session {name}: "
+            + ", ".join(
+                [f"opened {r}" for r in result.created]
+                + [f"restarted {r}" for r in result.respawned]
+            ),
+            err=True,
+        )
     if no_attach:
         click.echo(name)
         return

@@ -14,9 +14,17 @@ from carla_launcher.remote.runner import deploy as run_deploy
 
 @click.command()
 @click.argument("profile", metavar="P")
-@click.option("--dry-run", "-n", is_flag=True, help="Read the box(es) and show what would change; change nothing.")
-@click.option("--accept-new-host-key", is_flag=True,
-              help="Trust a box whose host key is not in known_hosts yet (refused by default).")
+@click.option(
+    "--dry-run",
+    "-n",
+    is_flag=True,
+    help="Read the box(es) and show what would change; change nothing.",
+)
+@click.option(
+    "--accept-new-host-key",
+    is_flag=True,
+    help="Trust a box whose host key is not in known_hosts yet (refused by default).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def deploy(profile: str, dry_run: bool, accept_new_host_key: bool, as_json: bool) -> None:
     """Make the box(es) of profile P run the CARLA server, and wait until it answers.
@@ -31,12 +39,25 @@ def deploy(profile: str, dry_run: bool, accept_new_host_key: bool, as_json: bool
     Exit codes: 0 every server is up, 1 a host failed, 2 bad input.
     """
     prof = load_profile(profile)
-    report = run_deploy(prof, dry_run=dry_run, accept_new_host_key=accept_new_host_key,
-                        on_line=lambda line: click.echo(line, err=True))
+    report = run_deploy(
+        prof,
+        dry_run=dry_run,
+        accept_new_host_key=accept_new_host_key,
+        on_line=lambda line: click.echo(line, err=True),
+    )
     if as_json:
-        click.echo(json.dumps({"ok": report.ok, "dry_run": report.dry_run,
-                               "elapsed": report.elapsed, "timings": report.timings,
-                               "hosts": [asdict(h) for h in report.hosts]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "dry_run": report.dry_run,
+                    "elapsed": report.elapsed,
+                    "timings": report.timings,
+                    "hosts": [asdict(h) for h in report.hosts],
+                },
+                indent=2,
+            )
+        )
     else:
         _summary(report)
     if not report.ok:
@@ -53,8 +74,11 @@ def _summary(report: DeployReport) -> None:
         if report.dry_run:
             todo = [f"{s['name']} ({s['why']})" for s in h.steps if s.get("changes")]
             where = f"{h.address}:{h.port}" if h.address else f"port {h.port}"
-            click.echo(f"{h.host}: would " + ("; ".join(todo) if todo else "change nothing")
-                       + f" [server at {where}]")
+            click.echo(
+                f"{h.host}: would "
+                + ("; ".join(todo) if todo else "change nothing")
+                + f" [server at {where}]"
+            )
             continue
         changed = ", ".join(s.lower() for s in h.changed) if h.changed else "nothing changed"
         click.echo(f"{h.host}: CARLA {h.version} ready at {h.address}:{h.port} ({changed})")

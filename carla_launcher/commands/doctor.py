@@ -10,11 +10,21 @@ import click
 
 @click.command()
 @click.argument("profile", required=False, metavar="[P]")
-@click.option("--json", "as_json", is_flag=True, help='Print {"verdict", "reason", "checks": [...]} as JSON.')
-@click.option("--mode", type=click.Choice(["local", "distributed"]),
-              help="Judge the exit code for this mode instead of the verdict's.")
-@click.option("--need-gb", type=click.FloatRange(min=0.5), envvar="CARLA_LAUNCH_NEED_GB", show_envvar=True,
-              help="VRAM (GB) server and agent together need on one GPU for local mode (default 10).")
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"verdict", "reason", "checks": [...]} as JSON.'
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["local", "distributed"]),
+    help="Judge the exit code for this mode instead of the verdict's.",
+)
+@click.option(
+    "--need-gb",
+    type=click.FloatRange(min=0.5),
+    envvar="CARLA_LAUNCH_NEED_GB",
+    show_envvar=True,
+    help="VRAM (GB) server and agent together need on one GPU for local mode (default 10).",
+)
 def doctor(profile: str | None, as_json: bool, mode: str | None, need_gb: float | None) -> None:
     """Check this machine (and the box of profile P): run locally or distributed?
 

@@ -24,9 +24,14 @@ def render(env: dict[str, str], fmt: str) -> str:
 
 @click.command()
 @click.argument("profile", metavar="P", required=False)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="shell", show_default=True,
-              help="shell: export lines for eval; dotenv: KEY=VALUE for --env-file; "
-                   "json: an object.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="shell",
+    show_default=True,
+    help="shell: export lines for eval; dotenv: KEY=VALUE for --env-file; json: an object.",
+)
 @click.option("--host", metavar="HOST", help="One host of a pool (default: the first).")
 def env(profile: str | None, fmt: str, host: str | None) -> None:
     """Print CARLA_LAUNCH_HOST, CARLA_LAUNCH_PORT and CARLA_LAUNCH_URL_HOST for profile P.
@@ -51,6 +56,8 @@ def env(profile: str | None, fmt: str, host: str | None) -> None:
 
     prof = load_profile(profile)
     if host is not None and host not in prof.remote.hosts:
-        raise click.BadParameter(f"not a host of {prof.path.name}: {host!r} "
-                                 f"(hosts: {', '.join(prof.remote.hosts)})", param_hint="--host")
+        raise click.BadParameter(
+            f"not a host of {prof.path.name}: {host!r} (hosts: {', '.join(prof.remote.hosts)})",
+            param_hint="--host",
+        )
     click.echo(render(known_env(prof, host), fmt), nl=False)

@@ -12,10 +12,17 @@ NEED_HELP = "VRAM (GB) server and agent together need on one GPU for local mode 
 
 @click.command()
 @click.argument("profile", required=False, metavar="[P]")
-@click.option("--watch", "-w", is_flag=True, help="Refresh in place once a second (Ctrl-C to quit).")
+@click.option(
+    "--watch", "-w", is_flag=True, help="Refresh in place once a second (Ctrl-C to quit)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-@click.option("--need-gb", type=click.FloatRange(min=0.5), envvar="CARLA_LAUNCH_NEED_GB",
-              show_envvar=True, help=NEED_HELP)
+@click.option(
+    "--need-gb",
+    type=click.FloatRange(min=0.5),
+    envvar="CARLA_LAUNCH_NEED_GB",
+    show_envvar=True,
+    help=NEED_HELP,
+)
 def gpu(profile: str | None, watch: bool, as_json: bool, need_gb: float | None) -> None:
     """GPUs, VRAM and who uses it: this machine, or the box(es) of profile P over ssh.
 
@@ -43,7 +50,11 @@ def gpu(profile: str | None, watch: bool, as_json: bool, need_gb: float | None) 
         return
     reports = G.reports(prof)
     if as_json:
-        click.echo(json.dumps({"machines": [G.to_json(r, box=box, need_mib=need_mib) for r in reports]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"machines": [G.to_json(r, box=box, need_mib=need_mib) for r in reports]}, indent=2
+            )
+        )
     else:
         click.echo("\n\n".join(G.render(r, box=box, need_mib=need_mib) for r in reports))
     if any(r.status != "ok" for r in reports):
@@ -53,12 +64,16 @@ def gpu(profile: str | None, watch: bool, as_json: bool, need_gb: float | None) 
 def _watch(G, prof, need_mib: int) -> None:  # type: ignore[no-untyped-def]
     box = prof is not None
     if prof is None:
-        G.watch(lambda: G.render(G.local_report(), box=False, need_mib=need_mib), "carla-launch gpu")
+        G.watch(
+            lambda: G.render(G.local_report(), box=False, need_mib=need_mib), "carla-launch gpu"
+        )
         return
     streams = [G.BoxStream(prof, h) for h in (prof.remote.hosts or (None,))]
     try:
-        G.watch(lambda: "\n\n".join(G.render(s.latest, box=box, need_mib=need_mib) for s in streams),
-                f"carla-launch gpu {prof.name}")
+        G.watch(
+            lambda: "\n\n".join(G.render(s.latest, box=box, need_mib=need_mib) for s in streams),
+            f"carla-launch gpu {prof.name}",
+        )
     finally:
         for s in streams:
             s.close()

@@ -28,9 +28,18 @@ def _q(value: object) -> str:
 
 
 def render_profile(
-    *, host: str, user: str | None, ssh_port: int | None, identity_file: str | None,
-    address: str | None, connector: str, server_port: int, package_url: str | None,
-    sha256: str | None, compose_dir: str, simulator: str | None,
+    *,
+    host: str,
+    user: str | None,
+    ssh_port: int | None,
+    identity_file: str | None,
+    address: str | None,
+    connector: str,
+    server_port: int,
+    package_url: str | None,
+    sha256: str | None,
+    compose_dir: str,
+    simulator: str | None,
 ) -> str:
     """The profile file, commented like the examples in profiles/."""
     lines = [
@@ -75,7 +84,9 @@ def _validate(text: str, target: Path) -> None:
             raise click.BadParameter(f"{e.field}: {e.message}") from None
 
 
-DEFAULT_URL = "https://leaderboard-public-contents.s3.us-west-2.amazonaws.com/CARLA_Leaderboard_2.0.tar.xz"
+DEFAULT_URL = (
+    "https://leaderboard-public-contents.s3.us-west-2.amazonaws.com/CARLA_Leaderboard_2.0.tar.xz"
+)
 
 
 @click.command()
@@ -85,18 +96,41 @@ DEFAULT_URL = "https://leaderboard-public-contents.s3.us-west-2.amazonaws.com/CA
 @click.option("--ssh-port", type=click.IntRange(1, 65535), help="SSH port.")
 @click.option("--identity-file", help="SSH key.")
 @click.option("--address", help="Address agents connect to (default: discovered over SSH).")
-@click.option("--local", "local", is_flag=True, help="The server runs on this machine (connector: local).")
-@click.option("--server-port", type=click.IntRange(1, 65533), default=2000, show_default=True,
-              help="CARLA world port.")
-@click.option("--package-url", default=DEFAULT_URL, show_default=False,
-              help="CARLA package (http(s) URL or local file). Default: the Leaderboard 2.0 package.")
+@click.option(
+    "--local", "local", is_flag=True, help="The server runs on this machine (connector: local)."
+)
+@click.option(
+    "--server-port",
+    type=click.IntRange(1, 65533),
+    default=2000,
+    show_default=True,
+    help="CARLA world port.",
+)
+@click.option(
+    "--package-url",
+    default=DEFAULT_URL,
+    show_default=False,
+    help="CARLA package (http(s) URL or local file). Default: the Leaderboard 2.0 package.",
+)
 @click.option("--sha256", help="Expected sha256 of the package.")
 @click.option("--compose-dir", help="Compose folder (default: detected).")
 @click.option("--simulator", help="Simulator service (default: detected).")
 @click.option("--force", is_flag=True, help="Overwrite an existing profile.")
-def init(name: str, host: str | None, user: str | None, ssh_port: int | None, identity_file: str | None,
-         address: str | None, local: bool, server_port: int, package_url: str, sha256: str | None,
-         compose_dir: str | None, simulator: str | None, force: bool) -> None:
+def init(
+    name: str,
+    host: str | None,
+    user: str | None,
+    ssh_port: int | None,
+    identity_file: str | None,
+    address: str | None,
+    local: bool,
+    server_port: int,
+    package_url: str,
+    sha256: str | None,
+    compose_dir: str | None,
+    simulator: str | None,
+    force: bool,
+) -> None:
     """Write profiles/NAME.yaml for this project (NAME defaults to "default").
 
     The compose folder and the simulator service are detected; flags set the rest. Asks for
@@ -113,17 +147,29 @@ def init(name: str, host: str | None, user: str | None, ssh_port: int | None, id
     found = detect(root, (compose_dir,) if compose_dir else CANDIDATE_DIRS)
     if found is None and (compose_dir is None or simulator is None):
         where = compose_dir or "., build, docker, compose, deploy"
-        raise InputError(None, None, f"no compose file with a CARLA simulator found in {where}; "
-                         "pass --compose-dir DIR --simulator NAME")
+        raise InputError(
+            None,
+            None,
+            f"no compose file with a CARLA simulator found in {where}; "
+            "pass --compose-dir DIR --simulator NAME",
+        )
     folder = compose_dir or os.path.relpath(found.folder, root)  # type: ignore[union-attr]
     sim = simulator or found.simulator  # type: ignore[union-attr]
     target = root / "profiles" / f"{name}.yaml"
     if target.exists() and not force:
         raise InputError(target, None, "exists; use --force to overwrite it")
     text = render_profile(
-        host=host, user=user, ssh_port=ssh_port, identity_file=identity_file, address=address,
-        connector="local" if local else "ssh", server_port=server_port, package_url=package_url,
-        sha256=sha256, compose_dir=folder, simulator=sim,
+        host=host,
+        user=user,
+        ssh_port=ssh_port,
+        identity_file=identity_file,
+        address=address,
+        connector="local" if local else "ssh",
+        server_port=server_port,
+        package_url=package_url,
+        sha256=sha256,
+        compose_dir=folder,
+        simulator=sim,
     )
     _validate(text, target)
     target.parent.mkdir(exist_ok=True)

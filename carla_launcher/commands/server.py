@@ -49,7 +49,13 @@ def server() -> None:
 def start(profile: str, host: str | None, no_wait: bool) -> None:
     """Start the server in its tmux session (no-op when it runs) and wait until it answers."""
     prof = load_profile(profile)
-    _then_wait(prof, host, control.start, lambda started: "started" if started else "already running", no_wait)
+    _then_wait(
+        prof,
+        host,
+        control.start,
+        lambda started: "started" if started else "already running",
+        no_wait,
+    )
 
 
 def _then_wait(prof: Profile, host: str | None, action: Any, said: Any, no_wait: bool) -> None:
@@ -72,8 +78,11 @@ def _wait(prof: Profile, host: str) -> bool:
         st = control.server_status(prof, host)
         port = st.get("port") or prof.server.port
         addr = agent_address(prof, host)
-        line = ProgressLine(f"{host}: CARLA at {addr}:{port}", lambda s: click.echo(s, err=True, nl=False),
-                            tty=sys.stderr.isatty())
+        line = ProgressLine(
+            f"{host}: CARLA at {addr}:{port}",
+            lambda s: click.echo(s, err=True, nl=False),
+            tty=sys.stderr.isatty(),
+        )
         try:
             version = control.wait_started(prof, host, addr, port, line)
         finally:
@@ -117,11 +126,13 @@ def restart(profile: str, host: str | None, no_wait: bool) -> None:
 @server.command()
 @click.argument("profile", metavar="P")
 @host_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: an object (a list of them for a pool).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON: an object (a list of them for a pool)."
+)
 def status(profile: str, host: str | None, as_json: bool) -> None:
     """Running or not, since when, restarts, port, the last crash line. Exit 1 if not running."""
     prof = load_profile(profile)
-    results = ([control.server_status(prof, host)] if host else control.server_statuses(prof))
+    results = [control.server_status(prof, host)] if host else control.server_statuses(prof)
     if as_json:
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
@@ -154,8 +165,14 @@ def _status_line(st: dict[str, Any]) -> str:
 @click.argument("profile", metavar="P")
 @host_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
-@click.option("--lines", "-n", type=click.IntRange(1, 100000), default=50, show_default=True,
-              help="How many of the last lines.")
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(1, 100000),
+    default=50,
+    show_default=True,
+    help="How many of the last lines.",
+)
 def logs(profile: str, host: str | None, follow: bool, lines: int) -> None:
     """Show the server log of the box (the launch loop's notes and CARLA's output)."""
     prof = load_profile(profile)

@@ -14,26 +14,64 @@ from carla_launcher.targeting import resolve_target
 
 def address_options(f):  # type: ignore[no-untyped-def]
     """--profile / --address / --port / --simulator, shared by sync and daemon."""
-    f = click.option("--simulator", metavar="NAME", help="The simulator service (default: found by its image or command).")(f)
-    f = click.option("--port", type=click.IntRange(1, 65533), help="The remote server's world port, when agents must use another one.")(f)
-    f = click.option("--address", metavar="ADDR", help="Address agents connect to; wins over the profile.")(f)
-    f = click.option("--profile", "-p", "profile", metavar="P", help="Profile name (profiles/P.yaml) or path; default: the default profile.")(f)
+    f = click.option(
+        "--simulator",
+        metavar="NAME",
+        help="The simulator service (default: found by its image or command).",
+    )(f)
+    f = click.option(
+        "--port",
+        type=click.IntRange(1, 65533),
+        help="The remote server's world port, when agents must use another one.",
+    )(f)
+    f = click.option(
+        "--address", metavar="ADDR", help="Address agents connect to; wins over the profile."
+    )(f)
+    f = click.option(
+        "--profile",
+        "-p",
+        "profile",
+        metavar="P",
+        help="Profile name (profiles/P.yaml) or path; default: the default profile.",
+    )(f)
     return f
 
 
 @click.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dir", "-d", "folder", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of compose files (default: the profile's compose.dir, else .).")
+@click.option(
+    "--dir",
+    "-d",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of compose files (default: the profile's compose.dir, else .).",
+)
 @address_options
-@click.option("--address-env", is_flag=True,
-              help="Env address mode: variants read CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT when they run "
-                   "(see `carla-launch env P`), so one committed variant serves every box.")
-@click.option("--check", is_flag=True, help="Change nothing; show the diff and exit 1 if any variant is stale.")
+@click.option(
+    "--address-env",
+    is_flag=True,
+    help="Env address mode: variants read CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT when they run "
+    "(see `carla-launch env P`), so one committed variant serves every box.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Change nothing; show the diff and exit 1 if any variant is stale.",
+)
 @click.option("--force", is_flag=True, help="Overwrite variants that were edited by hand.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems.")
-def sync(files: tuple[Path, ...], folder: Path | None, profile: str | None, address: str | None,
-         port: int | None, simulator: str | None, address_env: bool, check: bool, force: bool, quiet: bool) -> None:
+def sync(
+    files: tuple[Path, ...],
+    folder: Path | None,
+    profile: str | None,
+    address: str | None,
+    port: int | None,
+    simulator: str | None,
+    address_env: bool,
+    check: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Write the distributed variant of every compose file in a folder.
 
     A variant (docker-compose.yaml -> docker-compose.distributed.yaml, NAME.yaml ->
@@ -48,7 +86,7 @@ def sync(files: tuple[Path, ...], folder: Path | None, profile: str | None, addr
     """
     target, prof = resolve_target(address, profile, port, simulator, address_env=address_env)
     if folder is None:
-        folder = prof.compose_dir if prof is not None and not files else Path(".")
+        folder = prof.compose_dir if prof is not None and not files else Path()
     entries = [Path(f) for f in files] if files else None
     if entries:
         for f in entries:

@@ -19,12 +19,21 @@ def _say(line: str) -> None:
 @click.command()
 @click.argument("profile", metavar="P", required=False)
 @click.argument("compose", metavar="[COMPOSE]", required=False)
-@click.option("--attach/--no-attach", default=None,
-              help="Attach to the session at the end (default: when stdin is a terminal).")
+@click.option(
+    "--attach/--no-attach",
+    default=None,
+    help="Attach to the session at the end (default: when stdin is a terminal).",
+)
 @click.option("--gpu", is_flag=True, help="A third pane with `carla-launch gpu P --watch`.")
-@click.option("--rw", "read_write", is_flag=True,
-              help="Let the server pane take keys (default read-only: Ctrl-C cannot kill the server).")
-def up(profile: str | None, compose: str | None, attach: bool | None, gpu: bool, read_write: bool) -> None:
+@click.option(
+    "--rw",
+    "read_write",
+    is_flag=True,
+    help="Let the server pane take keys (default read-only: Ctrl-C cannot kill the server).",
+)
+def up(
+    profile: str | None, compose: str | None, attach: bool | None, gpu: bool, read_write: bool
+) -> None:
     """Everything up: server, variants, agent; then the two panes side by side.
 
     Deploys the box when it has nothing yet, starts the server when it is stopped, waits until
@@ -38,7 +47,9 @@ def up(profile: str | None, compose: str | None, attach: bool | None, gpu: bool,
     from carla_launcher.server.probe import ProgressLine
 
     prof = load_profile(profile)
-    line = ProgressLine("waiting for CARLA", lambda s: click.echo(s, err=True, nl=False), tty=sys.stderr.isatty())
+    line = ProgressLine(
+        "waiting for CARLA", lambda s: click.echo(s, err=True, nl=False), tty=sys.stderr.isatty()
+    )
     try:
         report = launch.up(prof, compose, _say, gpu=gpu, read_write=read_write, progress=line)
     finally:
@@ -50,8 +61,10 @@ def up(profile: str | None, compose: str | None, attach: bool | None, gpu: bool,
     else:
         click.echo("up: everything is already up; nothing changed")
     name = sess.session_name(prof.key)
-    click.echo(f"server {report.host} at {where} (CARLA {report.version}); agent: "
-               f"docker compose -f {display_path(report.variant)} up; session: {name}")
+    click.echo(
+        f"server {report.host} at {where} (CARLA {report.version}); agent: "
+        f"docker compose -f {display_path(report.variant)} up; session: {name}"
+    )
     if attach is None:
         attach = sys.stdin.isatty() and sys.stdout.isatty()
     if attach:

@@ -15,7 +15,6 @@ from ruamel.yaml.error import CommentMark
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 from ruamel.yaml.tokens import CommentToken
 
-
 _BLOCK = (LiteralScalarString, FoldedScalarString)
 
 
@@ -58,7 +57,9 @@ def _read(owner: Any, idx: Any) -> tuple[CommentToken | None, str]:
 def _write(owner: Any, idx: Any, eol: CommentToken | None, text: str) -> None:
     if idx == "end":
         owner.end = [
-            CommentToken(line.lstrip(" ") + "\n", CommentMark(len(line) - len(line.lstrip(" "))), None)
+            CommentToken(
+                line.lstrip(" ") + "\n", CommentMark(len(line) - len(line.lstrip(" "))), None
+            )
             for line in text.splitlines()
         ] or None
     elif eol is None and not text:
@@ -69,7 +70,9 @@ def _write(owner: Any, idx: Any, eol: CommentToken | None, text: str) -> None:
         )
 
 
-def delete_key(m: CommentedMap, key: Any, parent: CommentedMap | None = None, parent_key: Any = None) -> None:
+def delete_key(
+    m: CommentedMap, key: Any, parent: CommentedMap | None = None, parent_key: Any = None
+) -> None:
     """`del m[key]`, keeping the comments of the neighbours where they were."""
     own = m.lc.data
     if key not in own or len(own) != len([k for k in m if k in own]):
@@ -110,7 +113,6 @@ def delete_key(m: CommentedMap, key: Any, parent: CommentedMap | None = None, pa
     prev = _slot(m[keys[i - 1]]) or (m.ca.items.setdefault(keys[i - 1], [None] * 4), 2)
     eol, _deleted_heading = _read(*prev)
     _write(*prev, eol, tail)
-
 
 
 def _slot_after(m: CommentedMap, key: Any) -> tuple[Any, Any]:

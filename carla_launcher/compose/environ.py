@@ -24,8 +24,10 @@ def project_dotenv(project: Project, entry: Path) -> tuple[tuple[str, str], ...]
 
 def _env_files(project: Project, sf: SourceFile, name: str) -> list[tuple[str, Path]]:
     """(as written, resolved) for each env_file a service of this file reads, in order."""
-    return [(raw, (sf.path.parent / raw).absolute())
-            for raw in project.effective(sf.path, name).env_files]
+    return [
+        (raw, (sf.path.parent / raw).absolute())
+        for raw in project.effective(sf.path, name).env_files
+    ]
 
 
 def env_files_read(project: Project, sf: SourceFile) -> list[Path]:

@@ -31,13 +31,29 @@ ENV_URL_HOST_TEXT = "${" + ENV_URL_HOST + ":?" + _ENV_HINT + "}"
 _HOST_WORDS = {"HOST", "HOSTNAME", "SERVER", "IP", "ADDR", "ADDRESS"}
 _NOT_WORLD = {"TM", "TRAFFIC", "MANAGER", "STREAM", "STREAMING", "SECONDARY", "PRIMARY", "TMPORT"}
 _HOST_FLAGS = (
-    "--host", "--carla-host", "--carla_host", "--carla-ip", "--carla_ip", "--server-host",
-    "--carla-server", "--carla-address", "--sim-host",
+    "--host",
+    "--carla-host",
+    "--carla_host",
+    "--carla-ip",
+    "--carla_ip",
+    "--server-host",
+    "--carla-server",
+    "--carla-address",
+    "--sim-host",
 )
-_PORT_FLAGS = ("--port", "--carla-port", "--carla_port", "--world-port", "--rpc-port", "--carla-rpc-port")
+_PORT_FLAGS = (
+    "--port",
+    "--carla-port",
+    "--carla_port",
+    "--world-port",
+    "--rpc-port",
+    "--carla-rpc-port",
+)
 _ROS_HOST_ARGS = ("host", "carla_host", "carla_ip", "carla_server")
 _ROS_PORT_ARGS = ("port", "carla_port")
-_LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|0\.0\.0\.0|::1|\[::1\]|host\.docker\.internal)$")
+_LOOPBACK = re.compile(
+    r"^(localhost|127(\.\d{1,3}){3}|0\.0\.0\.0|::1|\[::1\]|host\.docker\.internal)$"
+)
 _LOOPBACK_TOKENS = (r"localhost", r"127\.0\.0\.1", r"0\.0\.0\.0", r"host\.docker\.internal")
 
 # A token is a run of host-name characters; these may not touch it on either side.
@@ -46,7 +62,9 @@ _AFTER = r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9])"
 # `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alt}`, `${VAR:?message}`
 _INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+?])([^${}]*))?\}")
 # How a compose file may write the project name in a compose-made container name.
-_PROJECT_VAR = r"\$\{COMPOSE_PROJECT_NAME(?::?[-+?][^${}]*)?\}|\$COMPOSE_PROJECT_NAME(?![A-Za-z0-9_])"
+_PROJECT_VAR = (
+    r"\$\{COMPOSE_PROJECT_NAME(?::?[-+?][^${}]*)?\}|\$COMPOSE_PROJECT_NAME(?![A-Za-z0-9_])"
+)
 
 
 class _Held:
@@ -107,8 +125,14 @@ class Rewrite:
     dotenv: tuple[tuple[str, str], ...] = ()  # the project's `.env`: what `${VAR}` turns into
 
     @classmethod
-    def for_env(cls, host_names: tuple[str, ...], world_port: int, simulator: str = "",
-                project: str = "", dotenv: tuple[tuple[str, str], ...] = ()) -> Rewrite:
+    def for_env(
+        cls,
+        host_names: tuple[str, ...],
+        world_port: int,
+        simulator: str = "",
+        project: str = "",
+        dotenv: tuple[tuple[str, str], ...] = (),
+    ) -> Rewrite:
         return cls(ENV_HOST_TEXT, host_names, world_port, None, simulator, project, True, dotenv)
 
     @cached_property
@@ -282,11 +306,13 @@ class Rewrite:
         return self.replace_hosts(item)
 
     _SHELL_FLAG = re.compile(
-        r"(?P<flag>" + "|".join(re.escape(f) for f in sorted(_HOST_FLAGS + _PORT_FLAGS, key=len, reverse=True))
+        r"(?P<flag>"
+        + "|".join(re.escape(f) for f in sorted(_HOST_FLAGS + _PORT_FLAGS, key=len, reverse=True))
         + r")(?P<sep>=|[ \t]+)(?P<q>[\"']?)(?P<val>[^\s\"';&|)]+)(?P=q)(?![\w-])"
     )
     _ROS_ARG = re.compile(
-        r"(?<![\w-])(?P<flag>" + "|".join(_ROS_HOST_ARGS + _ROS_PORT_ARGS)
+        r"(?<![\w-])(?P<flag>"
+        + "|".join(_ROS_HOST_ARGS + _ROS_PORT_ARGS)
         + r"):=(?P<q>[\"']?)(?P<val>[^\s\"';&|)]+)(?P=q)"
     )
     _SHELL_VAR = re.compile(

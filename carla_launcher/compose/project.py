@@ -18,15 +18,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.fields import (
     container_ports,
+    depends_to_dict,
     env_file_paths,
+    env_to_dict,
     resources_used,
     tag_of,
-    depends_to_dict,
-    env_to_dict,
 )
 from carla_launcher.errors import InputError
 from carla_launcher.fsutil import read_regular
-
 
 
 @dataclass
@@ -109,7 +108,9 @@ class Project:
         self._env_texts: dict[Path, str | None] = {}
 
     # -- files ------------------------------------------------------------------------------
-    def file(self, path: Path, referenced_from: tuple[Path, int | None] | None = None) -> SourceFile:
+    def file(
+        self, path: Path, referenced_from: tuple[Path, int | None] | None = None
+    ) -> SourceFile:
         path = Path(path).absolute()
         cached = self._files.get(path)
         if cached is not None:
@@ -118,22 +119,29 @@ class Project:
             size = path.stat().st_size
             if size > yamlio.MAX_SOURCE_BYTES:
                 raise InputError(
-                    path, None, f"{size} bytes: larger than {yamlio.MAX_SOURCE_BYTES} "
-                    "(a compose file is a few KB; is this the right file?)"
+                    path,
+                    None,
+                    f"{size} bytes: larger than {yamlio.MAX_SOURCE_BYTES} "
+                    "(a compose file is a few KB; is this the right file?)",
                 )
             text = read_regular(path).decode("utf-8-sig")  # compose accepts a BOM; so do we
         except FileNotFoundError:
             if path.is_symlink():
                 where = referenced_from or (path, None)
-                raise InputError(where[0], where[1], f"broken symlink to {os.readlink(path)}: "
-                                 f"{path.name} not found") from None
+                raise InputError(
+                    where[0],
+                    where[1],
+                    f"broken symlink to {os.readlink(path)}: {path.name} not found",
+                ) from None
             if referenced_from:
                 raise InputError(
                     referenced_from[0], referenced_from[1], f"file not found: {path}"
                 ) from None
             raise InputError(path, None, "file not found") from None
         except UnicodeDecodeError as e:
-            raise InputError(path, None, f"not UTF-8 text (byte {e.start}); compose reads UTF-8") from None
+            raise InputError(
+                path, None, f"not UTF-8 text (byte {e.start}); compose reads UTF-8"
+            ) from None
         except OSError as e:
             where = referenced_from or (path, None)
             raise InputError(where[0], where[1], f"cannot read {path}: {e.strerror}") from None
@@ -187,12 +195,19 @@ class Project:
                 p = item["path"]
                 paths = list(p) if isinstance(p, CommentedSeq) else [p]
                 if not paths or not all(isinstance(x, str) and x for x in paths):
-                    raise InputError(sf.path, line, "path must be a file name or a list of them", f"include[{i}].path")
+                    raise InputError(
+                        sf.path,
+                        line,
+                        "path must be a file name or a list of them",
+                        f"include[{i}].path",
+                    )
             else:
                 raise InputError(sf.path, line, "needs a path", f"include[{i}]")
             for raw in paths:
                 if "://" in raw or raw.startswith("oci:") or raw.startswith("git@"):
-                    raise InputError(sf.path, line, f"remote includes are not supported: {raw}", "include")
+                    raise InputError(
+                        sf.path, line, f"remote includes are not supported: {raw}", "include"
+                    )
                 out.append(Include(raw, (sf.path.parent / raw).absolute(), line))
         return out
 
@@ -229,7 +244,10 @@ class Project:
         raise InputError(sf.path, line, "needs a service", "extends")
 
     def effective(
-        self, path: Path, name: str, _stack: tuple[tuple[Path, str], ...] = (),
+        self,
+        path: Path,
+        name: str,
+        _stack: tuple[tuple[Path, str], ...] = (),
         referenced_from: tuple[Path, int | None] | None = None,
     ) -> Service:
         key = (Path(path).absolute(), name)
@@ -242,14 +260,22 @@ class Project:
         line = sf.line("services", name)
         if node is None:
             where = referenced_from or (sf.path, None)
-            raise InputError(where[0], where[1], f"extends a service that {sf.path.name} does not have: {name!r}", "extends")
+            raise InputError(
+                where[0],
+                where[1],
+                f"extends a service that {sf.path.name} does not have: {name!r}",
+                "extends",
+            )
         if not isinstance(node, CommentedMap):
             raise InputError(sf.path, line, "a service must be a mapping", f"services.{name}")
         _check_types(sf, name, node)
         target = self.extends_target(sf, name)
         if target is not None:
             base = self.effective(
-                target[0], target[1], (*_stack, key), (sf.path, sf.line("services", name, "extends"))
+                target[0],
+                target[1],
+                (*_stack, key),
+                (sf.path, sf.line("services", name, "extends")),
             )
             svc = Service(
                 name=name,
@@ -292,18 +318,28 @@ class Project:
         for k in ("command", "entrypoint"):
             if k in node:
                 v = node[k]
-                setattr(svc, k, [str(x) for x in v] if isinstance(v, CommentedSeq) else (None if v is None else str(v)))
+                setattr(
+                    svc,
+                    k,
+                    [str(x) for x in v]
+                    if isinstance(v, CommentedSeq)
+                    else (None if v is None else str(v)),
+                )
                 svc.field_lines[k] = here(k)
         if "environment" in node:
             env = node["environment"]
             own = env_to_dict(env)
-            svc.environment = own if tag_of(env) in ("!override", "!reset") else {**svc.environment, **own}
+            svc.environment = (
+                own if tag_of(env) in ("!override", "!reset") else {**svc.environment, **own}
+            )
             svc.env_form = "list" if isinstance(env, CommentedSeq) else "map"
             svc.field_lines["environment"] = here("environment")
         if "depends_on" in node:
             dep = node["depends_on"]
             own = depends_to_dict(dep)
-            svc.depends_on = own if tag_of(dep) in ("!override", "!reset") else {**svc.depends_on, **own}
+            svc.depends_on = (
+                own if tag_of(dep) in ("!override", "!reset") else {**svc.depends_on, **own}
+            )
             svc.depends_form = "list" if isinstance(dep, CommentedSeq) else "map"
             svc.field_lines["depends_on"] = here("depends_on")
         if "links" in node and isinstance(node["links"], CommentedSeq):
@@ -335,12 +371,14 @@ def _check_types(sf: SourceFile, name: str, node: CommentedMap) -> None:
     """What compose would refuse in the fields we read: refuse it too, at its line."""
 
     def bad(key: str, what: str) -> InputError:
-        return InputError(sf.path, sf.line("services", name, key), f"must be {what}", f"services.{name}.{key}")
+        return InputError(
+            sf.path, sf.line("services", name, key), f"must be {what}", f"services.{name}.{key}"
+        )
 
     for key in ("command", "entrypoint"):
         v = node.get(key)
         if isinstance(v, CommentedSeq) and not all(isinstance(x, str) for x in v):
-            raise bad(key, "a string or a list of strings (quote numbers: \"2000\")")
+            raise bad(key, 'a string or a list of strings (quote numbers: "2000")')
         if v is not None and not isinstance(v, (str, CommentedSeq)):
             raise bad(key, "a string or a list of strings")
     env = node.get("environment")
@@ -352,7 +390,9 @@ def _check_types(sf: SourceFile, name: str, node: CommentedMap) -> None:
         raise bad("environment", "a list or a mapping")
     for key in ("depends_on", "links", "volumes_from"):
         v = node.get(key)
-        if v is not None and not isinstance(v, (CommentedSeq, CommentedMap) if key == "depends_on" else CommentedSeq):
+        if v is not None and not isinstance(
+            v, (CommentedSeq, CommentedMap) if key == "depends_on" else CommentedSeq
+        ):
             raise bad(key, "a list" + (" or a mapping" if key == "depends_on" else ""))
 
 

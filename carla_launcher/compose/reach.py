@@ -68,7 +68,11 @@ def check_distributable(sim: Service, services: dict[str, Service]) -> None:
                 "network_mode",
             )
         for vf in s.volumes_from:
-            target = vf.split(":")[0] if not vf.startswith(("service:", "container:")) else vf.split(":")[1]
+            target = (
+                vf.split(":")[0]
+                if not vf.startswith(("service:", "container:"))
+                else vf.split(":")[1]
+            )
             if target in (sim.name, sim.container_name):
                 raise InputError(
                     s.file,

@@ -32,13 +32,43 @@ _HOST_ARG = re.compile(
 _ASSIGN = re.compile(r"(?<![\w$-])(?P<name>[A-Za-z_]\w*)=(?P<q>[\"']?)(?P<val>[^\s\"';&|)]*)(?P=q)")
 _DEFAULT = re.compile(r"^\$\{\w+:?[-=](?P<d>[^{}]*)\}$")
 _BINARIES = {
-    "carlaue4.sh", "carlaunreal.sh", "carlaue4-linux-shipping", "carlaunreal-linux-shipping"
+    "carlaue4.sh",
+    "carlaunreal.sh",
+    "carlaue4-linux-shipping",
+    "carlaunreal-linux-shipping",
 }
 # Programs that run the next word as a program; those in _TAKES_VALUE first take one argument.
 _WRAPPERS = {
-    "exec", "sudo", "su", "gosu", "su-exec", "runuser", "nohup", "env", "bash", "sh", "dash",
-    "zsh", "ash", "timeout", "xvfb-run", "vglrun", "nice", "ionice", "taskset", "stdbuf", "time",
-    "unbuffer", "setsid", "tini", "dumb-init", "eval", "command", "chrt", "primusrun", "optirun",
+    "exec",
+    "sudo",
+    "su",
+    "gosu",
+    "su-exec",
+    "runuser",
+    "nohup",
+    "env",
+    "bash",
+    "sh",
+    "dash",
+    "zsh",
+    "ash",
+    "timeout",
+    "xvfb-run",
+    "vglrun",
+    "nice",
+    "ionice",
+    "taskset",
+    "stdbuf",
+    "time",
+    "unbuffer",
+    "setsid",
+    "tini",
+    "dumb-init",
+    "eval",
+    "command",
+    "chrt",
+    "primusrun",
+    "optirun",
 }
 _TAKES_VALUE = {"su", "gosu", "su-exec", "timeout", "taskset", "chrt"}
 _KEYWORDS = {"then", "do", "else", "if", "while", "until", "{", "!"}
@@ -181,8 +211,7 @@ def _resolve(host: str, names: dict[str, set[str]]) -> list[str]:
     if exact:
         return exact
     made = [
-        n for n in names
-        if re.fullmatch(rf".+(?:-{re.escape(n)}-|_{re.escape(n)}_)\d+", host, re.I)
+        n for n in names if re.fullmatch(rf".+(?:-{re.escape(n)}-|_{re.escape(n)}_)\d+", host, re.I)
     ]
     return sorted(made, key=len, reverse=True)[:1]
 

@@ -14,14 +14,14 @@ from ruamel.yaml.comments import CommentedMap
 
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.derive import DROP, Inherited, Plan, derive
-from carla_launcher.compose.hosts import Rewrite
+from carla_launcher.compose.discover import find_entries, is_generated, variant_name
 from carla_launcher.compose.environ import (
     dotenv_path,
     env_file_overrides,
     env_files_read,
     project_dotenv,
 )
-from carla_launcher.compose.discover import find_entries, is_generated, variant_name
+from carla_launcher.compose.hosts import Rewrite
 from carla_launcher.compose.project import Project, Service, project_name
 from carla_launcher.compose.reach import Simulator, check_distributable, simulator_of
 from carla_launcher.compose.simulator import find_simulator
@@ -77,7 +77,9 @@ def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -
     project = Project()
     results = [plan_entry(project, e, target) for e in entries]
     if files is not None and len(results) == 1 and results[0].skipped == NO_SIMULATOR:
-        plan_entry(Project(), results[0].entry, target, required=True, strict=True)  # say it of that file
+        plan_entry(
+            Project(), results[0].entry, target, required=True, strict=True
+        )  # say it of that file
     problem = folder_problem(folder, results, listed=files is None)
     if problem is not None:
         raise problem
@@ -87,11 +89,15 @@ def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -
 def folder_problem(folder: Path, results: list[Result], listed: bool = True) -> InputError | None:
     """What is wrong with a folder as a whole (`sync` and the daemon word it alike)."""
     if not results and listed:
-        return InputError(folder, None, "no compose files here (YAML with `services:` or `include:`)")
+        return InputError(
+            folder, None, "no compose files here (YAML with `services:` or `include:`)"
+        )
     if results and all(r.skipped == NO_SIMULATOR for r in results):
         return InputError(
-            folder, None, "no compose file here has a simulator service "
-            "(one that runs CarlaUE4 or uses a carla image); name it with --simulator NAME"
+            folder,
+            None,
+            "no compose file here has a simulator service "
+            "(one that runs CarlaUE4 or uses a carla image); name it with --simulator NAME",
         )
     return None
 
@@ -118,7 +124,7 @@ def plan_entry(
             raise
         result.error = e
         result.variants = []
-    except Exception as e:  # noqa: BLE001  a bug met by one entry must not stop the others
+    except Exception as e:
         if strict:
             raise
         result.error = InputError(entry, None, f"internal error: {type(e).__name__}: {e}")
@@ -197,7 +203,12 @@ def _rewrite(sim: Simulator, target: Target, env: tuple[tuple[str, str], ...]) -
         return Rewrite.for_env(sim.host_names, sim.world_port, sim.name, sim.project, env)
     assert target.address is not None, "a literal target needs an address"
     return Rewrite(
-        target.address, sim.host_names, sim.world_port, target.port, sim.name, sim.project,
+        target.address,
+        sim.host_names,
+        sim.world_port,
+        target.port,
+        sim.name,
+        sim.project,
         dotenv=env,
     )
 
@@ -230,10 +241,16 @@ class _Deriver:
         inherited = {}
         for name in sf.services:
             t = self.project.extends_target(sf, str(name))
-            if t is not None and str(name) != self.sim.name and (t[0], t[1]) == (self.sim.file, self.sim.name):
+            if (
+                t is not None
+                and str(name) != self.sim.name
+                and (t[0], t[1]) == (self.sim.file, self.sim.name)
+            ):
                 raise InputError(
-                    sf.path, sf.line("services", name, "extends"),
-                    f"service {name} extends the simulator; it cannot be distributed", "extends",
+                    sf.path,
+                    sf.line("services", name, "extends"),
+                    f"service {name} extends the simulator; it cannot be distributed",
+                    "extends",
                 )
             if t is not None and t[2]:
                 inherited[str(name)] = _inherited(self.project.effective(t[0], t[1]))
@@ -249,7 +266,9 @@ class _Deriver:
         if not derived.changed:
             return None
         body = yamlio.dump(owned.doc, owned.style)
-        variant = Variant(path, path.with_name(variant_name(path.name)), render(path, body, source_hash))
+        variant = Variant(
+            path, path.with_name(variant_name(path.name)), render(path, body, source_hash)
+        )
         self.variants[path] = variant
         return variant
 

@@ -102,7 +102,9 @@ def apply(outcome: Outcome, force: bool = False) -> Outcome:
         try:
             atomic_write(outcome.variant.path, outcome.variant.content)
         except OSError as e:
-            raise InputError(outcome.variant.path, None, f"cannot write the variant: {e.strerror}") from None
+            raise InputError(
+                outcome.variant.path, None, f"cannot write the variant: {e.strerror}"
+            ) from None
         return Outcome(outcome.variant, "written", outcome.diff)
     return outcome
 

@@ -141,8 +141,9 @@ def _check_size(doc: Doc, path: Path | str | None) -> None:
         _expanded(doc, {})
     except _TooBig as e:
         raise InputError(
-            path, line_of(e.node), f"aliases expand to more than {MAX_NODES} nodes "
-            "(an alias bomb?); refused"
+            path,
+            line_of(e.node),
+            f"aliases expand to more than {MAX_NODES} nodes (an alias bomb?); refused",
         ) from None
 
 

@@ -528,7 +528,8 @@ class Daemon:
             return True
         return any(
             (self._read(v) is not None or not os.path.lexists(v))
-            if text == UNREADABLE else self._read(v) != text
+            if text == UNREADABLE
+            else self._read(v) != text
             for v, text in self.written.items()
         )
 

@@ -23,8 +23,21 @@ if TYPE_CHECKING:
 
 # Interface names of container and VM bridges: never what an agent on another machine uses.
 # (VPN links such as tun0, wg0 or tailscale0 stay: they may be exactly how agents get there.)
-BRIDGE_PREFIXES = ("docker", "br-", "veth", "cni", "virbr", "flannel", "cali", "vxlan.calico",
-                   "weave", "podman", "lxcbr", "lxdbr", "kube-bridge")
+BRIDGE_PREFIXES = (
+    "docker",
+    "br-",
+    "veth",
+    "cni",
+    "virbr",
+    "flannel",
+    "cali",
+    "vxlan.calico",
+    "weave",
+    "podman",
+    "lxcbr",
+    "lxdbr",
+    "kube-bridge",
+)
 # Docker's default address pool, for when we know addresses but not their interfaces.
 DOCKER_POOL = ipaddress.ip_network("172.17.0.0/16")
 
@@ -87,8 +100,10 @@ def checked(value: str, host: str | None, source: str) -> str:
 
     problem = address_problem(value)
     if problem:
-        raise RemoteError(f"{host}: {source} is {describe(value, problem)}; set remote.address "
-                          "in the profile or run `carla-launch address P` again")
+        raise RemoteError(
+            f"{host}: {source} is {describe(value, problem)}; set remote.address "
+            "in the profile or run `carla-launch address P` again"
+        )
     return value
 
 

@@ -56,13 +56,17 @@ class Callbacks(BaseStateCallback):
         self.connect_errors: dict[str, str] = {}
 
     def host_connect_error(self, state: State, host: Any, error: Any) -> None:  # type: ignore[override]
-        self.connect_errors[host.name] = str(error.args[0] if getattr(error, "args", None) else error)
+        self.connect_errors[host.name] = str(
+            error.args[0] if getattr(error, "args", None) else error
+        )
 
 
 def make_inventory(profile: Profile, accept_new_host_key: bool) -> Inventory:
     if profile.remote.connector == "local":
         return Inventory((["@local"], {}))
-    return Inventory((list(profile.remote.hosts), make_inventory_data(profile, accept_new_host_key)))
+    return Inventory(
+        (list(profile.remote.hosts), make_inventory_data(profile, accept_new_host_key))
+    )
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -76,22 +80,33 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"profile": profile.name, "dry_run": dry, "hosts": {}, "timings": {}}
     hosts = out["hosts"]
     for name in profile.remote.hosts:
-        hosts[name] = {"host": name, "ok": False, "error": None, "changed": [], "steps": [],
-                       "warnings": []}
+        hosts[name] = {
+            "host": name,
+            "ok": False,
+            "error": None,
+            "changed": [],
+            "steps": [],
+            "warnings": [],
+        }
     if profile.remote.connector == "local":  # pyinfra calls this machine "@local"
         hosts["@local"] = hosts.pop(profile.remote.hosts[0])
 
     def lap(name: str) -> None:
         out["timings"][name] = round(time.monotonic() - t0, 3)
 
-    state = State(make_inventory(profile, bool(request.get("accept_new_host_key"))),
-                  Config(CONNECT_TIMEOUT=profile.remote.connect_timeout, FAIL_PERCENT=None),
-                  check_for_changes=False)
+    state = State(
+        make_inventory(profile, bool(request.get("accept_new_host_key"))),
+        Config(CONNECT_TIMEOUT=profile.remote.connect_timeout, FAIL_PERCENT=None),
+        check_for_changes=False,
+    )
     state.print_output = True  # remote scripts' lines, live (see _echo)
     active = _connect(state, profile, hosts)
     lap("connect")
-    plans = _plan(state, active, profile, local, compose_for_port, compose_warnings, hosts) \
-        if active else {}
+    plans = (
+        _plan(state, active, profile, local, compose_for_port, compose_warnings, hosts)
+        if active
+        else {}
+    )
     lap("facts")
     runnable = [h for h in plans if not hosts[h.name]["error"]]
     if dry or not runnable:
@@ -102,8 +117,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         lap("ops")
         ready = [h for h in runnable if not hosts[h.name]["error"]]
         if request.get("probe", True):
-            gevent.joinall([gevent.spawn(_probe, profile, h, plans[h], hosts[h.name])
-                            for h in ready])
+            gevent.joinall(
+                [gevent.spawn(_probe, profile, h, plans[h], hosts[h.name]) for h in ready]
+            )
         else:
             for host in ready:
                 hosts[host.name]["ok"] = True
@@ -148,18 +164,32 @@ def _connect(state: State, profile: Profile, hosts: dict[str, Any]) -> list[Any]
     for host in state.inventory:
         if not host.connected:
             text = callbacks.connect_errors.get(host.name, "could not connect")
-            hosts[host.name]["error"] = explain_ssh_failure(profile, host.name, text,
-                                                            with_host=False)
+            hosts[host.name]["error"] = explain_ssh_failure(
+                profile, host.name, text, with_host=False
+            )
     return [h for h in state.inventory if h.connected]
 
 
-def _plan(state: State, active: list[Any], profile: Profile, local: Any, compose_for_port: Any,
-          compose_warnings: list[str], hosts: dict[str, Any]) -> dict[Any, HostPlan]:
+def _plan(
+    state: State,
+    active: list[Any],
+    profile: Profile,
+    local: Any,
+    compose_for_port: Any,
+    compose_warnings: list[str],
+    hosts: dict[str, Any],
+) -> dict[Any, HostPlan]:
     """One fact script per host (in parallel), then the pure plan for each."""
     state.set_stage(StateStage.Prepare)
     srv = profile.server
-    script = box_facts_script(srv.user, srv.tmux_session, srv.package.root, srv.os_packages,
-                              local.source.archive_name, compose=srv.mode == "compose")
+    script = box_facts_script(
+        srv.user,
+        srv.tmux_session,
+        srv.package.root,
+        srv.os_packages,
+        local.source.archive_name,
+        compose=srv.mode == "compose",
+    )
     raw = get_facts(state, BoxFactsFact, kwargs={"script": script})
     plans: dict[Any, HostPlan] = {}
     for host in active:
@@ -169,9 +199,15 @@ def _plan(state: State, active: list[Any], profile: Profile, local: Any, compose
         plan.warnings.extend(compose_warnings)
         plans[host] = plan
         hosts[host.name].update(
-            facts=facts.to_json(), address=address, port=plan.port, warnings=plan.warnings,
-            root=plan.root, session_dir=plan.session_dir, log=plan.log_path,
-            steps=[{"name": s.name, "changes": s.changes, "why": s.why} for s in plan.steps])
+            facts=facts.to_json(),
+            address=address,
+            port=plan.port,
+            warnings=plan.warnings,
+            root=plan.root,
+            session_dir=plan.session_dir,
+            log=plan.log_path,
+            steps=[{"name": s.name, "changes": s.changes, "why": s.why} for s in plan.steps],
+        )
         say(host.name, _gpu_line(facts))
         for w in plan.warnings:
             say(host.name, f"warning: {w}")
@@ -179,19 +215,33 @@ def _plan(state: State, active: list[Any], profile: Profile, local: Any, compose
             _fail(state, host, hosts, plan.error)
         elif address is None:
             tried = address_candidates(facts.ssh_connection, facts.interfaces, facts.hostname_i)
-            _fail(state, host, hosts, "no address of the box is reachable from here (candidates: "
-                  f"{', '.join(tried) or 'none'}); set remote.address in the profile")
+            _fail(
+                state,
+                host,
+                hosts,
+                "no address of the box is reachable from here (candidates: "
+                f"{', '.join(tried) or 'none'}); set remote.address in the profile",
+            )
     return plans
 
 
-def _execute(state: State, runnable: list[Any], plans: dict[Any, HostPlan],
-             hosts: dict[str, Any]) -> None:
+def _execute(
+    state: State, runnable: list[Any], plans: dict[Any, HostPlan], hosts: dict[str, Any]
+) -> None:
     """The seven steps as pyinfra operations, every host in parallel, step by step."""
     for i, name in enumerate(STEPS):
         for host in runnable:
             s = plans[host].steps[i]
-            add_op(state, step, host=host, name=name, script=s.script, why=s.why,
-                   upload=s.upload, after_upload=s.after_upload)
+            add_op(
+                state,
+                step,
+                host=host,
+                name=name,
+                script=s.script,
+                why=s.why,
+                upload=s.upload,
+                after_upload=s.after_upload,
+            )
     state.set_stage(StateStage.Execute)
     try:
         run_ops(state)
@@ -220,8 +270,10 @@ def _changed(state: State, host: Any) -> list[str]:
 def _gpu_line(facts: BoxFacts) -> str:
     if not facts.gpus:
         return "no NVIDIA GPU found (nvidia-smi missing or failing)"
-    gpus = "; ".join(f"{g.index}: {g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB used"
-                     for g in facts.gpus)
+    gpus = "; ".join(
+        f"{g.index}: {g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB used"
+        for g in facts.gpus
+    )
     return f"{len(facts.gpus)} GPU(s), driver {facts.gpus[0].driver}: {gpus}"
 
 
@@ -242,8 +294,9 @@ def _op_error(state: State, host: Any) -> str | None:
 
 def _remote(host: Any, script: str, timeout: int = 30) -> tuple[bool, list[str]]:
     try:
-        ok, output = host.run_shell_command(StringCommand(script), print_output=False,
-                                            _timeout=timeout)
+        ok, output = host.run_shell_command(
+            StringCommand(script), print_output=False, _timeout=timeout
+        )
     except Exception as e:  # a dropped connection: report, do not crash the run
         return False, [str(e)]
     return bool(ok), list(output.stdout_lines)
@@ -262,8 +315,10 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
         if not st["running"] and st.get("state") != "restarting":
             return f"the server is not running ({st.get('last_crash_line') or st.get('state')})"
         if (st.get("restarts") or 0) >= 3:
-            return (f"the server keeps crashing ({st['restarts']} restarts; last: "
-                    f"{st.get('last_crash_line')})")
+            return (
+                f"the server keeps crashing ({st['restarts']} restarts; last: "
+                f"{st.get('last_crash_line')})"
+            )
         return None
 
     last = [0.0]
@@ -275,8 +330,14 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
 
     say(host.name, f"probing CARLA at {address}:{port} (up to {srv.ready_timeout} s)")
     try:
-        version = wait_ready(address, port, srv.ready_timeout, progress, should_abort=abort,
-                             interval=0.25 if srv.ready_timeout <= 60 else 1.0)
+        version = wait_ready(
+            address,
+            port,
+            srv.ready_timeout,
+            progress,
+            should_abort=abort,
+            interval=0.25 if srv.ready_timeout <= 60 else 1.0,
+        )
     except NotReady as e:
         ok, tail = _remote(host, f"tail -n 15 {q(plan.log_path)} 2>/dev/null")
         result["error"] = f"CARLA did not answer: {e}"

@@ -89,29 +89,47 @@ def box_facts_script(
     items = address_items() + [
         ("gpu", f"command -v nvidia-smi >/dev/null && {GPU_QUERY}"),
         ("listen", "awk 'FNR > 1 && $4 == \"0A\" { print $2 }' /proc/net/tcp /proc/net/tcp6"),
-        ("privilege", 'if [ "$(id -u)" = 0 ]; then echo root; '
-                      "elif sudo -n true 2>/dev/null; then echo sudo; else echo none; fi"),
+        (
+            "privilege",
+            'if [ "$(id -u)" = 0 ]; then echo root; '
+            "elif sudo -n true 2>/dev/null; then echo sudo; else echo none; fi",
+        ),
         ("user", 'printf "%s\\n%s\\n%s\\n" "$SU" "$SHOME" "$USER_EXISTS"'),
         ("paths", 'printf "%s\\n%s\\n" "$ROOT" "$SDIR"'),
-        ("packages", "if command -v dpkg-query >/dev/null; then "
-                     f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {pkgs}; "
-                     "echo '?dpkg'; fi" if packages else "echo '?dpkg'"),
-        ("disk", 'd=$ROOT; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; '
-                 'df -Pk "$d" | tail -n 1'),
+        (
+            "packages",
+            "if command -v dpkg-query >/dev/null; then "
+            f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {pkgs}; "
+            "echo '?dpkg'; fi"
+            if packages
+            else "echo '?dpkg'",
+        ),
+        (
+            "disk",
+            'd=$ROOT; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; df -Pk "$d" | tail -n 1',
+        ),
         ("root", '[ -e "$ROOT" ] && echo exists; [ -f "$ROOT/CarlaUE4.sh" ] && echo carla'),
         ("marker", f'cat "$ROOT/{MARKER}"'),
-        ("download", f'a={archive}; [ -n "$a" ] && {{ '
-                     'cat "$DLDIR/$a.sha256"; echo; '
-                     'echo "partial=$(stat -c %s "$DLDIR/$a.part" 2>/dev/null || echo 0)"; }'),
+        (
+            "download",
+            f'a={archive}; [ -n "$a" ] && {{ '
+            'cat "$DLDIR/$a.sha256"; echo; '
+            'echo "partial=$(stat -c %s "$DLDIR/$a.part" 2>/dev/null || echo 0)"; }',
+        ),
         ("tmux", '[ "$USER_EXISTS" = yes ] && as_server tmux list-sessions -F "#{session_name}"'),
         ("launch", 'sha256sum "$SDIR/launch.sh" | cut -c1-64'),
         ("status", 'cat "$SDIR/status"; echo; echo "deployed_port=$(cat "$SDIR/port")"'),
     ]
     if compose:
         items.append(("docker", "docker compose version --short"))
-        items.append(("compose", 'echo "compose_sha=$(cat "$SDIR/.compose.sha256")"; '
-                                 'echo "compose_state=$(docker compose -p "$CL_PROJECT" '
-                                 '-f "$SDIR/compose.yaml" ps --format "{{.State}}" | head -n 1)"'))
+        items.append(
+            (
+                "compose",
+                'echo "compose_sha=$(cat "$SDIR/.compose.sha256")"; '
+                'echo "compose_state=$(docker compose -p "$CL_PROJECT" '
+                '-f "$SDIR/compose.yaml" ps --format "{{.State}}" | head -n 1)"',
+            )
+        )
     return prologue(server_user, session, root) + sections(items)
 
 
@@ -225,7 +243,7 @@ def parse_box_facts(lines: list[str], packages: tuple[str, ...] = ()) -> BoxFact
     for line in s.get("download", []):
         line = line.strip()
         if line.startswith("partial="):
-            facts.download_partial = _int(line[len("partial="):]) or 0
+            facts.download_partial = _int(line[len("partial=") :]) or 0
         elif len(line) == 64 and all(c in "0123456789abcdef" for c in line):
             facts.download_verified = line
     facts.sessions = [line.strip() for line in s.get("tmux", []) if line.strip()]

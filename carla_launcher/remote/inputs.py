@@ -20,13 +20,15 @@ from carla_launcher.server.launch import settings_arg
 
 def local_inputs(profile: Profile) -> LocalInputs:
     """The package source (a local archive must exist) and the CARLA settings file, if any."""
-    src = package_source(profile.server.package.url, profile.server.package.sha256,
-                         profile.base_dir)
+    src = package_source(
+        profile.server.package.url, profile.server.package.sha256, profile.base_dir
+    )
     size = None
     if src.kind == "local":
         if src.local_path is None or not src.local_path.is_file():
-            raise InputError(profile.path, None, f"no such local file: {src.local_path}",
-                             "server.package.url")
+            raise InputError(
+                profile.path, None, f"no such local file: {src.local_path}", "server.package.url"
+            )
         size = src.local_path.stat().st_size
     settings_text = None
     named = profile.server.settings or settings_arg(profile.server.args)
@@ -43,8 +45,9 @@ def make_inventory_data(profile: Profile, accept_new_host_key: bool) -> dict[str
     """pyinfra host data: our generated ssh_config and the host key policy."""
     data: dict[str, Any] = {
         "ssh_config_file": str(ssh_config_file(profile, accept_new_host_key)),
-        "ssh_strict_host_key_checking": "accept-new" if (
-            accept_new_host_key or profile.remote.accept_new_host_key) else "yes",
+        "ssh_strict_host_key_checking": "accept-new"
+        if (accept_new_host_key or profile.remote.accept_new_host_key)
+        else "yes",
         "ssh_connect_retries": 0,
     }
     if profile.remote.known_hosts:
@@ -59,5 +62,8 @@ def choose_address(profile: Profile, facts: BoxFacts) -> str | None:
         return profile.remote.address or (candidates[0] if candidates else "127.0.0.1")
     conn = facts.ssh_connection.split()
     ssh_port = int(conn[3]) if len(conn) == 4 and conn[3].isdigit() else (profile.remote.port or 22)
-    return pick_address(profile.remote.address, candidates,
-                        lambda a: tcp_reachable(a, (ssh_port, profile.server.port)))
+    return pick_address(
+        profile.remote.address,
+        candidates,
+        lambda a: tcp_reachable(a, (ssh_port, profile.server.port)),
+    )

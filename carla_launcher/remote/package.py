@@ -109,7 +109,9 @@ printf '%s\\n' "$sum" | as_server sh -c 'cat > "$1"' sh "$DLDIR/$A.sha256"
 
 def download_script(source: PackageSource, tries: int = 6, report_every: int = 5) -> str:
     """Body (after the prologue) of the step that fetches and verifies an http(s) archive."""
-    return HUMAN + f"""
+    return (
+        HUMAN
+        + f"""
 A={q(source.archive_name)}
 URL={q(source.url)}
 SHA={q(source.sha256 or "")}
@@ -148,18 +150,23 @@ while [ $attempt -le {tries} ]; do
 done
 kill $monitor 2>/dev/null
 [ $ok = yes ] || die "could not download $URL (${{err:-failed}}); rerun to resume"
-""" + _verify(source)
+"""
+        + _verify(source)
+    )
 
 
 def upload_prepare_script(source: PackageSource, size: int) -> str:
     """Before uploading a local archive: room for it, and an empty partial file to write."""
-    return HUMAN + f"""
+    return (
+        HUMAN
+        + f"""
 A={q(source.archive_name)}
 as_server mkdir -p "$DLDIR"
 rm -f "$DLDIR/$A" "$DLDIR/$A.sha256" "$DLDIR/$A.part"
 check_disk {int(size)} {int(size)}
 echo "uploading $A ($(human {int(size)}))"
 """
+    )
 
 
 def upload_finish_script(source: PackageSource) -> str:

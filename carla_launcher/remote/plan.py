@@ -102,14 +102,19 @@ def plan_host(
     head = prologue(srv.user, srv.tmux_session, srv.package.root)
     compose = srv.mode == "compose"
     if not facts.login_root and srv.user != facts.login_user and not compose:
-        plan.warnings.append(f"logged in as {facts.login_user}, not root: the server runs as "
-                             f"{facts.login_user} (server.user is only used when logging in as root)")
+        plan.warnings.append(
+            f"logged in as {facts.login_user}, not root: the server runs as "
+            f"{facts.login_user} (server.user is only used when logging in as root)"
+        )
 
     # 1. the server user
     if facts.login_root and not facts.user_exists:  # compose mode keeps its files there too
-        user = Step(STEPS[0], head + 'echo "creating the user $SU for the server (CARLA refuses '
-                    'root)"\nuseradd -m -s /bin/bash "$SU" || die "could not create the user $SU"\n',
-                    f"create {facts.server_user}")
+        user = Step(
+            STEPS[0],
+            head + 'echo "creating the user $SU for the server (CARLA refuses '
+            'root)"\nuseradd -m -s /bin/bash "$SU" || die "could not create the user $SU"\n',
+            f"create {facts.server_user}",
+        )
     else:
         user = _noop(STEPS[0], f"the server runs as {facts.server_user}")
 
@@ -121,20 +126,27 @@ def plan_host(
     else:
         missing = [p for p in wanted if p in facts.packages and not facts.packages[p]]
     if missing and facts.privilege == "none":
-        plan.error = (f"missing OS packages: {' '.join(missing)}; install them (sudo apt-get install "
-                      f"{' '.join(missing)}) or log in as root or as a user with sudo")
+        plan.error = (
+            f"missing OS packages: {' '.join(missing)}; install them (sudo apt-get install "
+            f"{' '.join(missing)}) or log in as root or as a user with sudo"
+        )
         return plan
     if missing:
         sudo = "" if facts.privilege == "root" else "sudo -n "
         pkgs = " ".join(q(p) for p in missing)
-        packages = Step(STEPS[1], head + f"""echo "installing OS packages: {' '.join(missing)}"
+        packages = Step(
+            STEPS[1],
+            head
+            + f"""echo "installing OS packages: {" ".join(missing)}"
 export DEBIAN_FRONTEND=noninteractive
 log=$(mktemp)
 {sudo}apt-get update -qq > "$log" 2>&1
 {sudo}apt-get install -y -qq --no-install-recommends {pkgs} >> "$log" 2>&1 ||
-  {{ tail -n 3 "$log" >&2; rm -f "$log"; die "apt-get could not install: {' '.join(missing)}"; }}
+  {{ tail -n 3 "$log" >&2; rm -f "$log"; die "apt-get could not install: {" ".join(missing)}"; }}
 rm -f "$log"
-""", f"install {' '.join(missing)}")
+""",
+            f"install {' '.join(missing)}",
+        )
     else:
         packages = _noop(STEPS[1], "all present")
 
@@ -150,37 +162,48 @@ rm -f "$log"
         unpack = _noop(STEPS[4], "server.mode: compose")
     elif source.kind == "none":
         if not facts.root_has_carla:
-            plan.error = (f"no CarlaUE4.sh in {facts.root} and no server.package.url to install "
-                          "one from")
+            plan.error = (
+                f"no CarlaUE4.sh in {facts.root} and no server.package.url to install one from"
+            )
             return plan
         unpack = _noop(STEPS[4], f"using the CARLA at {facts.root} as it is")
     elif installed:
         unpack = _noop(STEPS[4], f"installed at {facts.root}")
     else:
         if facts.root_exists and not facts.marker:
-            plan.error = (f"{facts.root} exists but was not installed by carla-launch; move it "
-                          "away, or remove server.package.url to use it as it is")
+            plan.error = (
+                f"{facts.root} exists but was not installed by carla-launch; move it "
+                "away, or remove server.package.url to use it as it is"
+            )
             return plan
         verified = facts.download_verified is not None and (
-            source.sha256 is None or facts.download_verified == source.sha256)
+            source.sha256 is None or facts.download_verified == source.sha256
+        )
         if verified:
             fetch = _noop(STEPS[3], "downloaded and checked before")
         elif source.kind == "local":
             size = local.package_size or 0
             remote = f"{facts.server_home}/.carla-launch/downloads/{source.archive_name}.part"
-            upload = Step(STEPS[2], head + upload_prepare_script(source, size),
-                          f"upload {source.local_path}", upload=(str(source.local_path), remote),
-                          after_upload=head + upload_finish_script(source))
+            upload = Step(
+                STEPS[2],
+                head + upload_prepare_script(source, size),
+                f"upload {source.local_path}",
+                upload=(str(source.local_path), remote),
+                after_upload=head + upload_finish_script(source),
+            )
         else:
             fetch = Step(STEPS[3], head + download_script(source), f"download {source.url}")
         unpack = Step(STEPS[4], head + unpack_script(source), f"unpack into {facts.root}")
 
     # 6. port and launch script (or compose file)
     ours_running = srv.tmux_session in facts.sessions or facts.status.get("state") in (
-        "running", "restarting")
+        "running",
+        "restarting",
+    )
     try:
-        plan.port = choose_port(srv.port, facts.listening,
-                                facts.deployed_port if ours_running else None)
+        plan.port = choose_port(
+            srv.port, facts.listening, facts.deployed_port if ours_running else None
+        )
     except NoFreePort as e:
         plan.error = str(e)
         return plan
@@ -199,8 +222,9 @@ rm -f "$log"
         files[COMPOSE_FILE] = content
     else:
         args = server_args(srv.args, plan.port, srv.gpu, settings_remote)
-        content = render_launch_script(LaunchConfig(facts.root, facts.session_dir, args,
-                                                    plan.port, srv.restart, package_id))
+        content = render_launch_script(
+            LaunchConfig(facts.root, facts.session_dir, args, plan.port, srv.restart, package_id)
+        )
         files["launch.sh"] = content
     files["port"] = f"{plan.port}\n"
     main_file = COMPOSE_FILE if compose else "launch.sh"
@@ -212,17 +236,26 @@ rm -f "$log"
     if current == digest:
         launch = _noop(STEPS[5], f"{main_file} unchanged")
     else:
-        launch = Step(STEPS[5], head + _write_files(files), f"write {facts.session_dir}/{main_file}")
+        launch = Step(
+            STEPS[5], head + _write_files(files), f"write {facts.session_dir}/{main_file}"
+        )
     if srv.gpu is not None and facts.gpus and srv.gpu >= len(facts.gpus):
         plan.warnings.append(f"server.gpu is {srv.gpu} but the box has {len(facts.gpus)} GPU(s)")
 
     # 7. the server
-    running = srv.tmux_session in facts.sessions if not compose else facts.status.get(
-        "compose_state") == "running"
+    running = (
+        srv.tmux_session in facts.sessions
+        if not compose
+        else facts.status.get("compose_state") == "running"
+    )
     changed = launch.changes or unpack.changes
     if running and not changed:
-        start = _noop(STEPS[6], f"running in tmux session {srv.tmux_session}" if not compose
-                      else "compose service running")
+        start = _noop(
+            STEPS[6],
+            f"running in tmux session {srv.tmux_session}"
+            if not compose
+            else "compose service running",
+        )
     else:
         why = "restart (launch script changed)" if running else "start"
         start = Step(STEPS[6], head + (_compose_up() if compose else _start(running)), why)
@@ -235,8 +268,10 @@ def _sha(text: str) -> str:
 
 
 def _write_files(files: dict[str, str]) -> str:
-    out = ['as_server mkdir -p "$SDIR" || die "cannot create $SDIR"',
-           "put() { as_server sh -c 'cat > \"$1.tmp\" && mv -f \"$1.tmp\" \"$1\"' sh \"$SDIR/$1\"; }"]
+    out = [
+        'as_server mkdir -p "$SDIR" || die "cannot create $SDIR"',
+        'put() { as_server sh -c \'cat > "$1.tmp" && mv -f "$1.tmp" "$1"\' sh "$SDIR/$1"; }',
+    ]
     for name, text in files.items():
         out.append(f"printf '%s' {q(text)} | put {q(name)} || die {q('cannot write ' + name)}")
     out.append('chmod 755 "$SDIR/launch.sh" 2>/dev/null')

@@ -84,11 +84,20 @@ def deploy(
 ) -> DeployReport:
     """Deploy the profile to all its hosts (in parallel); progress lines go to `on_line`."""
     t0 = time.monotonic()
-    request = {"profile": str(profile.path), "dry_run": dry_run,
-               "accept_new_host_key": accept_new_host_key, "probe": probe}
-    proc = subprocess.Popen([python or sys.executable, "-m", "carla_launcher.remote.deploy"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, bufsize=1)
+    request = {
+        "profile": str(profile.path),
+        "dry_run": dry_run,
+        "accept_new_host_key": accept_new_host_key,
+        "probe": probe,
+    }
+    proc = subprocess.Popen(
+        [python or sys.executable, "-m", "carla_launcher.remote.deploy"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
     tail: list[str] = []
 
     def pump() -> None:
@@ -138,8 +147,12 @@ def record(profile: Profile, report: DeployReport) -> None:
     mine: dict[str, Any] = found if isinstance(found, dict) else {}
     for h in report.hosts:
         if h.ok and h.address:
-            mine[h.host] = {"address": h.address, "port": h.port, "version": h.version,
-                            "deployed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            mine[h.host] = {
+                "address": h.address,
+                "port": h.port,
+                "version": h.version,
+                "deployed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
     servers[profile.key] = mine
     write_json(SERVERS_STATE, servers)
     first = next((h for h in report.hosts if h.ok and h.address), None)

@@ -48,10 +48,10 @@ def prologue(server_user: str, session: str, root: str | None = None) -> str:
     if root is not None:
         lines += [
             f"CL_ROOT={q(root)}",
-            'case $CL_ROOT in',
+            "case $CL_ROOT in",
             '  "~") ROOT=$SHOME ;;',
             '  "~/"*) ROOT="$SHOME/${CL_ROOT#"~/"}" ;;',
-            '  /*) ROOT=$CL_ROOT ;;',
+            "  /*) ROOT=$CL_ROOT ;;",
             '  *) ROOT="$SHOME/$CL_ROOT" ;;',
             "esac",
         ]
@@ -150,7 +150,7 @@ def parse_sections(lines: list[str]) -> dict[str, list[str]]:
     for raw in lines:
         line = raw.rstrip("\r\n")
         if line.startswith(SECTION_PREFIX):
-            current = result.setdefault(line[len(SECTION_PREFIX):].strip(), [])
+            current = result.setdefault(line[len(SECTION_PREFIX) :].strip(), [])
         elif current is not None and line.strip():
             current.append(line)
     return result

@@ -158,8 +158,9 @@ def run_remote(
     if profile.remote.connector == "local":
         argv = ["/bin/sh", "-s"]
     try:
-        done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        done = subprocess.run(
+            argv, input=script, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         return 124, out, f"timed out after {timeout:.0f} s"
@@ -168,8 +169,13 @@ def run_remote(
     return done.returncode, done.stdout, done.stderr
 
 
-def check_remote(profile: Profile, host: str | None, script: str, timeout: float,
-                 accept_new_host_key: bool = False) -> str:
+def check_remote(
+    profile: Profile,
+    host: str | None,
+    script: str,
+    timeout: float,
+    accept_new_host_key: bool = False,
+) -> str:
     """`run_remote`, raising RemoteError with one line on any failure; returns stdout."""
     host = host or profile.remote.host or "localhost"
     rc, out, err = run_remote(profile, host, script, timeout, accept_new_host_key)
@@ -189,8 +195,13 @@ _NOISE = re.compile(r"^(Warning: Permanently added|Pseudo-terminal will not be a
 def effective_option(profile: Profile, host: str, key: str) -> str | None:
     """What OpenSSH would use for `key` when connecting to host (`ssh -G`), or None."""
     try:
-        done = subprocess.run(["ssh", "-F", str(ssh_config_file(profile)), "-G", "--", host],
-                              capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(
+            ["ssh", "-F", str(ssh_config_file(profile)), "-G", "--", host],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     for line in done.stdout.splitlines():
@@ -202,25 +213,41 @@ def effective_option(profile: Profile, host: str, key: str) -> str | None:
 
 def explain_ssh_failure(profile: Profile, host: str, stderr: str, with_host: bool = True) -> str:
     """OpenSSH's (or paramiko's) complaint as one line that says what to do."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not _NOISE.match(line)]
+    lines = [
+        line.strip() for line in stderr.splitlines() if line.strip() and not _NOISE.match(line)
+    ]
     text = "\n".join(lines)
     last = lines[-1] if lines else "ssh failed"
     prefix = f"{host}: " if with_host else ""
 
     def kh() -> str:
         found = effective_option(profile, host, "userknownhostsfile")
-        return display_path(os.path.expanduser(found)) if found else display_path(known_hosts_path(profile))
+        return (
+            display_path(os.path.expanduser(found))
+            if found
+            else display_path(known_hosts_path(profile))
+        )
 
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "does not match" in text:
-        return (f"{prefix}the box's host key CHANGED since it was stored in {kh()}; if the box "
-                "was reinstalled, remove the old key (ssh-keygen -R HOST), else do not connect")
-    if "Host key verification failed" in text or "host key is known" in text or "No host key" in text:
-        return (f"{prefix}the box's host key is not in {kh()} (unknown hosts are refused); check "
-                "it and add it (ssh-keyscan), or accept it once with --accept-new-host-key or "
-                "remote.accept_new_host_key: true")
+        return (
+            f"{prefix}the box's host key CHANGED since it was stored in {kh()}; if the box "
+            "was reinstalled, remove the old key (ssh-keygen -R HOST), else do not connect"
+        )
+    if (
+        "Host key verification failed" in text
+        or "host key is known" in text
+        or "No host key" in text
+    ):
+        return (
+            f"{prefix}the box's host key is not in {kh()} (unknown hosts are refused); check "
+            "it and add it (ssh-keyscan), or accept it once with --accept-new-host-key or "
+            "remote.accept_new_host_key: true"
+        )
     if "timed out" in text:
         return f"{prefix}no SSH connection within {profile.remote.connect_timeout} s ({last})"
     if "Permission denied" in text or "Authentication" in text:
-        return (f"{prefix}SSH login refused ({last}); check remote.user, remote.identity_file "
-                "or your ssh-agent")
+        return (
+            f"{prefix}SSH login refused ({last}); check remote.user, remote.identity_file "
+            "or your ssh-agent"
+        )
     return f"{prefix}{last}"

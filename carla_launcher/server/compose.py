@@ -26,8 +26,18 @@ from carla_launcher.server.launch import PORT_FLAGS
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
 
-DROP_KEYS = ("depends_on", "links", "networks", "container_name", "extends", "external_links",
-             "volumes_from", "build", "develop", "profiles")
+DROP_KEYS = (
+    "depends_on",
+    "links",
+    "networks",
+    "container_name",
+    "extends",
+    "external_links",
+    "volumes_from",
+    "build",
+    "develop",
+    "profiles",
+)
 
 
 @dataclass
@@ -71,7 +81,9 @@ def _replace_port(test: Any, old: int, new: int) -> Any:
     return test
 
 
-def remote_service(service: dict[str, Any], port: int, restart: str) -> tuple[dict[str, Any], list[str]]:
+def remote_service(
+    service: dict[str, Any], port: int, restart: str
+) -> tuple[dict[str, Any], list[str]]:
     """The simulator service as it runs alone on the box, and what was dropped (warnings)."""
     svc = copy.deepcopy(service)
     warnings = []
@@ -97,8 +109,10 @@ def remote_service(service: dict[str, Any], port: int, restart: str) -> tuple[di
     kept = []
     for vol in svc.get("volumes") or []:
         if isinstance(vol, dict) and vol.get("type") == "bind":
-            warnings.append(f"bind mount {vol.get('source')} -> {vol.get('target')} dropped "
-                            "(local path; it does not exist on the box)")
+            warnings.append(
+                f"bind mount {vol.get('source')} -> {vol.get('target')} dropped "
+                "(local path; it does not exist on the box)"
+            )
             continue
         if isinstance(vol, str) and vol.split(":", 1)[0].startswith((".", "/", "~")):
             warnings.append(f"bind mount {vol} dropped (local path; it does not exist on the box)")
@@ -121,10 +135,15 @@ def remote_service(service: dict[str, Any], port: int, restart: str) -> tuple[di
 def render_remote_compose(src: SimulatorSource, profile: Profile, port: int) -> str:
     """The compose file written to the box (JSON, which compose reads as YAML)."""
     svc, _ = remote_service(src.service, port, profile.server.restart)
-    doc: dict[str, Any] = {"name": f"carla-launch-{profile.server.tmux_session}".lower(),
-                           "services": {src.name: svc}}
-    volumes = [str(v["source"]) for v in svc.get("volumes") or []
-               if isinstance(v, dict) and v.get("type") == "volume" and v.get("source")]
+    doc: dict[str, Any] = {
+        "name": f"carla-launch-{profile.server.tmux_session}".lower(),
+        "services": {src.name: svc},
+    }
+    volumes = [
+        str(v["source"])
+        for v in svc.get("volumes") or []
+        if isinstance(v, dict) and v.get("type") == "volume" and v.get("source")
+    ]
     if volumes:
         doc["volumes"] = {v: {} for v in volumes}
     header = {"x-carla-launch": f"generated from {src.file.name}; do not edit"}
@@ -135,8 +154,12 @@ def compose_cli() -> list[str] | None:
     """How to run compose here: `docker compose` or `docker-compose`, else None."""
     if shutil.which("docker"):
         try:
-            ok = subprocess.run(["docker", "compose", "version"], capture_output=True,
-                                timeout=20, check=False).returncode == 0
+            ok = (
+                subprocess.run(
+                    ["docker", "compose", "version"], capture_output=True, timeout=20, check=False
+                ).returncode
+                == 0
+            )
         except (OSError, subprocess.TimeoutExpired):
             ok = False
         if ok:
@@ -153,13 +176,15 @@ def load_simulator(profile: Profile) -> SimulatorSource:
     from carla_launcher.compose.simulator import find_simulator
 
     folder = profile.compose_dir
-    entries = [profile.local_path(profile.compose.file)] if profile.compose.file else \
-        find_entries(folder)
+    entries = (
+        [profile.local_path(profile.compose.file)] if profile.compose.file else find_entries(folder)
+    )
     project = Project()
     for entry in entries:
         services = project.model(entry)
-        sim = find_simulator(entry, services, profile.compose.simulator,
-                             required=bool(profile.compose.file))
+        sim = find_simulator(
+            entry, services, profile.compose.simulator, required=bool(profile.compose.file)
+        )
         if sim is None:
             continue
         resolved = _resolved(entry, sim.name)
@@ -171,8 +196,13 @@ def load_simulator(profile: Profile) -> SimulatorSource:
             if sim.command is not None:
                 resolved["command"] = sim.command
         return SimulatorSource(sim.name, entry, resolved)
-    raise InputError(profile.path, None, f"no compose file in {folder} has a simulator service "
-                     "(set compose.file or compose.simulator)", "server.mode")
+    raise InputError(
+        profile.path,
+        None,
+        f"no compose file in {folder} has a simulator service "
+        "(set compose.file or compose.simulator)",
+        "server.mode",
+    )
 
 
 def _resolved(entry: Path, name: str) -> dict[str, Any] | None:
@@ -180,9 +210,14 @@ def _resolved(entry: Path, name: str) -> dict[str, Any] | None:
     if cli is None:
         return None
     try:
-        done = subprocess.run([*cli, "-f", str(entry), "config", "--format", "json"],
-                              capture_output=True, text=True, timeout=60, cwd=entry.parent,
-                              check=False)
+        done = subprocess.run(
+            [*cli, "-f", str(entry), "config", "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=entry.parent,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:

@@ -33,8 +33,10 @@ COMPOSE_PROJECT_PREFIX = "carla-launch-"
 def status_script(compose: bool = False) -> str:
     """Body after `prologue(...)`: prints the facts `parse_status` reads."""
     items = [
-        ("session", '[ "$USER_EXISTS" = yes ] && as_server tmux has-session -t "=$CL_SESSION" '
-                    "&& echo yes"),
+        (
+            "session",
+            '[ "$USER_EXISTS" = yes ] && as_server tmux has-session -t "=$CL_SESSION" && echo yes',
+        ),
         ("deployed", '[ -f "$SDIR/launch.sh" ] || [ -f "$SDIR/compose.yaml" ] && echo yes'),
         ("status", 'cat "$SDIR/status"'),
         ("alive", 'group_alive "$(sed -n "s/^pid=//p" "$SDIR/status")" && echo yes'),
@@ -44,15 +46,26 @@ def status_script(compose: bool = False) -> str:
         ("now", "date +%s"),
     ]
     if compose:
-        items.append(("compose", 'docker compose -p "$CL_PROJECT" -f '
-                                 '"$SDIR/compose.yaml" ps -a --format "{{.State}}|{{.Status}}"'))
+        items.append(
+            (
+                "compose",
+                'docker compose -p "$CL_PROJECT" -f '
+                '"$SDIR/compose.yaml" ps -a --format "{{.State}}|{{.Status}}"',
+            )
+        )
     return PORT_FUNCTIONS + sections(items)
 
 
 def start_script() -> str:
-    return PORT_FUNCTIONS + STOP_FUNCTION + START_FUNCTION + (
-        'if as_server tmux has-session -t "=$CL_SESSION" 2>/dev/null; then echo already=yes; '
-        "else stop_server; start_server; echo started=yes; fi\n")
+    return (
+        PORT_FUNCTIONS
+        + STOP_FUNCTION
+        + START_FUNCTION
+        + (
+            'if as_server tmux has-session -t "=$CL_SESSION" 2>/dev/null; then echo already=yes; '
+            "else stop_server; start_server; echo started=yes; fi\n"
+        )
+    )
 
 
 def stop_script() -> str:
@@ -62,16 +75,20 @@ def stop_script() -> str:
 def compose_start_script() -> str:
     from carla_launcher.server.compose import compose_up_script
 
-    return ('[ -f "$SDIR/compose.yaml" ] || die "no compose file in $SDIR: run carla-launch '
-            'deploy first"\n' + compose_up_script() + "echo started=yes\n")
+    return (
+        '[ -f "$SDIR/compose.yaml" ] || die "no compose file in $SDIR: run carla-launch '
+        'deploy first"\n' + compose_up_script() + "echo started=yes\n"
+    )
 
 
 def compose_stop_script() -> str:
-    return PORT_FUNCTIONS + ('P="$CL_PROJECT"\n'
-                             'docker compose -p "$P" -f "$SDIR/compose.yaml" down -t 10 >&2 || '
-                             'die "docker compose down failed"\n_port=$(cat "$SDIR/port")\n_i=0\n'
-                             'while ports_busy "$_port" >/dev/null && [ $_i -lt 200 ]; do sleep 0.1;'
-                             ' _i=$((_i + 1)); done\necho stopped=yes\n')
+    return PORT_FUNCTIONS + (
+        'P="$CL_PROJECT"\n'
+        'docker compose -p "$P" -f "$SDIR/compose.yaml" down -t 10 >&2 || '
+        'die "docker compose down failed"\n_port=$(cat "$SDIR/port")\n_i=0\n'
+        'while ports_busy "$_port" >/dev/null && [ $_i -lt 200 ]; do sleep 0.1;'
+        " _i=$((_i + 1)); done\necho stopped=yes\n"
+    )
 
 
 def parse_status(lines: list[str]) -> dict[str, Any]:
@@ -85,8 +102,9 @@ def parse_status(lines: list[str]) -> dict[str, Any]:
     first = {k: (v[0].strip() if v else "") for k, v in s.items()}
     session = first.get("session") == "yes"
     alive = first.get("alive") == "yes"
-    state = kv.get("state") or ("unknown" if session else "not deployed"
-                                if first.get("deployed") != "yes" else "stopped")
+    state = kv.get("state") or (
+        "unknown" if session else "not deployed" if first.get("deployed") != "yes" else "stopped"
+    )
     compose = s.get("compose")
     if compose is not None:
         states = [line.split("|", 1)[0].strip() for line in compose]
@@ -95,10 +113,21 @@ def parse_status(lines: list[str]) -> dict[str, Any]:
         crash = None
         if not running and states:
             crash = compose[0].split("|", 1)[-1].strip()
-        return {"running": running, "state": state, "pid": None, "since": None, "uptime_s": None,
-                "restarts": None, "port": _int(first.get("port")), "last_crash_line": crash,
-                "last_exit": None, "session": False, "deployed": first.get("deployed") == "yes",
-                "log": None, "ports_busy": _ints(first.get("busy"))}
+        return {
+            "running": running,
+            "state": state,
+            "pid": None,
+            "since": None,
+            "uptime_s": None,
+            "restarts": None,
+            "port": _int(first.get("port")),
+            "last_crash_line": crash,
+            "last_exit": None,
+            "session": False,
+            "deployed": first.get("deployed") == "yes",
+            "log": None,
+            "ports_busy": _ints(first.get("busy")),
+        }
     started = _int(kv.get("started"))
     now = _int(first.get("now"))
     running = session and alive and state == "running"
@@ -107,7 +136,8 @@ def parse_status(lines: list[str]) -> dict[str, Any]:
         since = _dt.datetime.fromtimestamp(started).astimezone().isoformat(timespec="seconds")
     return {
         "running": running,
-        "state": state if session or state in ("exited", "stopped", "failed", "not deployed")
+        "state": state
+        if session or state in ("exited", "stopped", "failed", "not deployed")
         else "stopped",
         "pid": _int(kv.get("pid")),
         "since": since,
@@ -162,8 +192,12 @@ def server_statuses(profile: Profile) -> list[dict[str, Any]]:
         try:
             return server_status(profile, h)
         except LauncherError as e:
-            return {"host": h, "running": False, "state": "unknown",
-                    "error": str(e).removeprefix(f"{h}: ")}
+            return {
+                "host": h,
+                "running": False,
+                "state": "unknown",
+                "error": str(e).removeprefix(f"{h}: "),
+            }
 
     with ThreadPoolExecutor(max_workers=max(1, len(profile.remote.hosts))) as pool:
         return list(pool.map(one, profile.remote.hosts))
@@ -214,21 +248,32 @@ def wait_started(
             return f"the server keeps crashing (last: {st.get('last_crash_line')})"
         return None
 
-    return wait_ready(address, port, profile.server.ready_timeout, on_progress,
-                      should_abort=abort, abort_every=5.0)
+    return wait_ready(
+        address,
+        port,
+        profile.server.ready_timeout,
+        on_progress,
+        should_abort=abort,
+        abort_every=5.0,
+    )
 
 
-def logs_command(profile: Profile, host: str | None = None, lines: int = 50,
-                 follow: bool = False) -> list[str]:
+def logs_command(
+    profile: Profile, host: str | None = None, lines: int = 50, follow: bool = False
+) -> list[str]:
     """The command line that shows (or follows) the server log of a box."""
     from carla_launcher.remote.ssh import ssh_argv
 
     if profile.server.mode == "compose":
-        body = (f'exec docker compose -p "$CL_PROJECT" -f "$SDIR/compose.yaml" logs '
-                f"--tail {int(lines)}{' -f' if follow else ''}")
+        body = (
+            f'exec docker compose -p "$CL_PROJECT" -f "$SDIR/compose.yaml" logs '
+            f"--tail {int(lines)}{' -f' if follow else ''}"
+        )
     else:
-        body = (f'[ -f "$SDIR/server.log" ] || die "no server log in $SDIR (not deployed?)"\n'
-                f'exec tail -n {int(lines)}{" -F" if follow else ""} "$SDIR/server.log"')
+        body = (
+            f'[ -f "$SDIR/server.log" ] || die "no server log in $SDIR (not deployed?)"\n'
+            f'exec tail -n {int(lines)}{" -F" if follow else ""} "$SDIR/server.log"'
+        )
     script = _head(profile) + body
     return ssh_argv(profile, host, command=f"sh -c {shlex.quote(script)}")
 
@@ -238,7 +283,9 @@ def attach_command(profile: Profile) -> str:
 
     For `ssh_argv(profile, tty=True, command=attach_command(profile))`.
     """
-    script = _head(profile) + 'exec_as() { if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then ' \
-        'exec runuser -u "$SU" -- "$@"; else exec "$@"; fi; }\n' \
+    script = (
+        _head(profile) + 'exec_as() { if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then '
+        'exec runuser -u "$SU" -- "$@"; else exec "$@"; fi; }\n'
         'exec_as tmux attach-session -r -t "=$CL_SESSION"\n'
+    )
     return f"sh -c {shlex.quote(script)}"

@@ -74,8 +74,9 @@ def probe_version(host: str, port: int, timeout: float = 5.0) -> str:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise NotReady(f"{host}:{port}: connected, no answer to `version` within "
-                                   f"{timeout:g} s")
+                    raise NotReady(
+                        f"{host}:{port}: connected, no answer to `version` within {timeout:g} s"
+                    )
                 sock.settimeout(left)
                 chunk = sock.recv(65536)
                 if not chunk:

@@ -36,4 +36,6 @@ def set_case(bin_dir: Path, case: str) -> None:
 
 def set_pids(bin_dir: Path, **pids: int) -> None:
     """Which real pids the recorded `{pid:NAME}` rows show (for a box, where env does not reach)."""
-    (bin_dir / "fake-nvidia-smi.pids").write_text("".join(f"{k}={v}\n" for k, v in pids.items()), encoding="utf-8")
+    (bin_dir / "fake-nvidia-smi.pids").write_text(
+        "".join(f"{k}={v}\n" for k, v in pids.items()), encoding="utf-8"
+    )

@@ -51,12 +51,15 @@ def standin_python() -> str | None:
     return None
 
 
-def package_files(version: str = "0.9.15", python: str | None = None,
-                  padding: int = 0) -> dict[str, tuple[bytes, int]]:
+def package_files(
+    version: str = "0.9.15", python: str | None = None, padding: int = 0
+) -> dict[str, tuple[bytes, int]]:
     """Relative path (below the top folder) -> (content, mode)."""
     python = python or standin_python() or "/usr/bin/python3"
     binary = f"#!{python}\n".encode() + SERVER_SOURCE.read_bytes()
-    binary = binary.replace(b'DEFAULT_VERSION = "0.9.15"', f"DEFAULT_VERSION = {version!r}".encode(), 1)
+    binary = binary.replace(
+        b'DEFAULT_VERSION = "0.9.15"', f"DEFAULT_VERSION = {version!r}".encode(), 1
+    )
     files = {
         "CarlaUE4.sh": (START_SCRIPT.encode(), 0o755),
         BINARY: (binary, 0o755),
@@ -87,7 +90,9 @@ def build_package(
     if fmt == "zip":
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
             for rel, (data, mode) in files.items():
-                info = zipfile.ZipInfo(f"{top}/{rel}" if top else rel, date_time=(2024, 1, 1, 0, 0, 0))
+                info = zipfile.ZipInfo(
+                    f"{top}/{rel}" if top else rel, date_time=(2024, 1, 1, 0, 0, 0)
+                )
                 info.external_attr = (stat.S_IFREG | mode) << 16
                 z.writestr(info, data)
         return path
@@ -140,12 +145,19 @@ def run_local(port: int, *args: str, tmp: Path, version: str = "0.9.15") -> subp
     binary.write_bytes(files[BINARY][0])
     binary.chmod(0o755)
     env = dict(os.environ, CARLA_STANDIN_ALLOW_ROOT="1")
-    proc = subprocess.Popen([str(binary), "CarlaUE4", f"-carla-rpc-port={port}", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [str(binary), "CarlaUE4", f"-carla-rpc-port={port}", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     return proc
 
 
-def wait_listening(host: str, port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+def wait_listening(
+    host: str, port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None
+) -> None:
     """Until host:port accepts; with `proc`, fail at once (with its output) when it exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,7 +167,9 @@ def wait_listening(host: str, port: int, timeout: float = 10.0, proc: subprocess
         except OSError:
             if proc is not None and proc.poll() is not None:
                 out = proc.stdout.read() if proc.stdout else ""
-                raise ServerExited(f"exited with {proc.returncode} before listening on {port}: {out[-500:]}")
+                raise ServerExited(
+                    f"exited with {proc.returncode} before listening on {port}: {out[-500:]}"
+                )
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port}")
 
@@ -164,7 +178,9 @@ class ServerExited(RuntimeError):
     pass
 
 
-def start_local(tmp: Path, *args: str, tries: int = 3, version: str = "0.9.15") -> tuple[int, subprocess.Popen]:
+def start_local(
+    tmp: Path, *args: str, tries: int = 3, version: str = "0.9.15"
+) -> tuple[int, subprocess.Popen]:
     """The stand-in on free ports here, listening; another port triple when a bind lost a race."""
     for attempt in range(tries):
         port = free_port_triple()

@@ -27,6 +27,7 @@ import time
 
 DEFAULT_VERSION = "0.9.15"  # the package builder rewrites this line for other versions
 
+
 # -- a minimal msgpack (the subset rpclib uses) ---------------------------------------------------
 class NeedMore(Exception):
     pass
@@ -71,7 +72,7 @@ def unpack(buf: bytes, i: int = 0) -> tuple[object, int]:
         nonlocal i
         if i + n > len(buf):
             raise NeedMore
-        chunk = buf[i:i + n]
+        chunk = buf[i : i + n]
         i += n
         return chunk
 
@@ -89,8 +90,18 @@ def unpack(buf: bytes, i: int = 0) -> tuple[object, int]:
     simple = {0xC0: None, 0xC2: False, 0xC3: True}
     if b in simple:
         return simple[b], i
-    ints = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q", 0xD0: ">b", 0xD1: ">h", 0xD2: ">i",
-            0xD3: ">q", 0xCA: ">f", 0xCB: ">d"}
+    ints = {
+        0xCC: ">B",
+        0xCD: ">H",
+        0xCE: ">I",
+        0xCF: ">Q",
+        0xD0: ">b",
+        0xD1: ">h",
+        0xD2: ">i",
+        0xD3: ">q",
+        0xCA: ">f",
+        0xCB: ">d",
+    }
     if b in ints:
         fmt = ints[b]
         return struct.unpack(fmt, take(struct.calcsize(fmt)))[0], i
@@ -137,7 +148,7 @@ def option(argv: list[str], names: tuple[str, ...], default: str | None = None) 
             for dashes in ("-", "--"):
                 prefix = f"{dashes}{name}="
                 if arg.lower().startswith(prefix):
-                    return arg[len(prefix):]
+                    return arg[len(prefix) :]
     return default
 
 
@@ -155,16 +166,33 @@ def reply_for(request: object, version: str) -> bytes | None:
     _, msgid, method, params = request
     params = params if isinstance(params, list) else [params]
     if method != "version":
-        return pack([1, msgid, f"rpclib: server could not find function '{method}' with argument "
-                               f"count {len(params)}.", None])
-    metadata_ok = (len(params) == 1 and isinstance(params[0], list) and len(params[0]) == 1
-                   and isinstance(params[0][0], bool))
+        return pack(
+            [
+                1,
+                msgid,
+                f"rpclib: server could not find function '{method}' with argument "
+                f"count {len(params)}.",
+                None,
+            ]
+        )
+    metadata_ok = (
+        len(params) == 1
+        and isinstance(params[0], list)
+        and len(params[0]) == 1
+        and isinstance(params[0][0], bool)
+    )
     if not metadata_ok:
-        return pack([1, msgid, "rpclib: function 'version' (called with "
-                               f"{len(params)} arg(s)) threw an exception. The exception "
-                               "contained this information: Function 'version' was called with "
-                               f"an invalid number of arguments. Expected: 1, got: {len(params)}",
-                     None])
+        return pack(
+            [
+                1,
+                msgid,
+                "rpclib: function 'version' (called with "
+                f"{len(params)} arg(s)) threw an exception. The exception "
+                "contained this information: Function 'version' was called with "
+                f"an invalid number of arguments. Expected: 1, got: {len(params)}",
+                None,
+            ]
+        )
     return pack([1, msgid, None, [[1, version]]])
 
 
@@ -179,8 +207,10 @@ def main(argv: list[str]) -> int:
         return 1
     log("LogInit: Command Line: " + " ".join(args))
     log("StandIn: argv=" + json.dumps(args))
-    port = int(option(args, ("carla-rpc-port", "world-port", "carla-port", "carla-world-port"),
-                      "2000") or 2000)
+    port = int(
+        option(args, ("carla-rpc-port", "world-port", "carla-port", "carla-world-port"), "2000")
+        or 2000
+    )
     streaming = int(option(args, ("carla-streaming-port",), str(port + 1)) or port + 1)
     secondary = int(option(args, ("carla-secondary-port",), str(port + 2)) or port + 2)
     version = option(args, ("standin-version",), DEFAULT_VERSION) or DEFAULT_VERSION
@@ -204,8 +234,10 @@ def main(argv: list[str]) -> int:
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, "listen")
         listeners[s] = p
-    log(f"LogCarla: Initialized CarlaServer: Ports(rpc={port}, streaming={streaming}, "
-        f"secondary={secondary})")
+    log(
+        f"LogCarla: Initialized CarlaServer: Ports(rpc={port}, streaming={streaming}, "
+        f"secondary={secondary})"
+    )
     log(f"LogCarla: Server version {version} ready")
     buffers: dict[socket.socket, bytes] = {}
     while True:
