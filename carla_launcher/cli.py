@@ -81,7 +81,10 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module, attr, _ = COMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        command = getattr(importlib.import_module(module), attr)
+        if not isinstance(command, click.Command):  # a wrong COMMANDS entry, not user input
+            raise TypeError(f"{module}.{attr} is not a click command")
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 def display_path(path: Path | str) -> str:
     """A path as the user would type it: relative to the current folder when below it."""
-    p = os.path.abspath(path)
-    here = os.getcwd()
+    p = os.path.abspath(path)  # noqa: PTH100  normalises ".." without following symlinks
+    here = str(Path.cwd())
     return os.path.relpath(p, here) if p.startswith(here + os.sep) else str(path)
 
 

@@ -34,13 +34,10 @@ def atomic_write(path: Path, content: str, mode: int | None = None) -> None:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        Path(tmp).chmod(mode)
+        Path(tmp).replace(path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -68,7 +65,7 @@ def stale_temps(path: Path, now: float | None = None) -> list[Path]:
     pattern = _temp_pattern(path.name)
     now = time.time() if now is None else now
     try:
-        names = os.listdir(path.parent)
+        names = [p.name for p in path.parent.iterdir()]
     except OSError:
         return []
     out = []

@@ -7,7 +7,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -15,6 +15,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from carla_launcher.errors import InputError
 from carla_launcher.netaddr import address_problem, describe
+
+_T = TypeVar("_T")
 
 PROFILE_DIR = "profiles"
 DEFAULT_PROFILE = "default"
@@ -158,7 +160,20 @@ def find_profile(ref: str | None, start: Path | None = None) -> Path:
 
 
 def load_profile(ref: str | None, start: Path | None = None) -> Profile:
-    return parse_profile(find_profile(ref, start))
+    """The profile a command names (see `find_profile`), read and validated."""
+    return read_profile(find_profile(ref, start))
+
+
+def read_profile(path: Path) -> Profile:
+    """The profile in this file; unreadable or non-UTF-8 files are input errors too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, f"not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise InputError(path, None, f"cannot read: {e.strerror}") from None
+    return parse_profile(text, path)
 
 
 # -- parsing and validation ------------------------------------------------------------------------
@@ -176,19 +191,28 @@ class _Fields:
 
     def line(self, key: str) -> int | None:
         try:
-            return self.node.lc.data[key][0] + 1
+            line: int = self.node.lc.data[key][0]  # ruamel's LineCol is untyped: 0-based
+            return line + 1
         except (KeyError, AttributeError, TypeError):
             if self.at is not None:  # a missing key: point at the mapping's own key
                 return self.at
-            line = getattr(getattr(self.node, "lc", None), "line", None)
-            return line + 1 if isinstance(line, int) else None
+            own = getattr(getattr(self.node, "lc", None), "line", None)
+            return own + 1 if isinstance(own, int) else None
 
     def err(self, key: str, message: str) -> InputError:
         return InputError(
             self.path, self.line(key), message, f"{self.where}.{key}" if self.where else key
         )
 
+    @overload
+    def get(self, key: str, kind: type[_T], default: None = None) -> _T | None: ...
+    @overload
+    def get(self, key: str, kind: type[_T], default: _T) -> _T: ...
+    @overload
+    def get(self, key: str, kind: tuple[type, ...], default: None = None) -> Any: ...
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        """The value of `key` if it is of `kind` (numbers are accepted as text), else an error
+        naming the line; `default` when the key is missing or null."""
         self.seen.add(key)
         if key not in self.node or self.node[key] is None:
             return default
@@ -238,14 +262,10 @@ class _Fields:
                 raise self.err(str(key), f"unknown field (known here: {known})")
 
 
-def parse_profile(path: Path) -> Profile:
+def parse_profile(text: str, path: Path) -> Profile:
+    """The profile in `text`. Pure: `path` is where the text lives (or will live); it names
+    the profile, anchors its relative paths and is the file that errors name."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(path, None, f"not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise InputError(path, None, f"cannot read: {e.strerror}") from None
     try:
         doc = YAML().load(text)
     except MarkedYAMLError as e:
@@ -257,7 +277,17 @@ def parse_profile(path: Path) -> Profile:
         first = (str(e).strip().splitlines() or ["invalid YAML"])[0]
         raise InputError(path, None, f"invalid YAML: {first}") from None
     top = _Fields(path, doc, "", 1)
-    r = top.sub("remote")
+    remote = _remote(top.sub("remote"))
+    server = _server(top.sub("server"))
+    compose = _compose(top.sub("compose"))
+    top.done()
+    return Profile(
+        name=path.stem, path=path.absolute(), remote=remote, server=server, compose=compose
+    )
+
+
+def _remote(r: _Fields) -> Remote:
+    """`remote:`: where the box is and how SSH reaches it."""
     connector = r.choice("connector", ("ssh", "local"), "ssh")
     hosts_raw = r.get("host", (str, CommentedSeq))
     if isinstance(hosts_raw, CommentedSeq):
@@ -268,7 +298,10 @@ def parse_profile(path: Path) -> Profile:
         hosts = ("localhost",)
     if not hosts:
         raise InputError(
-            path, r.line("host"), "is required (an ssh host, alias or list of them)", "remote.host"
+            r.path,
+            r.line("host"),
+            "is required (an ssh host, alias or list of them)",
+            "remote.host",
         )
     for h in hosts:
         if not h or any(c.isspace() for c in h) or h.startswith("-"):
@@ -302,8 +335,11 @@ def parse_profile(path: Path) -> Profile:
         connect_timeout=timeout,
     )
     r.done()
+    return remote
 
-    s = top.sub("server")
+
+def _server(s: _Fields) -> Server:
+    """`server:`: how CARLA is installed and run on the box."""
     p = s.sub("package")
     sha = p.get("sha256", str)
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha)):
@@ -329,7 +365,7 @@ def parse_profile(path: Path) -> Profile:
         for i, a in enumerate(args):
             if isinstance(a, (CommentedMap, CommentedSeq)) or a is None:
                 raise InputError(
-                    path,
+                    s.path,
                     _item_line(args, i, s.line("args")),
                     f"must be text, not {a!r}",
                     f"server.args[{i}]",
@@ -347,7 +383,7 @@ def parse_profile(path: Path) -> Profile:
         for i, name in enumerate(pkgs):
             if not isinstance(name, str) or not _PACKAGE_NAME.fullmatch(name):
                 raise InputError(
-                    path,
+                    s.path,
                     _item_line(pkgs, i, s.line("os_packages")),
                     f"not a package name: {name!r}",
                     f"server.os_packages[{i}]",
@@ -374,8 +410,11 @@ def parse_profile(path: Path) -> Profile:
     s.done()
     if server.port > 65533:
         raise s.err("port", "must leave room for port+1 and port+2 (at most 65533)")
+    return server
 
-    c = top.sub("compose")
+
+def _compose(c: _Fields) -> ComposeSettings:
+    """`compose:`: where the agent's compose files are and how variants get the address."""
     compose = ComposeSettings(
         dir=c.get("dir", str, "build"),
         simulator=c.get("simulator", str),
@@ -383,15 +422,13 @@ def parse_profile(path: Path) -> Profile:
         address=c.choice("address", ADDRESS_MODES, "literal"),
     )
     c.done()
-    top.done()
-    return Profile(
-        name=path.stem, path=path.absolute(), remote=remote, server=server, compose=compose
-    )
+    return compose
 
 
 def _item_line(seq: CommentedSeq, index: int, fallback: int | None) -> int | None:
     """The 1-based line of a sequence item (flow or block), for errors."""
     try:
-        return seq.lc.data[index][0] + 1
+        line: int = seq.lc.data[index][0]  # ruamel's LineCol is untyped: 0-based
+        return line + 1
     except (AttributeError, KeyError, IndexError, TypeError):
         return fallback

@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import libtmux
 from libtmux.constants import PaneDirection
@@ -38,7 +38,10 @@ PASS_ENV = (
 )
 
 
-_ENDED = 'status=0; "$@" || status=$?; printf "\\n[%s ended: exit status %d]\\n" "$0" "$status"; exit "$status"'
+_ENDED = (
+    'status=0; "$@" || status=$?; '
+    'printf "\\n[%s ended: exit status %d]\\n" "$0" "$status"; exit "$status"'
+)
 
 
 @dataclass(frozen=True)
@@ -103,27 +106,37 @@ def find_session(server: libtmux.Server, name: str) -> libtmux.Session | None:
 
 
 def _role(pane: libtmux.Pane) -> str:
-    out = pane.cmd("show-options", "-pqv", ROLE_OPTION).stdout
-    return out[0].strip() if out else ""
+    """The role we stored on the pane, or "" for a pane we did not make."""
+    role = pane.show_option(ROLE_OPTION, ignore_errors=True)
+    return str(role) if role else ""
 
 
-def pane_states(session: libtmux.Session) -> dict[str, dict[str, Any]]:
-    """role -> {alive, status, pid, command} for the panes we made."""
-    states: dict[str, dict[str, Any]] = {}
+class PaneState(TypedDict):
+    """What `status` and `ensure_session` need to know about one of our panes."""
+
+    alive: bool
+    exit_status: int | None
+    pid: int | None
+    command: str
+    pane_id: str | None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def pane_states(session: libtmux.Session) -> dict[str, PaneState]:
+    """role -> {alive, exit_status, pid, command, pane_id} for the panes we made."""
+    states: dict[str, PaneState] = {}
     for window in session.windows:
-        for pane in window.panes:
-            fmt = "#{pane_dead}\t#{pane_dead_status}\t#{pane_pid}\t#{pane_start_command}"
-            line = pane.cmd("display-message", "-p", "-t", pane.pane_id, fmt).stdout
-            dead, status, pid, start = (
-                (line[0].split("\t") + ["", "", "", ""])[:4] if line else ("", "", "", "")
-            )
+        for pane in window.panes:  # list-panes: the pane_* fields are fresh
             role = _role(pane)
             if role:
                 states[role] = {
-                    "alive": dead != "1",
-                    "exit_status": int(status) if status.isdigit() else None,
-                    "pid": int(pid) if pid.isdigit() else None,
-                    "command": start,
+                    "alive": pane.pane_dead != "1",
+                    "exit_status": _int(pane.pane_dead_status),
+                    "pid": _int(pane.pane_pid),
+                    "command": pane.pane_start_command or "",
                     "pane_id": pane.pane_id,
                 }
     return states
@@ -153,36 +166,10 @@ def ensure_session(
     session = find_session(server, name)
     if session is None:
         first = panes[0]
-        # one tmux command list, so remain-on-exit is on before the server notices that a
-        # command which fails at once has exited: its pane and message stay
-        env_args = [a for k, v in first.env.items() for a in ("-e", f"{k}={v}")]
-        server.cmd(
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-n",
-            WINDOW,
-            "-x",
-            "200",
-            "-y",
-            "50",
-            "-c",
-            str(first.cwd),
-            *env_args,
-            first.shell,
-            ";",
-            "set-option",
-            "-w",
-            "-t",
-            f"={name}:{WINDOW}",
-            "remain-on-exit",
-            "on",
-        )
-        session = server.sessions.get(session_name=name)
+        session = _new_session(server, name, first)
         window = session.active_window
         _configure(window)
-        pane = window.active_pane
+        pane = _active_pane(window)
         _mark(pane, first)
         result = EnsureResult(session, created=[first.role])
         existing = {first.role: pane}
@@ -190,15 +177,15 @@ def ensure_session(
         result = EnsureResult(session)
         window = session.windows.get(window_name=WINDOW, default=None) or session.active_window
         existing = {}
-        for pane in window.panes:
-            role = _role(pane)
+        for listed in window.panes:
+            role = _role(listed)
             if role:
-                existing[role] = pane
+                existing[role] = listed
     states = pane_states(session)
     for spec in panes:
-        pane = existing.get(spec.role)
-        if pane is None:
-            target = existing.get("server") or window.active_pane
+        found = existing.get(spec.role)
+        if found is None:
+            target = existing.get("server") or _active_pane(window)
             direction = PaneDirection.Right if spec.role == "agent" else PaneDirection.Below
             pane = target.split(  # remain-on-exit is already on for this window
                 direction=direction,
@@ -212,12 +199,60 @@ def ensure_session(
             result.created.append(spec.role)
         elif spec.role in result.created:
             continue
-        elif states.get(spec.role, {}).get("alive", True) and spec.role not in restart:
+        elif _alive(states, spec.role) and spec.role not in restart:
             result.kept.append(spec.role)
         else:
-            _respawn(pane, spec)
+            _respawn(found, spec)
             result.respawned.append(spec.role)
     return result
+
+
+def _new_session(server: libtmux.Server, name: str, first: PaneSpec) -> libtmux.Session:
+    """Start the session with the first pane's command, remain-on-exit already on."""
+    # Raw tmux on purpose: Server.new_session cannot chain a command, and only one tmux
+    # command list turns remain-on-exit on before the server notices that a command which
+    # fails at once has exited (its pane and message stay).
+    env_args = [a for k, v in first.env.items() for a in ("-e", f"{k}={v}")]
+    server.cmd(
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-n",
+        WINDOW,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "-c",
+        str(first.cwd),
+        *env_args,
+        first.shell,
+        ";",
+        "set-option",
+        "-w",
+        "-t",
+        f"={name}:{WINDOW}",
+        "remain-on-exit",
+        "on",
+    )
+    session = server.sessions.get(session_name=name)  # raises if tmux did not make it
+    if session is None:  # for the type checker: get() without a default never returns None
+        raise LookupError(f"tmux session {name!r} was not created")
+    return session
+
+
+def _active_pane(window: libtmux.Window) -> libtmux.Pane:
+    pane = window.active_pane
+    if pane is None:  # tmux keeps an active pane in every live window
+        raise LookupError(f"tmux window {window.window_id} has no active pane")
+    return pane
+
+
+def _alive(states: dict[str, PaneState], role: str) -> bool:
+    """A pane tmux did not report on counts as running: it is kept, not restarted."""
+    state = states.get(role)
+    return state is None or state["alive"]
 
 
 def _configure(window: libtmux.Window) -> None:
@@ -227,14 +262,15 @@ def _configure(window: libtmux.Window) -> None:
 
 
 def _respawn(pane: libtmux.Pane, spec: PaneSpec) -> None:
-    env_args = [a for k, v in spec.env.items() for a in ("-e", f"{k}={v}")]
-    pane.cmd("respawn-pane", "-k", "-t", pane.pane_id, "-c", str(spec.cwd), *env_args, spec.shell)
+    pane.respawn(
+        kill=True, start_directory=spec.cwd, environment=spec.env or None, shell=spec.shell
+    )
     _mark(pane, spec)
 
 
 def _mark(pane: libtmux.Pane, spec: PaneSpec) -> None:
-    pane.cmd("set-option", "-p", "-t", pane.pane_id, ROLE_OPTION, spec.role)
-    pane.cmd("select-pane", "-t", pane.pane_id, "-T", spec.title)
+    pane.set_option(ROLE_OPTION, spec.role)
+    pane.set_title(spec.title)
 
 
 def kill_session(server: libtmux.Server, name: str) -> bool:
@@ -260,4 +296,4 @@ def attach_argv(server: libtmux.Server, name: str) -> list[str]:
 def attach(server: libtmux.Server, name: str) -> None:
     """Replace this process with tmux: no Python process lingers while you watch."""
     argv = attach_argv(server, name)
-    os.execvp(argv[0], argv)
+    os.execvp(argv[0], argv)  # noqa: S606  exec is the point: tmux takes over this terminal

@@ -11,7 +11,7 @@ from pathlib import Path
 from carla_launcher.compose.sync import Target
 from carla_launcher.errors import InputError
 from carla_launcher.netaddr import address_problem, describe
-from carla_launcher.profile import PROFILE_DIR, Profile, load_profile, parse_profile
+from carla_launcher.profile import PROFILE_DIR, Profile, load_profile, read_profile
 from carla_launcher.state import discovered_address
 
 
@@ -63,7 +63,8 @@ def resolve_target(
             )
         return Target(None, None, simulator, env=True), profile
     if address is None:
-        assert profile is not None
+        if profile is None:  # load_profile above raised unless an address flag was given
+            raise InputError(None, None, "no address: pass --address ADDR or --profile P")
         address = profile.remote.address or discovered_address(profile.key, profile.remote.host)
         if not address:
             raise InputError(
@@ -90,7 +91,7 @@ def sibling_profiles(profile: Profile) -> list[Profile]:
         if path.absolute() == profile.path:
             continue
         try:
-            found.append(parse_profile(path))
+            found.append(read_profile(path))
         except InputError:
             continue
     return found

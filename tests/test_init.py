@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from carla_launcher.profile import parse_profile
+from carla_launcher.profile import read_profile
 from tests.conftest import REPO
 
 
@@ -17,9 +17,13 @@ def test_init_detects_compose_folder_and_simulator_and_writes_a_valid_profile(
     assert r.exit_code == 0, r.stderr
     assert "wrote profiles/box.yaml (compose folder docker, simulator carla-simulator)" in r.stdout
     assert "carla-launch up box" in r.stdout
-    profile = parse_profile(tmp_path / "profiles" / "box.yaml")
+    profile = read_profile(tmp_path / "profiles" / "box.yaml")
     assert profile.remote.hosts == ("gpu-box",) and profile.remote.user == "carla"
     assert profile.compose.dir == "docker" and profile.compose.simulator == "carla-simulator"
+    written = (tmp_path / "profiles" / "box.yaml").read_text()
+    assert written.startswith("# Written by `carla-launch init`.")
+    assert "address: 10.0.0.5" in written and "# what agents connect to; null = discover" in written
+    assert "args: [-RenderOffScreen, -nosound]" in written and "sha256: null" in written
     # the profile is immediately usable
     r = run("sync", "--profile", "box", "-q")
     assert r.exit_code == 0, r.stderr

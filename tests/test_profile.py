@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from carla_launcher.errors import InputError
-from carla_launcher.profile import DEFAULT_OS_PACKAGES, find_profile, load_profile, parse_profile
+from carla_launcher.profile import (
+    DEFAULT_OS_PACKAGES,
+    find_profile,
+    load_profile,
+    parse_profile,
+    read_profile,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,7 +28,7 @@ def write(tmp_path: Path, text: str, name: str = "box") -> Path:
 
 def error_of(path: Path) -> str:
     with pytest.raises(InputError) as e:
-        parse_profile(path)
+        read_profile(path)
     text = str(e.value)
     assert "\n" not in text
     return text
@@ -30,24 +36,24 @@ def error_of(path: Path) -> str:
 
 @pytest.mark.parametrize("name", ["default", "gpu-box", "jump-host", "local"])
 def test_shipped_examples_load(name: str) -> None:
-    p = parse_profile(REPO / "profiles" / f"{name}.yaml")
+    p = read_profile(REPO / "profiles" / f"{name}.yaml")
     assert p.remote.hosts and p.server.port == 2000
 
 
 def test_example_kinds() -> None:
-    jump = parse_profile(REPO / "profiles" / "jump-host.yaml")
+    jump = read_profile(REPO / "profiles" / "jump-host.yaml")
     assert jump.remote.jump == "alice@login.cluster.example.org"
-    local = parse_profile(REPO / "profiles" / "local.yaml")
+    local = read_profile(REPO / "profiles" / "local.yaml")
     assert local.remote.connector == "local" and local.remote.hosts == ("localhost",)
 
 
 def test_defaults_and_new_fields(tmp_path: Path) -> None:
-    p = parse_profile(write(tmp_path, "remote:\n  host: gpu\n"))
+    p = read_profile(write(tmp_path, "remote:\n  host: gpu\n"))
     assert p.remote.accept_new_host_key is False  # strict host keys unless said otherwise
     assert p.remote.connect_timeout == 10
     assert p.server.os_packages == DEFAULT_OS_PACKAGES
     assert p.server.ready_timeout == 300 and p.server.user == "carla"
-    full = parse_profile(
+    full = read_profile(
         write(
             tmp_path,
             """\
@@ -74,7 +80,7 @@ compose:
 
 
 def test_address_and_address_mode(tmp_path: Path) -> None:
-    p = parse_profile(
+    p = read_profile(
         write(tmp_path, "remote:\n  host: gpu\n  address: fd00::5\ncompose:\n  address: env\n")
     )
     assert p.remote.address == "fd00::5" and p.compose.env_mode
@@ -139,7 +145,7 @@ def test_errors_name_file_line_field(
 
 
 def test_values_with_spaces_quotes_semicolons_are_kept_as_data(tmp_path: Path) -> None:
-    p = parse_profile(
+    p = read_profile(
         write(
             tmp_path,
             """\
@@ -165,3 +171,14 @@ def test_find_profile_by_name_from_a_subfolder(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         find_profile("nope", sub)
     assert "gpu-box" in str(e.value)
+
+
+def test_text_parses_without_a_file_and_errors_name_the_given_path(tmp_path: Path) -> None:
+    """`init` validates what it is about to write: no file exists yet."""
+    target = tmp_path / "profiles" / "new.yaml"
+    p = parse_profile("remote:\n  host: gpu\n", target)
+    assert p.name == "new" and p.path == target and p.base_dir == tmp_path
+    assert not target.exists()
+    with pytest.raises(InputError) as e:
+        parse_profile("remote:\n  host: gpu\n  port: 0\n", target)
+    assert "new.yaml:3: remote.port: " in str(e.value)

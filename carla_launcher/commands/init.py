@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.representer import RoundTripRepresenter
 
 from carla_launcher.compose.detect import CANDIDATE_DIRS, detect
 from carla_launcher.errors import InputError, display_path
 from carla_launcher.fsutil import atomic_write
 from carla_launcher.profile import parse_profile
 
+HEADER = "Written by `carla-launch init`. Fields: see profiles/default.yaml and the README."
+COMMENT_COLUMN = 30  # where the end-of-line comments start, like the examples in profiles/
 
-def _q(value: object) -> str:
-    """A YAML scalar that reads back as the same string (JSON strings are YAML)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(str(value))
+
+class _Representer(RoundTripRepresenter):
+    """Writes null as `null`: `address: null` says "discover" where `address:` says nothing.
+    A subclass, so that other YAML writers in this process keep ruamel's default."""
+
+
+_Representer.add_representer(
+    type(None),
+    lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"),
+)
+
+
+def _commented(values: dict[str, object], comments: dict[str, str]) -> CommentedMap:
+    node = CommentedMap(values)
+    for key, text in comments.items():
+        node.yaml_add_eol_comment(text, key, column=COMMENT_COLUMN)
+    return node
 
 
 def render_profile(
@@ -42,46 +54,56 @@ def render_profile(
     simulator: str | None,
 ) -> str:
     """The profile file, commented like the examples in profiles/."""
-    lines = [
-        "# Written by `carla-launch init`. Fields: see profiles/default.yaml and the README.",
-        "remote:",
-        f"  host: {_q(host)}                # ssh host or ~/.ssh/config alias",
-    ]
+    remote: dict[str, object] = {"host": host}
     if connector != "ssh":
-        lines.append(f"  connector: {_q(connector)}")
+        remote["connector"] = connector
     if user:
-        lines.append(f"  user: {_q(user)}")
+        remote["user"] = user
     if ssh_port:
-        lines.append(f"  port: {ssh_port}")
+        remote["port"] = ssh_port
     if identity_file:
-        lines.append(f"  identity_file: {_q(identity_file)}")
-    lines += [
-        f"  address: {_q(address)}          # what agents connect to; null = discover over SSH",
-        "server:",
-        "  mode: package",
-        "  package:",
-        f"    url: {_q(package_url)}",
-        f"    sha256: {_q(sha256)}",
-        "  args: [-RenderOffScreen, -nosound]",
-        f"  port: {server_port}                 # world port; the server also uses port+1 and port+2",
-        "  restart: on-failure",
-        "  tmux_session: carla",
-        "compose:",
-        f"  dir: {_q(compose_dir)}",
-        f"  simulator: {_q(simulator)}",
-    ]
-    return "\n".join(lines) + "\n"
+        remote["identity_file"] = identity_file
+    remote["address"] = address
+    args = CommentedSeq(["-RenderOffScreen", "-nosound"])
+    args.fa.set_flow_style()
+    server = {
+        "mode": "package",
+        "package": CommentedMap({"url": package_url, "sha256": sha256}),
+        "args": args,
+        "port": server_port,
+        "restart": "on-failure",
+        "tmux_session": "carla",
+    }
+    doc = CommentedMap(
+        {
+            "remote": _commented(
+                remote,
+                {
+                    "host": "ssh host or ~/.ssh/config alias",
+                    "address": "what agents connect to; null = discover over SSH",
+                },
+            ),
+            "server": _commented(
+                server, {"port": "world port; the server also uses port+1 and port+2"}
+            ),
+            "compose": CommentedMap({"dir": compose_dir, "simulator": simulator}),
+        }
+    )
+    doc.yaml_set_start_comment(HEADER)
+    yaml = YAML()
+    yaml.Representer = _Representer
+    yaml.width = 4096  # a long package URL stays on its line
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue()
 
 
 def _validate(text: str, target: Path) -> None:
     """Refuse flags the profile loader would refuse, before anything is written."""
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = Path(tmp) / target.name
-        probe.write_text(text)
-        try:
-            parse_profile(probe)
-        except InputError as e:
-            raise click.BadParameter(f"{e.field}: {e.message}") from None
+    try:
+        parse_profile(text, target)
+    except InputError as e:
+        raise click.BadParameter(f"{e.field}: {e.message}") from None
 
 
 DEFAULT_URL = (
@@ -145,7 +167,12 @@ def init(
         else:
             raise click.UsageError("--host is required (or --local for this machine)")
     found = detect(root, (compose_dir,) if compose_dir else CANDIDATE_DIRS)
-    if found is None and (compose_dir is None or simulator is None):
+    if found is not None:
+        folder = compose_dir or os.path.relpath(found.folder, root)
+        sim = simulator or found.simulator
+    elif compose_dir is not None and simulator is not None:
+        folder, sim = compose_dir, simulator
+    else:
         where = compose_dir or "., build, docker, compose, deploy"
         raise InputError(
             None,
@@ -153,8 +180,6 @@ def init(
             f"no compose file with a CARLA simulator found in {where}; "
             "pass --compose-dir DIR --simulator NAME",
         )
-    folder = compose_dir or os.path.relpath(found.folder, root)  # type: ignore[union-attr]
-    sim = simulator or found.simulator  # type: ignore[union-attr]
     target = root / "profiles" / f"{name}.yaml"
     if target.exists() and not force:
         raise InputError(target, None, "exists; use --force to overwrite it")

@@ -61,9 +61,10 @@ def up(
     else:
         click.echo("up: everything is already up; nothing changed")
     name = sess.session_name(prof.key)
+    variant = display_path(report.variant) if report.variant else "?"  # `up` always sets it
     click.echo(
         f"server {report.host} at {where} (CARLA {report.version}); agent: "
-        f"docker compose -f {display_path(report.variant)} up; session: {name}"
+        f"docker compose -f {variant} up; session: {name}"
     )
     if attach is None:
         attach = sys.stdin.isatty() and sys.stdout.isatty()

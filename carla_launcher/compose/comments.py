@@ -16,9 +16,10 @@ from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 from ruamel.yaml.tokens import CommentToken
 
 _BLOCK = (LiteralScalarString, FoldedScalarString)
+_Slot = tuple[Any, Any]  # (owner, index) of one comment slot in ruamel's `ca` structures
 
 
-def _slot(node: Any) -> tuple[Any, Any] | None:
+def _slot(node: Any) -> _Slot | None:
     """(owner, index) of the comment slot after the node's last line."""
     if not isinstance(node, (CommentedMap, CommentedSeq)) or not len(node) or node.fa.flow_style():
         return None
@@ -110,12 +111,12 @@ def delete_key(
         if parent is not None and parent_key in parent.ca.items:
             parent.ca.items[parent_key][3] = toks
         return
-    prev = _slot(m[keys[i - 1]]) or (m.ca.items.setdefault(keys[i - 1], [None] * 4), 2)
+    prev: _Slot = _slot(m[keys[i - 1]]) or (m.ca.items.setdefault(keys[i - 1], [None] * 4), 2)
     eol, _deleted_heading = _read(*prev)
     _write(*prev, eol, tail)
 
 
-def _slot_after(m: CommentedMap, key: Any) -> tuple[Any, Any]:
+def _slot_after(m: CommentedMap, key: Any) -> _Slot:
     """The comment slot after key's value, for a value we just put there."""
     value = m[key]
     if isinstance(value, CommentedSeq) and len(value) and not value.fa.flow_style():
@@ -132,7 +133,7 @@ def append_key(m: CommentedMap, key: Any, value: Any) -> None:
     tail = ""
     if last_keys:
         last = last_keys[-1]
-        slot = _slot(m[last]) or (m.ca.items.setdefault(last, [None] * 4), 2)
+        slot: _Slot = _slot(m[last]) or (m.ca.items.setdefault(last, [None] * 4), 2)
         eol, tail = _read(*slot)
         _write(*slot, eol, "")
         # a block scalar ends its own last line; any other value leaves that newline to us
@@ -149,7 +150,7 @@ def append_item(seq: CommentedSeq, value: Any) -> None:
     """Append to a block sequence; the comment lines below its last item stay below ours."""
     tail = ""
     if len(seq) and not seq.fa.flow_style():
-        slot = _slot(seq) or (seq.ca.items.setdefault(len(seq) - 1, [None] * 4), 0)
+        slot: _Slot = _slot(seq) or (seq.ca.items.setdefault(len(seq) - 1, [None] * 4), 0)
         eol, tail = _read(*slot)
         _write(*slot, eol, "")
     seq.append(value)

@@ -123,7 +123,7 @@ def _service(name: str, svc: CommentedMap, plan: Plan, out: Derived) -> None:
         elif isinstance(value, CommentedSeq):
             items = list(value)
             new_items = rw.args([str(x) if isinstance(x, str) else x for x in items])
-            for i, (old, new) in enumerate(zip(items, new_items)):
+            for i, (old, new) in enumerate(zip(items, new_items, strict=True)):
                 if isinstance(old, str) and old != new:
                     referenced |= _set_item(value, i, new)
     hc = svc.get("healthcheck")
@@ -179,8 +179,9 @@ def _like(old: Any, new: str) -> Any:
     styled = type(old)(new)
     if hasattr(old, "comment"):
         styled.comment = old.comment
-    if isinstance(old, FoldedScalarString) and getattr(old, "fold_pos", None):
-        styled.fold_pos = _moved_positions(str(old), new, old.fold_pos)
+    folds = getattr(old, "fold_pos", None)  # a slot ruamel sets only on folded scalars it read
+    if isinstance(old, FoldedScalarString) and folds:
+        styled.fold_pos = _moved_positions(str(old), new, folds)
     return styled
 
 

@@ -84,14 +84,14 @@ def _top_level_compose(text: str) -> bool:
         doc = YAML(typ="safe").load(text)
     except RecursionError:
         return says_compose
-    except Exception:  # an invalid file is not a compose file we can tell apart
+    except Exception:  # noqa: BLE001  odd input raises more than YAMLError: all mean "not compose"
         return False
     return isinstance(doc, dict) and ("services" in doc or "include" in doc)
 
 
 def variant_name(name: str) -> str:
-    """docker-compose.yml -> docker-compose.distributed.yml; compose.yaml -> compose.distributed.yaml;
-    NAME.EXT -> NAME-distributed.EXT."""
+    """docker-compose.yml -> docker-compose.distributed.yml;
+    compose.yaml -> compose.distributed.yaml; NAME.EXT -> NAME-distributed.EXT."""
     stem, dot, ext = name.rpartition(".")
     if not dot:
         return name + "-distributed"

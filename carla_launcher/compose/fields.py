@@ -54,7 +54,9 @@ def depends_to_dict(dep: Any) -> dict[str, Any]:
 
 
 def container_ports(value: Any) -> list[str]:
-    """The container side of `ports:`/`expose:` entries ("2000-2002:2000-2002/tcp" -> "2000-2002")."""
+    """The container side of `ports:`/`expose:` entries.
+
+    "2000-2002:2000-2002/tcp" -> "2000-2002"."""
     out: list[str] = []
     if not isinstance(value, (CommentedSeq, list)):
         return out

@@ -7,7 +7,6 @@ it. The real loader (`docker compose config`) is what the tests judge the varian
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +130,7 @@ class Project:
                 raise InputError(
                     where[0],
                     where[1],
-                    f"broken symlink to {os.readlink(path)}: {path.name} not found",
+                    f"broken symlink to {path.readlink()}: {path.name} not found",
                 ) from None
             if referenced_from:
                 raise InputError(
@@ -399,8 +398,5 @@ def _check_types(sf: SourceFile, name: str, node: CommentedMap) -> None:
 def project_name(entry: SourceFile) -> str:
     """The name compose gives the project: top-level `name:` or the folder's name."""
     name = entry.doc.get("name")
-    if isinstance(name, str) and "$" not in name:
-        raw = name
-    else:
-        raw = entry.path.parent.name
+    raw = name if isinstance(name, str) and "$" not in name else entry.path.parent.name
     return re.sub(r"[^a-z0-9_-]", "", raw.lower())

@@ -281,4 +281,4 @@ def _repository(image: str) -> str:
 
 def _has_world_port(port: str) -> bool:
     m = re.fullmatch(r"(\d+)(?:-(\d+))?", port.strip())
-    return bool(m) and int(m[1]) <= WORLD_PORT <= int(m[2] or m[1])
+    return m is not None and int(m[1]) <= WORLD_PORT <= int(m[2] or m[1])

@@ -259,12 +259,13 @@ def line_of(node: Any, key: Any = None) -> int | None:
     if not isinstance(node, CommentedBase):
         return None
     try:
-        if key is None:
-            return node.lc.line + 1
-        if isinstance(node, CommentedMap) and key in node.lc.data:
-            return node.lc.data[key][0] + 1
-        if isinstance(node, CommentedSeq) and isinstance(key, int) and key in node.lc.data:
-            return node.lc.data[key][0] + 1
-        return node.lc.line + 1
+        line: int = node.lc.line  # ruamel's LineCol is untyped: these are 0-based ints
+        own = node.lc.data
+        if key is not None and (
+            (isinstance(node, CommentedMap) and key in own)
+            or (isinstance(node, CommentedSeq) and isinstance(key, int) and key in own)
+        ):
+            line = own[key][0]
+        return line + 1
     except (AttributeError, KeyError, TypeError):
         return None
