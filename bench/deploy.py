@@ -36,18 +36,16 @@ from pathlib import Path
 
 from pyinfra import host
 
-from carla_launcher.profile import parse_profile
-from carla_launcher.remote.facts import box_facts_script, parse_box_facts
-from carla_launcher.remote.inputs import local_inputs
-from carla_launcher.remote.ops import BoxFactsFact, step
-from carla_launcher.remote.plan import STEPS, plan_host
+from carla_launcher.profile import read_profile
+from carla_launcher.deploy.inputs import facts_script_for, local_inputs
+from carla_launcher.deploy.ops import BoxFactsFact, step
+from carla_launcher.deploy.plan import STEPS, plan_host
 
-profile = parse_profile(Path(os.environ["CL_PROFILE"]))
+profile = read_profile(Path(os.environ["CL_PROFILE"]))
 srv = profile.server
 local = local_inputs(profile)
-script = box_facts_script(srv.user, srv.tmux_session, srv.package.root, srv.os_packages,
-                          local.source.archive_name)
-facts = parse_box_facts(host.get_fact(BoxFactsFact, script=script), srv.os_packages)
+script = facts_script_for(profile, local.source.archive_name)
+facts = host.get_fact(BoxFactsFact, script=script, packages=srv.os_packages)
 plan = plan_host(profile, host.name, facts, local, None)
 for name, s in zip(STEPS, plan.steps):
     step(name=name, script=s.script, why=s.why, upload=s.upload, after_upload=s.after_upload)
@@ -57,10 +55,10 @@ PLAIN_INVENTORY = """\
 import os
 from pathlib import Path
 
-from carla_launcher.profile import parse_profile
-from carla_launcher.remote.inputs import make_inventory_data
+from carla_launcher.profile import read_profile
+from carla_launcher.deploy.inputs import make_inventory_data
 
-profile = parse_profile(Path(os.environ["CL_PROFILE"]))
+profile = read_profile(Path(os.environ["CL_PROFILE"]))
 hosts = [(h, make_inventory_data(profile, False)) for h in profile.remote.hosts]
 """
 

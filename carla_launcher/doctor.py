@@ -17,6 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from carla_launcher import resources as R
+from carla_launcher.box import explain, sections, transport
+from carla_launcher.box import facts as box_facts
+from carla_launcher.box.explain import SshOutcome
+from carla_launcher.box.facts import BoxFacts
+from carla_launcher.box.marker import marker_sha256
+from carla_launcher.box.ports import NoFreePort, choose_port
+from carla_launcher.nvidia import smi
+from carla_launcher.nvidia.roles import is_carla
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -73,13 +81,13 @@ class Report:
 # -- local checks (pure) --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LocalFacts:
-    gpu: R.GpuReport
+    gpu: smi.GpuReport
     docker: tuple[int, str, str] | None  # `docker info --format {{json .}}`; None: no docker CLI
     which: dict[str, str | None] = field(default_factory=dict)  # program -> path or None
 
 
 def vram_check(
-    report: R.GpuReport, need_mib: int, forced: Mode | None = None
+    report: smi.GpuReport, need_mib: int, forced: Mode | None = None
 ) -> tuple[Check, R.Verdict]:
     """The 10 GB rule as a check: ok when local works; a warning (not a failure) when it does
     not, since distributed mode is then the answer; failing when the driver itself is broken,
@@ -89,7 +97,7 @@ def vram_check(
         return Check("local VRAM", "ok", v.reason), v
     if report.status in ("mismatch", "no-driver", "error", "no-devices"):
         return Check(
-            "local VRAM", "failing", report.message, R.SMI_FIXES.get(report.status, ""), LOCAL
+            "local VRAM", "failing", report.message, smi.SMI_FIXES.get(report.status, ""), LOCAL
         ), v
     fix = "run the server on a GPU box: `carla-launch doctor P` checks one (profiles/P.yaml)"
     if forced == "local":
@@ -234,20 +242,18 @@ def local_checks(
 
 
 # -- box checks (pure) ----------------------------------------------------------------------------
-_SSH_FIX = {
-    "dns": "check the host name (or its ~/.ssh/config alias) in the profile",
-    "refused": "sshd is not listening there: check remote.port and that the box runs sshd",
-    "timeout": "the box does not answer: is it on, on this network (VPN?), behind a jump host (remote.jump)?",
-    "unreachable": "no route to the box: check the network or VPN",
-    "other": "run the same `ssh` by hand with -v to see why",
-}
-
-
-def connection_checks(host: str, ssh: R.SshOutcome, accept_new: bool) -> list[Check]:
+def connection_checks(host: str, ssh: SshOutcome, accept_new: bool) -> list[Check]:
     """Reachable, host key known, logged in: told apart from ssh's own words."""
     if ssh.kind in ("dns", "refused", "timeout", "unreachable", "other"):
         return [
-            Check("box reachable", "failing", f"{host}: {ssh.line}", _SSH_FIX[ssh.kind], DIST, host)
+            Check(
+                "box reachable",
+                "failing",
+                f"{host}: {ssh.line}",
+                explain.fix(ssh.kind, host),
+                DIST,
+                host,
+            )
         ]
     reach = Check("box reachable", "ok", f"{host} answers ssh", host=host)
     if ssh.kind == "host-key-changed":
@@ -257,8 +263,7 @@ def connection_checks(host: str, ssh: R.SshOutcome, accept_new: bool) -> list[Ch
                 "box host key",
                 "failing",
                 "the box's host key CHANGED since you last connected",
-                f"if the box was reinstalled: `ssh-keygen -R {host}` and connect once to check the new "
-                "fingerprint; otherwise stop, someone may be in between",
+                explain.fix(ssh.kind, host),
                 DIST,
                 host,
             ),
@@ -270,8 +275,7 @@ def connection_checks(host: str, ssh: R.SshOutcome, accept_new: bool) -> list[Ch
                 "box host key",
                 "failing",
                 f"the box's host key is not known ({ssh.line})",
-                f"check the fingerprint and accept it once with `ssh {host}`, or set "
-                "remote.accept_new_host_key: true in the profile",
+                explain.fix(ssh.kind, host),
                 DIST,
                 host,
             ),
@@ -300,7 +304,7 @@ def connection_checks(host: str, ssh: R.SshOutcome, accept_new: bool) -> list[Ch
                 "box login",
                 "failing",
                 ssh.line,
-                f"put your public key on the box: `ssh-copy-id {host}` (or set remote.identity_file)",
+                explain.fix(ssh.kind, host),
                 DIST,
                 host,
             ),
@@ -308,7 +312,7 @@ def connection_checks(host: str, ssh: R.SshOutcome, accept_new: bool) -> list[Ch
     return [reach, key]
 
 
-def user_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
+def user_check(facts: BoxFacts, profile: Profile, host: str) -> Check:
     """CARLA refuses to run as root; as root, deploy runs the server as `server.user`."""
     su = facts.server_user or profile.server.user
     if facts.uid is None:
@@ -332,16 +336,16 @@ def user_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
     )
 
 
-def driver_check(facts: R.BoxFacts, host: str) -> Check:
+def driver_check(facts: BoxFacts, host: str) -> Check:
     g = facts.gpu
     if g.status == "ok":
         drivers = ", ".join(sorted({x.driver for x in g.gpus if x.driver})) or "?"
         names = ", ".join(f"{x.index}: {x.name}" for x in g.gpus)
         return Check("box GPU driver", "ok", f"driver {drivers}; GPUs {names}", host=host)
-    return Check("box GPU driver", "failing", g.message, R.SMI_FIXES.get(g.status, ""), DIST, host)
+    return Check("box GPU driver", "failing", g.message, smi.SMI_FIXES.get(g.status, ""), DIST, host)
 
 
-def vulkan_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
+def vulkan_check(facts: BoxFacts, profile: Profile, host: str) -> Check:
     """CARLA renders through Vulkan: without NVIDIA's ICD it exits silently after "Disabling core
     dumps" or falls back to a software device."""
     nvidia_icd = [f for f in facts.icd_files if "nvidia" in f.rsplit("/", 1)[-1].lower()]
@@ -395,7 +399,7 @@ def vulkan_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
     )
 
 
-def box_vram_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check | None:
+def box_vram_check(facts: BoxFacts, profile: Profile, host: str) -> Check | None:
     """Room for the server on the GPU it will use: server.gpu, else the first one (CARLA's
     default adapter). When only another GPU has room, the fix says to pin it."""
     if facts.gpu.status != "ok":
@@ -420,12 +424,12 @@ def box_vram_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check | No
     )
 
 
-def package_installed(facts: R.BoxFacts) -> bool:
+def package_installed(facts: BoxFacts) -> bool:
     return facts.marker is not None or facts.launcher
 
 
 def disk_check(
-    facts: R.BoxFacts, profile: Profile, host: str, need_kib: int = R.PACKAGE_DISK_NEED_KIB
+    facts: BoxFacts, profile: Profile, host: str, need_kib: int = R.PACKAGE_DISK_NEED_KIB
 ) -> Check:
     root = facts.package_root or profile.server.package.root
     if profile.server.mode == "compose":
@@ -457,15 +461,13 @@ def disk_check(
 
 def free_port_from(start: int, busy: set[int]) -> int | None:
     """The first world port from `start` on, in steps of 3, whose port, +1 and +2 are free."""
-    p = start
-    while p <= 65533:
-        if not {p, p + 1, p + 2} & busy:
-            return p
-        p += 3
-    return None
+    try:
+        return choose_port(start, busy)
+    except NoFreePort:
+        return None
 
 
-def ports_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
+def ports_check(facts: BoxFacts, profile: Profile, host: str) -> Check:
     """The world port and port+1 (the streaming port) must be free, or held by our own server."""
     port = profile.server.port
     wanted = [port, port + 1]
@@ -474,7 +476,7 @@ def ports_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
     if not taken:
         return Check("box ports", "ok", f"{port} and {port + 1} are free", host=host)
     owners = {lst.process for lst in facts.listeners if lst.port in taken and lst.process}
-    ours_by_name = owners and all(R._CARLA.search(o) for o in owners)
+    ours_by_name = owners and all(is_carla(o) for o in owners)
     session = profile.server.tmux_session
     if ours_by_name or session in facts.tmux_sessions:
         why = (
@@ -502,16 +504,7 @@ def ports_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
     )
 
 
-def marker_sha256(marker: dict[str, str]) -> str | None:
-    """The archive checksum deploy recorded in its marker, whatever the key is called."""
-    for k, v in marker.items():
-        v = v.strip().lower()
-        if "sha256" in k.lower() and len(v) == 64 and all(c in "0123456789abcdef" for c in v):
-            return v
-    return None
-
-
-def package_check(facts: R.BoxFacts, profile: Profile, host: str) -> Check:
+def package_check(facts: BoxFacts, profile: Profile, host: str) -> Check:
     """Installed by deploy (its marker), and from the archive the profile names (sha256)."""
     pkg = profile.server.package
     name = profile.name
@@ -567,25 +560,25 @@ def box_checks(profile: Profile, host: str, rc: int, stdout: str, stderr: str) -
         conn = [
             Check("box reachable", "ok", "connector: local (this machine is the box)", host=host)
         ]
-    elif rc == 124:  # run_remote's own timeout: connected (or not) but no full answer
+    elif rc == 124:  # the transport's own timeout: connected (or not) but no full answer
         return [
             Check(
                 "box reachable",
                 "failing",
                 f"{host}: no answer within the time limit ({stderr.strip()})",
-                _SSH_FIX["timeout"],
+                explain.fix("timeout", host),
                 DIST,
                 host,
             )
         ]
     else:
         conn = connection_checks(
-            host, R.classify_ssh(rc, stderr), profile.remote.accept_new_host_key
+            host, explain.classify(rc, stderr), profile.remote.accept_new_host_key
         )
         if any(c.status == "failing" for c in conn):
             return conn
-    facts = R.parse_box(stdout, host, profile.server.user)
-    if "##carla-launch## gpus" not in stdout:
+    facts = box_facts.parse_facts(stdout, where=host, server_user=profile.server.user)
+    if "gpus" not in sections.parse(stdout):
         line = (stderr.strip().splitlines() or [f"exit {rc}"])[-1]
         return [
             *conn,
@@ -663,24 +656,23 @@ def run_doctor(
     ssh_timeout: float = 20.0,
 ) -> Report:
     """All checks: the local ones while the boxes answer their one round trip each."""
-    from carla_launcher import gpu
-
     hosts: list[str] = list(profile.remote.hosts) if profile else []
     with ThreadPoolExecutor(max_workers=1 + max(1, len(hosts))) as pool:
         boxes = []
         if profile is not None:
-            script = R.box_script(
-                package_root=profile.server.package.root,
+            script = box_facts.facts_script(
+                box_facts.DOCTOR,
+                root=profile.server.package.root,
                 server_user=profile.server.user,
                 session=profile.server.tmux_session,
             )
             for h in hosts:
-                boxes.append((h, pool.submit(gpu.run_on_box, profile, h, script, ssh_timeout)))
+                boxes.append((h, pool.submit(transport.run, profile, h, script, ssh_timeout)))
         facts = gather_local()
         checks, local = local_checks(facts, need_mib, forced)
         for h, fut in boxes:
-            rc, out, err = fut.result()
-            checks += box_checks(profile, h, rc, out, err)  # type: ignore[arg-type]
+            r = fut.result()
+            checks += box_checks(profile, h, r.rc, r.stdout, r.stderr)  # type: ignore[arg-type]
     return verdict_of(checks, local, profile, forced)
 
 

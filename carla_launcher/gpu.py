@@ -23,7 +23,11 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
 from carla_launcher import resources as R
+from carla_launcher.box import facts as box_facts
+from carla_launcher.box import sections, transport
+from carla_launcher.box.explain import SshOutcome, classify
 from carla_launcher.errors import LauncherError
+from carla_launcher.nvidia import roles, smi
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -49,39 +53,24 @@ def run(
     return p.returncode, p.stdout, p.stderr
 
 
-def run_on_box(
-    profile: Profile, host: str | None, script: str, timeout: float
-) -> tuple[int, str, str]:
-    """Run a shell script on the profile's box: over ssh, or here for `connector: local`."""
-    if profile.remote.connector == "local":
-        return run(["sh", "-c", script], timeout)
-    try:
-        from carla_launcher.remote.ssh import run_remote
-    except ImportError as e:  # pragma: no cover - only while the remote module is missing
-        raise LauncherError(f"the ssh layer is not available: {e}") from None
-    return run_remote(
-        profile, host, script, timeout
-    )  # 124 on its own timeout, 255 for ssh's failures
-
-
 # -- this machine ---------------------------------------------------------------------------------
-def smi_snapshot(where: str = "this machine") -> R.GpuReport:
+def smi_snapshot(where: str = "this machine") -> smi.GpuReport:
     """Both CSV queries through the nvidia-smi on PATH (real, or the tests' fake)."""
-    rc, out, err = run(R.smi_gpu_argv(with_mig=True))
-    fields: tuple[str, ...] = R.GPU_FIELDS + (R.MIG_FIELD,)
-    if rc != 0 and R.unknown_field(out + err):
-        rc, out, err = run(R.smi_gpu_argv(with_mig=False))
-        fields = R.GPU_FIELDS
-    if rc != 0 or R.classify_smi_failure(rc, out + err):
-        return R.smi_report(rc, out + err, None, "", fields, where)
-    arc, aout, _ = run(R.smi_apps_argv())
-    return R.smi_report(rc, out, arc, aout, fields, where)
+    rc, out, err = run(smi.smi_gpu_argv(with_mig=True))
+    fields: tuple[str, ...] = smi.GPU_FIELDS + (smi.MIG_FIELD,)
+    if rc != 0 and smi.unknown_field(out + err):
+        rc, out, err = run(smi.smi_gpu_argv(with_mig=False))
+        fields = smi.GPU_FIELDS
+    if rc != 0 or smi.classify_smi_failure(rc, out + err):
+        return smi.smi_report(rc, out + err, None, "", fields, where)
+    arc, aout, _ = run(smi.smi_apps_argv())
+    return smi.smi_report(rc, out, arc, aout, fields, where)
 
 
 _nvml: Any = None  # the pynvml module once nvmlInit worked; the session stays open (see top)
 
 
-def nvml_snapshot(where: str = "this machine") -> R.GpuReport | None:
+def nvml_snapshot(where: str = "this machine") -> smi.GpuReport | None:
     """The same report through NVML; None when NVML is not installed or the driver does not
     answer (then nvidia-smi runs and says why in its own words)."""
     global _nvml
@@ -105,8 +94,8 @@ def nvml_snapshot(where: str = "this machine") -> R.GpuReport | None:
 
     try:
         driver = text(n.nvmlSystemGetDriverVersion())
-        gpus: list[R.Gpu] = []
-        procs: dict[int, R.GpuProcess] = {}
+        gpus: list[smi.Gpu] = []
+        procs: dict[int, smi.GpuProcess] = {}
         for i in range(n.nvmlDeviceGetCount()):
             h = n.nvmlDeviceGetHandleByIndex(i)
             uuid = text(n.nvmlDeviceGetUUID(h))
@@ -120,7 +109,7 @@ def nvml_snapshot(where: str = "this machine") -> R.GpuReport | None:
             except n.NVMLError:
                 mig = None
             gpus.append(
-                R.Gpu(
+                smi.Gpu(
                     i,
                     text(n.nvmlDeviceGetName(h)),
                     uuid,
@@ -141,20 +130,20 @@ def nvml_snapshot(where: str = "this machine") -> R.GpuReport | None:
                         prev = procs.get(p.pid)
                         used = mib(p.usedGpuMemory)
                         if prev is None or (used or 0) > (prev.used_mib or 0):
-                            procs[p.pid] = R.GpuProcess(int(p.pid), uuid, "?", used)
+                            procs[p.pid] = smi.GpuProcess(int(p.pid), uuid, "?", used)
                 except n.NVMLError:
                     pass
     except Exception:  # noqa: BLE001  a driver failing mid-way: let nvidia-smi tell
         _nvml = None
         return None
-    return R.GpuReport("ok", tuple(gpus), tuple(procs.values()), where=where, source="nvml")
+    return smi.GpuReport("ok", tuple(gpus), tuple(procs.values()), where=where, source="nvml")
 
 
-def describe_local(pids: list[int]) -> dict[int, R.ProcInfo]:
+def describe_local(pids: list[int]) -> dict[int, roles.ProcInfo]:
     """Name local pids through psutil: name, user, command line, started by a container?"""
     import psutil
 
-    out: dict[int, R.ProcInfo] = {}
+    out: dict[int, roles.ProcInfo] = {}
     for pid in pids:
         try:
             p = psutil.Process(pid)
@@ -165,18 +154,18 @@ def describe_local(pids: list[int]) -> dict[int, R.ProcInfo]:
             in_container = False
             try:
                 with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
-                    in_container = R.cgroup_in_container(f.read())
+                    in_container = roles.cgroup_in_container(f.read())
             except OSError:
                 pass
             if not in_container:
                 in_container = any("containerd-shim" in a.name() for a in p.parents())
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        out[pid] = R.ProcInfo(name=name, user=user, cmdline=cmd, in_container=in_container)
+        out[pid] = roles.ProcInfo(name=name, user=user, cmdline=cmd, in_container=in_container)
     return out
 
 
-def local_report() -> R.GpuReport:
+def local_report() -> smi.GpuReport:
     """This machine's GPUs, processes named and marked."""
     backend = os.environ.get("CARLA_LAUNCH_GPU_BACKEND", "auto")
     report = None
@@ -186,7 +175,7 @@ def local_report() -> R.GpuReport:
         report = smi_snapshot()
     me = getpass.getuser()
     table = describe_local([p.pid for p in report.processes])
-    return R.with_roles(report, table, owners=None, agent_users=frozenset({me}))
+    return roles.with_roles(report, table, owners=None, agent_users=frozenset({me}))
 
 
 # -- a box ----------------------------------------------------------------------------------------
@@ -195,26 +184,27 @@ def box_label(profile: Profile, host: str | None) -> str:
 
 
 def gpu_script(profile: Profile) -> str:
-    return R.box_script(
-        gpu_only=True, server_user=profile.server.user, session=profile.server.tmux_session
+    return box_facts.facts_script(
+        box_facts.GPU, server_user=profile.server.user, session=profile.server.tmux_session
     )
 
 
-def box_report(profile: Profile, host: str | None, timeout: float = 20.0) -> R.GpuReport:
+def box_report(profile: Profile, host: str | None, timeout: float = 20.0) -> smi.GpuReport:
     """A box's GPUs through one ssh round trip (the GPU sections of the box script)."""
     where = box_label(profile, host)
-    rc, out, err = run_on_box(profile, host, gpu_script(profile), timeout)
+    r = transport.run(profile, host, gpu_script(profile), timeout)
+    rc, out, err = r.rc, r.stdout, r.stderr
     if rc == 124:
-        return R.GpuReport(
+        return smi.GpuReport(
             "unreachable", message=f"no answer from {host} within {timeout:.0f} s", where=where
         )
-    ssh = R.classify_ssh(rc, err) if profile.remote.connector != "local" else R.SshOutcome("ok")
+    ssh = classify(rc, err) if profile.remote.connector != "local" else SshOutcome("ok")
     if ssh.kind != "ok":
-        return R.GpuReport("unreachable", message=f"cannot reach {host}: {ssh.line}", where=where)
-    return R.parse_box(out, where, profile.server.user).gpu
+        return smi.GpuReport("unreachable", message=f"cannot reach {host}: {ssh.line}", where=where)
+    return box_facts.parse_facts(out, where=where, server_user=profile.server.user).gpu
 
 
-def reports(profile: Profile | None) -> list[R.GpuReport]:
+def reports(profile: Profile | None) -> list[smi.GpuReport]:
     """This machine's report, or one per host of the profile (asked in parallel)."""
     if profile is None:
         return [local_report()]
@@ -235,12 +225,12 @@ def _pct(used: int | None, total: int | None) -> str:
     return f"{100 * used / total:.0f}%" if used is not None and total else "?"
 
 
-def render(report: R.GpuReport, *, box: bool, need_mib: int = R.DEFAULT_NEED_MIB) -> str:
+def render(report: smi.GpuReport, *, box: bool, need_mib: int = R.DEFAULT_NEED_MIB) -> str:
     """The table for one machine, and the line that says what it means for running CARLA."""
     lines: list[str] = []
     if report.status != "ok":
         lines.append(f"{report.where}: no usable NVIDIA GPU: {report.message}")
-        fix = R.SMI_FIXES.get(report.status)
+        fix = smi.SMI_FIXES.get(report.status)
         if fix:
             lines.append(f"  fix: {fix}")
     else:
@@ -325,7 +315,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def to_json(
-    report: R.GpuReport, *, box: bool, need_mib: int = R.DEFAULT_NEED_MIB
+    report: smi.GpuReport, *, box: bool, need_mib: int = R.DEFAULT_NEED_MIB
 ) -> dict[str, Any]:
     d = asdict(report)
     for p, src in zip(d["processes"], report.processes, strict=True):
@@ -411,11 +401,11 @@ class BoxStream:
     the GPU sections, prints a frame marker, sleeps. Cheaper than an ssh handshake per second.
     Restarts the connection after a failure, with the failure shown meanwhile."""
 
-    MARK = R.SECTION + "frame"
+    MARK = sections.MARK + "frame"
 
     def __init__(self, profile: Profile, host: str | None, interval: float = 1.0) -> None:
         self.profile, self.host, self.interval = profile, host, interval
-        self.latest = R.GpuReport(
+        self.latest = smi.GpuReport(
             "unreachable", message="connecting…", where=box_label(profile, host)
         )
         self._stop = threading.Event()
@@ -427,7 +417,7 @@ class BoxStream:
         loop = f"while :; do\n{gpu_script(self.profile)}printf '\\n%s\\n' '{self.MARK}'\nsleep {self.interval:g}\ndone"
         if self.profile.remote.connector == "local":
             return ["sh", "-c", loop]
-        from carla_launcher.remote.ssh import ssh_argv
+        from carla_launcher.box.ssh import ssh_argv
 
         return ssh_argv(self.profile, self.host, command=f"sh -c {shlex.quote(loop)}")
 
@@ -448,7 +438,9 @@ class BoxStream:
                 buf: list[str] = []
                 for line in self._proc.stdout:
                     if line.rstrip("\n") == self.MARK:
-                        self.latest = R.parse_box("".join(buf), where, self.profile.server.user).gpu
+                        self.latest = box_facts.parse_facts(
+                            "".join(buf), where=where, server_user=self.profile.server.user
+                        ).gpu
                         buf = []
                     else:
                         buf.append(line)
@@ -458,8 +450,8 @@ class BoxStream:
                 rc, err = 255, str(e)
             if self._stop.is_set():
                 break
-            ssh = R.classify_ssh(rc, err) if rc == 255 else R.SshOutcome("other", f"exit {rc}")
-            self.latest = R.GpuReport(
+            ssh = classify(rc, err) if rc == 255 else SshOutcome("other", f"exit {rc}")
+            self.latest = smi.GpuReport(
                 "unreachable",
                 message=f"lost {self.host}: {ssh.line or err.strip()}; retrying",
                 where=where,
@@ -488,7 +480,7 @@ def watch_argv(profile_ref: str | None = None) -> list[str]:
     ]
 
 
-def server_vram(report: R.GpuReport) -> tuple[int, int | None]:
+def server_vram(report: smi.GpuReport) -> tuple[int, int | None]:
     """(number of CARLA processes, MiB they hold) for `status`; MiB None when unknown."""
     carla = R.carla_usage(report)
     if not carla:

@@ -18,7 +18,7 @@ from carla_launcher.profile import Profile
 
 
 def _server(profile: Profile, host: str) -> dict[str, Any]:
-    from carla_launcher.remote.runner import known_server
+    from carla_launcher.box.servers import known_server
     from carla_launcher.server import control
     from carla_launcher.server.probe import NotReady, probe_version
 

@@ -69,7 +69,7 @@ from tests.standin_carla.http import PackageServer
 REPO = Path(__file__).resolve().parent.parent
 FIRST, LAST = 10, 49
 PREFIX = "cl-box-"
-MARKER = ".carla-launch-package"  # as carla_launcher.remote.shell.MARKER
+MARKER = ".carla-launch-package"  # as carla_launcher.box.shell.MARKER
 PACKAGES_HERE = ("tmux", "curl")  # what the box "has" (checked against dpkg in `missing()`)
 
 

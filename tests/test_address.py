@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from carla_launcher.profile import parse_profile
-from carla_launcher.remote.address import address_candidates, pick_address, ssh_server_side
-from carla_launcher.remote.facts import parse_ip_addr
+from carla_launcher.box.address import address_candidates, pick_address, ssh_server_side
+from carla_launcher.box.parsers import parse_ip_addr
+from carla_launcher.profile import read_profile
 from carla_launcher.state import discovered_address
 from tests.netns_box import Box, box  # noqa: F401  (fixture)
 
@@ -98,7 +98,7 @@ def test_address_command_picks_the_box_address_not_docker0(box: Box) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{box.address}\n"  # only the address: scripts use it
     assert (
-        discovered_address(parse_profile(box.profile_path).key) == box.address
+        discovered_address(read_profile(box.profile_path).key) == box.address
     )  # for `carla-launch sync`
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from carla_launcher.box.address import address_candidates, checked
+from carla_launcher.box.ssh import RemoteError
 from carla_launcher.netaddr import address_problem
-from carla_launcher.remote.address import address_candidates, checked
-from carla_launcher.remote.ssh import RemoteError
 from tests.conftest import SIMPLE_COMPOSE as COMPOSE
 from tests.conftest import Cli, write_files
 

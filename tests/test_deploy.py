@@ -6,7 +6,6 @@ CARLA package over HTTP from this machine's end of the veth, the server probed w
 from __future__ import annotations
 
 import json
-import os
 import pwd
 import socket
 import subprocess
@@ -46,7 +45,7 @@ def test_first_deploy_brings_the_server_up_and_a_second_changes_nothing(box: Box
         assert progress in first.stderr, first.stderr
     pid = box.carla_pid()
     assert pid is not None
-    assert os.stat(f"/proc/{pid}").st_uid != 0  # CARLA refuses root: it runs as the server user
+    assert Path(f"/proc/{pid}").stat().st_uid != 0  # CARLA refuses root: it runs as the server user
     launch = box.session_dir / "launch.sh"
     mtime = launch.stat().st_mtime_ns
 
@@ -150,7 +149,7 @@ def test_values_with_spaces_quotes_and_semicolons_reach_the_remote_shell_as_data
     assert (box.root / "CarlaUE4.sh").is_file()  # the odd folder name, verbatim
     log = (box.session_dir / "server.log").read_text()
     argv_line = next(line for line in log.splitlines() if line.startswith("StandIn: argv="))
-    assert json.loads(argv_line.split("=", 1)[1]) == args + ["-carla-rpc-port=2000"]
+    assert json.loads(argv_line.split("=", 1)[1]) == [*args, "-carla-rpc-port=2000"]
 
 
 def test_unreachable_host_fails_within_the_connect_timeout_with_one_line(box: Box) -> None:
@@ -195,7 +194,7 @@ def test_non_root_login_runs_the_server_as_that_user(box_factory) -> None:  # ty
     done = b.deploy()
     assert f"ready at {b.address}:2000" in done.stdout
     pid = b.carla_pid()
-    assert pid is not None and os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam(b.user).pw_uid
+    assert pid is not None and Path(f"/proc/{pid}").stat().st_uid == pwd.getpwnam(b.user).pw_uid
 
 
 def test_pool_deploys_every_host_and_steps_over_busy_ports(box_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -14,14 +14,17 @@ from pathlib import Path
 import pytest
 
 from carla_launcher import doctor as D
-from carla_launcher import resources as R
-from carla_launcher.profile import parse_profile
+from carla_launcher.box.explain import classify
+from carla_launcher.box.facts import BoxFacts
+from carla_launcher.box.parsers import Listener
+from carla_launcher.nvidia import smi
+from carla_launcher.profile import read_profile
 from tests.compose_loader import compose_binary
 from tests.fake_nvidia_smi import install
 
 GPU_12 = "0, NVIDIA GeForce RTX 3060, GPU-2b6e, 12288, 306, 11721, 0, 550.54.14, [N/A]"
 GPU_8 = "0, NVIDIA GeForce RTX 3070, GPU-8f1c, 8192, 412, 7568, 3, 535.183.01, [N/A]"
-MIG_FIELDS = R.GPU_FIELDS + (R.MIG_FIELD,)
+MIG_FIELDS = smi.GPU_FIELDS + (smi.MIG_FIELD,)
 
 # `docker info --format '{{json .}}'` as the real CLI prints it (trimmed to the keys we read)
 DOCKER_DOWN = (
@@ -62,8 +65,8 @@ DOCKER_UP = (
 ALL_TOOLS = {"tmux": "/usr/bin/tmux", "ssh": "/usr/bin/ssh", "nvidia-ctk": "/usr/bin/nvidia-ctk"}
 
 
-def gpu(*lines: str) -> R.GpuReport:
-    return R.smi_report(0, "\n".join(lines), 0, "", MIG_FIELDS)
+def gpu(*lines: str) -> smi.GpuReport:
+    return smi.smi_report(0, "\n".join(lines), 0, "", MIG_FIELDS)
 
 
 def by_name(checks) -> dict[str, D.Check]:  # type: ignore[no-untyped-def]
@@ -90,7 +93,7 @@ def test_8_gb_machine_is_distributed_and_the_vram_check_only_warns() -> None:
 
 
 def test_a_broken_driver_fails_the_vram_check_but_only_blocks_local() -> None:
-    broken = R.smi_report(
+    broken = smi.smi_report(
         18, "Failed to initialize NVML: Driver/library version mismatch", None, ""
     )
     checks, v = D.local_checks(D.LocalFacts(broken, DOCKER_UP, ALL_TOOLS))
@@ -132,7 +135,7 @@ def test_container_toolkit_blocks_local_only() -> None:
         D.toolkit_check(D.LocalFacts(gpu(GPU_8), DOCKER_UP, tools), "distributed").status
         == "warning"
     )
-    none = R.smi_report(127, "", None, "")
+    none = smi.smi_report(127, "", None, "")
     assert D.toolkit_check(D.LocalFacts(none, DOCKER_UP, tools), "distributed").status == "ok"
 
 
@@ -173,20 +176,20 @@ def profile(tmp_path: Path):  # type: ignore[no-untyped-def]
         p = tmp_path / "profiles" / "box.yaml"
         p.parent.mkdir(exist_ok=True)
         p.write_text("remote:\n  host: gpu-box\nserver:\n  port: 2000\n" + extra)
-        return parse_profile(p)
+        return read_profile(p)
 
     return make
 
 
-def facts(**kw) -> R.BoxFacts:  # type: ignore[no-untyped-def]
+def facts(**kw) -> BoxFacts:  # type: ignore[no-untyped-def]
     kw.setdefault("gpu", gpu(GPU_12))
-    return R.BoxFacts(**kw)
+    return BoxFacts(**kw)
 
 
 def test_unreachable_box_stops_after_one_failing_check() -> None:
     checks = D.connection_checks(
         "gpu-box",
-        R.classify_ssh(255, "ssh: connect to host gpu-box port 22: Connection refused"),
+        classify(255, "ssh: connect to host gpu-box port 22: Connection refused"),
         False,
     )
     assert [(c.name, c.status) for c in checks] == [("box reachable", "failing")]
@@ -195,7 +198,7 @@ def test_unreachable_box_stops_after_one_failing_check() -> None:
 
 def test_unknown_and_changed_host_keys() -> None:
     unknown = D.connection_checks(
-        "gpu-box", R.classify_ssh(255, "Host key verification failed.\n"), False
+        "gpu-box", classify(255, "Host key verification failed.\n"), False
     )
     assert [(c.name, c.status) for c in unknown] == [
         ("box reachable", "ok"),
@@ -204,12 +207,12 @@ def test_unknown_and_changed_host_keys() -> None:
     assert "accept_new_host_key" in unknown[1].fix
     changed = D.connection_checks(
         "gpu-box",
-        R.classify_ssh(255, "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @"),
+        classify(255, "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @"),
         False,
     )
     assert "ssh-keygen -R gpu-box" in changed[1].fix
     auth = D.connection_checks(
-        "gpu-box", R.classify_ssh(255, "carla@gpu-box: Permission denied (publickey)."), False
+        "gpu-box", classify(255, "carla@gpu-box: Permission denied (publickey)."), False
     )
     assert [c.status for c in auth] == ["ok", "ok", "failing"] and "ssh-copy-id" in auth[2].fix
 
@@ -275,14 +278,14 @@ def test_disk_for_the_package(profile) -> None:  # type: ignore[no-untyped-def]
 
 def test_ports_free_ours_or_taken(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
-    assert D.ports_check(facts(listeners=(R.Listener(22),)), p, "h").status == "ok"
+    assert D.ports_check(facts(listeners=(Listener(22),)), p, "h").status == "ok"
     ours = D.ports_check(
-        facts(listeners=(R.Listener(2000), R.Listener(2001)), tmux_sessions=("carla",)), p, "h"
+        facts(listeners=(Listener(2000), Listener(2001)), tmux_sessions=("carla",)), p, "h"
     )
     assert ours.status == "ok" and "our server (tmux session 'carla')" in ours.detail
-    by_name_ = D.ports_check(facts(listeners=(R.Listener(2000, "CarlaUE4-Linux-"),)), p, "h")
+    by_name_ = D.ports_check(facts(listeners=(Listener(2000, "CarlaUE4-Linux-"),)), p, "h")
     assert by_name_.status == "ok"
-    taken = D.ports_check(facts(listeners=(R.Listener(2001, "python3"), R.Listener(2003))), p, "h")
+    taken = D.ports_check(facts(listeners=(Listener(2001, "python3"), Listener(2003))), p, "h")
     assert (
         taken.status == "failing"
         and taken.detail == "port 2001 in use by python3, not by our server"
@@ -294,7 +297,7 @@ def test_package_marker_and_checksum(profile) -> None:  # type: ignore[no-untype
     sha = "ab" * 32
     p = profile(f"  package:\n    sha256: {sha}\n")
     assert D.package_check(facts(marker={"sha256": sha}), p, "h").status == "ok"
-    other = D.package_check(facts(marker={"archive_sha256": "cd" * 32}), p, "h")
+    other = D.package_check(facts(marker={"sha256": "cd" * 32}), p, "h")
     assert (
         other.status == "warning"
         and "another archive" in other.detail
@@ -310,7 +313,7 @@ def test_box_failures_make_the_distributed_verdict_exit_1(profile) -> None:  # t
     p = profile()
     local, v = D.local_checks(D.LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS))
     box = D.connection_checks(
-        "gpu-box", R.classify_ssh(255, "Host key verification failed."), False
+        "gpu-box", classify(255, "Host key verification failed."), False
     )
     box = [D.Check(c.name, c.status, c.detail, c.fix, c.blocks, "gpu-box") for c in box]
     report = D.verdict_of(local + box, v, p)
@@ -576,7 +579,7 @@ def test_cli_real_docker_and_8_gb_is_distributed_and_exits_0(tools, dockerd) -> 
 
 
 def test_box_vram_judges_the_gpu_the_server_will_use(profile) -> None:  # type: ignore[no-untyped-def]
-    two = R.smi_report(
+    two = smi.smi_report(
         0,
         "0, Tesla T4, GPU-a, 15360, 13105, 1930, 100, 535.104.05, Disabled\n"
         "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled",

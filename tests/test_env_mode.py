@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT, ENV_URL_HOST
-from carla_launcher.profile import load_profile, parse_profile
+from carla_launcher.profile import load_profile, read_profile
 from carla_launcher.state import remember_address
 from carla_launcher.targeting import sharing_warning
 from tests.conftest import SIMPLE_COMPOSE as COMPOSE
@@ -138,7 +138,7 @@ def test_agent_pane_gets_the_address_the_server_pane_does_not(tmp_path: Path) ->
 
 def _profiles(tmp_path: Path, files: dict[str, str]) -> dict[str, object]:
     write_files(tmp_path, {f"profiles/{k}.yaml": v for k, v in files.items()})
-    return {k: parse_profile(tmp_path / "profiles" / f"{k}.yaml") for k in files}
+    return {k: read_profile(tmp_path / "profiles" / f"{k}.yaml") for k in files}
 
 
 def test_two_literal_profiles_on_one_folder_warn(tmp_path: Path) -> None:
@@ -259,7 +259,7 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
             assert check.returncode == 0, check.stderr + check.stdout
 
         for box in (a, b):  # each agent reached its own box through the one variant
-            session = f"carla-{parse_profile(profiles[box.n]).key}"
+            session = f"carla-{read_profile(profiles[box.n]).key}"
 
             def agent_output(s: str = session) -> str | bool:
                 return "CARLA 0.9.15" in (t := pane_text(socket, s, "agent")) and t

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from carla_launcher.profile import parse_profile
+from carla_launcher.profile import read_profile
 from carla_launcher.server.compose import (
     SimulatorSource,
     load_simulator,
@@ -70,7 +70,7 @@ def test_the_file_written_to_the_box_loads_in_compose(tmp_path: Path) -> None:
     prof_path = tmp_path / "profiles" / "p.yaml"
     prof_path.parent.mkdir()
     prof_path.write_text("remote:\n  host: gpu\nserver:\n  mode: compose\n  tmux_session: Carla\n")
-    profile = parse_profile(prof_path)
+    profile = read_profile(prof_path)
     text = render_remote_compose(
         SimulatorSource("carla-simulator", Path("x.yaml"), SIMULATOR), profile, 2003
     )
@@ -91,7 +91,7 @@ def test_the_simulator_is_found_in_the_example_project(tmp_path: Path) -> None:
         "remote:\n  host: gpu\nserver:\n  mode: compose\ncompose:\n  dir: build\n"
         "  simulator: carla-simulator\n"
     )
-    src = load_simulator(parse_profile(project / "profiles" / "c.yaml"))
+    src = load_simulator(read_profile(project / "profiles" / "c.yaml"))
     assert src.name == "carla-simulator" and "carla" in src.service["image"]
     svc, _ = remote_service(src.service, 2000, "always")
     assert json.dumps(svc)  # plain data, ready to be written

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from carla_launcher.profile import parse_profile
+from carla_launcher.profile import read_profile
 from tests.netns_box import Box, box  # noqa: F401  (fixture)
 from tests.polling import wait_for
 
@@ -113,7 +113,7 @@ def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_so
     assert f"server {box.alias}" in up.stdout or box.address in up.stdout
     variant = project / "docker-compose.distributed.yaml"
     assert f"CARLA_SIM_HOST={box.address}" in variant.read_text()
-    session = f"carla-{parse_profile(box.profile_path).key}"
+    session = f"carla-{read_profile(box.profile_path).key}"
 
     # the agent pane shows the agent connected to the box's address; the server pane its log
     agent = wait_for(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from carla_launcher.box.address import discover_address
 from carla_launcher.profile import load_profile
-from carla_launcher.remote.address import discover_address
 from carla_launcher.state import remember_address
 
 

@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 import click
 
+from carla_launcher.deploy.runner import DeployReport
+from carla_launcher.deploy.runner import deploy as run_deploy
 from carla_launcher.profile import load_profile
-from carla_launcher.remote.runner import DeployReport
-from carla_launcher.remote.runner import deploy as run_deploy
 
 
 @click.command()

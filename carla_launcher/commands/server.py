@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
+from carla_launcher.box.address import agent_address
 from carla_launcher.errors import LauncherError
 from carla_launcher.profile import Profile, load_profile
-from carla_launcher.remote.address import agent_address
 from carla_launcher.server import control
 from carla_launcher.server.probe import NotReady, ProgressLine
 

@@ -15,11 +15,11 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from carla_launcher import proc
 from carla_launcher.errors import InputError
 from carla_launcher.server.launch import PORT_FLAGS
 
@@ -152,18 +152,8 @@ def render_remote_compose(src: SimulatorSource, profile: Profile, port: int) -> 
 
 def compose_cli() -> list[str] | None:
     """How to run compose here: `docker compose` or `docker-compose`, else None."""
-    if shutil.which("docker"):
-        try:
-            ok = (
-                subprocess.run(
-                    ["docker", "compose", "version"], capture_output=True, timeout=20, check=False
-                ).returncode
-                == 0
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False
-        if ok:
-            return ["docker", "compose"]
+    if shutil.which("docker") and proc.run(["docker", "compose", "version"], 20).ok:
+        return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     return None
@@ -209,23 +199,16 @@ def _resolved(entry: Path, name: str) -> dict[str, Any] | None:
     cli = compose_cli()
     if cli is None:
         return None
-    try:
-        done = subprocess.run(
-            [*cli, "-f", str(entry), "config", "--format", "json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=entry.parent,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
+    done = proc.run(
+        [*cli, "-f", str(entry), "config", "--format", "json"], 60, cwd=str(entry.parent)
+    )
+    if not done.ok:
         return None
     try:
-        return json.loads(done.stdout)["services"][name]
+        service: dict[str, Any] = json.loads(done.stdout)["services"][name]
     except (ValueError, KeyError):
         return None
+    return service
 
 
 def _plain(node: Any) -> Any:

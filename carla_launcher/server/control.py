@@ -1,7 +1,7 @@
 """Start, stop, restart, status and logs of the server on a box, over plain OpenSSH.
 
 One SSH round trip per action (no pyinfra, no gevent: `carla-launch status` and the daemon may
-call these). The scripts share the shell functions of the deploy (`remote/shell.py`), so stop
+call these). The scripts share the shell functions of the deploy (`box/shell.py`), so stop
 means the same everywhere: tmux session, launch loop and the server's whole process group go,
 and the call returns only when ports N..N+2 are free.
 """
@@ -14,14 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from carla_launcher.remote.shell import (
-    PORT_FUNCTIONS,
-    START_FUNCTION,
-    STOP_FUNCTION,
-    parse_sections,
-    prologue,
-    sections,
-)
+from carla_launcher.box import sections
+from carla_launcher.box.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTION, prologue
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -53,7 +47,7 @@ def status_script(compose: bool = False) -> str:
                 '"$SDIR/compose.yaml" ps -a --format "{{.State}}|{{.Status}}"',
             )
         )
-    return PORT_FUNCTIONS + sections(items)
+    return PORT_FUNCTIONS + sections.script(items)
 
 
 def start_script() -> str:
@@ -91,9 +85,9 @@ def compose_stop_script() -> str:
     )
 
 
-def parse_status(lines: list[str]) -> dict[str, Any]:
+def parse_status(stdout: str) -> dict[str, Any]:
     """The status script's output -> {running, state, pid, since, restarts, port, ...}."""
-    s = parse_sections(lines)
+    s = {name: section.lines for name, section in sections.parse(stdout).items()}
     kv: dict[str, str] = {}
     for line in s.get("status", []):
         k, sep, v = line.partition("=")
@@ -176,12 +170,12 @@ def _timeout(profile: Profile, extra: float = 30) -> float:
 
 def server_status(profile: Profile, host: str | None = None) -> dict[str, Any]:
     """{host, running, state, pid, since, uptime_s, restarts, port, last_crash_line, ...}."""
-    from carla_launcher.remote.ssh import check_remote
+    from carla_launcher.box.transport import check
 
     host = host or profile.remote.host
     compose = profile.server.mode == "compose"
-    out = check_remote(profile, host, _head(profile) + status_script(compose), _timeout(profile))
-    return {"host": host, **parse_status(out.splitlines())}
+    out = check(profile, host, _head(profile) + status_script(compose), _timeout(profile))
+    return {"host": host, **parse_status(out)}
 
 
 def server_statuses(profile: Profile) -> list[dict[str, Any]]:
@@ -205,19 +199,19 @@ def server_statuses(profile: Profile) -> list[dict[str, Any]]:
 
 def start(profile: Profile, host: str | None = None) -> bool:
     """Start the deployed server (no-op when running); True when it was started now."""
-    from carla_launcher.remote.ssh import check_remote
+    from carla_launcher.box.transport import check
 
     script = compose_start_script() if profile.server.mode == "compose" else start_script()
-    out = check_remote(profile, host, _head(profile) + script, _timeout(profile, 60))
+    out = check(profile, host, _head(profile) + script, _timeout(profile, 60))
     return "started=yes" in out
 
 
 def stop(profile: Profile, host: str | None = None) -> bool:
     """Stop the server and wait until its ports are free; True when something was running."""
-    from carla_launcher.remote.ssh import check_remote
+    from carla_launcher.box.transport import check
 
     script = compose_stop_script() if profile.server.mode == "compose" else stop_script()
-    out = check_remote(profile, host, _head(profile) + script, _timeout(profile, 60))
+    out = check(profile, host, _head(profile) + script, _timeout(profile, 60))
     return "stopped=yes" in out
 
 
@@ -262,7 +256,7 @@ def logs_command(
     profile: Profile, host: str | None = None, lines: int = 50, follow: bool = False
 ) -> list[str]:
     """The command line that shows (or follows) the server log of a box."""
-    from carla_launcher.remote.ssh import ssh_argv
+    from carla_launcher.box.ssh import ssh_argv
 
     if profile.server.mode == "compose":
         body = (

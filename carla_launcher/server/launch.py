@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from carla_launcher.remote.shell import q
+from carla_launcher.box.shell import q
 
 PORT_FLAGS = ("-carla-rpc-port", "-world-port", "-carla-port", "-carla-world-port")
 FIRST_DELAY = 1  # seconds before the first restart; doubles up to MAX_DELAY

@@ -36,7 +36,8 @@ class RpcErrorReply(ProtocolError):
 
 
 def version_request(msgid: int) -> bytes:
-    return msgpack.packb([0, msgid, "version", [[False]]])
+    packed: bytes = msgpack.packb([0, msgid, "version", [[False]]])
+    return packed
 
 
 def parse_version_reply(reply: object, msgid: int) -> str:

@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from carla_launcher.profile import Profile, parse_profile
-from carla_launcher.remote.shell import q
-from carla_launcher.remote.ssh import (
-    RemoteError,
-    check_remote,
-    explain_ssh_failure,
-    render_ssh_config,
-    run_remote,
-    ssh_argv,
-)
+from carla_launcher.box import transport
+from carla_launcher.box.shell import q
+from carla_launcher.box.ssh import RemoteError, explain_failure, render_ssh_config, ssh_argv
+from carla_launcher.profile import Profile, read_profile
 from carla_launcher.server.probe import probe_version
 from tests.netns_box import Box, box  # noqa: F401  (fixture)
 
@@ -30,7 +24,7 @@ def profile_of(tmp_path: Path, text: str) -> Profile:
     p = tmp_path / "profiles" / "p.yaml"
     p.parent.mkdir(exist_ok=True)
     p.write_text(text)
-    return parse_profile(p)
+    return read_profile(p)
 
 
 def test_config_is_strict_by_default_and_keeps_the_users_own(tmp_path: Path) -> None:
@@ -72,29 +66,26 @@ def test_scripts_carry_values_as_data(tmp_path: Path) -> None:
     local = profile_of(tmp_path, "remote:\n  connector: local\n")
     canary = tmp_path / "pwned"
     value = f"a b; touch {canary} 'q' \"d\" $(touch {canary}) `touch {canary}`"
-    rc, out, _ = run_remote(local, None, f"printf '%s' {q(value)}", timeout=10)
-    assert (rc, out) == (0, value) and not canary.exists()
+    r = transport.run(local, None, f"printf '%s' {q(value)}", timeout=10)
+    assert (r.rc, r.stdout) == (0, value) and not canary.exists()
 
 
 def test_errors_are_one_line_that_says_what_to_do(tmp_path: Path) -> None:
     prof = profile_of(tmp_path, "remote:\n  host: gpu\n  connect_timeout: 3\n")
-    key = explain_ssh_failure(
+    key = explain_failure(
         prof,
         "gpu",
         "No ED25519 host key is known for gpu and you have "
         "requested strict checking.\nHost key verification failed.\n",
     )
     assert key.startswith("gpu: the box's host key is not in ") and "--accept-new-host-key" in key
-    late = explain_ssh_failure(
-        prof, "gpu", "ssh: connect to host gpu port 22: Connection timed out"
-    )
-    assert (
-        late
-        == "gpu: no SSH connection within 3 s (ssh: connect to host gpu port 22: Connection timed out)"
+    late = explain_failure(prof, "gpu", "ssh: connect to host gpu port 22: Connection timed out")
+    assert late == (
+        "gpu: no SSH connection within 3 s (ssh: connect to host gpu port 22: Connection timed out)"
     )
     local = profile_of(tmp_path, "remote:\n  connector: local\n")
     with pytest.raises(RemoteError, match=r"^localhost: it broke$"):
-        check_remote(local, None, "echo 'carla-launch: error: it broke' >&2; exit 1", timeout=10)
+        transport.check(local, None, "echo 'carla-launch: error: it broke' >&2; exit 1", timeout=10)
 
 
 @pytest.mark.root

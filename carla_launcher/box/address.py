@@ -15,8 +15,9 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from carla_launcher.box.parsers import Interface
+from carla_launcher.box.ssh import RemoteError
 from carla_launcher.netaddr import address_problem, describe
-from carla_launcher.remote.facts import Interface, is_loopback_or_link_local
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -90,14 +91,21 @@ def address_candidates(
     return ordered
 
 
+def is_loopback_or_link_local(address: str) -> bool:
+    """Never an address another machine reaches the box at (or not an address at all)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
+
+
 def addr_ok(addr: str) -> bool:
     return address_problem(addr) is None
 
 
 def checked(value: str, host: str | None, source: str) -> str:
     """`value` when it is an address; else one line naming the box and where it came from."""
-    from carla_launcher.remote.ssh import RemoteError
-
     problem = address_problem(value)
     if problem:
         raise RemoteError(
@@ -145,14 +153,17 @@ def tcp_reachable(address: str, ports: Iterable[int], timeout: float = 1.5) -> b
 
 def discover_address(profile: Profile, host: str | None = None) -> str:
     """The address agents should use for `host` (default: the profile's first host)."""
-    from carla_launcher.remote.facts import address_script, parse_box_facts
-    from carla_launcher.remote.ssh import RemoteError, check_remote
+    from carla_launcher.box import facts as F
+    from carla_launcher.box.transport import check
 
     host = host or profile.remote.host
     if profile.remote.address:
         return profile.remote.address
-    out = check_remote(profile, host, address_script(), timeout=profile.remote.connect_timeout + 20)
-    facts = parse_box_facts(out.splitlines())
+    script = F.facts_script(
+        F.ADDRESS, server_user=profile.server.user, session=profile.server.tmux_session
+    )
+    out = check(profile, host, script, timeout=profile.remote.connect_timeout + 20)
+    facts = F.parse_facts(out)
     candidates = address_candidates(facts.ssh_connection, facts.interfaces, facts.hostname_i)
     if profile.remote.connector == "local":
         chosen = candidates[0] if candidates else None
@@ -171,7 +182,7 @@ def discover_address(profile: Profile, host: str | None = None) -> str:
 def agent_address(profile: Profile, host: str | None = None) -> str:
     """remote.address, else what deploy or `address` remembered, else discovered (and
     remembered); whatever is not an address is refused, naming the box."""
-    from carla_launcher.remote.runner import known_server
+    from carla_launcher.box.servers import known_server
     from carla_launcher.state import discovered_address, remember_address
 
     host = host or profile.remote.host

@@ -7,22 +7,34 @@ nothing to do reports a no-op and sends no command, so a second deploy costs one
 
 from __future__ import annotations
 
-from pyinfra import host
-from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from collections.abc import Generator
+from typing import Any
+
+from pyinfra.api.command import FileUploadCommand, StringCommand
+from pyinfra.api.facts import FactBase
+from pyinfra.api.operation import operation
+from pyinfra.context import host
+
+from carla_launcher.box.facts import BoxFacts, parse_facts
 
 
-class BoxFactsFact(FactBase):
-    """Runs `facts.box_facts_script(...)`; returns its raw lines (parsed by `facts.py`)."""
+class BoxFactsFact(FactBase[BoxFacts]):
+    """pyinfra's transport for `box.facts`: runs a `facts_script(...)`, parses it with
+    `parse_facts` (pyinfra makes one instance per host and fact, so `command` may keep the
+    packages the parser needs)."""
 
-    def command(self, script: str) -> str:  # type: ignore[override]
+    packages: tuple[str, ...] = ()
+
+    def command(self, script: str, packages: tuple[str, ...] = ()) -> str:
+        self.packages = tuple(packages)
         return script
 
     @staticmethod
-    def default() -> list[str]:
-        return []
+    def default() -> BoxFacts:
+        return BoxFacts()
 
-    def process(self, output: list[str]) -> list[str]:  # type: ignore[override]
-        return list(output)
+    def process(self, output: list[str]) -> BoxFacts:
+        return parse_facts("\n".join(output), packages=self.packages)
 
 
 @operation()
@@ -31,7 +43,7 @@ def step(
     why: str = "",
     upload: tuple[str, str] | list[str] | None = None,
     after_upload: str | None = None,
-):
+) -> Generator[Any, None, None]:
     """One step of the plan: its script (plus an upload between two scripts), or a no-op."""
     if script is None:
         host.noop(why)

@@ -1,4 +1,4 @@
-"""`python -m carla_launcher.remote.deploy`: the pyinfra run, in a process of its own.
+"""`python -m carla_launcher.deploy.deploy`: the pyinfra run, in a process of its own.
 
 Why a child process: pyinfra's parallel SSH needs gevent's monkey-patching, which breaks
 watchdog (the daemon) and must not reach the CLI; pyinfra also memoizes known_hosts and
@@ -10,10 +10,12 @@ plan (pure, `plan.py`), run the seven steps as pyinfra operations, then probe ea
 CARLA's own RPC until it answers (or fail with the tail of its log).
 """
 
+# ruff: noqa: E402  (gevent must patch the standard library before anything else imports it)
 from gevent import monkey
 
 monkey.patch_all()
 
+import contextlib
 import json
 import logging
 import sys
@@ -22,24 +24,31 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from pyinfra.api import Config, Inventory, State, StringCommand
+from pyinfra.api.command import StringCommand
+from pyinfra.api.config import Config
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.facts import get_facts
+from pyinfra.api.inventory import Inventory
 from pyinfra.api.operation import add_op
 from pyinfra.api.operations import run_ops
 from pyinfra.api.output import set_echo
-from pyinfra.api.state import BaseStateCallback, StateStage
+from pyinfra.api.state import BaseStateCallback, State, StateStage
 
+from carla_launcher.box.address import address_candidates
+from carla_launcher.box.facts import BoxFacts
+from carla_launcher.box.shell import error_line, prologue, q
+from carla_launcher.box.ssh import explain_failure
+from carla_launcher.deploy.inputs import (
+    choose_address,
+    facts_script_for,
+    local_inputs,
+    make_inventory_data,
+)
+from carla_launcher.deploy.ops import BoxFactsFact, step
+from carla_launcher.deploy.plan import STEPS, HostPlan, plan_host
 from carla_launcher.errors import LauncherError
-from carla_launcher.profile import Profile, parse_profile
-from carla_launcher.remote.address import address_candidates
-from carla_launcher.remote.facts import BoxFacts, box_facts_script, parse_box_facts
-from carla_launcher.remote.inputs import choose_address, local_inputs, make_inventory_data
-from carla_launcher.remote.ops import BoxFactsFact, step
-from carla_launcher.remote.plan import STEPS, HostPlan, plan_host
-from carla_launcher.remote.shell import error_line, prologue, q
-from carla_launcher.remote.ssh import explain_ssh_failure
+from carla_launcher.profile import Profile, read_profile
 from carla_launcher.server.control import parse_status, status_script
 from carla_launcher.server.probe import NotReady, wait_ready
 
@@ -73,7 +82,7 @@ def make_inventory(profile: Profile, accept_new_host_key: bool) -> Inventory:
 def run(request: dict[str, Any]) -> dict[str, Any]:
     """Connect, read, plan, act, probe: the whole deploy for every host of the profile."""
     t0 = time.monotonic()
-    profile = parse_profile(Path(request["profile"]))
+    profile = read_profile(Path(request["profile"]))
     dry = bool(request.get("dry_run"))
     local = local_inputs(profile)
     compose_for_port, compose_warnings = _compose_renderer(profile)
@@ -146,10 +155,8 @@ def _compose_renderer(profile: Profile) -> tuple[Any, list[str]]:
 
 def _fail(state: State, host: Any, hosts: dict[str, Any], message: str) -> None:
     hosts[host.name]["error"] = message
-    try:
+    with contextlib.suppress(PyinfraError):  # "No hosts remaining!": nothing else to stop
         state.fail_hosts({host})
-    except PyinfraError:  # "No hosts remaining!": nothing else to stop
-        pass
 
 
 def _connect(state: State, profile: Profile, hosts: dict[str, Any]) -> list[Any]:
@@ -157,15 +164,13 @@ def _connect(state: State, profile: Profile, hosts: dict[str, Any]) -> list[Any]
     callbacks = Callbacks()
     state.add_callback_handler(callbacks)
     state.set_stage(StateStage.Connect)
-    try:
+    with contextlib.suppress(PyinfraError):  # every host failed: reported below
         connect_all(state)
-    except PyinfraError:  # every host failed: reported below
-        pass
     for host in state.inventory:
         if not host.connected:
             text = callbacks.connect_errors.get(host.name, "could not connect")
-            hosts[host.name]["error"] = explain_ssh_failure(
-                profile, host.name, text, with_host=False
+            hosts[host.name]["error"] = explain_failure(
+                profile, host.name, text, rc=None, with_host=False
             )
     return [h for h in state.inventory if h.connected]
 
@@ -181,19 +186,12 @@ def _plan(
 ) -> dict[Any, HostPlan]:
     """One fact script per host (in parallel), then the pure plan for each."""
     state.set_stage(StateStage.Prepare)
-    srv = profile.server
-    script = box_facts_script(
-        srv.user,
-        srv.tmux_session,
-        srv.package.root,
-        srv.os_packages,
-        local.source.archive_name,
-        compose=srv.mode == "compose",
-    )
-    raw = get_facts(state, BoxFactsFact, kwargs={"script": script})
+    script = facts_script_for(profile, local.source.archive_name)
+    kwargs = {"script": script, "packages": profile.server.os_packages}
+    raw = get_facts(state, BoxFactsFact, kwargs=kwargs)
     plans: dict[Any, HostPlan] = {}
     for host in active:
-        facts = parse_box_facts(raw.get(host, []), srv.os_packages)
+        facts = raw.get(host) or BoxFacts()
         address = choose_address(profile, facts)
         plan = plan_host(profile, host.name, facts, local, address, compose_for_port)
         plan.warnings.extend(compose_warnings)
@@ -243,10 +241,8 @@ def _execute(
                 after_upload=s.after_upload,
             )
     state.set_stage(StateStage.Execute)
-    try:
+    with contextlib.suppress(PyinfraError):  # failed hosts are reported one by one below
         run_ops(state)
-    except PyinfraError:  # failed hosts are reported one by one below
-        pass
     for host in runnable:
         h = hosts[host.name]
         h["changed"] = _changed(state, host)
@@ -271,8 +267,7 @@ def _gpu_line(facts: BoxFacts) -> str:
     if not facts.gpus:
         return "no NVIDIA GPU found (nvidia-smi missing or failing)"
     gpus = "; ".join(
-        f"{g.index}: {g.name}, {g.memory_used_mib}/{g.memory_total_mib} MiB used"
-        for g in facts.gpus
+        f"{g.index}: {g.name}, {g.used_mib}/{g.total_mib} MiB used" for g in facts.gpus
     )
     return f"{len(facts.gpus)} GPU(s), driver {facts.gpus[0].driver}: {gpus}"
 
@@ -297,7 +292,7 @@ def _remote(host: Any, script: str, timeout: int = 30) -> tuple[bool, list[str]]
         ok, output = host.run_shell_command(
             StringCommand(script), print_output=False, _timeout=timeout
         )
-    except Exception as e:  # a dropped connection: report, do not crash the run
+    except Exception as e:  # noqa: BLE001 - a dropped connection: report, do not crash the run
         return False, [str(e)]
     return bool(ok), list(output.stdout_lines)
 
@@ -311,7 +306,7 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
         ok, lines = _remote(host, status)
         if not ok:
             return None
-        st = parse_status(lines)
+        st = parse_status("\n".join(lines))
         if not st["running"] and st.get("state") != "restarting":
             return f"the server is not running ({st.get('last_crash_line') or st.get('state')})"
         if (st.get("restarts") or 0) >= 3:
@@ -349,10 +344,8 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
 
 def _disconnect(state: State) -> None:
     state.set_stage(StateStage.Disconnect)
-    try:
+    with contextlib.suppress(Exception):  # closing is best effort
         disconnect_all(state)
-    except Exception:  # noqa: BLE001 - closing is best effort
-        pass
 
 
 def _echo(message: Any = None, **_: Any) -> None:

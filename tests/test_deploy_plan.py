@@ -3,6 +3,7 @@ every script is valid POSIX sh, and the launch loop restarts a crashed server wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from carla_launcher.profile import Profile, parse_profile
-from carla_launcher.remote.facts import BoxFacts
-from carla_launcher.remote.package import PackageSource, package_source
-from carla_launcher.remote.plan import STEPS, LocalInputs, plan_host
-from carla_launcher.remote.ports import NoFreePort, choose_port
+from carla_launcher.box.facts import BoxFacts
+from carla_launcher.box.parsers import Listener
+from carla_launcher.box.ports import NoFreePort, choose_port
+from carla_launcher.deploy.package import PackageSource, package_source
+from carla_launcher.deploy.plan import STEPS, LocalInputs, plan_host
+from carla_launcher.profile import Profile, read_profile
 from carla_launcher.server.control import parse_status, start_script, status_script, stop_script
 from carla_launcher.server.launch import LaunchConfig, render_launch_script, server_args
 
@@ -36,7 +38,11 @@ server:
   os_packages: [tmux, curl, libomp5]
   args: [-RenderOffScreen, "-foo=a b; c"]
 """)
-    return parse_profile(p)
+    return read_profile(p)
+
+
+def listening(*ports: int) -> tuple[Listener, ...]:
+    return tuple(Listener(p) for p in ports)
 
 
 def fresh(**kw: object) -> BoxFacts:
@@ -46,11 +52,11 @@ def fresh(**kw: object) -> BoxFacts:
         privilege="root",
         server_user="carla",
         server_home="/home/carla",
-        user_exists=False,
-        root="/home/carla/CARLA_Leaderboard_20",
+        server_user_exists=False,
+        package_root="/home/carla/CARLA_Leaderboard_20",
         session_dir="/home/carla/.carla-launch/carla",
         packages={"tmux": True, "curl": True, "libomp5": False},
-        listening={22},
+        listeners=listening(22),
     )
     return replace(f, **kw)
 
@@ -76,16 +82,16 @@ def test_a_fresh_box_as_root_gets_everything(profile: Profile) -> None:
 def test_a_deployed_box_is_a_no_op(profile: Profile) -> None:
     first = plan_host(profile, "gpu", fresh(), local(profile), "10.0.0.5")
     done = fresh(
-        user_exists=True,
+        server_user_exists=True,
         packages={"tmux": True, "curl": True, "libomp5": True},
         root_exists=True,
-        root_has_carla=True,
+        launcher=True,
         marker={"sha256": SHA},
-        sessions=["carla"],
+        tmux_sessions=("carla",),
         launch_sha=first.launch_sha,
         deployed_port=2000,
         status={"state": "running"},
-        listening={22, 2000, 2001, 2002},
+        listeners=listening(22, 2000, 2001, 2002),
     )
     plan = plan_host(profile, "gpu", done, local(profile), "10.0.0.5")
     assert changing(plan) == [] and plan.port == 2000
@@ -94,16 +100,16 @@ def test_a_deployed_box_is_a_no_op(profile: Profile) -> None:
 
 def test_a_changed_launch_script_restarts_the_running_server(profile: Profile) -> None:
     done = fresh(
-        user_exists=True,
+        server_user_exists=True,
         packages={"tmux": True, "curl": True, "libomp5": True},
         root_exists=True,
-        root_has_carla=True,
+        launcher=True,
         marker={"sha256": SHA},
-        sessions=["carla"],
+        tmux_sessions=("carla",),
         launch_sha="0" * 64,
         deployed_port=2000,
         status={"state": "running"},
-        listening={22, 2000, 2001, 2002},
+        listeners=listening(22, 2000, 2001, 2002),
     )
     plan = plan_host(profile, "gpu", done, local(profile), "10.0.0.5")
     assert changing(plan) == ["Write the launch script", "Start the CARLA server"]
@@ -131,7 +137,7 @@ def test_a_foreign_install_root_is_never_overwritten(profile: Profile) -> None:
 def test_without_a_url_the_root_must_hold_carla(profile: Profile) -> None:
     src = LocalInputs(PackageSource("none", None, None, None, None))
     assert "no CarlaUE4.sh" in (plan_host(profile, "gpu", fresh(), src, None).error or "")
-    ok = plan_host(profile, "gpu", fresh(root_has_carla=True, root_exists=True), src, None)
+    ok = plan_host(profile, "gpu", fresh(launcher=True, root_exists=True), src, None)
     assert ok.error is None and not ok.steps[3].changes and not ok.steps[4].changes
 
 
@@ -164,7 +170,7 @@ def test_ports_step_by_three_and_keep_our_server() -> None:
 
 
 def test_a_busy_port_moves_the_server_with_a_warning(profile: Profile) -> None:
-    plan = plan_host(profile, "gpu", fresh(listening={22, 2002}), local(profile), None)
+    plan = plan_host(profile, "gpu", fresh(listeners=listening(22, 2002)), local(profile), None)
     assert plan.port == 2003 and any("using 2003" in w for w in plan.warnings)
 
 
@@ -199,7 +205,7 @@ def test_every_script_is_valid_posix_sh(profile: Profile, tmp_path: Path) -> Non
         profile, "gpu", fresh(), LocalInputs(package_source(str(archive), None, tmp_path), 1), None
     )
     scripts += [up.steps[2].script, up.steps[2].after_upload]
-    from carla_launcher.remote.shell import prologue
+    from carla_launcher.box.shell import prologue
 
     head = prologue("carla", "carla")
     scripts += [
@@ -241,14 +247,12 @@ def test_the_launch_loop_restarts_a_crash_with_backoff_and_records_it(tmp_path: 
         deadline = time.monotonic() + 15
         status: dict[str, str] = {}
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 status = dict(
                     line.split("=", 1)
                     for line in (sdir / "status").read_text().splitlines()
                     if "=" in line
                 )
-            except FileNotFoundError:
-                pass
             if status.get("restarts") == "1" and status.get("state") == "running":
                 break
             time.sleep(0.1)
@@ -264,9 +268,7 @@ def test_the_launch_loop_restarts_a_crash_with_backoff_and_records_it(tmp_path: 
         loop.send_signal(signal.SIGTERM)  # as `tmux kill-session` (HUP) or `server stop`
         loop.wait(timeout=10)
         time.sleep(0.2)
-        parsed = parse_status(
-            ["@@carla-launch:status", *(sdir / "status").read_text().splitlines()]
-        )
+        parsed = parse_status("##carla-launch## status\n" + (sdir / "status").read_text())
         assert parsed["state"] == "stopped" and parsed["restarts"] == 1
         with pytest.raises(ProcessLookupError):
             deadline = time.monotonic() + 5
@@ -276,10 +278,8 @@ def test_the_launch_loop_restarts_a_crash_with_backoff_and_records_it(tmp_path: 
                     raise ProcessLookupError
                 time.sleep(0.1)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(loop.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         loop.wait()
 
 

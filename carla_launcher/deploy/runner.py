@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from carla_launcher.box.servers import SERVERS_STATE
+from carla_launcher.box.shell import ERROR_PREFIX
+from carla_launcher.box.ssh import RemoteError
 from carla_launcher.profile import Profile
-from carla_launcher.remote.shell import ERROR_PREFIX
-from carla_launcher.remote.ssh import RemoteError
 from carla_launcher.state import read_json, remember_address, write_json
 
-SERVERS_STATE = "servers.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PYINFRA_PREFIX = re.compile(r"^\[([^\]]+)\]\s+(.*)$")
 
@@ -91,7 +91,7 @@ def deploy(
         "probe": probe,
     }
     proc = subprocess.Popen(
-        [python or sys.executable, "-m", "carla_launcher.remote.deploy"],
+        [python or sys.executable, "-m", "carla_launcher.deploy.deploy"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -101,8 +101,7 @@ def deploy(
     tail: list[str] = []
 
     def pump() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
+        for raw in proc.stderr or ():
             tail.append(raw.rstrip())
             del tail[:-20]
             shown = relay_line(raw)
@@ -111,7 +110,8 @@ def deploy(
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    assert proc.stdin is not None and proc.stdout is not None
+    if proc.stdin is None or proc.stdout is None:  # pragma: no cover - PIPE was asked for
+        raise RemoteError("the deploy process has no pipes")
     proc.stdin.write(json.dumps(request))
     proc.stdin.close()
     out = proc.stdout.read()
@@ -158,10 +158,3 @@ def record(profile: Profile, report: DeployReport) -> None:
     first = next((h for h in report.hosts if h.ok and h.address), None)
     if first is not None and first.address is not None:
         remember_address(profile.key, first.address)
-
-
-def known_server(profile: Profile, host: str) -> dict[str, Any]:
-    """What the last deploy recorded for a host: {address, port, version} (may be empty)."""
-    mine = read_json(SERVERS_STATE).get(profile.key)
-    entry = mine.get(host) if isinstance(mine, dict) else None
-    return entry if isinstance(entry, dict) else {}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from carla_launcher.profile import parse_profile
-from carla_launcher.remote.runner import DeployReport, HostResult, known_server, record, relay_line
+from carla_launcher.box.servers import known_server
+from carla_launcher.deploy.runner import DeployReport, HostResult, record, relay_line
+from carla_launcher.profile import read_profile
 from carla_launcher.state import discovered_address
 
 
@@ -26,7 +27,7 @@ def test_a_deploy_remembers_addresses_and_ports(tmp_path: Path) -> None:
     p = tmp_path / "profiles" / "pool.yaml"
     p.parent.mkdir()
     p.write_text("remote:\n  host: [gpu-1, gpu-2]\n")
-    prof = parse_profile(p)
+    prof = read_profile(p)
     record(
         prof,
         DeployReport(

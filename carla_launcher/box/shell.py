@@ -1,4 +1,4 @@
-"""Building blocks of the POSIX shell scripts we run on a box. Pure string functions.
+"""Building blocks of the POSIX shell scripts we run on a box (deploy, `server`, facts). Pure.
 
 Every value that comes from a profile enters a script through `q()` (shlex quoting), so that
 spaces, quotes and `;` stay data. Scripts are sent as one argument of `sh -c` (pyinfra) or on
@@ -10,7 +10,6 @@ from __future__ import annotations
 import shlex
 
 ERROR_PREFIX = "carla-launch: error: "
-SECTION_PREFIX = "@@carla-launch:"
 STATE_DIR = ".carla-launch"  # below the server user's home: one folder per tmux session
 MARKER = ".carla-launch-package"  # in the install root: what was installed, so reruns skip it
 DOWNLOADS = "downloads"  # below STATE_DIR: partial and verified archives
@@ -132,28 +131,6 @@ start_server() {  # the launch loop in a detached tmux session, as the server us
     die "tmux could not start session $CL_SESSION"
 }
 """
-
-
-def sections(items: list[tuple[str, str]]) -> str:
-    """Script that prints `@@carla-launch:NAME` before each command's output."""
-    out = []
-    for name, command in items:
-        out.append(f"printf '\\n{SECTION_PREFIX}%s\\n' {q(name)}")
-        out.append(f"{{ {command.strip()}\n}} 2>/dev/null || true")
-    return "\n".join(out) + "\n"
-
-
-def parse_sections(lines: list[str]) -> dict[str, list[str]]:
-    """Inverse of `sections`: NAME -> its output lines (blank lines dropped)."""
-    result: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for raw in lines:
-        line = raw.rstrip("\r\n")
-        if line.startswith(SECTION_PREFIX):
-            current = result.setdefault(line[len(SECTION_PREFIX) :].strip(), [])
-        elif current is not None and line.strip():
-            current.append(line)
-    return result
 
 
 def error_line(stdout: list[str], stderr: list[str]) -> str | None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from carla_launcher.remote.shell import MARKER, q
+from carla_launcher.box.marker import marker_sha256, marker_url
+from carla_launcher.box.shell import MARKER, q
 
 UNPACK_FACTOR = 3  # room for the unpacked tree, as a multiple of the archive (xz packs ~2-3x)
 ARCHIVE_TYPES = (".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar.bz2", ".tar", ".zip")
@@ -54,15 +55,17 @@ def _safe_name(name: str) -> str:
     return cleaned or "carla-package.tar.xz"
 
 
-def is_installed(source: PackageSource, marker: dict[str, str], root_has_carla: bool) -> bool:
+def is_installed(
+    source: PackageSource, marker: dict[str, str] | None, root_has_carla: bool
+) -> bool:
     """Does the marker at the root say this very package is installed?"""
     if source.kind == "none":
         return root_has_carla
     if not marker or not root_has_carla:
         return False
     if source.sha256:
-        return marker.get("sha256") == source.sha256
-    return marker.get("url") == source.url
+        return marker_sha256(marker) == source.sha256
+    return marker_url(marker) == source.url
 
 
 HUMAN = """

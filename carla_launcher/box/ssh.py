@@ -1,5 +1,7 @@
 """SSH to the box, the same way for OpenSSH (our commands, `attach`, `doctor`) and for pyinfra.
 
+Running a script over it is `transport.py`; explaining its failures is `explain.py`.
+
 A profile becomes an ssh_config file (`render_ssh_config`, pure): a `Host` block with the
 profile's user, port, identity and jump host, a `Host *` block with our policy (strict host
 key checking unless the profile or a flag accepts new keys, BatchMode, ConnectTimeout), then
@@ -12,15 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from carla_launcher import proc
+from carla_launcher.box.explain import explain
 from carla_launcher.errors import LauncherError, display_path
 from carla_launcher.fsutil import atomic_write
-from carla_launcher.remote.shell import error_line
 from carla_launcher.state import state_dir
 
 if TYPE_CHECKING:
@@ -143,67 +144,9 @@ def ssh_argv(
     return argv
 
 
-def run_remote(
-    profile: Profile,
-    host: str | None,
-    script: str,
-    timeout: float,
-    accept_new_host_key: bool = False,
-) -> tuple[int, str, str]:
-    """Run a shell script on the box (sent on stdin to `sh -s`): (exit code, stdout, stderr).
-
-    Exit code 255 is OpenSSH's own failure (see `explain_ssh_failure`); 124 is our timeout.
-    """
-    argv = ssh_argv(profile, host, command="sh -s", accept_new_host_key=accept_new_host_key)
-    if profile.remote.connector == "local":
-        argv = ["/bin/sh", "-s"]
-    try:
-        done = subprocess.run(
-            argv, input=script, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return 124, out, f"timed out after {timeout:.0f} s"
-    except FileNotFoundError as e:
-        return 127, "", f"cannot run {argv[0]}: {e.strerror}"
-    return done.returncode, done.stdout, done.stderr
-
-
-def check_remote(
-    profile: Profile,
-    host: str | None,
-    script: str,
-    timeout: float,
-    accept_new_host_key: bool = False,
-) -> str:
-    """`run_remote`, raising RemoteError with one line on any failure; returns stdout."""
-    host = host or profile.remote.host or "localhost"
-    rc, out, err = run_remote(profile, host, script, timeout, accept_new_host_key)
-    if rc == 0:
-        return out
-    if rc == 255 and profile.remote.connector != "local":
-        raise RemoteError(explain_ssh_failure(profile, host, err))
-    if rc == 124:
-        raise RemoteError(f"{host}: no answer within {timeout:.0f} s")
-    why = error_line(out.splitlines(), err.splitlines()) or f"exit code {rc}"
-    raise RemoteError(f"{host}: {why}")
-
-
-_NOISE = re.compile(r"^(Warning: Permanently added|Pseudo-terminal will not be allocated)")
-
-
 def effective_option(profile: Profile, host: str, key: str) -> str | None:
     """What OpenSSH would use for `key` when connecting to host (`ssh -G`), or None."""
-    try:
-        done = subprocess.run(
-            ["ssh", "-F", str(ssh_config_file(profile)), "-G", "--", host],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    done = proc.run(["ssh", "-F", str(ssh_config_file(profile)), "-G", "--", host], 10)
     for line in done.stdout.splitlines():
         k, _, v = line.partition(" ")
         if k.lower() == key.lower():
@@ -211,43 +154,23 @@ def effective_option(profile: Profile, host: str, key: str) -> str | None:
     return None
 
 
-def explain_ssh_failure(profile: Profile, host: str, stderr: str, with_host: bool = True) -> str:
-    """OpenSSH's (or paramiko's) complaint as one line that says what to do."""
-    lines = [
-        line.strip() for line in stderr.splitlines() if line.strip() and not _NOISE.match(line)
-    ]
-    text = "\n".join(lines)
-    last = lines[-1] if lines else "ssh failed"
-    prefix = f"{host}: " if with_host else ""
+def known_hosts_in_use(profile: Profile, host: str) -> str:
+    """The known_hosts file OpenSSH really checks for host (as a user would write it)."""
+    found = effective_option(profile, host, "userknownhostsfile")
+    if found:
+        return display_path(str(Path(found).expanduser()))
+    return display_path(known_hosts_path(profile))
 
-    def kh() -> str:
-        found = effective_option(profile, host, "userknownhostsfile")
-        return (
-            display_path(os.path.expanduser(found))
-            if found
-            else display_path(known_hosts_path(profile))
-        )
 
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "does not match" in text:
-        return (
-            f"{prefix}the box's host key CHANGED since it was stored in {kh()}; if the box "
-            "was reinstalled, remove the old key (ssh-keygen -R HOST), else do not connect"
-        )
-    if (
-        "Host key verification failed" in text
-        or "host key is known" in text
-        or "No host key" in text
-    ):
-        return (
-            f"{prefix}the box's host key is not in {kh()} (unknown hosts are refused); check "
-            "it and add it (ssh-keyscan), or accept it once with --accept-new-host-key or "
-            "remote.accept_new_host_key: true"
-        )
-    if "timed out" in text:
-        return f"{prefix}no SSH connection within {profile.remote.connect_timeout} s ({last})"
-    if "Permission denied" in text or "Authentication" in text:
-        return (
-            f"{prefix}SSH login refused ({last}); check remote.user, remote.identity_file "
-            "or your ssh-agent"
-        )
-    return f"{prefix}{last}"
+def explain_failure(
+    profile: Profile, host: str, stderr: str, rc: int | None = 255, with_host: bool = True
+) -> str:
+    """`explain.explain` for this profile's box: its known_hosts and connect timeout."""
+    return explain(
+        rc,
+        stderr,
+        host,
+        known_hosts=lambda: known_hosts_in_use(profile, host),
+        connect_timeout=profile.remote.connect_timeout,
+        with_host=with_host,
+    )

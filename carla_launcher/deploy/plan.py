@@ -11,9 +11,10 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from carla_launcher.profile import Profile
-from carla_launcher.remote.facts import BoxFacts
-from carla_launcher.remote.package import (
+from carla_launcher.box.facts import BoxFacts
+from carla_launcher.box.ports import NoFreePort, choose_port
+from carla_launcher.box.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTION, prologue, q
+from carla_launcher.deploy.package import (
     PackageSource,
     download_script,
     is_installed,
@@ -21,8 +22,7 @@ from carla_launcher.remote.package import (
     upload_finish_script,
     upload_prepare_script,
 )
-from carla_launcher.remote.ports import NoFreePort, choose_port
-from carla_launcher.remote.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTION, prologue, q
+from carla_launcher.profile import Profile
 from carla_launcher.server.compose import compose_up_script
 from carla_launcher.server.launch import LaunchConfig, render_launch_script, server_args
 
@@ -95,8 +95,9 @@ def plan_host(
 ) -> HostPlan:
     """Everything a deploy must do on `host`, in STEPS order; `error` when it cannot."""
     srv = profile.server
-    plan = HostPlan(host, address=address, root=facts.root, session_dir=facts.session_dir)
-    if facts.uid < 0 or not facts.session_dir:
+    root = facts.package_root
+    plan = HostPlan(host, address=address, root=root, session_dir=facts.session_dir)
+    if facts.uid is None or not facts.session_dir:
         plan.error = "could not read the box's facts (is it a POSIX shell with sh, id, awk?)"
         return plan
     head = prologue(srv.user, srv.tmux_session, srv.package.root)
@@ -108,7 +109,7 @@ def plan_host(
         )
 
     # 1. the server user
-    if facts.login_root and not facts.user_exists:  # compose mode keeps its files there too
+    if facts.login_root and not facts.server_user_exists:  # compose mode keeps its files there too
         user = Step(
             STEPS[0],
             head + 'echo "creating the user $SU for the server (CARLA refuses '
@@ -155,24 +156,22 @@ rm -f "$log"
     upload = _noop(STEPS[2], "not a local file")
     fetch = _noop(STEPS[3], "not a download")
     unpack = _noop(STEPS[4], "already installed")
-    installed = is_installed(source, facts.marker, facts.root_has_carla)
+    installed = is_installed(source, facts.marker, facts.launcher)
     if compose:
         upload = _noop(STEPS[2], "server.mode: compose")
         fetch = _noop(STEPS[3], "server.mode: compose")
         unpack = _noop(STEPS[4], "server.mode: compose")
     elif source.kind == "none":
-        if not facts.root_has_carla:
-            plan.error = (
-                f"no CarlaUE4.sh in {facts.root} and no server.package.url to install one from"
-            )
+        if not facts.launcher:
+            plan.error = f"no CarlaUE4.sh in {root} and no server.package.url to install one from"
             return plan
-        unpack = _noop(STEPS[4], f"using the CARLA at {facts.root} as it is")
+        unpack = _noop(STEPS[4], f"using the CARLA at {root} as it is")
     elif installed:
-        unpack = _noop(STEPS[4], f"installed at {facts.root}")
+        unpack = _noop(STEPS[4], f"installed at {root}")
     else:
         if facts.root_exists and not facts.marker:
             plan.error = (
-                f"{facts.root} exists but was not installed by carla-launch; move it "
+                f"{root} exists but was not installed by carla-launch; move it "
                 "away, or remove server.package.url to use it as it is"
             )
             return plan
@@ -193,10 +192,10 @@ rm -f "$log"
             )
         else:
             fetch = Step(STEPS[3], head + download_script(source), f"download {source.url}")
-        unpack = Step(STEPS[4], head + unpack_script(source), f"unpack into {facts.root}")
+        unpack = Step(STEPS[4], head + unpack_script(source), f"unpack into {root}")
 
     # 6. port and launch script (or compose file)
-    ours_running = srv.tmux_session in facts.sessions or facts.status.get("state") in (
+    ours_running = srv.tmux_session in facts.tmux_sessions or facts.status.get("state") in (
         "running",
         "restarting",
     )
@@ -223,7 +222,7 @@ rm -f "$log"
     else:
         args = server_args(srv.args, plan.port, srv.gpu, settings_remote)
         content = render_launch_script(
-            LaunchConfig(facts.root, facts.session_dir, args, plan.port, srv.restart, package_id)
+            LaunchConfig(root, facts.session_dir, args, plan.port, srv.restart, package_id)
         )
         files["launch.sh"] = content
     files["port"] = f"{plan.port}\n"
@@ -244,7 +243,7 @@ rm -f "$log"
 
     # 7. the server
     running = (
-        srv.tmux_session in facts.sessions
+        srv.tmux_session in facts.tmux_sessions
         if not compose
         else facts.status.get("compose_state") == "running"
     )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from carla_launcher.box.address import address_candidates, pick_address, tcp_reachable
+from carla_launcher.box.facts import DEPLOY, BoxFacts, facts_script
+from carla_launcher.box.ssh import known_hosts_path, ssh_config_file
+from carla_launcher.deploy.package import package_source
+from carla_launcher.deploy.plan import LocalInputs
 from carla_launcher.errors import InputError
 from carla_launcher.profile import Profile
-from carla_launcher.remote.address import address_candidates, pick_address, tcp_reachable
-from carla_launcher.remote.facts import BoxFacts
-from carla_launcher.remote.package import package_source
-from carla_launcher.remote.plan import LocalInputs
-from carla_launcher.remote.ssh import known_hosts_path, ssh_config_file
 from carla_launcher.server.launch import settings_arg
 
 
@@ -39,6 +39,19 @@ def local_inputs(profile: Profile) -> LocalInputs:
         elif profile.server.settings:
             raise InputError(profile.path, None, f"no such file: {p}", "server.settings")
     return LocalInputs(src, size, settings_text)
+
+
+def facts_script_for(profile: Profile, archive_name: str | None) -> str:
+    """The one fact script a deploy runs on each box before it plans."""
+    srv = profile.server
+    return facts_script(
+        (*DEPLOY, "compose") if srv.mode == "compose" else DEPLOY,
+        server_user=srv.user,
+        session=srv.tmux_session,
+        root=srv.package.root,
+        packages=srv.os_packages,
+        archive=archive_name,
+    )
 
 
 def make_inventory_data(profile: Profile, accept_new_host_key: bool) -> dict[str, Any]:

@@ -1,0 +1,305 @@
+"""What a box looks like: named fact snippets, one script for the ones a caller needs, one parser.
+
+Each fact is a shell snippet (run as one section of `sections.script`, after deploy's
+`prologue`, so "who runs the server" and "where is the package" mean what deploy means) and a
+reader of its section. A caller asks for the facts it needs (`DEPLOY`, `DOCTOR`, `GPU`,
+`ADDRESS`) and gets them in ONE round trip, over any transport (OpenSSH, `connector: local`,
+or pyinfra in the deploy child). To add a fact about the box: a snippet in `_SNIPPETS`, a field
+in `BoxFacts`, a line in `parse_facts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from carla_launcher.box import sections
+from carla_launcher.box.marker import parse_marker
+from carla_launcher.box.parsers import (
+    Interface,
+    Listener,
+    parse_df_free_kib,
+    parse_ip_addr,
+    parse_key_values,
+    parse_listeners,
+    parse_packages,
+)
+from carla_launcher.box.shell import MARKER, prologue, q
+from carla_launcher.nvidia.roles import ProcInfo, parse_ps, with_roles
+from carla_launcher.nvidia.smi import APP_FIELDS, GPU_FIELDS, MIG_FIELD, Gpu, GpuReport, smi_report
+
+#: The Vulkan loader's ICD folders; NVIDIA's driver installs `nvidia_icd.json` into one of them.
+VULKAN_ICD_DIRS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d")
+
+#: What a login shell adds to PATH (~/.local/bin, ~/bin) and NVIDIA's /usr/local/nvidia/bin,
+#: which non-interactive ssh commands miss; C locale for stable tool output.
+_ENV = (
+    'PATH="$HOME/.local/bin:$HOME/bin:$PATH:/usr/local/nvidia/bin:/usr/sbin:/sbin"; export PATH\n'
+    "LC_ALL=C; export LC_ALL\n"
+)
+
+_GQ = ",".join(GPU_FIELDS)
+_ICD = " ".join(q(d) for d in VULKAN_ICD_DIRS)
+
+#: name -> snippet. `{packages}` and `{archive}` are filled in by `facts_script`.
+_SNIPPETS: dict[str, str] = {
+    "id": "id -u; id -un",
+    "user": 'printf "%s\\n%s\\n%s\\n" "$SU" "$SHOME" "$USER_EXISTS"',
+    "paths": 'printf "%s\\n%s\\n" "$ROOT" "$SDIR"',
+    "ssh": 'printf "%s\\n" "${SSH_CONNECTION:-}"',
+    "ip": "ip -o addr show",
+    "hostname": "hostname -I",
+    "gpus": f"""if command -v nvidia-smi >/dev/null 2>&1; then
+  f='{_GQ},{MIG_FIELD}'
+  out=$(nvidia-smi --query-gpu=$f --format=csv,noheader,nounits 2>&1); rc=$?
+  case $out in *'not a valid field'*)
+    f='{_GQ}'
+    out=$(nvidia-smi --query-gpu=$f --format=csv,noheader,nounits 2>&1); rc=$?;;
+  esac
+  echo "fields=$f"; printf '%s\\n' "$out"; (exit $rc)
+else
+  echo 'nvidia-smi: not found'; (exit 127)
+fi""",
+    "apps": f"""if command -v nvidia-smi >/dev/null 2>&1; then
+  CL_APPS=$(nvidia-smi --query-compute-apps={",".join(APP_FIELDS)} \\
+    --format=csv,noheader,nounits 2>&1); rc=$?
+  printf '%s\\n' "$CL_APPS"; (exit $rc)
+else CL_APPS=; (exit 127); fi""",
+    "ps": """pids=$(printf '%s\\n' "${CL_APPS:-}" | awk -F', *' '$2 ~ /^[0-9]+$/ {print $2}')
+for p in $pids; do
+  c=0; grep -qE 'docker|containerd|libpod|kubepods|/lxc/' /proc/$p/cgroup 2>/dev/null && c=1
+  ps -o pid=,user=,args= -p $p 2>/dev/null | awk -v c=$c '{ $1 = $1 " " c; print }'
+done; :""",
+    "vulkan": f"""for d in {_ICD}; do ls -1 "$d"/*.json 2>/dev/null; done
+for f in $(printf %s "${{VK_ICD_FILENAMES:-}}:${{VK_DRIVER_FILES:-}}" | tr : " "); do
+  [ -f "$f" ] && echo "$f"; done
+if command -v vulkaninfo >/dev/null 2>&1; then
+  echo vulkaninfo=yes
+  timeout 8 vulkaninfo --summary 2>&1 | grep -E 'deviceName|driverName|ERROR' | head -n 8
+else echo vulkaninfo=no; fi; :""",
+    "disk": """d=$ROOT; while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
+df -Pk "$d" 2>&1""",
+    "ports": """if command -v ss >/dev/null 2>&1 && { ss -ltnpH 2>/dev/null || ss -ltnH; }; then :
+else cat /proc/net/tcp /proc/net/tcp6; fi""",
+    "privilege": 'if [ "$(id -u)" = 0 ]; then echo root; '
+    "elif sudo -n true 2>/dev/null; then echo sudo; else echo none; fi",
+    "packages": "{packages}",
+    "root": '[ -e "$ROOT" ] && echo exists; [ -f "$ROOT/CarlaUE4.sh" ] && echo carla; :',
+    "marker": f'head -c 2000 "$ROOT/{MARKER}"',
+    "download": 'a={archive}; [ -n "$a" ] && cat "$DLDIR/$a.sha256"',
+    "tmux": '[ "$USER_EXISTS" = yes ] && as_server tmux list-sessions -F "#{session_name}"',
+    "launch": 'sha256sum "$SDIR/launch.sh" | cut -c1-64',
+    "status": 'cat "$SDIR/status"; echo; echo "deployed_port=$(cat "$SDIR/port")"',
+    "compose": 'echo "compose_sha=$(cat "$SDIR/.compose.sha256")"; '
+    'echo "compose_state=$(docker compose -p "$CL_PROJECT" '
+    '-f "$SDIR/compose.yaml" ps --format "{{.State}}" | head -n 1)"',
+}
+#: Facts whose snippet reads $ROOT (the prologue then needs the install root).
+_NEED_ROOT = frozenset({"paths", "disk", "root", "marker"})
+#: Facts another one reads a shell variable of (`ps` reads what `apps` printed).
+_NEEDS = {"ps": ("apps",)}
+
+ADDRESS = ("id", "ssh", "ip", "hostname")
+GPU = ("id", "user", "gpus", "apps", "ps")
+DOCTOR = (*GPU, "paths", "vulkan", "disk", "root", "marker", "ports", "tmux")
+DEPLOY = (
+    *ADDRESS,
+    "gpus",
+    "ports",
+    "privilege",
+    "user",
+    "paths",
+    "packages",
+    "root",
+    "marker",
+    "download",
+    "tmux",
+    "launch",
+    "status",
+)
+
+
+def facts_script(
+    names: Iterable[str],
+    *,
+    server_user: str = "carla",
+    session: str = "carla",
+    root: str | None = None,
+    packages: tuple[str, ...] = (),
+    archive: str | None = None,
+) -> str:
+    """The script that prints the named facts as sections, in one round trip."""
+    wanted: list[str] = []
+    for name in names:
+        for n in (*_NEEDS.get(name, ()), name):
+            if n not in _SNIPPETS:
+                raise ValueError(f"no such box fact: {n}")
+            if n not in wanted:
+                wanted.append(n)
+    if root is None and _NEED_ROOT & set(wanted):
+        raise ValueError(f"facts {sorted(_NEED_ROOT & set(wanted))} need the install root")
+    dpkg = (
+        "if command -v dpkg-query >/dev/null; then "
+        f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' "
+        f"{' '.join(q(p) for p in packages)}; echo '?dpkg'; fi"
+        if packages
+        else "echo '?dpkg'"
+    )
+    items = [
+        (n, _SNIPPETS[n].replace("{packages}", dpkg).replace("{archive}", q(archive or "")))
+        for n in wanted
+    ]
+    return prologue(server_user, session, root) + _ENV + sections.script(items)
+
+
+@dataclass(frozen=True)
+class BoxFacts:
+    """What one round trip told about a box; a fact not asked for keeps its default."""
+
+    gpu: GpuReport = field(default_factory=lambda: GpuReport("error", message="not asked"))
+    uid: int | None = None
+    login_user: str = ""
+    server_user: str = ""  # who runs the server: the login user, or server.user as root
+    server_home: str = ""
+    server_user_exists: bool | None = None
+    ssh_connection: str = ""
+    interfaces: tuple[Interface, ...] = ()
+    hostname_i: tuple[str, ...] = ()
+    privilege: str = "none"  # root | sudo | none: can we install OS packages?
+    package_root: str = ""  # the install root, absolute
+    session_dir: str = ""
+    packages: dict[str, bool] | None = None  # None: no dpkg on the box
+    root_exists: bool = False
+    launcher: bool = False  # CarlaUE4.sh at the install root
+    marker: dict[str, str] | None = None  # deploy's install marker; None: none there
+    download_verified: str | None = None  # sha256 of a verified archive not yet unpacked
+    icd_files: tuple[str, ...] = ()
+    vulkaninfo: bool | None = None
+    vulkan_lines: tuple[str, ...] = ()
+    free_kib: int | None = None  # free disk at (the nearest existing parent of) the root
+    listeners: tuple[Listener, ...] = ()
+    tmux_sessions: tuple[str, ...] = ()  # the server user's
+    launch_sha: str | None = None
+    status: dict[str, str] = field(default_factory=dict)
+    deployed_port: int | None = None
+    ps: dict[int, ProcInfo] = field(default_factory=dict)
+
+    @property
+    def login_root(self) -> bool:
+        return self.uid == 0
+
+    @property
+    def gpus(self) -> tuple[Gpu, ...]:
+        return self.gpu.gpus
+
+    @property
+    def listening(self) -> set[int]:
+        return {lst.port for lst in self.listeners}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_facts(
+    stdout: str,
+    *,
+    packages: tuple[str, ...] = (),
+    where: str = "the box",
+    server_user: str | None = None,
+) -> BoxFacts:
+    """The output of `facts_script` -> BoxFacts. Missing sections leave fields unknown. CARLA
+    processes count as ours when the login user or the server user runs them."""
+    s = sections.parse(stdout)
+    empty = sections.Section("", None)
+
+    def lines(name: str) -> list[str]:
+        return s.get(name, empty).lines
+
+    ident = lines("id")
+    uid = _int(ident[0]) if ident else None
+    login = ident[1].strip() if uid is not None and len(ident) > 1 else ""
+    user = s.get("user", empty).text.splitlines()
+    su, home, exists = user[:3] if len(user) >= 3 else ("", "", "")
+    su = su or server_user or ""
+    paths = lines("paths")
+    marker = parse_marker(s["marker"].text) if s.get("marker", empty).rc == 0 else None
+    root = [ln.strip() for ln in lines("root")]
+    download = [ln.strip() for ln in lines("download") if _is_sha256(ln.strip())]
+    launch = [ln.strip() for ln in lines("launch") if len(ln.strip()) == 64]
+    status = parse_key_values(lines("status") + lines("compose"))
+    deployed_port = _int(status.pop("deployed_port", ""))
+    tmux = s.get("tmux", empty)
+    disk = s.get("disk", empty)
+    icd, vk, vk_lines = _vulkan(lines("vulkan"))
+    ps = parse_ps(s["ps"].text) if "ps" in s else {}
+    report = with_roles(
+        _gpu_report(s, where), ps, owners=frozenset(u for u in (login, su) if u) or None
+    )
+    return BoxFacts(
+        gpu=report,
+        uid=uid,
+        login_user=login,
+        server_user=su,
+        server_home=home,
+        server_user_exists=exists.strip() == "yes" if "user" in s else None,
+        ssh_connection=(lines("ssh") or [""])[0].strip(),
+        interfaces=tuple(parse_ip_addr(lines("ip"))),
+        hostname_i=tuple(" ".join(lines("hostname")).split()),
+        privilege=(lines("privilege") or ["none"])[0].strip(),
+        package_root=paths[0] if len(paths) >= 2 else "",
+        session_dir=paths[1] if len(paths) >= 2 else "",
+        packages=parse_packages(lines("packages"), packages),
+        root_exists="exists" in root,
+        launcher="carla" in root,
+        marker=marker,
+        download_verified=download[0] if download else None,
+        icd_files=icd,
+        vulkaninfo=vk,
+        vulkan_lines=vk_lines,
+        free_kib=parse_df_free_kib(disk.text) if disk.rc == 0 else None,
+        listeners=parse_listeners(s["ports"].text) if "ports" in s else (),
+        tmux_sessions=tuple(ln.strip() for ln in tmux.lines) if tmux.rc == 0 else (),
+        launch_sha=launch[0] if launch else None,
+        status=status,
+        deployed_port=deployed_port,
+        ps=ps,
+    )
+
+
+def _gpu_report(s: dict[str, sections.Section], where: str) -> GpuReport:
+    g = s.get("gpus", sections.Section("", None))
+    glines = g.text.splitlines()
+    fields: tuple[str, ...] = GPU_FIELDS
+    if glines and glines[0].startswith("fields="):
+        fields = tuple(glines[0][len("fields=") :].split(","))
+        glines = glines[1:]
+    apps = s.get("apps", sections.Section("", None))
+    rc = g.rc if g.rc is not None else 1
+    return smi_report(rc, "\n".join(glines), apps.rc, apps.text, fields, where)
+
+
+def _vulkan(lines: list[str]) -> tuple[tuple[str, ...], bool | None, tuple[str, ...]]:
+    icd: list[str] = []
+    vk: bool | None = None
+    other: list[str] = []
+    for ln in lines:
+        ln = ln.strip()
+        if ln.endswith(".json"):
+            icd.append(ln)
+        elif ln.startswith("vulkaninfo="):
+            vk = ln.endswith("yes")
+        elif ln:
+            other.append(ln)
+    return tuple(icd), vk, tuple(other)
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
