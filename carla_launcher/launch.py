@@ -74,7 +74,7 @@ def agent_env(address: str, port: int) -> dict[str, str]:
 
 
 def server_pane_argv(profile: Profile, host: str, read_write: bool) -> list[str]:
-    from carla_launcher.remote.ssh import ssh_argv
+    from carla_launcher.box.ssh import ssh_argv
     from carla_launcher.server.control import attach_command
 
     remote = attach_command(profile)
@@ -113,7 +113,7 @@ def session_panes(
 # -- steps -------------------------------------------------------------------------------------------
 def ensure_server(profile: Profile, host: str, say: Say, report_done: list[str]) -> dict:
     """Deploy when the box has nothing, start when stopped; the server's status after it."""
-    from carla_launcher.remote.runner import deploy
+    from carla_launcher.deploy.runner import deploy
     from carla_launcher.server import control
 
     st = control.server_status(profile, host)
@@ -137,28 +137,29 @@ def sync_variants(
 ) -> tuple[list[Path], list[str]]:
     """Write the variants for this address (or, in the env mode, for any); (all variants, the
     ones written now)."""
-    from carla_launcher.compose.sync import Target, apply, compare, plan_folder  # not for attach
+    from carla_launcher.compose import service  # not for attach
+    from carla_launcher.compose.sync import Target
 
     folder = profile.compose_dir
     if profile.compose.env_mode:
         target = Target(None, None, profile.compose.simulator, env=True)
     else:
         target = Target(address, port, profile.compose.simulator)
+    report = service.sync_folder(folder, target, service.Mode.WRITE)
     variants, written = [], []
-    for result in plan_folder(folder, target):
-        if result.error is not None:
-            say(f"warning: {result.error}")
-            continue
-        for v in result.variants:
-            outcome = apply(compare(v))
-            if outcome.state == "hand-edited":
-                raise LauncherError(
-                    f"{display_path(v.path)} was edited by hand; move the change into "
-                    f"{display_path(v.source)} or run `carla-launch sync --force`"
-                )
-            if v.source.parent == folder and v.path.name == variant_name(v.source.name):
+    for entry in report.entries:
+        if entry.error is not None:
+            say(f"warning: {entry.error}")
+        for v in entry.variants:
+            if v.error is not None:
+                raise v.error
+            if v.state is service.VariantState.HAND_EDITED:
+                raise LauncherError(service.hand_edited_message(v.path, v.variant.source))
+            if v.variant.source.parent == folder and v.path.name == variant_name(
+                v.variant.source.name
+            ):
                 variants.append(v.path)
-            if outcome.state == "written":
+            if v.state is service.VariantState.WRITTEN:
                 written.append(display_path(v.path))
     return sorted(set(variants)), written
 
@@ -178,7 +179,7 @@ def up(
     assert host is not None
     done: list[str] = []
     st = ensure_server(profile, host, say, done)
-    from carla_launcher.remote.address import agent_address
+    from carla_launcher.box.address import agent_address
 
     address = agent_address(profile, host)
     port = int(st.get("port") or profile.server.port)
@@ -208,7 +209,7 @@ def up(
 
 def warn_shared_folder(profile: Profile, address: str, say: Say) -> None:
     """Two profiles with literal addresses on one compose folder overwrite each other's variants."""
-    from carla_launcher.remote.runner import known_server
+    from carla_launcher.box.servers import known_server
     from carla_launcher.state import discovered_address
     from carla_launcher.targeting import sharing_warning, sibling_profiles
 
@@ -256,8 +257,8 @@ def known_env(profile: Profile, host: str | None = None) -> dict[str, str]:
     """CARLA_LAUNCH_HOST/PORT as `up` finds them, without deploying anything: remote.address,
     else the remembered or discovered address; the port the last deploy recorded (it moves on
     a busy box), else server.port."""
-    from carla_launcher.remote.address import agent_address
-    from carla_launcher.remote.runner import known_server
+    from carla_launcher.box.address import agent_address
+    from carla_launcher.box.servers import known_server
 
     host = host or profile.remote.host
     assert host is not None

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from carla_launcher.compose.sync import Target, hand_edited, plan_folder
+from carla_launcher.compose.sync import Target, plan_folder
+from carla_launcher.compose.variants import hand_edited
 from carla_launcher.daemon.notify import sd_notify, watchdog_interval
-from carla_launcher.daemon.service import affected, because
+from carla_launcher.daemon.reconciler import affected, because
 from carla_launcher.daemon.watch import Inbox, Interest, norm, relevant
 
 REPO = Path(__file__).resolve().parent.parent
@@ -417,7 +418,7 @@ def test_the_daemon_never_imports_pyinfra() -> None:
     import sys
 
     code = (
-        "import sys, carla_launcher.cli, carla_launcher.commands.daemon, carla_launcher.daemon.service, "
+        "import sys, carla_launcher.cli, carla_launcher.commands.daemon, carla_launcher.daemon.service, carla_launcher.daemon.reconciler, "
         "carla_launcher.daemon.systemd, carla_launcher.daemon.status\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pyinfra', 'pyinfra_cli', 'gevent'))\n"
         "assert not bad, bad\n"

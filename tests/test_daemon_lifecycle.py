@@ -234,7 +234,7 @@ def test_a_hand_edited_variant_is_kept_and_said_once(small: Path, daemons: Any) 
     wait_current(build, d)
     variant = build / "compose.distributed.yaml"
     variant.write_text(variant.read_text() + "# my own change\n")
-    d.wait_log(r"warning: build/compose\.distributed\.yaml was edited by hand; kept it")
+    d.wait_log(r"warning: build/compose\.distributed\.yaml: edited by hand .*; kept it")
     state = next((small / "home/.local/state/carla-launch").glob("daemon-build-*.json"))
     synced = json.loads(state.read_text())["last_sync"]
     (build / "compose.yaml").write_text(SMALL.format(mark="v1"))

@@ -366,10 +366,10 @@ def test_profile_port_is_the_remote_port_even_when_it_is_2000(tmp_path: Path, ru
 
 
 def test_two_projects_with_a_default_profile_remember_apart(tmp_path: Path) -> None:
-    from carla_launcher.profile import parse_profile
+    from carla_launcher.profile import read_profile
 
     for p in ("a", "b"):
         write_files(tmp_path, {f"{p}/profiles/default.yaml": "remote:\n  host: box\n"})
-    a, b = (parse_profile(tmp_path / p / "profiles" / "default.yaml") for p in "ab")
+    a, b = (read_profile(tmp_path / p / "profiles" / "default.yaml") for p in "ab")
     assert a.name == b.name and a.key != b.key
     assert re.fullmatch(r"default-[0-9a-f]{6}", a.key)

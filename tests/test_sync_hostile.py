@@ -20,7 +20,8 @@ import pytest
 
 from carla_launcher.compose import discover, yamlio
 from carla_launcher.compose.project import Project
-from carla_launcher.compose.sync import Target, hand_edited, plan_entry, render
+from carla_launcher.compose.sync import Target, plan_entry
+from carla_launcher.compose.variants import hand_edited, render
 from carla_launcher.errors import InputError
 from carla_launcher.fsutil import STALE_TEMP_S, atomic_write, stale_temps
 from tests.conftest import REPO

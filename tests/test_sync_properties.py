@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carla_launcher.compose.sync import Target, apply, compare, plan_folder
+from carla_launcher.compose.sync import Target, plan_folder
+from carla_launcher.compose.variants import apply, compare
 from carla_launcher.launch import agent_env
 from tests.compose_loader import compose_binary, load_model
 from tests.oracle import comparable, expected_model

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
 from carla_launcher.commands.sync import address_options
+from carla_launcher.daemon.systemd import Report, absolute_folder
 from carla_launcher.errors import LauncherError
 from carla_launcher.profile import load_profile
 from carla_launcher.targeting import resolve_target
@@ -25,15 +25,15 @@ DIR_OPTION = click.option(
 def _folder(folder: Path | None, profile: str | None, address: str | None) -> Path:
     """--dir, else the profile's compose.dir (as `sync` does), else the current folder."""
     if folder is not None:
-        return Path(os.path.abspath(folder))
+        return absolute_folder(folder)
     if profile is not None:  # named: it must load (a typo must not watch the wrong folder)
-        return Path(os.path.abspath(load_profile(profile).compose_dir))
+        return absolute_folder(load_profile(profile).compose_dir)
     if address is None:
         try:
-            return Path(os.path.abspath(load_profile(None).compose_dir))
+            return absolute_folder(load_profile(None).compose_dir)
         except LauncherError:
             pass
-    return Path(os.path.abspath("."))
+    return absolute_folder(".")
 
 
 @click.group(invoke_without_command=True)
@@ -132,7 +132,7 @@ def install(
         raise click.BadParameter(f"{where}: no such folder", param_hint="--dir")
     args: list[str] = []
     if address is not None:
-        args += ["--address", target.address]
+        args += ["--address", target.address or address]
     if prof is not None and (address is None or profile is not None):
         args += ["--profile", str(Path(prof.path).resolve())]
     if port is not None:
@@ -192,7 +192,7 @@ def status(
     raise SystemExit(0 if s["running"] and s["current"] else 1)
 
 
-def _emit(rep) -> None:  # type: ignore[no-untyped-def]
+def _emit(rep: Report) -> None:
     for line in rep.out:
         click.echo(line)
     for line in rep.err:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from carla_launcher.compose.sync import Outcome, apply, compare, plan_folder
-from carla_launcher.errors import InputError, display_path
-from carla_launcher.fsutil import remove_stale_temps
+from carla_launcher.compose.service import (
+    Mode,
+    VariantReport,
+    VariantState,
+    check_label,
+    check_summary,
+    hand_edited_message,
+    sync_folder,
+    write_line,
+)
+from carla_launcher.errors import display_path
 from carla_launcher.targeting import resolve_target
 
 
-def address_options(f):  # type: ignore[no-untyped-def]
+def address_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--profile / --address / --port / --simulator, shared by sync and daemon."""
     f = click.option(
         "--simulator",
@@ -93,60 +103,32 @@ def sync(
             if not f.is_file():
                 raise click.BadParameter(f"{f}: no such file", param_hint="FILES")
         folder = entries[0].parent
-    results = plan_folder(folder, target, entries)
-    errors = stale = refused = unreadable = 0
-    for r in results:
-        if r.error is not None:
-            errors += 1
-            click.echo(f"error: {r.error}", err=True)
+    mode = Mode.CHECK if check else Mode.FORCE if force else Mode.WRITE
+    report = sync_folder(folder, target, mode, entries)
+    for e in report.entries:
+        if e.error is not None:
+            click.echo(f"error: {e.error}", err=True)
             continue
-        for w in r.warnings:
-            click.echo(f"warning: {display_path(r.entry)}: {w}", err=True)
-        for v in r.variants:
-            try:  # a variant that cannot be read or written is its own error; the others go on
-                outcome = compare(v)
-                if check:
-                    stale += _report_check(outcome)
-                    continue
-                remove_stale_temps(v.path)  # left by a sync that was killed mid-write
-                outcome = apply(outcome, force)
-            except InputError as e:
-                errors += 1
-                unreadable += 1
-                click.echo(f"error: {e}", err=True)
-                continue
-            refused += _report_write(outcome, quiet)
+        for w in e.result.warnings:
+            click.echo(f"warning: {display_path(e.entry)}: {w}", err=True)
+        for v in e.variants:
+            _report(v, mode, quiet)
     if check and not quiet:
-        n = sum(len(r.variants) for r in results)
-        summary = f"{n - stale - unreadable} of {n} variants current"
-        summary += (f", {stale} stale" if stale else "") + (
-            f", {unreadable} unreadable" if unreadable else ""
-        )
-        click.echo(summary, err=True)
-    if errors:
-        raise SystemExit(2)
-    if stale or refused:
-        raise SystemExit(1)
+        total = len(report.variants)
+        click.echo(check_summary(total, report.stale, report.unreadable), err=True)
+    if report.exit_code:
+        raise SystemExit(report.exit_code)
 
 
-def _report_check(o: Outcome) -> int:
-    if o.state == "current":
-        return 0
-    label = {"new": "missing", "stale": "stale", "hand-edited": "edited by hand"}[o.state]
-    click.echo(f"{display_path(o.variant.path)}: {label}", err=True)
-    click.echo(o.diff, nl=False)
-    return 1
-
-
-def _report_write(o: Outcome, quiet: bool) -> int:
-    name = display_path(o.variant.path)
-    if o.state == "hand-edited":
-        click.echo(
-            f"{name}: edited by hand (or not made by carla-launch); kept. Move your changes into "
-            f"{display_path(o.variant.source)} or rerun with --force to overwrite.",
-            err=True,
-        )
-        return 1
-    if not quiet:
-        click.echo(f"{'wrote' if o.state == 'written' else 'current'} {name}")
-    return 0
+def _report(v: VariantReport, mode: Mode, quiet: bool) -> None:
+    """One variant's lines: its error, its diff (--check), or what was done."""
+    if v.error is not None or v.state is None:
+        click.echo(f"error: {v.error}", err=True)
+    elif mode is Mode.CHECK:
+        if v.state is not VariantState.CURRENT:
+            click.echo(check_label(v.path, v.state), err=True)
+            click.echo(v.diff, nl=False)
+    elif v.state is VariantState.HAND_EDITED:
+        click.echo(hand_edited_message(v.path, v.variant.source), err=True)
+    elif not quiet:
+        click.echo(write_line(v.path, v.state))

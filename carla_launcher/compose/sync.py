@@ -25,15 +25,7 @@ from carla_launcher.compose.hosts import Rewrite
 from carla_launcher.compose.project import Project, Service, project_name
 from carla_launcher.compose.reach import Simulator, check_distributable, simulator_of
 from carla_launcher.compose.simulator import find_simulator
-from carla_launcher.compose.variants import (  # noqa: F401  (re-exported for callers)
-    Outcome,
-    Variant,
-    apply,
-    compare,
-    hand_edited,
-    render,
-    split_header,
-)
+from carla_launcher.compose.variants import Variant, render
 from carla_launcher.errors import InputError
 from carla_launcher.fsutil import read_regular
 
@@ -70,10 +62,8 @@ def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, None, "no such folder", "--dir")
-    if files is not None:  # as pre-commit passes them: any YAML that changed
-        entries = [f for f in files if not _generated(f)]
-    else:
-        entries = find_entries(folder)
+    # FILES as pre-commit passes them: any YAML that changed
+    entries = find_entries(folder) if files is None else [f for f in files if not _generated(f)]
     project = Project()
     results = [plan_entry(project, e, target) for e in entries]
     if files is not None and len(results) == 1 and results[0].skipped == NO_SIMULATOR:
@@ -201,7 +191,8 @@ def _plan(project: Project, entry: Path, target: Target, required: bool, result:
 def _rewrite(sim: Simulator, target: Target, env: tuple[tuple[str, str], ...]) -> Rewrite:
     if target.env:
         return Rewrite.for_env(sim.host_names, sim.world_port, sim.name, sim.project, env)
-    assert target.address is not None, "a literal target needs an address"
+    if target.address is None:
+        raise ValueError("a literal target needs an address")
     return Rewrite(
         target.address,
         sim.host_names,

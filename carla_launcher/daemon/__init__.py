@@ -1,7 +1,10 @@
 """The sync daemon: keeps every distributed variant of a folder current as files change.
 
 - watch.py: watchdog events -> the paths that matter, and a trailing-edge debounce
-- service.py: the loop (sync at start, re-derive what changed, signals, lock, state file)
+- reconciler.py: the decisions, no I/O (graph of entries and the files they read, owners,
+  variant states, errors; a batch of events in, effects out)
+- service.py: the loop around it (select, signals, sd_notify, watches, executing the effects
+  through `compose.service`, the state file)
 - notify.py: systemd's notify protocol (READY=1, WATCHDOG=1, STOPPING=1), no dependency
 - systemd.py: the user unit (template, one instance per folder): install, uninstall, status
 - status.py: the state file, read by `carla-launch daemon status` and `carla-launch status`

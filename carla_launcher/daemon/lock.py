@@ -6,6 +6,7 @@ dies, so a crashed daemon never blocks the next one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -62,9 +63,7 @@ class FolderLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
-        except OSError:
-            pass
         os.close(self._fd)  # closing drops the flock
         self._fd = None

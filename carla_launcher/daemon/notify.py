@@ -11,7 +11,7 @@ import socket
 
 
 def sd_notify(*lines: str) -> bool:
-    """Send `READY=1`-style lines to the service manager; False (and no error) when not under one."""
+    """Send `READY=1`-style lines to the service manager; False (no error) when not under one."""
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr or not lines:
         return False

@@ -21,9 +21,9 @@ STATE_VERSION = 1
 
 
 def folder_key(folder: Path | str) -> str:
-    """A file-name-safe key for a folder: its name (readable) plus a hash of its real path (unique)."""
+    """A file-name-safe key for a folder: its name (readable), a hash of its real path (unique)."""
     real = os.path.realpath(folder)
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(real)) or "root"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(real).name) or "root"
     return f"{name}-{hashlib.sha256(real.encode()).hexdigest()[:10]}"
 
 
@@ -106,33 +106,40 @@ def daemon_status(folder: Path | str, check: bool = True) -> dict[str, Any]:
     if check and state.get("address"):
         _check(folder, state, out)
     elif state:
-        out["current"] = not out["errors"] and all(v["state"] == "current" for v in out["variants"])
+        from carla_launcher.compose.service import VariantState
+
+        out["current"] = not out["errors"] and all(
+            v["state"] == VariantState.CURRENT for v in out["variants"]
+        )
     return out
 
 
 def _check(folder: Path, state: dict[str, Any], out: dict[str, Any]) -> None:
     """Plan the folder with the daemon's target and compare: the truth, whoever wrote the files."""
-    from carla_launcher.compose.sync import Target, compare, plan_folder
+    from carla_launcher.compose.service import Mode, VariantState, sync_folder
+    from carla_launcher.compose.sync import Target
 
     target = Target(state["address"], state.get("port"), state.get("simulator"))
     try:
-        results = plan_folder(folder, target)
+        report = sync_folder(folder, target, Mode.CHECK)
     except LauncherError as e:
         out.update(current=False, checked=True, errors=[str(e)])
         return
-    variants, errors = [], []
-    for r in results:
-        if r.error is not None:
-            errors.append(str(r.error))
-        for v in r.variants:
-            variants.append(
-                {"path": str(v.path), "source": str(r.entry), "state": compare(v).state}
-            )
+    variants: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for entry in report.entries:
+        if entry.error is not None:
+            errors.append(str(entry.error))
+        for v in entry.variants:
+            if v.error is not None:  # a folder or FIFO where the variant should be
+                errors.append(str(v.error))
+                continue
+            variants.append({"path": str(v.path), "source": str(entry.entry), "state": v.state})
     out.update(
         variants=sorted(variants, key=lambda v: v["path"]),
         errors=errors,
         checked=True,
-        current=not errors and all(v["state"] == "current" for v in variants),
+        current=not errors and all(v["state"] == VariantState.CURRENT for v in variants),
     )
 
 
@@ -161,10 +168,12 @@ def format_status(s: dict[str, Any]) -> list[str]:
         lines.append(f"last sync: {_age(s['last_sync_age'] or 0)} ago, address {s.get('address')}")
     variants = s.get("variants") or []
     if variants:
-        n = sum(1 for v in variants if v["state"] == "current")
+        from carla_launcher.compose.service import VariantState  # only when there is one
+
+        n = sum(1 for v in variants if v["state"] == VariantState.CURRENT)
         lines.append(f"variants: {n} of {len(variants)} current")
         for v in variants:
-            if v["state"] != "current":
+            if v["state"] != VariantState.CURRENT:
                 lines.append(f"  {display_path(v['path'])}: {v['state']}")
     elif s.get("current") is None:
         lines.append("variants: unknown (the daemon never ran for this folder)")

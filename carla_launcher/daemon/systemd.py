@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from carla_launcher import proc
 from carla_launcher.fsutil import atomic_write
 
 TEMPLATE = "carla-launch@.service"
-REPO_EXEC = "%h/.local/bin/carla-launch"  # what `pip install --user` / pipx give; install uses sys.executable
+# what `pip install --user` / pipx give; `install` uses sys.executable instead
+REPO_EXEC = "%h/.local/bin/carla-launch"
 
 _UNIT = """\
 # carla-launch: keep the distributed compose variants of one folder current.
@@ -68,8 +69,13 @@ def escape_path(path: str | os.PathLike[str]) -> str:
     return "".join(out)
 
 
+def absolute_folder(path: str | os.PathLike[str]) -> Path:
+    """Absolute, `..` folded, symlinks kept: the folder as the user named it."""
+    return Path(os.path.normpath(Path(path).absolute()))
+
+
 def instance_name(folder: str | os.PathLike[str]) -> str:
-    return f"carla-launch@{escape_path(os.path.abspath(folder))}.service"
+    return f"carla-launch@{escape_path(absolute_folder(folder))}.service"
 
 
 def _word(arg: str) -> str:
@@ -95,7 +101,7 @@ def this_interpreter() -> list[str]:
 
 
 def render_dropin(command: list[str], daemon_args: list[str]) -> str:
-    """The per-instance drop-in: the full ExecStart with absolute paths (replaces the template's)."""
+    """The per-instance drop-in: the full ExecStart, absolute paths (replaces the template's)."""
     return (
         "# Written by `carla-launch daemon install`; removed by `carla-launch daemon uninstall`.\n"
         "[Service]\n"
@@ -120,22 +126,19 @@ class Report:
     code: int = 0
 
 
-def _systemctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str] | None:
+def _systemctl(*args: str, timeout: float = 30) -> proc.Result | None:
+    """`systemctl --user ARGS`; None when there is no systemctl or it could not answer."""
     exe = shutil.which("systemctl")
     if exe is None:
         return None
-    try:
-        return subprocess.run(
-            [exe, "--user", *args], check=False, capture_output=True, text=True, timeout=timeout
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    r = proc.run([exe, "--user", *args], timeout)
+    return None if r.rc in (proc.NOT_FOUND, proc.CANNOT_RUN, proc.TIMED_OUT) else r
 
 
 def user_manager() -> bool:
     """Is there a systemd user manager to talk to? (Not in most containers, nor in WSL1.)"""
     r = _systemctl("show-environment", timeout=5)
-    return r is not None and r.returncode == 0
+    return r is not None and r.rc == 0
 
 
 def verify(unit: str, unit_dir: Path | None = None) -> tuple[bool, str]:
@@ -146,22 +149,12 @@ def verify(unit: str, unit_dir: Path | None = None) -> tuple[bool, str]:
         return True, ""
     env = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="carla-launch-verify-") as runtime:
-        os.chmod(runtime, 0o700)
-        if not os.path.isdir(env.get("XDG_RUNTIME_DIR", "")):
+        Path(runtime).chmod(0o700)
+        if not Path(env.get("XDG_RUNTIME_DIR") or "/nonexistent").is_dir():
             env["XDG_RUNTIME_DIR"] = runtime  # without it: "Failed to initialize manager"
         target = unit if unit_dir is None else str(unit_dir / unit)
-        try:
-            r = subprocess.run(
-                [exe, "--user", "verify", target],
-                check=False,
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=60,
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return False, str(e)
-    return r.returncode == 0 and not r.stderr.strip(), r.stderr.strip()
+        r = proc.run([exe, "--user", "verify", target], 60, env=env)
+    return r.rc == 0 and not r.stderr.strip(), r.stderr.strip()
 
 
 def _alternatives(folder: Path, daemon_args: list[str]) -> str:
@@ -178,7 +171,7 @@ def _alternatives(folder: Path, daemon_args: list[str]) -> str:
 def install(folder: Path, daemon_args: list[str], command: list[str] | None = None) -> Report:
     """Write the template and this folder's drop-in, then reload, enable and start the instance."""
     rep = Report()
-    folder = Path(os.path.abspath(folder))
+    folder = absolute_folder(folder)
     command = command or this_interpreter()
     unit_dir = user_unit_dir()
     unit_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +196,7 @@ def install(folder: Path, daemon_args: list[str], command: list[str] | None = No
         return rep
     for args in (("daemon-reload",), ("enable", "--now", name)):
         r = _systemctl(*args, timeout=120)
-        if r is None or r.returncode != 0:
+        if r is None or r.rc != 0:
             why = (r.stderr.strip().splitlines() or ["failed"])[-1] if r is not None else "failed"
             rep.err.append(f"carla-launch: systemctl --user {' '.join(args)}: {why}")
             rep.code = 1
@@ -217,13 +210,13 @@ def install(folder: Path, daemon_args: list[str], command: list[str] | None = No
 def uninstall(folder: Path) -> Report:
     """Stop and disable this folder's instance, remove its drop-in, and the template when unused."""
     rep = Report()
-    folder = Path(os.path.abspath(folder))
+    folder = absolute_folder(folder)
     unit_dir = user_unit_dir()
     name = instance_name(folder)
     manager = user_manager()
     if manager:
         r = _systemctl("disable", "--now", name, timeout=120)
-        if r is not None and r.returncode == 0:
+        if r is not None and r.rc == 0:
             rep.out.append(f"stopped and disabled {name}")
     dropin_dir = unit_dir / f"{name}.d"
     if dropin_dir.is_dir():
@@ -250,7 +243,7 @@ def uninstall(folder: Path) -> Report:
 
 def unit_status(folder: Path) -> dict[str, object]:
     """Keys: unit (instance name), path (template path), installed, manager, active (str|None)."""
-    folder = Path(os.path.abspath(folder))
+    folder = absolute_folder(folder)
     unit_dir = user_unit_dir()
     name = instance_name(folder)
     installed = (unit_dir / TEMPLATE).exists() and (unit_dir / f"{name}.d").is_dir()

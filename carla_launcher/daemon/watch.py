@@ -11,12 +11,14 @@ itself (no timer thread per event, which a burst of 10,000 saves would otherwise
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
@@ -27,7 +29,7 @@ STRUCTURAL_EVENTS = frozenset({"created", "deleted", "moved"})
 
 def norm(path: str | bytes | os.PathLike[str]) -> str:
     """One spelling per path (absolute, `..` folded), so event paths compare with input paths."""
-    return os.path.normpath(os.path.abspath(os.fsdecode(path)))
+    return os.path.normpath(Path(os.fsdecode(path)).absolute())
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,8 @@ class Inbox:
             self.wake()
 
     def wake(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop is awake anyway
             os.write(self._w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is awake anyway
 
     # -- the consumer (main loop) -------------------------------------------------------------
     def fileno(self) -> int:
@@ -126,11 +126,9 @@ class Inbox:
         return self._w
 
     def drain(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             while os.read(self._r, 4096):
                 pass
-        except BlockingIOError:
-            pass
 
     def due_in(self) -> float | None:
         """Seconds until the pending batch is due (0 = now), None when nothing is pending."""
@@ -152,10 +150,8 @@ class Inbox:
 
     def close(self) -> None:
         for fd in (self._r, self._w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 class Handler(FileSystemEventHandler):
