@@ -7,16 +7,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, overload
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from carla_launcher.errors import InputError
+from carla_launcher.fieldreader import Fields, item_line
 from carla_launcher.netaddr import address_problem, describe
-
-_T = TypeVar("_T")
 
 PROFILE_DIR = "profiles"
 DEFAULT_PROFILE = "default"
@@ -177,91 +175,6 @@ def read_profile(path: Path) -> Profile:
 
 
 # -- parsing and validation ------------------------------------------------------------------------
-class _Fields:
-    """Reads one mapping of a profile, remembering lines for errors and refusing unknown keys."""
-
-    def __init__(self, path: Path, node: Any, where: str, line: int | None) -> None:
-        self.path, self.where, self.at = path, where, line
-        if node is None:
-            node = CommentedMap()
-        if not isinstance(node, CommentedMap):
-            raise InputError(path, line, "must be a mapping", where)
-        self.node = node
-        self.seen: set[str] = set()
-
-    def line(self, key: str) -> int | None:
-        try:
-            line: int = self.node.lc.data[key][0]  # ruamel's LineCol is untyped: 0-based
-            return line + 1
-        except (KeyError, AttributeError, TypeError):
-            if self.at is not None:  # a missing key: point at the mapping's own key
-                return self.at
-            own = getattr(getattr(self.node, "lc", None), "line", None)
-            return own + 1 if isinstance(own, int) else None
-
-    def err(self, key: str, message: str) -> InputError:
-        return InputError(
-            self.path, self.line(key), message, f"{self.where}.{key}" if self.where else key
-        )
-
-    @overload
-    def get(self, key: str, kind: type[_T], default: None = None) -> _T | None: ...
-    @overload
-    def get(self, key: str, kind: type[_T], default: _T) -> _T: ...
-    @overload
-    def get(self, key: str, kind: tuple[type, ...], default: None = None) -> Any: ...
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        """The value of `key` if it is of `kind` (numbers are accepted as text), else an error
-        naming the line; `default` when the key is missing or null."""
-        self.seen.add(key)
-        if key not in self.node or self.node[key] is None:
-            return default
-        value = self.node[key]
-        if kind is int and isinstance(value, bool):
-            raise self.err(key, f"must be a whole number, not {value!r}")
-        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        if not isinstance(value, kind):
-            words = {
-                "str": "text",
-                "int": "a whole number",
-                "bool": "true or false",
-                "CommentedSeq": "a list",
-                "CommentedMap": "a mapping",
-            }
-            kinds = (kind,) if isinstance(kind, type) else kind
-            names = " or ".join(words.get(k.__name__, k.__name__) for k in kinds)
-            raise self.err(key, f"must be {names}, not {value!r}")
-        return value
-
-    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
-        value = self.get(key, str, default)
-        if value not in options:
-            raise self.err(key, f"must be one of {', '.join(options)}, not {value!r}")
-        return value
-
-    def port(self, key: str, default: int | None) -> int | None:
-        value = self.get(key, int, default)
-        if value is not None and not 1 <= value <= 65535:
-            raise self.err(key, f"must be a port number (1-65535), not {value}")
-        return value
-
-    def sub(self, key: str) -> _Fields:
-        self.seen.add(key)
-        return _Fields(
-            self.path,
-            self.node.get(key),
-            f"{self.where}.{key}" if self.where else key,
-            self.line(key),
-        )
-
-    def done(self) -> None:
-        for key in self.node:
-            if key not in self.seen:
-                known = ", ".join(sorted(self.seen))
-                raise self.err(str(key), f"unknown field (known here: {known})")
-
-
 def parse_profile(text: str, path: Path) -> Profile:
     """The profile in `text`. Pure: `path` is where the text lives (or will live); it names
     the profile, anchors its relative paths and is the file that errors name."""
@@ -276,7 +189,7 @@ def parse_profile(text: str, path: Path) -> Profile:
     except YAMLError as e:  # e.g. a control character (ReaderError)
         first = (str(e).strip().splitlines() or ["invalid YAML"])[0]
         raise InputError(path, None, f"invalid YAML: {first}") from None
-    top = _Fields(path, doc, "", 1)
+    top = Fields(path, doc, "", 1)
     remote = _remote(top.sub("remote"))
     server = _server(top.sub("server"))
     compose = _compose(top.sub("compose"))
@@ -286,7 +199,7 @@ def parse_profile(text: str, path: Path) -> Profile:
     )
 
 
-def _remote(r: _Fields) -> Remote:
+def _remote(r: Fields) -> Remote:
     """`remote:`: where the box is and how SSH reaches it."""
     connector = r.choice("connector", ("ssh", "local"), "ssh")
     hosts_raw = r.get("host", (str, CommentedSeq))
@@ -338,7 +251,7 @@ def _remote(r: _Fields) -> Remote:
     return remote
 
 
-def _server(s: _Fields) -> Server:
+def _server(s: Fields) -> Server:
     """`server:`: how CARLA is installed and run on the box."""
     p = s.sub("package")
     sha = p.get("sha256", str)
@@ -366,7 +279,7 @@ def _server(s: _Fields) -> Server:
             if isinstance(a, (CommentedMap, CommentedSeq)) or a is None:
                 raise InputError(
                     s.path,
-                    _item_line(args, i, s.line("args")),
+                    item_line(args, i, s.line("args")),
                     f"must be text, not {a!r}",
                     f"server.args[{i}]",
                 )
@@ -384,7 +297,7 @@ def _server(s: _Fields) -> Server:
             if not isinstance(name, str) or not _PACKAGE_NAME.fullmatch(name):
                 raise InputError(
                     s.path,
-                    _item_line(pkgs, i, s.line("os_packages")),
+                    item_line(pkgs, i, s.line("os_packages")),
                     f"not a package name: {name!r}",
                     f"server.os_packages[{i}]",
                 )
@@ -413,7 +326,7 @@ def _server(s: _Fields) -> Server:
     return server
 
 
-def _compose(c: _Fields) -> ComposeSettings:
+def _compose(c: Fields) -> ComposeSettings:
     """`compose:`: where the agent's compose files are and how variants get the address."""
     compose = ComposeSettings(
         dir=c.get("dir", str, "build"),
@@ -423,12 +336,3 @@ def _compose(c: _Fields) -> ComposeSettings:
     )
     c.done()
     return compose
-
-
-def _item_line(seq: CommentedSeq, index: int, fallback: int | None) -> int | None:
-    """The 1-based line of a sequence item (flow or block), for errors."""
-    try:
-        line: int = seq.lc.data[index][0]  # ruamel's LineCol is untyped: 0-based
-        return line + 1
-    except (AttributeError, KeyError, IndexError, TypeError):
-        return fallback
