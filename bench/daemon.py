@@ -1,6 +1,6 @@
 """How fast and how cheap is the sync daemon? Prints one JSON document.
 
-    python bench/daemon.py [--saves 300] [--idle 60] [--soak 10000] [--naive-saves 200]
+    python -m bench.daemon [--saves 300] [--idle 60] [--soak 10000] [--naive-saves 200]
 
 Measures, on a copy of the bundled example (build/ + profiles/default.yaml) in a tmp folder:
 - latency from an atomic save (temp file + os.replace) of docker-compose.yaml to the new
@@ -10,18 +10,22 @@ Measures, on a copy of the bundled example (build/ + profiles/default.yaml) in a
   each one waited for (every save is a real re-derivation; goal: no growth);
 - the same latency for the naive alternative a user might script: `watchmedo shell-command`
   running `carla-launch sync` on each change, and the ratio naive / daemon.
+- the gap between WATCHDOG=1 pings under systemd's watchdog (WATCHDOG_USEC 0.2 s: expected
+  0.1 s, and never near 0.2 s).
 Timings depend on the machine: this is a benchmark, never a test assertion.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,7 +36,8 @@ from typing import Any
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+from bench import REPO
+
 ADDRESS = "10.77.0.2"
 SOURCE = "docker-compose.yaml"
 VARIANT = "docker-compose.distributed.yaml"
@@ -139,6 +144,46 @@ def sample(proc: psutil.Process) -> dict[str, float]:
         "fds": proc.num_fds(),
         "open_files": len(proc.open_files()),
         "threads": proc.num_threads(),
+    }
+
+
+def bench_watchdog(root: Path, usec: int = 200_000, pings: int = 10) -> dict[str, Any]:
+    """Seconds between WATCHDOG=1 pings under systemd's watchdog (expected: WATCHDOG_USEC/2);
+    was a wall-clock assertion in tests/test_daemon_lifecycle.py."""
+    project = Project(root / "watchdog")
+    sock_path = root / "notify.sock"
+    env = env_for(project.root) | {
+        "NOTIFY_SOCKET": str(sock_path),
+        "WATCHDOG_USEC": str(usec),
+        "INVOCATION_ID": "0123456789abcdef",
+    }
+    argv = [sys.executable, "-m", "carla_launcher", "daemon", "--dir", "build"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(10)
+        popen = subprocess.Popen(
+            [*argv, "--address", ADDRESS],
+            cwd=project.root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            while not sock.recv(4096).startswith(b"READY=1"):
+                pass
+            stamps = []
+            while len(stamps) < pings + 1:
+                if sock.recv(4096) == b"WATCHDOG=1":
+                    stamps.append(time.perf_counter())
+        finally:
+            popen.send_signal(signal.SIGTERM)
+            popen.wait(10)
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    expected = usec / 2e6
+    return {
+        "expected_s": expected,
+        "gap_s": {"median": round(statistics.median(gaps), 4), "max": round(max(gaps), 4)},
+        "n": len(gaps),
     }
 
 
@@ -277,6 +322,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="carla-launch-bench-") as tmp:
         root = Path(tmp)
         daemon = bench_daemon(args, root)
+        watchdog = bench_watchdog(root)
         naive = bench_naive(args, root)
     out: dict[str, Any] = {
         "machine": {
@@ -286,6 +332,7 @@ def main() -> None:
         },
         "daemon": daemon,
         "naive_watchmedo": naive,
+        "watchdog": watchdog,
     }
     d, n = daemon["latency_ms"], naive.get("latency_ms")
     if n:
@@ -302,6 +349,8 @@ def main() -> None:
         # after a warm-up; a little allocator slack is not growth
         "no_rss_growth_(<=1MB)": daemon["soak"]["rss_growth_mb"] <= 1.0,
         "no_fd_growth": daemon["soak"]["fd_growth"] <= 0,
+        # pings at WATCHDOG_USEC/2, give or take; never near WATCHDOG_USEC (systemd kills there)
+        "watchdog_gap_lt_usec": watchdog["gap_s"]["max"] < 2 * watchdog["expected_s"],
     }
     print(json.dumps(out, indent=2))
 

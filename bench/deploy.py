@@ -1,12 +1,13 @@
 """Deploy timings on network-namespace boxes (needs root, like the tests); prints JSON.
 
-    python bench/deploy.py [--runs N]
+    python -m bench.deploy [--runs N]
 
 - first deploy of one fresh box (stand-in package over HTTP) and the no-op re-deploy after it
   (`carla-launch deploy`, as a user runs it: CLI process, pyinfra child, facts, plan, probe);
 - the same no-op run as a plain `pyinfra` CLI run of the same operations (same fact script, same
   seven steps from the same plan), and the ratio of the two;
 - a no-op deploy of a 4-box pool against the same for one of those boxes (parallel SSH).
+- how long a deploy to an address nobody answers at takes to fail (connect_timeout 2 s).
 
 Goals (issue 4): no-op re-deploy <= 3 s on loopback and within 1.1x of plain pyinfra; 4 boxes
 within 1.5x of one.
@@ -24,10 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.netns_box import Box, make_box, missing
+from bench import REPO
+from tests.harness.netns_box import Box, make_box, missing
 
 PLAIN_DEPLOY = '''\
 """The same operations as `carla-launch deploy`, as a plain pyinfra deploy file."""
@@ -114,6 +113,15 @@ def main() -> None:
         one.install_standin()
         first = round(deploy(one.profile_path), 3)
         noop = median(lambda: deploy(one.profile_path), args.runs)
+        # giving up on a host nobody answers at: connect_timeout 2 s plus start-up (was a
+        # wall-clock assertion in tests/test_deploy.py; the anchor is the connect_timeout)
+        remote = dict(one.profile_data["remote"])
+        one.write_profile(remote={"host": f"10.77.{one.n}.99", "connect_timeout": 2})
+        t = time.perf_counter()
+        unreachable = one.deploy(check=False, timeout=60)
+        unreachable_s = round(time.perf_counter() - t, 3)
+        assert unreachable.returncode == 1, unreachable.stderr
+        one.write_profile(remote=remote)  # back to the reachable box
 
         plain_dir = tmp / "plain"
         plain_dir.mkdir()
@@ -151,9 +159,12 @@ def main() -> None:
         "noop_1_box_s": noop_one,
         "noop_4_boxes_s": noop_four,
         "boxes_4_vs_1_ratio": round(noop_four / noop_one, 3),
+        "unreachable_host_fails_s": unreachable_s,
+        "unreachable_connect_timeout_s": 2,
         "runs": args.runs,
         "goals": {
             "noop_redeploy_s": 3.0,
+            "unreachable_host_fails_s": 2 + 8,
             "noop_vs_plain_pyinfra_ratio": 1.1,
             "boxes_4_vs_1_ratio": 1.5,
         },

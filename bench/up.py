@@ -6,6 +6,8 @@ box, a private dockerd), like the end-to-end test.
   stand-in), so the time is the tool's own overhead: status over SSH, start, RPC probe, sync,
   docker compose in a tmux pane. Goal: <= 3 s.
 - attach: from no local session until both panes show output. Goal: <= 0.5 s.
+
+    python -m bench.up [--runs N]
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.dockerd import DockerDaemon
-from tests.netns_box import make_box
+from tests.harness.dockerd import DockerDaemon
+from tests.harness.netns_box import make_box
 from tests.test_up_e2e import AGENT, VERSION_CALL
 
 

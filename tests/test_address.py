@@ -1,6 +1,5 @@
 """Which address agents use: a pure choice over recorded boxes, then a real box over SSH."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.netns_box)
 from __future__ import annotations
 
 import pytest
@@ -9,7 +8,7 @@ from carla_launcher.box.address import address_candidates, pick_address, ssh_ser
 from carla_launcher.box.parsers import parse_ip_addr
 from carla_launcher.profile import read_profile
 from carla_launcher.state import discovered_address
-from tests.netns_box import Box, box  # noqa: F401  (fixture)
+from tests.harness.netns_box import Box
 
 # `ip -o addr show` of a GPU box with docker, a compose network and a libvirt bridge.
 GPU_BOX = """\

@@ -10,8 +10,8 @@ import pytest
 from carla_launcher.box.address import address_candidates, checked
 from carla_launcher.box.ssh import RemoteError
 from carla_launcher.netaddr import address_problem
-from tests.conftest import SIMPLE_COMPOSE as COMPOSE
-from tests.conftest import Cli, write_files
+from tests.harness.cli import SIMPLE_COMPOSE as COMPOSE
+from tests.harness.cli import Cli, write_files
 
 VARIANT = "docker-compose.distributed.yaml"
 

@@ -1,7 +1,6 @@
 """SSH as plain `ssh` does it: the generated ssh_config (pure), OpenSSH command lines, scripts
 as data, and a box reached only through a jump host (OpenSSH and pyinfra alike)."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.netns_box)
 from __future__ import annotations
 
 import json
@@ -17,7 +16,7 @@ from carla_launcher.box.shell import q
 from carla_launcher.box.ssh import RemoteError, explain_failure, render_ssh_config, ssh_argv
 from carla_launcher.profile import Profile, read_profile
 from carla_launcher.server.probe import probe_version
-from tests.netns_box import Box, box  # noqa: F401  (fixture)
+from tests.harness.netns_box import Box
 
 
 def profile_of(tmp_path: Path, text: str) -> Profile:

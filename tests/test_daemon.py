@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ from carla_launcher.compose.variants import hand_edited
 from carla_launcher.daemon.notify import sd_notify, watchdog_interval
 from carla_launcher.daemon.reconciler import affected, because
 from carla_launcher.daemon.watch import Inbox, Interest, norm, relevant
+from tests.harness.cli import REPO
+from tests.harness.polling import wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 ADDRESS = "10.77.0.2"
 
 SMALL = """\
@@ -43,26 +43,6 @@ services:
 
 
 # -- harness ----------------------------------------------------------------------------------------
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float = 10.0,
-    what: str = "condition",
-    log: Callable[[], str] | None = None,
-) -> Any:
-    """Poll until predicate() is truthy; fail with the daemon's log when the deadline passes."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n--- daemon log ---\n{log()}" if log else ""
-            pytest.fail(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
-
-
 def daemon_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness.polling import wait_for
 from tests.test_daemon import (  # noqa: F401 - the *_fixture names register fixtures
     ADDRESS,
     SMALL,
@@ -26,7 +27,6 @@ from tests.test_daemon import (  # noqa: F401 - the *_fixture names register fix
     read,
     small_fixture,
     wait_current,
-    wait_for,
 )
 
 

@@ -2,21 +2,19 @@
 CARLA package over HTTP from this machine's end of the veth, the server probed with CARLA's RPC.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.netns_box)
 from __future__ import annotations
 
 import json
 import pwd
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from carla_launcher.server.probe import probe_version
-from tests.netns_box import Box, box, box_factory  # noqa: F401  (fixtures)
+from tests.harness.netns_box import Box
+from tests.harness.standin_carla import wait_listening
 
 pytestmark = pytest.mark.root
 
@@ -122,7 +120,7 @@ def test_new_package_formats_replace_the_install_and_restart(box: Box) -> None:
 
 
 def test_a_local_archive_is_uploaded(box: Box) -> None:
-    from tests.standin_carla import build_package, sha256
+    from tests.harness.standin_carla import build_package, sha256
 
     pkg = build_package(box.dir / "local", "tar.gz")
     box.write_profile(server={"package": {"url": str(pkg), "sha256": sha256(pkg)}})
@@ -155,15 +153,12 @@ def test_values_with_spaces_quotes_and_semicolons_reach_the_remote_shell_as_data
 def test_unreachable_host_fails_within_the_connect_timeout_with_one_line(box: Box) -> None:
     nowhere = f"10.77.{box.n}.99"  # in the box's subnet, but nobody is there
     box.write_profile(remote={"host": nowhere, "connect_timeout": 2})
-    t0 = time.monotonic()
-    done = box.deploy(check=False)
-    elapsed = time.monotonic() - t0
+    # bounded waits: a child still running after connect timeout + start-up (10 s), rather
+    # than TCP's minutes, fails with TimeoutExpired; bench/deploy.py measures how long it takes
+    done = box.deploy(check=False, timeout=2 + 8)
     assert_one_line_error(done, nowhere)
-    assert elapsed < 2 + 8, elapsed  # connect timeout plus process start-up, not minutes
-    t0 = time.monotonic()
-    addr = box.cli("address", str(box.profile_path))
+    addr = box.cli("address", str(box.profile_path), timeout=2 + 8)
     assert addr.returncode == 1 and len(addr.stderr.strip().splitlines()) == 1, addr.stderr
-    assert time.monotonic() - t0 < 2 + 8
 
 
 def test_unknown_host_key_is_refused_by_default(box: Box) -> None:
@@ -227,7 +222,7 @@ def test_pool_deploys_every_host_and_steps_over_busy_ports(box_factory, tmp_path
             "  connect_timeout: 5\nserver:\n  os_packages: [tmux]\n  ready_timeout: 30\n"
             f"  package: {{url: '{url}', sha256: {sha}}}\n"
         )
-        _wait_listening(b.address, 2000)
+        wait_listening(b.address, 2000)
         done = subprocess.run(
             [sys.executable, "-m", "carla_launcher", "deploy", "--json", str(profile)],
             capture_output=True,
@@ -244,17 +239,6 @@ def test_pool_deploys_every_host_and_steps_over_busy_ports(box_factory, tmp_path
     finally:
         squatter.kill()
         squatter.wait()
-
-
-def _wait_listening(host: str, port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing on {host}:{port}")
 
 
 def test_not_enough_disk_space_fails_before_anything_is_unpacked(box: Box) -> None:

@@ -1,4 +1,4 @@
-"""The real-dockerd harness (tests/dockerd.py): what the end-to-end tests rely on.
+"""The real-dockerd harness (tests/harness/dockerd.py): what the end-to-end tests rely on.
 
 Everything talks only to addresses of this machine: the daemon's bridge gateway and a network
 namespace the test makes itself.
@@ -13,16 +13,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("tests.dockerd")  # it is a plugin (below) imported here first
-pytest_plugins = ["tests.dockerd"]  # the fixtures: dockerd, dockerd_env, busybox_image
-
-from tests.dockerd import NEEDED_APPLETS, DockerDaemon, host_snapshot
+from tests.harness.dockerd import NEEDED_APPLETS, DockerDaemon, host_snapshot
+from tests.harness.polling import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -60,17 +57,6 @@ class OneShotServer:
     def close(self) -> None:
         self.sock.close()
         self.thread.join(5)
-
-
-def wait_for(predicate, deadline: float, what: str):
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def compose_ps(out: str) -> list[dict]:

@@ -1,7 +1,6 @@
 """The env address mode: one committed variant for every box; the address comes from
 CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT, which `up`/`attach` pass and `carla-launch env P` prints."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.netns_box)
 from __future__ import annotations
 
 import json
@@ -18,10 +17,9 @@ from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT, ENV_URL_HOST
 from carla_launcher.profile import load_profile, read_profile
 from carla_launcher.state import remember_address
 from carla_launcher.targeting import sharing_warning
-from tests.conftest import SIMPLE_COMPOSE as COMPOSE
-from tests.conftest import Cli, write_files
-from tests.netns_box import box_factory  # noqa: F401  (fixture)
-from tests.polling import wait_for
+from tests.harness.cli import SIMPLE_COMPOSE as COMPOSE
+from tests.harness.cli import Cli, write_files
+from tests.harness.polling import wait_for
 from tests.test_up_e2e import AGENT as E2E_AGENT
 from tests.test_up_e2e import VERSION_CALL, cli, pane_text
 
@@ -209,7 +207,6 @@ def test_the_agent_env_up_used_is_remembered_for_down_and_attach(tmp_path: Path)
 
 
 # -- (c) end to end: two boxes, one committed env-mode variant, each up reaches its own box ---
-pytest_plugins = ["tests.dockerd"]
 AGENT = E2E_AGENT.replace("name: e2e\n", "")  # the end-to-end agent, without its project name
 
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from carla_launcher.profile import read_profile
-from tests.conftest import REPO
+from tests.harness.cli import REPO
 
 
 def test_init_detects_compose_folder_and_simulator_and_writes_a_valid_profile(

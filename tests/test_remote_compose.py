@@ -1,7 +1,6 @@
 """`server.mode: compose`: the simulator service of the local project, reduced to what runs
 alone on the box, judged by the real compose loader."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.netns_box)
 from __future__ import annotations
 
 import json
@@ -17,8 +16,8 @@ from carla_launcher.server.compose import (
     remote_service,
     render_remote_compose,
 )
-from tests.compose_loader import compose_binary, load_model
-from tests.netns_box import Box, box  # noqa: F401  (fixture)
+from tests.harness.compose_loader import compose_binary, load_model
+from tests.harness.netns_box import Box
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,19 +1,18 @@
 """`carla-launch server ...` on a real box: status, crash and comeback, stop that frees the
 ports, start, restart, logs; `restart: no` leaves a crashed server down, with its crash line."""
 
-# ruff: noqa: F811  (pytest fixtures imported from tests.netns_box)
 from __future__ import annotations
 
 import json
 import os
 import signal
-import time
 
 import pytest
 
 from carla_launcher.server.launch import FIRST_DELAY
 from carla_launcher.server.probe import NotReady, probe_version, wait_ready
-from tests.netns_box import Box, box  # noqa: F401  (fixture)
+from tests.harness.netns_box import Box
+from tests.harness.polling import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -22,16 +21,6 @@ def status(b: Box) -> dict:
     done = b.cli("server", "status", "--json", str(b.profile_path))
     assert done.returncode in (0, 1), done.stderr
     return json.loads(done.stdout)
-
-
-def wait_for(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_server_lifecycle(box: Box) -> None:
@@ -44,10 +33,7 @@ def test_server_lifecycle(box: Box) -> None:
 
     # a crash (Signal 11) comes back within the backoff, counted, with its crash line
     os.kill(first_pid, signal.SIGSEGV)
-    t0 = time.monotonic()
-    assert wait_ready(box.address, 2000, FIRST_DELAY + 15, interval=0.1) == "0.9.15"
-    back_after = time.monotonic() - t0
-    assert back_after < FIRST_DELAY + 15
+    assert wait_ready(box.address, 2000, FIRST_DELAY + 15, interval=0.1) == "0.9.15"  # bounded
     st = status(box)
     assert st["running"] and st["restarts"] == 1
     assert st["last_crash_line"] == "Signal 11 caught."
@@ -84,7 +70,7 @@ def test_server_lifecycle(box: Box) -> None:
     redeploy = box.deploy("--json")
     assert "Start the CARLA server" in json.loads(redeploy.stdout)["hosts"][0]["changed"]
     os.kill(box.carla_pid(), signal.SIGSEGV)
-    st = wait_for(lambda: (s := status(box)) and not s["running"] and s)
+    st = wait_for(lambda: (s := status(box)) and not s["running"] and s, 20, "the server to stop")
     assert st["state"] == "exited" and st["last_crash_line"] == "Signal 11 caught."
     assert box.cli("server", "status", str(box.profile_path)).returncode == 1
 
@@ -93,10 +79,9 @@ def test_a_server_that_cannot_start_fails_the_deploy_with_its_log(box: Box) -> N
     box.preinstall()
     # a port clash, as with a leftover server: `bind: Address already in use`, then Signal 11
     box.write_profile(server={"ready_timeout": 60, "args": ["-carla-streaming-port=22"]})
-    t0 = time.monotonic()
     done = box.deploy(check=False)
     assert done.returncode == 1
-    assert time.monotonic() - t0 < 45  # gives up on the crash loop, not after the whole budget
+    # "keeps crashing" (below), not "not ready after 60 s": it gave up on the crash loop
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "keeps crashing" in errors[0] and "bind: " in errors[0], done.stderr
     assert "  | " in done.stderr and "Signal 11 caught." in done.stderr  # the log's tail

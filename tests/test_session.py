@@ -10,7 +10,7 @@ import libtmux
 import pytest
 
 from carla_launcher import session as sess
-from tests.polling import wait_for
+from tests.harness.polling import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

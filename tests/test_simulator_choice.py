@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from carla_launcher.compose.project import Project, Service
 from carla_launcher.compose.simulator import find_simulator
 from carla_launcher.errors import InputError
-from tests.conftest import Cli, write_files
+from tests.harness.cli import Cli, write_files
 
 ADDR = "10.77.0.2"
 

@@ -15,8 +15,8 @@ import pytest
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.derive import Plan, derive_text
 from carla_launcher.compose.hosts import Rewrite
-from tests.compose_loader import load_model
-from tests.conftest import REPO, write_files
+from tests.harness.cli import REPO, write_files
+from tests.harness.compose_loader import load_model
 
 SOURCE = """\
 # the stack

@@ -1,7 +1,7 @@
 """The contract of a distributed variant (DESIGN.md), one compose pattern per case.
 
 Every variant is loaded by the real compose loader, and its model must equal the source's
-model with exactly the contract's changes, computed by tests/oracle.py on its own.
+model with exactly the contract's changes, computed by tests/harness/oracle.py on its own.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.compose_loader import load_model
-from tests.conftest import write_files
-from tests.oracle import comparable, expected_model
+from tests.harness.cli import write_files
+from tests.harness.compose_loader import load_model
+from tests.harness.oracle import comparable, expected_model
 
 ADDR = "10.77.0.2"
 

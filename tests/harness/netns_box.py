@@ -1,6 +1,6 @@
 """A "remote GPU box" for tests: a network namespace with its own sshd, made by the test run.
 
-    from tests.netns_box import Box, box, box_factory, make_box   # fixtures and the factory
+    from tests.harness.netns_box import Box, make_box   # `box`, `box_factory`: plugin fixtures
 
     def test_something(box: Box):       # a fresh box (root login), torn down after the test
         box.address                     # 10.77.N.2: what agents should use
@@ -63,10 +63,10 @@ from typing import Any
 
 import pytest
 
-from tests.standin_carla import build_package, sha256, standin_python, wait_listening
-from tests.standin_carla.http import PackageServer
+from tests.harness.polling import wait_for
+from tests.harness.standin_carla import build_package, sha256, standin_python, wait_listening
+from tests.harness.standin_carla.http import PackageServer
 
-REPO = Path(__file__).resolve().parent.parent
 FIRST, LAST = 10, 49
 PREFIX = "cl-box-"
 MARKER = ".carla-launch-package"  # as carla_launcher.box.shell.MARKER
@@ -365,15 +365,13 @@ class Box:
                 str(self._sshd_dir / "sshd_inner.log"),
             ]
         )
-        for _ in range(100):
-            if (
-                self.run(
-                    f"cat /proc/net/tcp | grep -q ':{port:04X} .* 0A '", check=False
-                ).returncode
-                == 0
-            ):
-                break
-            time.sleep(0.05)
+        wait_for(
+            lambda: (
+                self.run(f"grep -q ':{port:04X} .* 0A ' /proc/net/tcp", check=False).returncode == 0
+            ),
+            10,
+            f"the inner sshd listening on 127.0.0.1:{port}",
+        )
         alias = f"{self.alias}-inner"
         with self.known_hosts.open("a") as f:
             f.write(f"[127.0.0.1]:{port} {self.host_key}\n")

@@ -1,9 +1,8 @@
 """A real docker daemon, started and torn down by the test run itself.
 
-Use it from a test module (or put the ``pytest_plugins`` line in the root conftest)::
+A pytest plugin, registered in tests/conftest.py: a test module just asks for the fixtures
+(and marks itself)::
 
-    pytest.register_assert_rewrite("tests.dockerd")  # only if you also import names from it
-    pytest_plugins = ["tests.dockerd"]
     pytestmark = pytest.mark.docker
 
 Fixtures
@@ -107,7 +106,7 @@ from typing import Any
 
 import pytest
 
-from tests.compose_loader import compose_binary
+from tests.harness.compose_loader import compose_binary
 
 PREFIX = "carla-dockerd-"
 BRIDGE_PREFIX = "cl-docker"

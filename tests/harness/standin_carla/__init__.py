@@ -19,9 +19,10 @@ import socket
 import stat
 import subprocess
 import tarfile
-import time
 import zipfile
 from pathlib import Path
+
+from tests.harness.polling import wait_for
 
 HERE = Path(__file__).resolve().parent
 SERVER_SOURCE = HERE / "server.py"
@@ -159,19 +160,20 @@ def wait_listening(
     host: str, port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None
 ) -> None:
     """Until host:port accepts; with `proc`, fail at once (with its output) when it exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def accepts() -> bool:
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                return True
         except OSError:
             if proc is not None and proc.poll() is not None:
                 out = proc.stdout.read() if proc.stdout else ""
                 raise ServerExited(
                     f"exited with {proc.returncode} before listening on {port}: {out[-500:]}"
-                )
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port}")
+                ) from None
+            return False
+
+    wait_for(accepts, timeout, f"something listening on {host}:{port}")
 
 
 class ServerExited(RuntimeError):
