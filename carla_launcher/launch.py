@@ -84,7 +84,7 @@ def server_pane_argv(profile: Profile, host: str, read_write: bool) -> list[str]
 
 
 def gpu_argv(profile: Profile) -> list[str]:
-    from carla_launcher.gpu import watch_argv
+    from carla_launcher.gpu.watch import watch_argv
 
     return watch_argv(str(profile.path))
 

@@ -38,7 +38,8 @@ def _server(profile: Profile, host: str) -> dict[str, Any]:
 
 
 def _server_gpu(profile: Profile, host: str) -> dict[str, Any]:
-    from carla_launcher.gpu import box_report, server_vram
+    from carla_launcher.gpu.remote import box_report
+    from carla_launcher.gpu.vram import server_vram
 
     report = box_report(profile, host, timeout=15)
     count, mib = server_vram(report)

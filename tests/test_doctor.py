@@ -13,34 +13,55 @@ from pathlib import Path
 
 import pytest
 
-from carla_launcher import doctor as D
+from carla_launcher import proc
 from carla_launcher.box.explain import classify
 from carla_launcher.box.facts import BoxFacts
 from carla_launcher.box.parsers import Listener
+from carla_launcher.doctor.checks_box import (
+    box_vram_check,
+    connection_checks,
+    disk_check,
+    package_check,
+    ports_check,
+    user_check,
+    vulkan_check,
+)
+from carla_launcher.doctor.checks_local import (
+    LocalFacts,
+    docker_checks,
+    local_checks,
+    tool_checks,
+    toolkit_check,
+)
+from carla_launcher.doctor.model import BOTH, DIST, LOCAL, Check, verdict_of
+from carla_launcher.doctor.render import render, to_json
 from carla_launcher.nvidia import smi
 from carla_launcher.profile import read_profile
-from tests.compose_loader import compose_binary
-from tests.fake_nvidia_smi import install
+from tests.harness.compose_loader import compose_binary
+from tests.harness.fake_nvidia_smi import install
 
 GPU_12 = "0, NVIDIA GeForce RTX 3060, GPU-2b6e, 12288, 306, 11721, 0, 550.54.14, [N/A]"
 GPU_8 = "0, NVIDIA GeForce RTX 3070, GPU-8f1c, 8192, 412, 7568, 3, 535.183.01, [N/A]"
-MIG_FIELDS = smi.GPU_FIELDS + (smi.MIG_FIELD,)
+MIG_FIELDS = (*smi.GPU_FIELDS, smi.MIG_FIELD)
 
 # `docker info --format '{{json .}}'` as the real CLI prints it (trimmed to the keys we read)
-DOCKER_DOWN = (
+DOCKER_DOWN = proc.Result(
     1,
     json.dumps(
         {"ServerVersion": "", "Runtimes": None, "ClientInfo": {"Version": "28.2.2", "Plugins": []}}
     ),
-    "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
+    "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+    "Is the docker daemon running?\n",
 )
-DOCKER_DENIED = (
+DOCKER_DENIED = proc.Result(
     1,
     json.dumps({"ServerVersion": "", "ClientInfo": {"Plugins": []}}),
-    "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock: "
-    'Get "http://%2Fvar%2Frun%2Fdocker.sock/v1.50/info": dial unix /var/run/docker.sock: connect: permission denied\n',
+    "permission denied while trying to connect to the Docker daemon socket at "
+    "unix:///var/run/docker.sock: "
+    'Get "http://%2Fvar%2Frun%2Fdocker.sock/v1.50/info": '
+    "dial unix /var/run/docker.sock: connect: permission denied\n",
 )
-DOCKER_UP = (
+DOCKER_UP = proc.Result(
     0,
     json.dumps(
         {
@@ -69,25 +90,25 @@ def gpu(*lines: str) -> smi.GpuReport:
     return smi.smi_report(0, "\n".join(lines), 0, "", MIG_FIELDS)
 
 
-def by_name(checks) -> dict[str, D.Check]:  # type: ignore[no-untyped-def]
+def by_name(checks) -> dict[str, Check]:  # type: ignore[no-untyped-def]
     return {c.name: c for c in checks}
 
 
 # -- local checks ---------------------------------------------------------------------------------
 def test_healthy_12_gb_machine_is_local_and_exits_0() -> None:
-    checks, v = D.local_checks(D.LocalFacts(gpu(GPU_12), DOCKER_UP, ALL_TOOLS))
+    checks, v = local_checks(LocalFacts(gpu(GPU_12), DOCKER_UP, ALL_TOOLS))
     assert [c.status for c in checks] == ["ok"] * 6
-    report = D.verdict_of(checks, v, None)
+    report = verdict_of(checks, v, None)
     assert (report.verdict, report.exit_code) == ("local", 0)
     assert by_name(checks)["docker compose"].detail == "plugin v2.40.3"
     assert "nvidia" in by_name(checks)["docker"].detail
 
 
 def test_8_gb_machine_is_distributed_and_the_vram_check_only_warns() -> None:
-    checks, v = D.local_checks(D.LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS))
+    checks, v = local_checks(LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS))
     vram = by_name(checks)["local VRAM"]
     assert vram.status == "warning" and "carla-launch doctor P" in vram.fix
-    report = D.verdict_of(checks, v, None)
+    report = verdict_of(checks, v, None)
     assert (report.verdict, report.exit_code) == ("distributed", 0)
     assert report.reason.endswith("`carla-launch doctor P` checks a GPU box")
 
@@ -96,16 +117,16 @@ def test_a_broken_driver_fails_the_vram_check_but_only_blocks_local() -> None:
     broken = smi.smi_report(
         18, "Failed to initialize NVML: Driver/library version mismatch", None, ""
     )
-    checks, v = D.local_checks(D.LocalFacts(broken, DOCKER_UP, ALL_TOOLS))
+    checks, v = local_checks(LocalFacts(broken, DOCKER_UP, ALL_TOOLS))
     vram = by_name(checks)["local VRAM"]
-    assert vram.status == "failing" and vram.blocks == D.LOCAL and vram.fix.startswith("reboot")
-    assert D.verdict_of(checks, v, None).exit_code == 0  # distributed is still possible
-    assert D.verdict_of(checks, v, None, forced="local").exit_code == 1
+    assert vram.status == "failing" and vram.blocks == LOCAL and vram.fix.startswith("reboot")
+    assert verdict_of(checks, v, None).exit_code == 0  # distributed is still possible
+    assert verdict_of(checks, v, None, forced="local").exit_code == 1
 
 
 def test_docker_daemon_down_blocks_both_modes() -> None:
-    checks = by_name(D.docker_checks(DOCKER_DOWN))
-    assert checks["docker"].status == "failing" and checks["docker"].blocks == D.BOTH
+    checks = by_name(docker_checks(DOCKER_DOWN))
+    assert checks["docker"].status == "failing" and checks["docker"].blocks == BOTH
     assert "Cannot connect to the Docker daemon" in checks["docker"].detail
     assert "systemctl start docker" in checks["docker"].fix
     assert (
@@ -115,47 +136,46 @@ def test_docker_daemon_down_blocks_both_modes() -> None:
 
 
 def test_docker_permission_denied_says_docker_group() -> None:
-    c = by_name(D.docker_checks(DOCKER_DENIED))["docker"]
+    c = by_name(docker_checks(DOCKER_DENIED))["docker"]
     assert c.status == "failing" and "usermod -aG docker" in c.fix
 
 
 def test_no_docker_cli() -> None:
-    assert [c.status for c in D.docker_checks(None)] == ["failing", "failing"]
+    assert [c.status for c in docker_checks(None)] == ["failing", "failing"]
 
 
 def test_container_toolkit_blocks_local_only() -> None:
     tools = {"tmux": "/usr/bin/tmux", "ssh": "/usr/bin/ssh"}
-    local = D.toolkit_check(D.LocalFacts(gpu(GPU_12), DOCKER_UP, tools), "local")
+    local = toolkit_check(LocalFacts(gpu(GPU_12), DOCKER_UP, tools), "local")
     assert (
         local.status == "failing"
-        and local.blocks == D.LOCAL
+        and local.blocks == LOCAL
         and "nvidia-ctk runtime configure" in local.fix
     )
     assert (
-        D.toolkit_check(D.LocalFacts(gpu(GPU_8), DOCKER_UP, tools), "distributed").status
-        == "warning"
+        toolkit_check(LocalFacts(gpu(GPU_8), DOCKER_UP, tools), "distributed").status == "warning"
     )
     none = smi.smi_report(127, "", None, "")
-    assert D.toolkit_check(D.LocalFacts(none, DOCKER_UP, tools), "distributed").status == "ok"
+    assert toolkit_check(LocalFacts(none, DOCKER_UP, tools), "distributed").status == "ok"
 
 
 def test_tmux_warns_and_ssh_blocks_distributed() -> None:
-    tmux, ssh = D.tool_checks({"tmux": None, "ssh": None})
+    tmux, ssh = tool_checks({"tmux": None, "ssh": None})
     assert tmux.status == "warning" and "apt install tmux" in tmux.fix
-    assert ssh.status == "failing" and ssh.blocks == D.DIST
+    assert ssh.status == "failing" and ssh.blocks == DIST
 
 
 def test_asking_for_local_mode_on_a_small_gpu_fails() -> None:
-    checks, v = D.local_checks(D.LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS), forced="local")
+    checks, v = local_checks(LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS), forced="local")
     vram = by_name(checks)["local VRAM"]
-    assert vram.status == "failing" and vram.blocks == D.LOCAL
-    assert D.verdict_of(checks, v, None, forced="local").exit_code == 1
+    assert vram.status == "failing" and vram.blocks == LOCAL
+    assert verdict_of(checks, v, None, forced="local").exit_code == 1
 
 
 def test_exit_code_follows_the_chosen_mode() -> None:
     tools = {"tmux": "/usr/bin/tmux", "ssh": None, "nvidia-ctk": "/usr/bin/nvidia-ctk"}
-    checks, v = D.local_checks(
-        D.LocalFacts(
+    checks, v = local_checks(
+        LocalFacts(
             gpu(GPU_12, "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled"),
             DOCKER_UP,
             tools,
@@ -163,10 +183,8 @@ def test_exit_code_follows_the_chosen_mode() -> None:
         forced="distributed",
     )
     assert v.mode == "local"
-    assert (
-        D.verdict_of(checks, v, None, forced="distributed").exit_code == 1
-    )  # distributed needs ssh
-    assert D.verdict_of(checks, v, None).exit_code == 0  # the verdict, local, does not
+    assert verdict_of(checks, v, None, forced="distributed").exit_code == 1  # distributed needs ssh
+    assert verdict_of(checks, v, None).exit_code == 0  # the verdict, local, does not
 
 
 # -- box checks -----------------------------------------------------------------------------------
@@ -187,31 +205,29 @@ def facts(**kw) -> BoxFacts:  # type: ignore[no-untyped-def]
 
 
 def test_unreachable_box_stops_after_one_failing_check() -> None:
-    checks = D.connection_checks(
+    checks = connection_checks(
         "gpu-box",
         classify(255, "ssh: connect to host gpu-box port 22: Connection refused"),
         False,
     )
     assert [(c.name, c.status) for c in checks] == [("box reachable", "failing")]
-    assert "sshd" in checks[0].fix and checks[0].blocks == D.DIST
+    assert "sshd" in checks[0].fix and checks[0].blocks == DIST
 
 
 def test_unknown_and_changed_host_keys() -> None:
-    unknown = D.connection_checks(
-        "gpu-box", classify(255, "Host key verification failed.\n"), False
-    )
+    unknown = connection_checks("gpu-box", classify(255, "Host key verification failed.\n"), False)
     assert [(c.name, c.status) for c in unknown] == [
         ("box reachable", "ok"),
         ("box host key", "failing"),
     ]
     assert "accept_new_host_key" in unknown[1].fix
-    changed = D.connection_checks(
+    changed = connection_checks(
         "gpu-box",
         classify(255, "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @"),
         False,
     )
     assert "ssh-keygen -R gpu-box" in changed[1].fix
-    auth = D.connection_checks(
+    auth = connection_checks(
         "gpu-box", classify(255, "carla@gpu-box: Permission denied (publickey)."), False
     )
     assert [c.status for c in auth] == ["ok", "ok", "failing"] and "ssh-copy-id" in auth[2].fix
@@ -219,12 +235,12 @@ def test_unknown_and_changed_host_keys() -> None:
 
 def test_root_login_is_fine_with_a_server_user(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
-    c = D.user_check(
+    c = user_check(
         facts(uid=0, login_user="root", server_user="carla", server_user_exists=False), p, "gpu-box"
     )
     assert c.status == "ok" and "runs as user carla (will be created by deploy)" in c.detail
     assert (
-        D.user_check(facts(uid=1000, login_user="bob"), p, "gpu-box").detail
+        user_check(facts(uid=1000, login_user="bob"), p, "gpu-box").detail
         == "logged in as bob (not root)"
     )
 
@@ -232,15 +248,15 @@ def test_root_login_is_fine_with_a_server_user(profile) -> None:  # type: ignore
 def test_vulkan(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
     icd = ("/usr/share/vulkan/icd.d/nvidia_icd.json",)
-    none = D.vulkan_check(
+    none = vulkan_check(
         facts(icd_files=("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",), vulkaninfo=True), p, "h"
     )
     assert (
         none.status == "failing" and "nvidia_icd.json" in none.detail and "libnvidia-gl" in none.fix
     )
-    unconfirmed = D.vulkan_check(facts(icd_files=icd, vulkaninfo=False), p, "h")
+    unconfirmed = vulkan_check(facts(icd_files=icd, vulkaninfo=False), p, "h")
     assert unconfirmed.status == "warning" and "vulkan-tools" in unconfirmed.fix
-    llvmpipe = D.vulkan_check(
+    llvmpipe = vulkan_check(
         facts(
             icd_files=icd,
             vulkaninfo=True,
@@ -250,7 +266,7 @@ def test_vulkan(profile) -> None:  # type: ignore[no-untyped-def]
         "h",
     )
     assert llvmpipe.status == "failing" and "llvmpipe" in llvmpipe.detail
-    good = D.vulkan_check(
+    good = vulkan_check(
         facts(
             icd_files=icd,
             vulkaninfo=True,
@@ -264,28 +280,28 @@ def test_vulkan(profile) -> None:  # type: ignore[no-untyped-def]
 
 def test_disk_for_the_package(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
-    small = D.disk_check(
+    small = disk_check(
         facts(free_kib=30 * 1024 * 1024, package_root="/home/carla/CARLA_Leaderboard_20"), p, "h"
     )
     assert small.status == "failing" and small.detail.startswith(
         "30.0 GB free at /home/carla/CARLA_Leaderboard_20"
     )
     assert (
-        D.disk_check(facts(free_kib=30 * 1024 * 1024, marker={}), p, "h").status == "ok"
+        disk_check(facts(free_kib=30 * 1024 * 1024, marker={}), p, "h").status == "ok"
     )  # already there
-    assert D.disk_check(facts(free_kib=100 * 1024 * 1024), p, "h").status == "ok"
+    assert disk_check(facts(free_kib=100 * 1024 * 1024), p, "h").status == "ok"
 
 
 def test_ports_free_ours_or_taken(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
-    assert D.ports_check(facts(listeners=(Listener(22),)), p, "h").status == "ok"
-    ours = D.ports_check(
+    assert ports_check(facts(listeners=(Listener(22),)), p, "h").status == "ok"
+    ours = ports_check(
         facts(listeners=(Listener(2000), Listener(2001)), tmux_sessions=("carla",)), p, "h"
     )
     assert ours.status == "ok" and "our server (tmux session 'carla')" in ours.detail
-    by_name_ = D.ports_check(facts(listeners=(Listener(2000, "CarlaUE4-Linux-"),)), p, "h")
+    by_name_ = ports_check(facts(listeners=(Listener(2000, "CarlaUE4-Linux-"),)), p, "h")
     assert by_name_.status == "ok"
-    taken = D.ports_check(facts(listeners=(Listener(2001, "python3"), Listener(2003))), p, "h")
+    taken = ports_check(facts(listeners=(Listener(2001, "python3"), Listener(2003))), p, "h")
     assert (
         taken.status == "failing"
         and taken.detail == "port 2001 in use by python3, not by our server"
@@ -296,30 +312,28 @@ def test_ports_free_ours_or_taken(profile) -> None:  # type: ignore[no-untyped-d
 def test_package_marker_and_checksum(profile) -> None:  # type: ignore[no-untyped-def]
     sha = "ab" * 32
     p = profile(f"  package:\n    sha256: {sha}\n")
-    assert D.package_check(facts(marker={"sha256": sha}), p, "h").status == "ok"
-    other = D.package_check(facts(marker={"sha256": "cd" * 32}), p, "h")
+    assert package_check(facts(marker={"sha256": sha}), p, "h").status == "ok"
+    other = package_check(facts(marker={"sha256": "cd" * 32}), p, "h")
     assert (
         other.status == "warning"
         and "another archive" in other.detail
         and other.fix == "carla-launch deploy box"
     )
-    assert "not installed" in D.package_check(facts(), p, "h").detail
-    assert "did not install it" in D.package_check(facts(launcher=True), p, "h").detail
+    assert "not installed" in package_check(facts(), p, "h").detail
+    assert "did not install it" in package_check(facts(launcher=True), p, "h").detail
     compose = profile("  mode: compose\n")
-    assert D.package_check(facts(), compose, "h").status == "ok"
+    assert package_check(facts(), compose, "h").status == "ok"
 
 
 def test_box_failures_make_the_distributed_verdict_exit_1(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
-    local, v = D.local_checks(D.LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS))
-    box = D.connection_checks(
-        "gpu-box", classify(255, "Host key verification failed."), False
-    )
-    box = [D.Check(c.name, c.status, c.detail, c.fix, c.blocks, "gpu-box") for c in box]
-    report = D.verdict_of(local + box, v, p)
+    local, v = local_checks(LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS))
+    box = connection_checks("gpu-box", classify(255, "Host key verification failed."), False)
+    box = [Check(c.name, c.status, c.detail, c.fix, c.blocks, "gpu-box") for c in box]
+    report = verdict_of(local + box, v, p)
     assert report.verdict == "distributed" and report.exit_code == 1
     assert "run the server on gpu-box (fix 1 failing box check first)" in report.reason
-    text = D.render(report, p)
+    text = render(report, p)
     assert "box gpu-box (profile box)" in text
     assert (
         text.splitlines()[-1]
@@ -328,8 +342,8 @@ def test_box_failures_make_the_distributed_verdict_exit_1(profile) -> None:  # t
 
 
 def test_json_shape(profile) -> None:  # type: ignore[no-untyped-def]
-    checks, v = D.local_checks(D.LocalFacts(gpu(GPU_8), DOCKER_DOWN, ALL_TOOLS))
-    data = D.verdict_of(checks, v, None).as_json()
+    checks, v = local_checks(LocalFacts(gpu(GPU_8), DOCKER_DOWN, ALL_TOOLS))
+    data = to_json(verdict_of(checks, v, None))
     assert set(data) == {"verdict", "reason", "mode", "checks"}
     assert data["verdict"] == "distributed"
     for c in data["checks"]:
@@ -353,17 +367,17 @@ def tools(tmp_path: Path):  # type: ignore[no-untyped-def]
     def make(case: str, *programs: str, compose: bool = True) -> dict[str, str]:
         bin_dir = tmp_path / f"bin-{case}"
         install(bin_dir, case)
-        os.symlink(sys.executable, bin_dir / "python3")
+        (bin_dir / "python3").symlink_to(sys.executable)
         for prog in programs:
             real = shutil.which(prog)
             if real:
-                os.symlink(real, bin_dir / prog)
+                (bin_dir / prog).symlink_to(real)
         docker_config = tmp_path / "docker-config"
         (docker_config / "cli-plugins").mkdir(parents=True, exist_ok=True)
         binary = compose_binary()
         plugin = docker_config / "cli-plugins" / "docker-compose"
         if compose and binary and not plugin.exists():
-            os.symlink(binary, plugin)
+            plugin.symlink_to(binary)
         env = dict(os.environ)
         env.update(
             PATH=str(bin_dir),
@@ -552,11 +566,8 @@ def test_cli_box_is_this_machine(tools, tmp_path: Path) -> None:  # type: ignore
 
 
 # -- with a real docker daemon: the exit-0 path, end to end ---------------------------------------
-from tests.dockerd import dockerd  # noqa: E402,F401  (fixture)
-
-
 @pytest.mark.docker
-def test_cli_real_docker_and_8_gb_is_distributed_and_exits_0(tools, dockerd) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_cli_real_docker_and_8_gb_is_distributed_and_exits_0(tools, dockerd) -> None:  # type: ignore[no-untyped-def]
     env = tools("rtx3070-8gb", "docker", "tmux", "ssh")
     env.update(dockerd.env)  # DOCKER_HOST of the test daemon, DOCKER_CONFIG with the compose plugin
     r = doctor(env, "--json")
@@ -587,9 +598,9 @@ def test_box_vram_judges_the_gpu_the_server_will_use(profile) -> None:  # type: 
         "",
         MIG_FIELDS,
     )
-    c = D.box_vram_check(facts(gpu=two), profile(), "h")
-    assert c is not None and c.status == "failing" and c.blocks == D.DIST
+    c = box_vram_check(facts(gpu=two), profile(), "h")
+    assert c is not None and c.status == "failing" and c.blocks == DIST
     assert c.detail.startswith("GPU 0 (Tesla T4): 1.9 GB available of 15.0 GB")
     assert c.fix.startswith("set server.gpu: 1 in the profile: GPU 1 (Tesla T4): 14.7 GB available")
-    pinned = D.box_vram_check(facts(gpu=two), profile("  gpu: 1\n"), "h")
+    pinned = box_vram_check(facts(gpu=two), profile("  gpu: 1\n"), "h")
     assert pinned is not None and pinned.status == "ok"

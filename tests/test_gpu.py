@@ -12,11 +12,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.fake_nvidia_smi import install, set_case
+from tests.harness.fake_nvidia_smi import install, set_case
+from tests.harness.polling import wait_for
 
 
 @pytest.fixture
@@ -275,15 +277,16 @@ def _pane(sock: str) -> str:
     ).stdout
 
 
-def _wait_for(sock: str, cond, timeout: float = 10.0) -> str:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < end:
-        text = _pane(sock)
-        if cond(text):
-            return text
-        time.sleep(0.1)
-    raise AssertionError(f"pane never matched; last screen:\n{text}")
+def _wait_for(sock: str, cond: Callable[[str], bool], timeout: float = 10.0) -> str:
+    """The pane's screen once cond(screen) holds; on time-out the last screen seen."""
+    seen = [""]
+
+    def matched() -> bool:
+        seen[0] = _pane(sock)
+        return cond(seen[0])
+
+    wait_for(matched, timeout, lambda: f"the pane to match; last screen:\n{seen[0]}", interval=0.1)
+    return seen[0]
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
@@ -479,7 +482,7 @@ def test_watch_in_a_narrow_short_pane_stays_in_place(smi: Path) -> None:
 
 
 def test_fit_wraps_prose_and_cuts_tables() -> None:
-    from carla_launcher.gpu import fit
+    from carla_launcher.term import fit
 
     lines = fit(
         [

@@ -18,14 +18,14 @@ import pytest
 
 from carla_launcher.server.probe import (
     NotReady,
-    ProgressLine,
     ProtocolError,
     parse_version_reply,
     probe_version,
     version_request,
     wait_ready,
 )
-from tests.standin_carla import free_port_triple, run_local, standin_python, start_local
+from carla_launcher.term import ProgressLine
+from tests.harness.standin_carla import free_port_triple, run_local, standin_python, start_local
 
 
 @pytest.fixture
@@ -133,10 +133,9 @@ def _server(handler) -> tuple[int, threading.Event]:  # type: ignore[no-untyped-
 def test_probe_times_out_on_a_silent_port() -> None:
     port, stop = _server(lambda conn: None)  # accepts, never answers (a map still loading)
     try:
-        t0 = time.monotonic()
-        with pytest.raises(NotReady, match="no answer"):
+        # gives up by its own time-out (the message names it), not by a hang
+        with pytest.raises(NotReady, match=r"no answer .*within 0\.5 s"):
             probe_version("127.0.0.1", port, timeout=0.5)
-        assert time.monotonic() - t0 < 3
     finally:
         stop.set()
 
@@ -200,17 +199,15 @@ def test_wait_ready_stops_early_when_told_the_server_died() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t0 = time.monotonic()
+    asked: list[str] = []
+
+    def died() -> str:
+        asked.append("?")
+        return "the server exited: Refusing to run with the root privileges."
+
     with pytest.raises(NotReady, match="Refusing to run with the root privileges"):
-        wait_ready(
-            "127.0.0.1",
-            port,
-            60,
-            interval=0.05,
-            abort_every=0.1,
-            should_abort=lambda: "the server exited: Refusing to run with the root privileges.",
-        )
-    assert time.monotonic() - t0 < 5
+        wait_ready("127.0.0.1", port, 60, interval=0.05, abort_every=0.1, should_abort=died)
+    assert len(asked) == 1  # stopped the first time it asked, not at the end of its 60 s
 
 
 def test_progress_line_on_a_terminal_and_in_a_log() -> None:

@@ -36,18 +36,21 @@ def doctor(profile: str | None, as_json: bool, mode: str | None, need_gb: float 
     \b
     Exit codes: 0 nothing blocks the chosen mode, 1 a failing check does, 2 bad input.
     """
-    from carla_launcher import resources as R
-    from carla_launcher.doctor import render, run_doctor
+    from carla_launcher.doctor.gather import run_doctor
+    from carla_launcher.doctor.model import Mode
+    from carla_launcher.doctor.render import render, to_json
+    from carla_launcher.gpu.vram import DEFAULT_NEED_MIB
 
     prof = None
     if profile is not None:
         from carla_launcher.profile import load_profile
 
         prof = load_profile(profile)
-    need_mib = int(need_gb * 1024) if need_gb else R.DEFAULT_NEED_MIB
-    report = run_doctor(prof, need_mib, mode)  # type: ignore[arg-type]
+    need_mib = int(need_gb * 1024) if need_gb else DEFAULT_NEED_MIB
+    forced: Mode | None = "local" if mode == "local" else "distributed" if mode else None
+    report = run_doctor(prof, need_mib, forced)
     if as_json:
-        click.echo(json.dumps(report.as_json(), indent=2))
+        click.echo(json.dumps(to_json(report), indent=2))
     else:
         click.echo(render(report, prof))
     sys.exit(report.exit_code)

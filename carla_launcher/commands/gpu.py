@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from carla_launcher.profile import Profile
 
 NEED_HELP = "VRAM (GB) server and agent together need on one GPU for local mode (default 10)."
 
@@ -33,12 +37,13 @@ def gpu(profile: str | None, watch: bool, as_json: bool, need_gb: float | None) 
     \b
     Exit codes: 0 GPUs read, 1 no usable GPU (or the box did not answer), 2 bad input.
     """
-    from carla_launcher import gpu as G
-    from carla_launcher import resources as R
+    from carla_launcher.gpu.remote import reports
+    from carla_launcher.gpu.render import render, to_json
+    from carla_launcher.gpu.vram import DEFAULT_NEED_MIB
 
     if watch and as_json:
         raise click.UsageError("--watch and --json do not go together")
-    need_mib = int(need_gb * 1024) if need_gb else R.DEFAULT_NEED_MIB
+    need_mib = int(need_gb * 1024) if need_gb else DEFAULT_NEED_MIB
     prof = None
     if profile is not None:
         from carla_launcher.profile import load_profile
@@ -46,32 +51,34 @@ def gpu(profile: str | None, watch: bool, as_json: bool, need_gb: float | None) 
         prof = load_profile(profile)
     box = prof is not None
     if watch:
-        _watch(G, prof, need_mib)
+        _watch(prof, need_mib)
         return
-    reports = G.reports(prof)
+    found = reports(prof)
     if as_json:
         click.echo(
             json.dumps(
-                {"machines": [G.to_json(r, box=box, need_mib=need_mib) for r in reports]}, indent=2
+                {"machines": [to_json(r, box=box, need_mib=need_mib) for r in found]}, indent=2
             )
         )
     else:
-        click.echo("\n\n".join(G.render(r, box=box, need_mib=need_mib) for r in reports))
-    if any(r.status != "ok" for r in reports):
+        click.echo("\n\n".join(render(r, box=box, need_mib=need_mib) for r in found))
+    if any(r.status != "ok" for r in found):
         sys.exit(1)
 
 
-def _watch(G, prof, need_mib: int) -> None:  # type: ignore[no-untyped-def]
-    box = prof is not None
+def _watch(prof: Profile | None, need_mib: int) -> None:
+    """This machine redrawn from a fresh report each second; boxes from their streams."""
+    from carla_launcher.gpu.local import local_report
+    from carla_launcher.gpu.render import render
+    from carla_launcher.gpu.watch import BoxStream, watch
+
     if prof is None:
-        G.watch(
-            lambda: G.render(G.local_report(), box=False, need_mib=need_mib), "carla-launch gpu"
-        )
+        watch(lambda: render(local_report(), box=False, need_mib=need_mib), "carla-launch gpu")
         return
-    streams = [G.BoxStream(prof, h) for h in (prof.remote.hosts or (None,))]
+    streams = [BoxStream(prof, h) for h in (prof.remote.hosts or (None,))]
     try:
-        G.watch(
-            lambda: "\n\n".join(G.render(s.latest, box=box, need_mib=need_mib) for s in streams),
+        watch(
+            lambda: "\n\n".join(render(s.latest, box=True, need_mib=need_mib) for s in streams),
             f"carla-launch gpu {prof.name}",
         )
     finally:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import click
 
+from carla_launcher import parallel
 from carla_launcher.box.address import agent_address
 from carla_launcher.errors import LauncherError
 from carla_launcher.profile import Profile, load_profile
 from carla_launcher.server import control
-from carla_launcher.server.probe import NotReady, ProgressLine
+from carla_launcher.server.probe import NotReady
+from carla_launcher.term import ProgressLine
 
 
 def _hosts(prof: Profile, host: str | None) -> list[str]:
@@ -30,8 +31,7 @@ def _each(prof: Profile, hosts: list[str], fn: Any) -> list[tuple[str, Any, str 
         except LauncherError as e:
             return h, None, str(e)
 
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        return list(pool.map(one, hosts))
+    return parallel.each(hosts, one)
 
 
 host_option = click.option("--host", metavar="HOST", help="One host of a pool (default: all).")

@@ -44,7 +44,7 @@ def up(
     COMPOSE picks the compose file (source or variant name) when the folder has several.
     Running it again when all is up changes nothing and says so.
     """
-    from carla_launcher.server.probe import ProgressLine
+    from carla_launcher.term import ProgressLine
 
     prof = load_profile(profile)
     line = ProgressLine(

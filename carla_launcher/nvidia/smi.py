@@ -2,7 +2,7 @@
 
 Why CSV and not nvidia-smi's table: the `--query-*` CSV output is the interface NVIDIA keeps
 stable for scripts; the table changes layout between drivers. Everything here takes text and
-returns plain data (no processes): `gpu.py` runs the commands here, `box/facts.py` on a box.
+returns plain data (no processes): `gpu/local.py` runs the commands here, `box/facts.py` on a box.
 """
 
 from __future__ import annotations

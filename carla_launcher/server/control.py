@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as _dt
 import shlex
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from carla_launcher import parallel
 from carla_launcher.box import sections
 from carla_launcher.box.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTION, prologue
 
@@ -193,8 +193,7 @@ def server_statuses(profile: Profile) -> list[dict[str, Any]]:
                 "error": str(e).removeprefix(f"{h}: "),
             }
 
-    with ThreadPoolExecutor(max_workers=max(1, len(profile.remote.hosts))) as pool:
-        return list(pool.map(one, profile.remote.hosts))
+    return parallel.each(profile.remote.hosts, one)
 
 
 def start(profile: Profile, host: str | None = None) -> bool:

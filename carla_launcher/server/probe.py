@@ -143,22 +143,3 @@ def wait_ready(
         if waited + interval > budget_s:
             raise NotReady(f"{host}:{port}: not ready after {budget_s:g} s ({reason})")
         time.sleep(interval)
-
-
-class ProgressLine:
-    """A progress line on a terminal (rewritten in place) or every few seconds in a log."""
-
-    def __init__(self, label: str, write: Callable[[str], None], tty: bool, every: float = 5.0):
-        self.label, self.write, self.tty, self.every = label, write, tty, every
-        self._last = -every
-
-    def __call__(self, waited: float, reason: str) -> None:
-        if self.tty:
-            self.write(f"\r\x1b[K{self.label}: waiting {waited:4.0f} s ({reason})")
-        elif waited - self._last >= self.every:
-            self._last = waited
-            self.write(f"{self.label}: waiting {waited:.0f} s ({reason})\n")
-
-    def done(self) -> None:
-        if self.tty:
-            self.write("\r\x1b[K")

@@ -1,7 +1,8 @@
 """The VRAM rule: run server and agent on one GPU, or the server on a box? Pure.
 
 Takes a `GpuReport` (nvidia/smi.py, roles marked by nvidia/roles.py) and returns verdicts:
-no processes, no clock, no files. `gpu.py` and `doctor.py` gather the reports.
+no processes, no clock, no files. `gpu/local.py` and `gpu/remote.py` gather the reports;
+`gpu` renders the verdicts, `doctor` turns them into checks, `status` reads `server_vram`.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ DEFAULT_NEED_MIB = 10 * 1024
 #: the box, where only the server runs.
 SERVER_MIN_MIB = 6 * 1024
 SERVER_RECOMMENDED_MIB = 8 * 1024
-#: Free disk the package needs when it is not installed yet: the ~20 GB archive plus the
-#: unpacked tree next to it while deploy unpacks (it unpacks into a temporary folder).
-PACKAGE_DISK_NEED_KIB = 45 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Verdict:
+    """Where to run the server, and the one sentence that says why."""
+
     mode: Literal["local", "distributed"]
     reason: str
     gpu: int | None = None  # the GPU the verdict is about
 
 
 def gib(mib: int | None) -> str:
+    """MiB as the GB users read on their card's box ("?" when unknown)."""
     return "?" if mib is None else f"{mib / 1024:.1f} GB"
 
 
@@ -113,3 +114,14 @@ def box_vram(
 def carla_usage(report: GpuReport) -> list[GpuProcess]:
     """The CARLA server's processes and their VRAM (for `status`)."""
     return [p for p in report.processes if p.role == "carla"]
+
+
+def server_vram(report: GpuReport) -> tuple[int, int | None]:
+    """(number of CARLA processes, MiB they hold) for `status`; MiB None when unknown."""
+    carla = carla_usage(report)
+    if not carla:
+        return 0, None
+    used = [p.used_mib for p in carla]
+    return len(carla), None if any(u is None for u in used) else sum(
+        u for u in used if u is not None
+    )

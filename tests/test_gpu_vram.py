@@ -1,9 +1,9 @@
-"""The VRAM rule (`resources.py`): local or distributed, room on the box. Inputs are reports
+"""The VRAM rule (`gpu/vram.py`): local or distributed, room on the box. Inputs are reports
 parsed from nvidia-smi's real CSV."""
 
 from __future__ import annotations
 
-from carla_launcher import resources as R
+from carla_launcher.gpu import vram
 from carla_launcher.nvidia import roles, smi
 
 GPU_8 = "0, NVIDIA GeForce RTX 3070, GPU-8f1c, 8192, 412, 7568, 3, 535.183.01, [N/A]"
@@ -18,22 +18,22 @@ def report(*gpu_lines: str, apps: str = "") -> smi.GpuReport:
 
 # -- the 10 GB rule -------------------------------------------------------------------------------
 def test_8_gb_is_distributed() -> None:
-    v = R.local_verdict(report(GPU_8))
+    v = vram.local_verdict(report(GPU_8))
     assert v.mode == "distributed" and "too small" in v.reason and "more than 10.0 GB" in v.reason
 
 
 def test_12_gb_is_local() -> None:
-    v = R.local_verdict(report(GPU_12))
+    v = vram.local_verdict(report(GPU_12))
     assert v.mode == "local" and v.gpu == 0 and "11.4 GB available" in v.reason
 
 
 def test_exactly_10_gb_is_not_more_than_10() -> None:
-    assert R.local_verdict(report(GPU_10)).mode == "distributed"
+    assert vram.local_verdict(report(GPU_10)).mode == "distributed"
 
 
 def test_threshold_is_configurable() -> None:
-    assert R.local_verdict(report(GPU_8), need_mib=6 * 1024).mode == "local"
-    assert R.local_verdict(report(GPU_12), need_mib=16 * 1024).mode == "distributed"
+    assert vram.local_verdict(report(GPU_8), need_mib=6 * 1024).mode == "local"
+    assert vram.local_verdict(report(GPU_12), need_mib=16 * 1024).mode == "distributed"
 
 
 def test_memory_of_our_own_processes_counts_as_available() -> None:
@@ -44,13 +44,13 @@ def test_memory_of_our_own_processes_counts_as_available() -> None:
         11: roles.ProcInfo("python3", "me"),
     }
     ours = roles.with_roles(report(busy, apps=apps), table, agent_users=frozenset({"me"}))
-    assert R.local_verdict(ours).mode == "local"
+    assert vram.local_verdict(ours).mode == "local"
     theirs = roles.with_roles(
         report(busy, apps=apps),
         {11: roles.ProcInfo("python3", "alice")},
         agent_users=frozenset({"me"}),
     )
-    v = R.local_verdict(theirs)  # CARLA counts (any user here), alice's 2.6 GB does not
+    v = vram.local_verdict(theirs)  # CARLA counts (any user here), alice's 2.6 GB does not
     assert v.mode == "distributed" and "used by other programs" in v.reason
 
 
@@ -59,18 +59,18 @@ def test_best_of_two_gpus() -> None:
         "0, Tesla T4, GPU-a, 15360, 13105, 1930, 100, 535.104.05, Disabled",
         "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled",
     )
-    v = R.local_verdict(r)
+    v = vram.local_verdict(r)
     assert (v.mode, v.gpu) == ("local", 1) and "graphicsadapter" in v.reason
 
 
 def test_mig_gpus_cannot_render() -> None:
     r = report("0, NVIDIA A100-SXM4-40GB, GPU-9d3f, 40960, 37, 40327, [N/A], 535.129.03, Enabled")
-    v = R.local_verdict(r)
+    v = vram.local_verdict(r)
     assert v.mode == "distributed" and "MIG" in v.reason
 
 
 def test_no_gpu_is_distributed() -> None:
-    v = R.local_verdict(smi.smi_report(6, "No devices were found", None, ""))
+    v = vram.local_verdict(smi.smi_report(6, "No devices were found", None, ""))
     assert v.mode == "distributed" and "No devices were found" in v.reason
 
 
@@ -81,15 +81,19 @@ def test_room_on_the_box_names_who_else_uses_it() -> None:
         {5: roles.ProcInfo("python", "alice")},
         owners=frozenset({"carla"}),
     )
-    status, detail = R.box_vram(r)
+    status, detail = vram.box_vram(r)
     assert (
         status == "failing" and "python (alice, 19.4 GB)" in detail and "at least 6.0 GB" in detail
     )
-    assert R.box_vram(report(GPU_8))[0] == "warning"  # 7.4 GB: enough, 8 recommended
-    assert R.box_vram(report(GPU_12))[0] == "ok"
-    assert R.box_vram(report(GPU_12), gpu_index=3)[0] == "failing"
+    assert vram.box_vram(report(GPU_8))[0] == "warning"  # 7.4 GB: enough, 8 recommended
+    assert vram.box_vram(report(GPU_12))[0] == "ok"
+    assert vram.box_vram(report(GPU_12), gpu_index=3)[0] == "failing"
 
 
 def test_carla_usage_for_status() -> None:
     r = roles.with_roles(report(GPU_12, apps="GPU-2b6e, 10, CarlaUE4-Linux-Shipping, 6000"))
-    assert [(p.pid, p.used_mib) for p in R.carla_usage(r)] == [(10, 6000)]
+    assert [(p.pid, p.used_mib) for p in vram.carla_usage(r)] == [(10, 6000)]
+    assert vram.server_vram(r) == (1, 6000)
+    assert vram.server_vram(report(GPU_12)) == (0, None)
+    unknown = roles.with_roles(report(GPU_12, apps="GPU-2b6e, 10, CarlaUE4-Linux-Shipping, [N/A]"))
+    assert vram.server_vram(unknown) == (1, None)
