@@ -56,7 +56,10 @@ def parse(stdout: str) -> dict[str, Section]:
         if line.startswith(MARK):
             tag = line[len(MARK) :].strip()
             if tag.startswith("rc ") and name is not None:
-                out[name] = Section("\n".join(buf).strip("\n"), _int(tag[3:]))
+                rc = tag[3:].strip()
+                out[name] = Section(
+                    "\n".join(buf).strip("\n"), int(rc) if rc.lstrip("-").isdigit() else None
+                )
                 name, buf = None, []
             else:
                 if name is not None:
@@ -67,10 +70,3 @@ def parse(stdout: str) -> dict[str, Section]:
     if name is not None:
         out[name] = Section("\n".join(buf).strip("\n"), None)
     return out
-
-
-def _int(text: str) -> int | None:
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None

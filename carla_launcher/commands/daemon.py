@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
+from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,9 +40,37 @@ def _folder(folder: Path | None, profile: str | None, address: str | None) -> Pa
     return absolute_folder(".")
 
 
+@dataclass(frozen=True)
+class Choice:
+    """What the user chose with --dir, --profile, --address, --port and --simulator."""
+
+    folder: Path | None = None
+    profile: str | None = None
+    address: str | None = None
+    port: int | None = None
+    simulator: str | None = None
+
+
+def choice_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--dir and the address options, handed to the command as one `choice` argument."""
+
+    @functools.wraps(f)
+    def wrapper(
+        *args: Any,
+        folder: Path | None,
+        profile: str | None,
+        address: str | None,
+        port: int | None,
+        simulator: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return f(*args, choice=Choice(folder, profile, address, port, simulator), **kwargs)
+
+    return DIR_OPTION(address_options(wrapper))
+
+
 @click.group(invoke_without_command=True)
-@DIR_OPTION
-@address_options
+@choice_options
 @click.option(
     "--debounce",
     type=click.FloatRange(0, 10),
@@ -56,16 +88,7 @@ def _folder(folder: Path | None, profile: str | None, address: str | None) -> Pa
     help="Period of the content-hash re-check (catches lost events).",
 )
 @click.pass_context
-def daemon(
-    ctx: click.Context,
-    folder: Path | None,
-    profile: str | None,
-    address: str | None,
-    port: int | None,
-    simulator: str | None,
-    debounce: float,
-    recheck: float,
-) -> None:
+def daemon(ctx: click.Context, choice: Choice, debounce: float, recheck: float) -> None:
     """Keep every distributed variant of a folder current, in the foreground.
 
     Syncs everything at start, then watches the compose files (and the files they include
@@ -79,55 +102,50 @@ def daemon(
     """
     if ctx.invoked_subcommand is not None:
         # `daemon --dir X status` means the same as `daemon status --dir X`
-        ctx.obj = {
-            "folder": folder,
-            "profile": profile,
-            "address": address,
-            "port": port,
-            "simulator": simulator,
-        }
+        ctx.obj = choice
         return
     from carla_launcher.daemon.service import Daemon, Options
 
-    target_folder = _folder(folder, profile, address)
+    c = choice
     opts = Options(
-        target_folder, address, profile, port, simulator, debounce=debounce, recheck=recheck
+        _folder(c.folder, c.profile, c.address),
+        c.address,
+        c.profile,
+        c.port,
+        c.simulator,
+        debounce=debounce,
+        recheck=recheck,
     )
     ctx.exit(Daemon(opts).run())
 
 
-def _inherit(ctx: click.Context, **given: object) -> dict[str, object]:
-    """Options given to the group fill in those not given to the subcommand."""
-    parent = ctx.obj if isinstance(ctx.obj, dict) else {}
-    return {k: (v if v is not None else parent.get(k)) for k, v in given.items()}
+def _inherit(ctx: click.Context, given: Choice) -> Choice:
+    """Options given to the group (`daemon --dir X status`) fill in those the subcommand
+    was not given."""
+    parent = ctx.obj if isinstance(ctx.obj, Choice) else Choice()
+    return Choice(
+        *(
+            mine if mine is not None else theirs
+            for mine, theirs in zip(astuple(given), astuple(parent), strict=True)
+        )
+    )
 
 
 @daemon.command()
-@DIR_OPTION
-@address_options
+@choice_options
 @click.pass_context
-def install(
-    ctx: click.Context,
-    folder: Path | None,
-    profile: str | None,
-    address: str | None,
-    port: int | None,
-    simulator: str | None,
-) -> None:
+def install(ctx: click.Context, choice: Choice) -> None:
     """Install and start the systemd user unit for a folder.
 
     The profile (or --address) is checked now and written into the unit by absolute path.
     """
     from carla_launcher.daemon.systemd import install as do_install
 
-    o = _inherit(
-        ctx, folder=folder, profile=profile, address=address, port=port, simulator=simulator
-    )
-    folder, profile, address = o["folder"], o["profile"], o["address"]  # type: ignore[assignment]
-    port, simulator = o["port"], o["simulator"]  # type: ignore[assignment]
+    o = _inherit(ctx, choice)
+    address, profile, port, simulator = o.address, o.profile, o.port, o.simulator
 
     target, prof = resolve_target(address, profile, port, simulator)  # fail now, not in the journal
-    where = _folder(folder, profile, address)
+    where = _folder(o.folder, profile, address)
     if not where.is_dir():
         raise click.BadParameter(f"{where}: no such folder", param_hint="--dir")
     args: list[str] = []
@@ -152,8 +170,8 @@ def uninstall(ctx: click.Context, folder: Path | None, profile: str | None) -> N
     """Stop, disable and remove the systemd user unit of a folder."""
     from carla_launcher.daemon.systemd import uninstall as do_uninstall
 
-    o = _inherit(ctx, folder=folder, profile=profile)
-    _emit(do_uninstall(_folder(o["folder"], o["profile"], None)))  # type: ignore[arg-type]
+    o = _inherit(ctx, Choice(folder, profile))
+    _emit(do_uninstall(_folder(o.folder, o.profile, None)))
 
 
 @daemon.command()
@@ -176,8 +194,8 @@ def status(
     from carla_launcher.daemon.status import daemon_status, format_status
     from carla_launcher.daemon.systemd import unit_status
 
-    o = _inherit(ctx, folder=folder, profile=profile)
-    where = _folder(o["folder"], o["profile"], None)  # type: ignore[arg-type]
+    o = _inherit(ctx, Choice(folder, profile))
+    where = _folder(o.folder, o.profile, None)
     s = daemon_status(where, check=not no_check)
     s["systemd"] = unit_status(where)
     if as_json:

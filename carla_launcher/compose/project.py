@@ -8,9 +8,10 @@ it. The real loader (`docker compose config`) is what the tests judge the varian
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -25,6 +26,8 @@ from carla_launcher.compose.fields import (
 )
 from carla_launcher.errors import InputError
 from carla_launcher.fsutil import read_regular
+
+_V = TypeVar("_V")
 
 
 @dataclass
@@ -326,20 +329,14 @@ class Project:
                 )
                 svc.field_lines[k] = here(k)
         if "environment" in node:
-            env = node["environment"]
-            own = env_to_dict(env)
-            svc.environment = (
-                own if tag_of(env) in ("!override", "!reset") else {**svc.environment, **own}
+            svc.environment, svc.env_form = _merged(
+                node["environment"], svc.environment, env_to_dict
             )
-            svc.env_form = "list" if isinstance(env, CommentedSeq) else "map"
             svc.field_lines["environment"] = here("environment")
         if "depends_on" in node:
-            dep = node["depends_on"]
-            own = depends_to_dict(dep)
-            svc.depends_on = (
-                own if tag_of(dep) in ("!override", "!reset") else {**svc.depends_on, **own}
+            svc.depends_on, svc.depends_form = _merged(
+                node["depends_on"], svc.depends_on, depends_to_dict
             )
-            svc.depends_form = "list" if isinstance(dep, CommentedSeq) else "map"
             svc.field_lines["depends_on"] = here("depends_on")
         if "links" in node and isinstance(node["links"], CommentedSeq):
             own_links = [str(x) for x in node["links"]]
@@ -364,6 +361,16 @@ class Project:
         if env_file is not None:
             svc.env_files += env_file_paths(env_file)
             svc.field_lines["env_file"] = here("env_file")
+
+
+def _merged(
+    node: Any, inherited: dict[str, _V], to_dict: Callable[[Any], dict[str, _V]]
+) -> tuple[dict[str, _V], str]:
+    """A mapping-or-list field (`environment`, `depends_on`) over what `extends` gave: merged
+    key by key, or replaced under `!override`/`!reset`; and the form it was written in."""
+    own = to_dict(node)
+    value = own if tag_of(node) in ("!override", "!reset") else {**inherited, **own}
+    return value, "list" if isinstance(node, CommentedSeq) else "map"
 
 
 def _check_types(sf: SourceFile, name: str, node: CommentedMap) -> None:

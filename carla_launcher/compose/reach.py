@@ -60,12 +60,10 @@ def check_distributable(sim: Service, services: dict[str, Service]) -> None:
         if s.name == sim.name:
             continue
         if s.network_mode in own:
-            raise InputError(
-                s.file,
-                s.field_lines.get("network_mode") or s.line,
-                f"service {s.name} shares the simulator's network ({s.network_mode}); "
-                "it cannot run apart from it",
+            raise _refuse(
+                s,
                 "network_mode",
+                f"shares the simulator's network ({s.network_mode}); it cannot run apart from it",
             )
         for vf in s.volumes_from:
             target = (
@@ -74,10 +72,14 @@ def check_distributable(sim: Service, services: dict[str, Service]) -> None:
                 else vf.split(":")[1]
             )
             if target in (sim.name, sim.container_name):
-                raise InputError(
-                    s.file,
-                    s.field_lines.get("volumes_from") or s.line,
-                    f"service {s.name} mounts the simulator's volumes ({vf}); "
-                    "they do not exist on this machine once the simulator runs remotely",
+                raise _refuse(
+                    s,
                     "volumes_from",
+                    f"mounts the simulator's volumes ({vf}); "
+                    "they do not exist on this machine once the simulator runs remotely",
                 )
+
+
+def _refuse(s: Service, field: str, why: str) -> InputError:
+    """The error for a service `field` that ties `s` to the simulator's machine."""
+    return InputError(s.file, s.field_lines.get(field) or s.line, f"service {s.name} {why}", field)

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from carla_launcher import proc
-from carla_launcher.doctor.model import BOTH, DIST, LOCAL, Check, Mode
+from carla_launcher.doctor.model import BOTH, DIST, LOCAL, Check, Mode, Status
 from carla_launcher.gpu.vram import DEFAULT_NEED_MIB, Verdict, local_verdict
 from carla_launcher.nvidia import smi
 
@@ -140,30 +140,32 @@ def toolkit_check(facts: LocalFacts, verdict: Mode) -> Check:
     )
 
 
+# program -> (status when missing, what is lost, the fix, the modes it blocks)
+_TOOLS: dict[str, tuple[Status, str, str, frozenset[str]]] = {
+    "tmux": (
+        "warning",
+        "not installed: `carla-launch attach` shows server and agent in tmux",
+        "sudo apt install tmux",
+        frozenset(),
+    ),
+    "ssh": (
+        "failing",
+        "no OpenSSH client: the box cannot be reached",
+        "sudo apt install openssh-client",
+        DIST,
+    ),
+}
+
+
 def tool_checks(which: dict[str, str | None]) -> list[Check]:
     """tmux for `attach` (a warning), ssh to reach a box (blocks distributed mode)."""
-    tmux = (
-        Check("tmux", "ok", which["tmux"] or "")
-        if which.get("tmux")
-        else Check(
-            "tmux",
-            "warning",
-            "not installed: `carla-launch attach` shows server and agent in tmux",
-            "sudo apt install tmux",
+    checks = []
+    for name, (status, lost, fix, blocks) in _TOOLS.items():
+        found = which.get(name)
+        checks.append(
+            Check(name, "ok", found or "") if found else Check(name, status, lost, fix, blocks)
         )
-    )
-    ssh = (
-        Check("ssh", "ok", which["ssh"] or "")
-        if which.get("ssh")
-        else Check(
-            "ssh",
-            "failing",
-            "no OpenSSH client: the box cannot be reached",
-            "sudo apt install openssh-client",
-            DIST,
-        )
-    )
-    return [tmux, ssh]
+    return checks
 
 
 def local_checks(

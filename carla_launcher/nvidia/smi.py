@@ -8,7 +8,7 @@ returns plain data (no processes): `gpu/local.py` runs the commands here, `box/f
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -146,17 +146,21 @@ def _split(line: str, n: int, free_at: int) -> list[str] | None:
     return [p.strip() for p in parts]
 
 
+def _rows(text: str, names: list[str], free_field: str) -> Iterator[dict[str, str]]:
+    """Each CSV line as {field: value}; `free_field` (a name or path) may hold commas.
+    Blank lines and nvidia-smi's "No running processes found" are skipped."""
+    for line in text.splitlines():
+        if not line.strip() or "No running" in line:
+            continue
+        parts = _split(line, len(names), names.index(free_field))
+        if parts is not None:
+            yield dict(zip(names, parts, strict=False))
+
+
 def parse_gpus(text: str, fields: Iterable[str] = GPU_FIELDS) -> tuple[Gpu, ...]:
     """`--query-gpu=<fields> --format=csv,noheader,nounits` -> Gpu per line."""
-    names = list(fields)
     out: list[Gpu] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        parts = _split(line, len(names), names.index("name"))
-        if parts is None:
-            continue
-        row = dict(zip(names, parts, strict=False))
+    for row in _rows(text, list(fields), "name"):
         index = parse_int(row.get("index", ""))
         if index is None:
             continue
@@ -180,15 +184,8 @@ def parse_gpus(text: str, fields: Iterable[str] = GPU_FIELDS) -> tuple[Gpu, ...]
 def parse_apps(text: str, fields: Iterable[str] = APP_FIELDS) -> tuple[GpuProcess, ...]:
     """`--query-compute-apps=<fields> --format=csv,noheader,nounits` -> GpuProcess per line.
     Process names are paths and may hold commas; they are kept whole."""
-    names = list(fields)
     out: list[GpuProcess] = []
-    for line in text.splitlines():
-        if not line.strip() or "No running" in line:
-            continue
-        parts = _split(line, len(names), names.index("process_name"))
-        if parts is None:
-            continue
-        row = dict(zip(names, parts, strict=False))
+    for row in _rows(text, list(fields), "process_name"):
         pid = parse_int(row.get("pid", ""))
         if pid is None:
             continue
