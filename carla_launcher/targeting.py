@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from carla_launcher import records
 from carla_launcher.compose.sync import Target
 from carla_launcher.errors import InputError
 from carla_launcher.netaddr import address_problem, describe
 from carla_launcher.profile import PROFILE_DIR, Profile, load_profile, read_profile
-from carla_launcher.state import discovered_address
 
 
 def resolve_target(
@@ -65,7 +65,7 @@ def resolve_target(
     if address is None:
         if profile is None:  # load_profile above raised unless an address flag was given
             raise InputError(None, None, "no address: pass --address ADDR or --profile P")
-        address = profile.remote.address or discovered_address(profile.key, profile.remote.host)
+        address = profile.remote.address or records.profile_address(profile)
         if not address:
             raise InputError(
                 profile.path,

@@ -7,7 +7,7 @@ import pytest
 from carla_launcher.box.address import address_candidates, pick_address, ssh_server_side
 from carla_launcher.box.parsers import parse_ip_addr
 from carla_launcher.profile import read_profile
-from carla_launcher.state import discovered_address
+from carla_launcher.records import profile_address
 from tests.harness.netns_box import Box
 
 # `ip -o addr show` of a GPU box with docker, a compose network and a libvirt bridge.
@@ -96,9 +96,7 @@ def test_address_command_picks_the_box_address_not_docker0(box: Box) -> None:
     done = box.cli("address", str(box.profile_path))
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{box.address}\n"  # only the address: scripts use it
-    assert (
-        discovered_address(read_profile(box.profile_path).key) == box.address
-    )  # for `carla-launch sync`
+    assert profile_address(read_profile(box.profile_path)) == box.address  # for `carla-launch sync`
 
 
 @pytest.mark.root

@@ -106,11 +106,12 @@ def test_addresses_and_names_are_accepted(tmp_path: Path, run: Cli, value: str) 
 
 def test_remembered_address_from_a_tampered_state_file_is_refused(tmp_path: Path, run: Cli) -> None:
     from carla_launcher.profile import load_profile
-    from carla_launcher.state import remember_address
+    from carla_launcher.state import write_json
 
     _project(tmp_path)
     write_files(tmp_path, {"profiles/x.yaml": "remote:\n  host: gpu-box\ncompose:\n  dir: .\n"})
-    remember_address(load_profile("x", tmp_path).key, "$(id)")
+    # the file of earlier versions, which users still have
+    write_json("addresses.json", {load_profile("x", tmp_path).key: "$(id)"})
     result = run("sync", "--profile", "x")
     assert result.exit_code == 2, result.output
     line = _one_error_line(result.output)

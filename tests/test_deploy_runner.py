@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from carla_launcher.box.servers import known_server
 from carla_launcher.deploy.runner import DeployReport, HostResult, record, relay_line
 from carla_launcher.profile import read_profile
-from carla_launcher.state import discovered_address
+from carla_launcher.records import ServerRecord, profile_address, server
 
 
 def test_child_lines_as_the_user_sees_them() -> None:
@@ -39,6 +38,6 @@ def test_a_deploy_remembers_addresses_and_ports(tmp_path: Path) -> None:
             ],
         ),
     )
-    assert discovered_address(prof.key) == "10.0.0.2"  # what `carla-launch sync` uses
-    assert known_server(prof, "gpu-2")["port"] == 2003
-    assert known_server(prof, "gpu-1") == {}
+    assert profile_address(prof) == "10.0.0.2"  # what `carla-launch sync` uses
+    assert server(prof, "gpu-2").port == 2003
+    assert server(prof, "gpu-1") == ServerRecord("gpu-1")

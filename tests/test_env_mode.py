@@ -15,13 +15,14 @@ import pytest
 
 from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT, ENV_URL_HOST
 from carla_launcher.profile import load_profile, read_profile
-from carla_launcher.state import remember_address
+from carla_launcher.records import learn
 from carla_launcher.targeting import sharing_warning
+from tests.harness.agent import AGENT as E2E_AGENT
+from tests.harness.agent import VERSION_CALL
 from tests.harness.cli import SIMPLE_COMPOSE as COMPOSE
 from tests.harness.cli import Cli, write_files
 from tests.harness.polling import wait_for
-from tests.test_up_e2e import AGENT as E2E_AGENT
-from tests.test_up_e2e import VERSION_CALL, cli, pane_text
+from tests.test_up_e2e import cli, pane_text
 
 VARIANT = "docker-compose.distributed.yaml"
 ENV_PROFILE = "remote:\n  host: gpu-box\n  address: null\ncompose:\n  dir: .\n  address: env\n"
@@ -53,7 +54,7 @@ def test_env_variant_does_not_depend_on_the_address(tmp_path: Path, run: Cli) ->
     write_files(tmp_path, {"docker-compose.yaml": COMPOSE, "profiles/default.yaml": ENV_PROFILE})
     assert run("sync").exit_code == 0
     before = (tmp_path / VARIANT).read_text()
-    remember_address(load_profile(None, tmp_path).key, "10.9.9.9")
+    learn(load_profile(None, tmp_path), "gpu-box", address="10.9.9.9")
     write_files(tmp_path, {"profiles/default.yaml": ENV_PROFILE.replace("null", "10.1.2.3")})
     assert run("sync", "--check").exit_code == 0
     assert (tmp_path / VARIANT).read_text() == before and "10.1.2.3" not in before
@@ -106,7 +107,7 @@ def test_env_uses_the_remembered_address_when_the_profile_has_none(
     tmp_path: Path, run: Cli
 ) -> None:
     write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n  address: null\n"})
-    remember_address(load_profile("gpu", tmp_path).key, "10.77.3.2")
+    learn(load_profile("gpu", tmp_path), "gpu-box", address="10.77.3.2")
     result = run("env", "gpu", "--format", "dotenv")
     assert result.exit_code == 0, result.output
     assert result.output == f"{ENV_HOST}=10.77.3.2\n{ENV_PORT}=2000\n{ENV_URL_HOST}=10.77.3.2\n"
@@ -115,7 +116,8 @@ def test_env_uses_the_remembered_address_when_the_profile_has_none(
 
 # -- up/attach: the agent pane gets the variables; two profiles on one folder ----------------------
 def test_agent_pane_gets_the_address_the_server_pane_does_not(tmp_path: Path) -> None:
-    from carla_launcher.launch import agent_env, session_panes
+    from carla_launcher.stack.env import agent_env
+    from carla_launcher.stack.panes import session_panes
 
     write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n"})
     prof = load_profile("gpu", tmp_path)
@@ -173,7 +175,7 @@ def test_env_profiles_share_a_folder_without_warning(tmp_path: Path) -> None:
 
 
 def test_up_warns_when_a_sibling_profile_writes_the_same_variants(tmp_path: Path) -> None:
-    from carla_launcher.launch import warn_shared_folder
+    from carla_launcher.stack.variants import warn_shared_folder
 
     write_files(
         tmp_path,
@@ -183,26 +185,28 @@ def test_up_warns_when_a_sibling_profile_writes_the_same_variants(tmp_path: Path
             "profiles/broken.yaml": "remote: [\n",
         },
     )  # skipped, not an error
-    remember_address(load_profile("b", tmp_path).key, "10.0.0.2")
+    learn(load_profile("b", tmp_path), "box-b", address="10.0.0.2")
     said: list[str] = []
     warn_shared_folder(load_profile("a", tmp_path), "10.0.0.1", said.append)
     assert len(said) == 1 and said[0].startswith("warning: b.yaml (10.0.0.2) also writes"), said
 
 
 def test_the_agent_env_up_used_is_remembered_for_down_and_attach(tmp_path: Path) -> None:
-    from carla_launcher.launch import agent_env, compose_environ, remember_session, remembered_env
+    from carla_launcher.records import SessionRecord, remember_session
+    from carla_launcher.stack.env import agent_env, compose_environ, remembered_env
 
     write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n"})
     prof = load_profile("gpu", tmp_path)
     assert remembered_env(prof) is None
-    remember_session(prof, tmp_path / VARIANT, agent_env("10.0.0.7", 2003))
+    remember_session(prof, SessionRecord(tmp_path / VARIANT, "s", agent_env("10.0.0.7", 2003)))
     assert remembered_env(prof) == {
         ENV_HOST: "10.0.0.7",
         ENV_PORT: "2003",
         ENV_URL_HOST: "10.0.0.7",
     }
     assert compose_environ(prof)[ENV_HOST] == "10.0.0.7"
-    remember_session(prof, tmp_path / VARIANT, agent_env("$(id)", 2003))  # tampered state
+    tampered = SessionRecord(tmp_path / VARIANT, "s", agent_env("$(id)", 2003))
+    remember_session(prof, tampered)  # tampered state
     assert remembered_env(prof) is None
 
 

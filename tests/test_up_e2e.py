@@ -17,34 +17,11 @@ from pathlib import Path
 import pytest
 
 from carla_launcher.profile import read_profile
+from tests.harness.agent import AGENT, VERSION_CALL
 from tests.harness.netns_box import Box
 from tests.harness.polling import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
-
-# CARLA's `version` call, as the real client sends it: [0, 1, "version", [[false]]]
-VERSION_CALL = r"\224\000\001\247version\221\221\302"
-
-AGENT = """\
-name: e2e
-services:
-  carla-simulator:
-    image: carlasim/carla:0.9.15
-    command: ./CarlaUE4.sh -RenderOffScreen -nosound
-  agent:
-    image: {image}
-    init: true
-    environment:
-      - CARLA_SIM_HOST=carla-simulator
-    depends_on: [carla-simulator]
-    command:
-      - sh
-      - -c
-      - |
-        reply=$$(printf '{call}' | nc -w 3 $$CARLA_SIM_HOST 2000 | grep -o '0\\.9\\.15')
-        echo "agent: connected to $$CARLA_SIM_HOST:2000, CARLA $$reply"
-        exec sleep 3600
-"""
 
 
 @pytest.fixture

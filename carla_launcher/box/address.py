@@ -180,21 +180,16 @@ def discover_address(profile: Profile, host: str | None = None) -> str:
 
 
 def agent_address(profile: Profile, host: str | None = None) -> str:
-    """remote.address, else what deploy or `address` remembered, else discovered (and
-    remembered); whatever is not an address is refused, naming the box."""
-    from carla_launcher.box.servers import known_server
-    from carla_launcher.state import discovered_address, remember_address
+    """remote.address, else the one recorded for the box (by a deploy, `up` or `address`),
+    else discovered (and recorded); a recorded value that is not an address is refused."""
+    from carla_launcher import records
 
-    host = host or profile.remote.host
+    host = str(host or profile.remote.host)
     if profile.remote.address:
         return profile.remote.address  # validated when the profile was read
-    address = known_server(profile, str(host)).get("address")
-    if address:
-        return checked(str(address), host, "the address remembered from the last deploy")
-    address = discovered_address(profile.key, host) if host == profile.remote.host else None
+    address = records.server(profile, host).address
     if address:
         return address
     address = discover_address(profile, host)
-    if host == profile.remote.host:  # addresses.json holds the first host's (what sync uses)
-        remember_address(profile.key, address)
+    records.learn(profile, host, address=address)
     return address

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from carla_launcher import records
 from carla_launcher.box.address import discover_address
 from carla_launcher.profile import load_profile
-from carla_launcher.state import remember_address
 
 
 @click.command()
@@ -18,11 +18,12 @@ def address(profile: str, host: str | None) -> None:
     The profile's remote.address if set; else the address the SSH connection reached on the
     box (server side of SSH_CONNECTION); else the box's own addresses without loopback,
     link-local and container bridges (docker0, br-*, veth*, ...). Each must be reachable from
-    here. One line per host; the first is remembered for `carla-launch sync`.
+    here. One line per host, each recorded (the first host's is what `carla-launch sync` uses).
     """
     prof = load_profile(profile)
     hosts = [host] if host else list(prof.remote.hosts)
     found = [discover_address(prof, h) for h in hosts]
-    remember_address(prof.key, found[0])
+    for h, a in zip(hosts, found, strict=True):
+        records.learn(prof, h, address=a)
     for a in found:
         click.echo(a)

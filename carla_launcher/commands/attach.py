@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from carla_launcher import launch
 from carla_launcher import session as sess
 from carla_launcher.profile import load_profile
+from carla_launcher.stack.attach import attach_session
 
 
 @click.command()
@@ -35,7 +35,7 @@ def attach(
     attaching again never restarts anything. Detach with the tmux prefix and `d`.
     """
     prof = load_profile(profile)
-    result = launch.attach_session(prof, compose, gpu=gpu, read_write=read_write)
+    result = attach_session(prof, compose, gpu=gpu, read_write=read_write)
     name = sess.session_name(prof.key)
     if result.created or result.respawned:
         click.echo(

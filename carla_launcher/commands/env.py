@@ -40,9 +40,9 @@ def env(profile: str | None, fmt: str, host: str | None) -> None:
     `sync --address-env`) read the box's address and port from these variables when they
     run, so one committed variant serves every box. `up` and `attach` set them themselves;
     this is for running a variant by hand. The address is the profile's remote.address, else
-    the one remembered from `deploy`/`address`, else discovered over SSH (as `up` finds it);
-    the port is the one the last deploy recorded, else server.port. CARLA_LAUNCH_URL_HOST is
-    the address as URLs and host:port need it (bracketed when it is IPv6).
+    the one recorded by `deploy`/`up`/`address`, else discovered over SSH (as `up` finds it);
+    the port is the one recorded by the last deploy or `up`, else server.port.
+    CARLA_LAUNCH_URL_HOST is the address as URLs and host:port need it (bracketed for IPv6).
 
     \b
     Examples:
@@ -52,7 +52,7 @@ def env(profile: str | None, fmt: str, host: str | None) -> None:
       carla-launch env gpu --format dotenv > .env.carla
       docker compose --env-file .env.carla -f build/docker-compose.distributed.yaml up
     """
-    from carla_launcher.launch import known_env
+    from carla_launcher.stack.env import known_env
 
     prof = load_profile(profile)
     if host is not None and host not in prof.remote.hosts:

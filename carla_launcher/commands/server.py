@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from carla_launcher import parallel
+from carla_launcher import parallel, proc
 from carla_launcher.box.address import agent_address
 from carla_launcher.errors import LauncherError
 from carla_launcher.profile import Profile, load_profile
@@ -22,10 +22,14 @@ def _hosts(prof: Profile, host: str | None) -> list[str]:
     return [host] if host else list(prof.remote.hosts)
 
 
-def _each(prof: Profile, hosts: list[str], fn: Any) -> list[tuple[str, Any, str | None]]:
-    """fn(host) on every host in parallel: [(host, result, error line)]."""
+T = TypeVar("T")
 
-    def one(h: str) -> tuple[str, Any, str | None]:
+
+def _each(hosts: list[str], fn: Callable[[str], T]) -> list[tuple[str, T | None, str | None]]:
+    """fn(host) on every host in parallel: [(host, result, error line)]; one host's failure
+    does not hide the others' results."""
+
+    def one(h: str) -> tuple[str, T | None, str | None]:
         try:
             return h, fn(h), None
         except LauncherError as e:
@@ -61,7 +65,7 @@ def start(profile: str, host: str | None, no_wait: bool) -> None:
 def _then_wait(prof: Profile, host: str | None, action: Any, said: Any, no_wait: bool) -> None:
     """action(prof, h) on every host; then, unless no_wait, wait until each server answers."""
     failed = False
-    for h, result, err in _each(prof, _hosts(prof, host), lambda h: action(prof, h)):
+    for h, result, err in _each(_hosts(prof, host), lambda h: action(prof, h)):
         if err:
             click.echo(f"error: {err}", err=True)
             failed = True
@@ -104,7 +108,7 @@ def stop(profile: str, host: str | None) -> None:
     """Stop the server: its whole process group, and wait until its ports are free."""
     prof = load_profile(profile)
     failed = False
-    for h, stopped, err in _each(prof, _hosts(prof, host), lambda h: control.stop(prof, h)):
+    for h, stopped, err in _each(_hosts(prof, host), lambda h: control.stop(prof, h)):
         if err:
             click.echo(f"error: {err}", err=True)
             failed = True
@@ -179,7 +183,7 @@ def logs(profile: str, host: str | None, follow: bool, lines: int) -> None:
     h = host or prof.remote.host
     argv = control.logs_command(prof, h, lines, follow)
     try:
-        rc = subprocess.call(argv)
+        rc = proc.call(argv)
     except KeyboardInterrupt:
         rc = 0
     if rc == 255:

@@ -7,7 +7,7 @@ import json
 import click
 
 from carla_launcher.profile import load_profile
-from carla_launcher.status import gather, problems, render
+from carla_launcher.stack.overview import gather, problems, render
 
 
 @click.command()

@@ -6,10 +6,11 @@ import sys
 
 import click
 
-from carla_launcher import launch
 from carla_launcher import session as sess
 from carla_launcher.errors import display_path
 from carla_launcher.profile import load_profile
+from carla_launcher.stack import down as stack_down
+from carla_launcher.stack import up as stack_up
 
 
 def _say(line: str) -> None:
@@ -51,7 +52,7 @@ def up(
         "waiting for CARLA", lambda s: click.echo(s, err=True, nl=False), tty=sys.stderr.isatty()
     )
     try:
-        report = launch.up(prof, compose, _say, gpu=gpu, read_write=read_write, progress=line)
+        report = stack_up.up(prof, compose, _say, gpu=gpu, read_write=read_write, progress=line)
     finally:
         line.done()
     where = f"{report.address}:{report.port}"
@@ -80,6 +81,6 @@ def up(
 def down(profile: str | None, stop_server: bool) -> None:
     """Agent containers down and the local session closed (--server: the remote server too)."""
     prof = load_profile(profile)
-    done = launch.down(prof, stop_server, _say)
+    done = stack_down.down(prof, stop_server, _say)
     for what in done or ["nothing was running"]:
         click.echo(f"down: {what}")

@@ -143,8 +143,8 @@ class Reconciler:
     ) -> None:
         self.folder = folder
         self.target, self.profile = target, profile
-        self.address_given = address_given  # --address: addresses.json cannot change the target
-        self.state_file = state_file  # addresses.json: a discovered address may change
+        self.address_given = address_given  # --address: a recorded address cannot change the target
+        self.state_file = state_file  # known-servers.json: a recorded address may change
         self.graph: dict[str, frozenset[str]] = {}  # entry -> every file it reads
         self.owner: dict[str, str] = {}  # variant -> entry
         self.written: dict[str, str | None] = {}  # variant -> its content as we left it

@@ -53,7 +53,8 @@ from carla_launcher.daemon.status import STATE_VERSION, lock_path, state_name
 from carla_launcher.daemon.watch import Batch, Handler, Inbox, Interest, WatchdogLogHook, norm
 from carla_launcher.errors import InputError, display_path
 from carla_launcher.fsutil import read_regular, remove_stale_temps
-from carla_launcher.state import state_dir, write_json
+from carla_launcher.records import servers_file
+from carla_launcher.state import write_json
 from carla_launcher.targeting import resolve_target
 
 
@@ -125,7 +126,7 @@ class Daemon:
             target,
             profile,
             address_given=opts.address is not None,
-            state_file=str(state_dir() / "addresses.json"),
+            state_file=str(servers_file()),
         )
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The parent side of a deploy: run the pyinfra child, relay its progress, read its result.
 
 Safe to import anywhere (no pyinfra, no gevent here). `deploy()` is what `carla-launch deploy`
-and `carla-launch up` call; it also remembers each box's address and port for `sync`,
-`status` and `server start`.
+and `carla-launch up` call; it also records each box's server (records.py) for `sync`,
+`status`, `env` and `up`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from carla_launcher.box.servers import SERVERS_STATE
+from carla_launcher import records
 from carla_launcher.box.shell import ERROR_PREFIX
 from carla_launcher.box.ssh import RemoteError
 from carla_launcher.profile import Profile
-from carla_launcher.state import read_json, remember_address, write_json
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PYINFRA_PREFIX = re.compile(r"^\[([^\]]+)\]\s+(.*)$")
@@ -141,20 +140,10 @@ def deploy(
 
 
 def record(profile: Profile, report: DeployReport) -> None:
-    """Remember where the servers are: addresses for `sync`, ports and versions for others."""
-    servers = read_json(SERVERS_STATE)
-    found = servers.get(profile.key)
-    mine: dict[str, Any] = found if isinstance(found, dict) else {}
+    """Remember where the servers are (address, port, version) for `sync`, `status`, `up`."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for h in report.hosts:
         if h.ok and h.address:
-            mine[h.host] = {
-                "address": h.address,
-                "port": h.port,
-                "version": h.version,
-                "deployed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }
-    servers[profile.key] = mine
-    write_json(SERVERS_STATE, servers)
-    first = next((h for h in report.hosts if h.ok and h.address), None)
-    if first is not None and first.address is not None:
-        remember_address(profile.key, first.address)
+            records.learn(
+                profile, h.host, address=h.address, port=h.port, version=h.version, deployed_at=now
+            )

@@ -1,30 +1,40 @@
-"""`carla-launch status`: the facts of every part in one place, gathered in parallel.
+"""The overview behind `carla-launch status`: the facts of every part of the stack in one
+place, gathered in parallel.
 
 `gather` collects (I/O, each part guarded so one failure does not hide the rest);
-`problems` and `render` are pure.
+`problems` and `render` are pure. The server's address is the one recorded by whatever
+learnt it (deploy, `up`, `address`), read from `records` like everyone else reads it.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from carla_launcher import parallel, proc, records
 from carla_launcher import session as sess
-from carla_launcher.errors import LauncherError
+from carla_launcher.errors import InputError, LauncherError
 from carla_launcher.profile import Profile
+from carla_launcher.stack.env import compose_environ
+
+
+def known_address(profile: Profile, host: str) -> str | None:
+    """The address agents use for `host`, as far as it is known here (no SSH)."""
+    return profile.remote.address or records.server(profile, host).address
 
 
 def _server(profile: Profile, host: str) -> dict[str, Any]:
-    from carla_launcher.box.servers import known_server
     from carla_launcher.server import control
     from carla_launcher.server.probe import NotReady, probe_version
 
     st = control.server_status(profile, host)
-    known = known_server(profile, host)
-    address = profile.remote.address or known.get("address")
+    try:
+        address = known_address(profile, host)
+    except InputError as e:  # a tampered record: say so, and still show the server
+        address, st["address_error"] = None, str(e)
     st["address"] = address
     st["version"] = None
     if st.get("running") and address:
@@ -58,19 +68,17 @@ def _agent(variant: Path | None, env: dict[str, str] | None = None) -> dict[str,
     """The containers of the variant `up` ran; `env` is what an env-mode variant reads."""
     if variant is None:
         return {"variant": None, "containers": [], "running": False}
-    proc = subprocess.run(
+    result = proc.run(
         ["docker", "compose", "-f", str(variant), "ps", "-a", "--format", "json"],
-        capture_output=True,
-        text=True,
-        cwd=variant.parent,
-        timeout=30,
+        30,
+        cwd=str(variant.parent),
         env=env,
     )
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["docker compose ps failed"])[-1]
+    if not result.ok:
+        last = (result.stderr.strip().splitlines() or ["docker compose ps failed"])[-1]
         return {"variant": str(variant), "containers": [], "running": False, "error": last}
     containers = []
-    for line in proc.stdout.splitlines():  # compose prints one JSON object per line
+    for line in result.stdout.splitlines():  # compose prints one JSON object per line
         line = line.strip()
         if not line:
             continue
@@ -106,27 +114,32 @@ def _daemon(profile: Profile) -> dict[str, Any]:
     return daemon_status(profile.compose_dir)
 
 
-def gather(profile: Profile) -> dict[str, Any]:
-    from carla_launcher.launch import compose_environ, remembered_variant
+def _remembered_variant(profile: Profile) -> Path | None:
+    found = records.session(profile)
+    return found.variant if found is not None else None
 
+
+Part = Callable[[], dict[str, Any]]
+
+
+def gather(profile: Profile) -> dict[str, Any]:
     host = profile.remote.host or "localhost"
-    parts = {
+    parts: dict[str, Part] = {
         "server": lambda: _server(profile, host),
         "gpu": lambda: _server_gpu(profile, host),
         "daemon": lambda: _daemon(profile),
-        "agent": lambda: _agent(remembered_variant(profile), compose_environ(profile)),
+        "agent": lambda: _agent(_remembered_variant(profile), compose_environ(profile)),
         "session": lambda: _session(profile),
     }
 
-    def run(item: tuple[str, Any]) -> tuple[str, dict[str, Any]]:
+    def run(item: tuple[str, Part]) -> tuple[str, dict[str, Any]]:
         key, fn = item
         try:
             return key, fn()
         except (LauncherError, OSError, subprocess.SubprocessError, ValueError) as e:
             return key, {"error": str(e)}
 
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        facts = dict(pool.map(run, parts.items()))
+    facts = dict(parallel.each(parts.items(), run))
     return {
         "profile": profile.name,
         "host": host,
@@ -199,7 +212,12 @@ def render(facts: dict[str, Any]) -> list[str]:
         rows.append(("server GPU", carla + used))
     else:
         rows.append(("server GPU", g.get("message") or "no NVIDIA GPU seen"))
-    rows.append(("address", str(facts.get("address") or "not known yet (carla-launch address P)")))
+    if facts.get("address"):
+        rows.append(("address", str(facts["address"])))
+    elif s.get("address_error"):
+        rows.append(("address", f"unknown: {s['address_error']}"))
+    else:
+        rows.append(("address", "not known yet (carla-launch address P)"))
     if d.get("error"):
         rows.append(("daemon", f"unknown: {d['error']}"))
     else:

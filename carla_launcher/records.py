@@ -1,0 +1,199 @@
+"""What the tool has learnt about each box's server, and what `up` left running here.
+
+One record of each server (address, port, version, where it runs), written by whatever
+learns it (a deploy, `up`, `address`, a discovery) and read by everything (`status`, `sync`,
+`env`, `up`, the daemon's watch). It replaces two files that each held half of it
+(`addresses.json` and `servers.json`): `status` read only one of them, and said "address not
+known yet" while `up`'s agent was connected to the box. Users still have those files, so
+they are read for a profile that the new file does not know yet; only the new one is written.
+
+A record lies outside the profile but ends up in variants and commands, so what is not an
+address is refused when it is read, naming the file and the box. Writers never validate
+what is there already: `carla-launch address P` must be able to overwrite a bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from carla_launcher.errors import InputError
+from carla_launcher.netaddr import address_problem, describe
+from carla_launcher.state import read_json, state_dir, write_json
+
+SERVERS_FILE = "known-servers.json"  # {profile key: {host: {address, port, version, ...}}}
+SESSIONS_FILE = "sessions.json"  # {profile path: {variant, session, env}}
+LEGACY_SERVERS = "servers.json"  # {profile key: {host: {address, port, version, deployed}}}
+LEGACY_ADDRESSES = "addresses.json"  # {profile key: address of its first host}
+
+
+class _Remote(Protocol):
+    @property
+    def hosts(self) -> Sequence[str]: ...
+
+
+class Owner(Protocol):
+    """What a record needs of a profile (this layer sits below `profile`)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def remote(self) -> _Remote: ...
+
+
+def servers_file() -> Path:
+    """Where the server records live (the daemon watches it: an address may be learnt)."""
+    return state_dir() / SERVERS_FILE
+
+
+# -- servers ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServerRecord:
+    """What is known of the server on `host`; None where nothing has been learnt yet."""
+
+    host: str
+    address: str | None = None  # what agents use to reach the box
+    port: int | None = None  # the RPC port; it moves on a busy box
+    version: str | None = None  # CARLA's answer to `version`
+    deployed_at: str | None = None  # local time of the last deploy, ISO 8601
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A record as stored, with the file it came from (named when it is refused)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    source: str = SERVERS_FILE
+
+
+def _legacy(profile: Owner) -> dict[str, _Raw]:
+    """A profile's records from the files before this one: servers.json per host, and
+    addresses.json's one address, which belonged to the first host."""
+    found: dict[str, _Raw] = {}
+    mine = read_json(LEGACY_SERVERS).get(profile.key)
+    for host, entry in (mine if isinstance(mine, dict) else {}).items():
+        if isinstance(entry, dict):
+            data = {k: v for k, v in entry.items() if k != "deployed"}
+            data["deployed_at"] = entry.get("deployed")
+            found[str(host)] = _Raw(data, LEGACY_SERVERS)
+    hosts = list(profile.remote.hosts)
+    address = read_json(LEGACY_ADDRESSES).get(profile.key)
+    if hosts and isinstance(address, str) and address:
+        first = found.get(hosts[0], _Raw(source=LEGACY_ADDRESSES))
+        if not first.data.get("address"):
+            found[hosts[0]] = _Raw({**first.data, "address": address}, LEGACY_ADDRESSES)
+    return found
+
+
+def _raw(profile: Owner) -> dict[str, _Raw]:
+    mine = read_json(SERVERS_FILE).get(profile.key)
+    if not isinstance(mine, dict):
+        return _legacy(profile)
+    return {str(h): _Raw(e) for h, e in mine.items() if isinstance(e, dict)}
+
+
+def _record(host: str, raw: _Raw) -> ServerRecord:
+    """The stored fields as a record: an address that is not one is refused, naming the file;
+    a port or version of the wrong kind counts as not known."""
+    d = raw.data
+    address = d.get("address")
+    if not isinstance(address, str) or not address:
+        address = None
+    elif problem := address_problem(address):
+        raise InputError(
+            state_dir() / raw.source,
+            None,
+            f"{host}: the remembered address is {describe(address, problem)}; "
+            "run `carla-launch address P` again",
+        )
+    port = d.get("port")
+    version, deployed_at = d.get("version"), d.get("deployed_at")
+    return ServerRecord(
+        host,
+        address,
+        port
+        if isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535
+        else None,
+        version if isinstance(version, str) and version else None,
+        deployed_at if isinstance(deployed_at, str) and deployed_at else None,
+    )
+
+
+def server(profile: Owner, host: str) -> ServerRecord:
+    """The record of the server on `host` (all None when nothing is known)."""
+    raw = _raw(profile).get(host)
+    return _record(host, raw) if raw is not None else ServerRecord(host)
+
+
+def profile_address(profile: Owner) -> str | None:
+    """The address variants are written for: the first host's, else the first host in the
+    profile's order whose address is known (a deploy where the first host failed)."""
+    raws = _raw(profile)
+    for host in profile.remote.hosts:
+        if host in raws and (found := _record(host, raws[host]).address):
+            return found
+    return None
+
+
+def learn(
+    profile: Owner,
+    host: str,
+    *,
+    address: str | None = None,
+    port: int | None = None,
+    version: str | None = None,
+    deployed_at: str | None = None,
+) -> None:
+    """Remember what was just learnt about the server on `host`; what is not given is kept."""
+    new = {"address": address, "port": port, "version": version, "deployed_at": deployed_at}
+    mine = {h: {k: v for k, v in r.data.items() if v is not None} for h, r in _raw(profile).items()}
+    mine[host] = {**mine.get(host, {}), **{k: v for k, v in new.items() if v is not None}}
+    data = read_json(SERVERS_FILE)
+    data[profile.key] = mine
+    write_json(SERVERS_FILE, data)
+
+
+# -- what `up` left running here (read by down, attach, status) -----------------------------------
+@dataclass(frozen=True)
+class SessionRecord:
+    """The variant `up` ran for a profile, its tmux session, and the agent's environment."""
+
+    variant: Path
+    session: str
+    env: dict[str, str]
+
+
+def session(profile: Owner) -> SessionRecord | None:
+    """What the last `up` of this profile left (None: nothing). `env` holds only strings;
+    whether they make an agent's environment is for its reader to check."""
+    entry = read_json(SESSIONS_FILE).get(str(profile.path))
+    if not isinstance(entry, dict) or not entry.get("variant"):
+        return None
+    env = entry.get("env")
+    return SessionRecord(
+        Path(str(entry["variant"])),
+        str(entry.get("session") or ""),
+        {k: str(v) for k, v in env.items() if isinstance(k, str)} if isinstance(env, dict) else {},
+    )
+
+
+def remember_session(profile: Owner, record: SessionRecord) -> None:
+    data = read_json(SESSIONS_FILE)
+    data[str(profile.path)] = {
+        "variant": str(record.variant),
+        "session": record.session,
+        "env": record.env,
+    }
+    write_json(SESSIONS_FILE, data)
+
+
+def forget_session(profile: Owner) -> None:
+    data = read_json(SESSIONS_FILE)
+    if data.pop(str(profile.path), None) is not None:
+        write_json(SESSIONS_FILE, data)

@@ -1,0 +1,31 @@
+"""`carla-launch attach`: the window of `up` again, without deploying or syncing anything.
+
+Panes that still run are kept, so attaching twice never restarts the agent.
+"""
+
+from __future__ import annotations
+
+from carla_launcher import records
+from carla_launcher import session as sess
+from carla_launcher.profile import Profile
+from carla_launcher.stack.env import first_host, known_env_or_none, remembered_env
+from carla_launcher.stack.panes import session_panes
+from carla_launcher.stack.variants import choose_variant, existing_variants
+
+
+def attach_session(
+    profile: Profile, compose: str | None, *, gpu: bool, read_write: bool
+) -> sess.EnsureResult:
+    """Build (or complete) the session: the variant `up` ran, else the one COMPOSE names."""
+    host = first_host(profile)
+    found = records.session(profile)
+    variant = found.variant if found is not None else None
+    if variant is None or compose:
+        variants = existing_variants(profile.compose_dir)
+        variant = choose_variant(profile.compose_dir, variants, compose) if variants else None
+    env = (remembered_env(profile) or known_env_or_none(profile, host)) if variant else None
+    return sess.ensure_session(
+        sess.tmux_server(),
+        sess.session_name(profile.key),
+        session_panes(profile, host, variant, gpu=gpu, read_write=read_write, env=env),
+    )

@@ -1,0 +1,93 @@
+"""Which variant the agent runs, and writing the variants for the box `up` reached.
+
+`choose_variant` is pure; `sync_variants` goes through the one sync service
+(`compose.service`), so `up` says "edited by hand" exactly as `sync` and the daemon do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from carla_launcher import records
+from carla_launcher.compose.discover import variant_name
+from carla_launcher.errors import InputError, LauncherError, display_path
+from carla_launcher.profile import Profile
+
+Say = Callable[[str], None]
+
+
+def choose_variant(folder: Path, variants: list[Path], wanted: str | None) -> Path:
+    """The variant to run: the one of COMPOSE (source or variant name), else the only one,
+    else the one of docker-compose.yaml / compose.yaml."""
+    by_name = {v.name: v for v in variants}
+    if wanted:
+        name = Path(wanted).name
+        for candidate in (name, variant_name(name)):
+            if candidate in by_name:
+                return by_name[candidate]
+        names = ", ".join(sorted(by_name)) or "none"
+        raise InputError(
+            folder, None, f"no distributed variant for {wanted} (variants: {names})", "COMPOSE"
+        )
+    if len(variants) == 1:
+        return variants[0]
+    for default in ("docker-compose.yaml", "docker-compose.yml", "compose.yaml", "compose.yml"):
+        if variant_name(default) in by_name:
+            return by_name[variant_name(default)]
+    names = ", ".join(sorted(by_name)) or "none"
+    raise InputError(folder, None, f"several variants, name one as COMPOSE: {names}", "COMPOSE")
+
+
+def existing_variants(folder: Path) -> list[Path]:
+    """The variants already written in `folder` (attach writes none)."""
+    from carla_launcher.compose.discover import find_entries
+
+    return [p for e in find_entries(folder) if (p := e.with_name(variant_name(e.name))).is_file()]
+
+
+def sync_variants(
+    profile: Profile, address: str, port: int, say: Say
+) -> tuple[list[Path], list[str]]:
+    """Write the variants for this address (or, in the env mode, for any); (all variants, the
+    ones written now)."""
+    from carla_launcher.compose import service
+    from carla_launcher.compose.sync import Target
+
+    folder = profile.compose_dir
+    if profile.compose.env_mode:
+        target = Target(None, None, profile.compose.simulator, env=True)
+    else:
+        target = Target(address, port, profile.compose.simulator)
+    report = service.sync_folder(folder, target, service.Mode.WRITE)
+    variants, written = [], []
+    for entry in report.entries:
+        if entry.error is not None:
+            say(f"warning: {entry.error}")
+        for v in entry.variants:
+            if v.error is not None:
+                raise v.error
+            if v.state is service.VariantState.HAND_EDITED:
+                raise LauncherError(service.hand_edited_message(v.path, v.variant.source))
+            if v.variant.source.parent == folder and v.path.name == variant_name(
+                v.variant.source.name
+            ):
+                variants.append(v.path)
+            if v.state is service.VariantState.WRITTEN:
+                written.append(display_path(v.path))
+    return sorted(set(variants)), written
+
+
+def warn_shared_folder(profile: Profile, address: str, say: Say) -> None:
+    """Two profiles with literal addresses on one compose folder overwrite each other's variants."""
+    from carla_launcher.targeting import sharing_warning, sibling_profiles
+
+    def known(other: Profile) -> str | None:
+        try:
+            return other.remote.address or records.profile_address(other)
+        except InputError:
+            return None  # another profile's bad state is said when that profile is used
+
+    line = sharing_warning(profile, address, [(o, known(o)) for o in sibling_profiles(profile)])
+    if line:
+        say(f"warning: {line}")
