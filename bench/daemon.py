@@ -81,10 +81,10 @@ class Project:
         marker = f"BENCH_MARK: m{self.n}x"
         text = self.base.replace("  TM_PORT: 8000\n", f"  TM_PORT: 8000\n  {marker}\n")
         tmp = self.build / f".{SOURCE}.bench.tmp"
-        with open(tmp, "w") as f:
+        with tmp.open("w") as f:
             f.write(text)
         t0 = time.perf_counter()
-        os.replace(tmp, self.build / SOURCE)
+        tmp.replace(self.build / SOURCE)
         return marker, t0
 
     def wait_variant(self, marker: str, timeout: float = 10.0) -> float | None:
@@ -93,7 +93,7 @@ class Project:
         deadline = time.perf_counter() + timeout
         while True:
             try:
-                with open(path) as f:
+                with path.open() as f:
                     if marker in f.read():
                         return time.perf_counter()
             except FileNotFoundError:
@@ -111,7 +111,8 @@ class Project:
                 lost += 1
             else:
                 out.append(t1 - t0)
-            time.sleep(random.uniform(0.0, 0.02))  # no phase-locking with the debounce
+            # no phase-locking with the debounce
+            time.sleep(random.uniform(0.0, 0.02))  # noqa: S311  jitter, not a secret
         return out, lost
 
 
@@ -149,7 +150,7 @@ def sample(proc: psutil.Process) -> dict[str, float]:
 
 def bench_watchdog(root: Path, usec: int = 200_000, pings: int = 10) -> dict[str, Any]:
     """Seconds between WATCHDOG=1 pings under systemd's watchdog (expected: WATCHDOG_USEC/2);
-    was a wall-clock assertion in tests/test_daemon_lifecycle.py."""
+    was a wall-clock assertion in tests/daemon/test_daemon_lifecycle.py."""
     project = Project(root / "watchdog")
     sock_path = root / "notify.sock"
     env = env_for(project.root) | {
@@ -190,7 +191,7 @@ def bench_watchdog(root: Path, usec: int = 200_000, pings: int = 10) -> dict[str
 def bench_daemon(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     project = Project(root / "daemon")
     log = root / "daemon.log"
-    with open(log, "w") as out:
+    with log.open("w") as out:
         popen = subprocess.Popen(
             [
                 sys.executable,
@@ -306,7 +307,7 @@ def bench_naive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             popen.kill()
             popen.wait()
     return {
-        "command": " ".join(argv[:-2] + [f"--command='{command}'", "build"]),
+        "command": " ".join([*argv[:-2], f"--command='{command}'", "build"]),
         "latency_ms": percentiles(samples) | {"lost": lost},
     }
 

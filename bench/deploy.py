@@ -114,7 +114,7 @@ def main() -> None:
         first = round(deploy(one.profile_path), 3)
         noop = median(lambda: deploy(one.profile_path), args.runs)
         # giving up on a host nobody answers at: connect_timeout 2 s plus start-up (was a
-        # wall-clock assertion in tests/test_deploy.py; the anchor is the connect_timeout)
+        # wall-clock assertion in tests/deploy/test_deploy.py; the anchor is the connect_timeout)
         remote = dict(one.profile_data["remote"])
         one.write_profile(remote={"host": f"10.77.{one.n}.99", "connect_timeout": 2})
         t = time.perf_counter()

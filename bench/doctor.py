@@ -65,7 +65,8 @@ def start_sshd(work: Path, fake_bin: Path) -> tuple[subprocess.Popen[bytes], int
     port = free_port()
     cfg = work / "sshd_config"
     cfg.write_text(
-        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {work / 'host'}\nAuthorizedKeysFile {work / 'authorized_keys'}\n"
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {work / 'host'}\n"
+        f"AuthorizedKeysFile {work / 'authorized_keys'}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
         f"PidFile {work / 'sshd.pid'}\nSetEnv PATH={fake_bin}:/usr/local/bin:/usr/bin:/bin\n"
     )
@@ -90,8 +91,8 @@ def start_sshd(work: Path, fake_bin: Path) -> tuple[subprocess.Popen[bytes], int
 def netns_box(
     work: Path, env: dict[str, str], cmd: list[str], args: argparse.Namespace
 ) -> dict[str, object]:
-    """The same against a network-namespace box of the test suite (tests/harness/netns_box.py): a user
-    login, the fake in its ~/.local/bin, the stand-in package installed and verified."""
+    """The same against a network-namespace box of the test suite (tests/harness/netns_box.py):
+    a user login, the fake in its ~/.local/bin, the stand-in package installed and verified."""
     try:
         from tests.harness.netns_box import make_box, missing
     except ImportError as e:

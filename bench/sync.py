@@ -117,10 +117,10 @@ def main() -> None:
         entries = make_project(folder, args.files)
         addr = ["--address", "192.0.2.10", "--simulator", "carla-simulator"]
         sync = [sys.executable, "-m", "carla_launcher", "sync", "--dir", str(folder), *addr]
-        subprocess.run(sync + ["-q"], check=True, cwd=REPO)
+        subprocess.run([*sync, "-q"], check=True, cwd=REPO)
 
         def check() -> None:
-            subprocess.run(sync + ["--check", "-q"], check=True, cwd=REPO)
+            subprocess.run([*sync, "--check", "-q"], check=True, cwd=REPO)
 
         def loader() -> None:
             for e in entries:

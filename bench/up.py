@@ -22,9 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.harness.agent import AGENT, VERSION_CALL
 from tests.harness.dockerd import DockerDaemon
 from tests.harness.netns_box import make_box
-from tests.test_up_e2e import AGENT, VERSION_CALL
 
 
 def main() -> None:

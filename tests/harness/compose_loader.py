@@ -45,4 +45,5 @@ def load_model(*files: Path, env: dict[str, str] | None = None) -> dict[str, Any
         raise ComposeLoadError(
             f"compose could not load {[str(f) for f in files]}: {proc.stderr.strip()}"
         )
-    return json.loads(proc.stdout)
+    model: dict[str, Any] = json.loads(proc.stdout)
+    return model

@@ -127,7 +127,7 @@ FORBIDDEN = re.compile(
     re.IGNORECASE,
 )
 HOST_LOCK = Path(
-    "/run/lock/carla-dockerd.lock" if os.path.isdir("/run/lock") else "/tmp/.carla-dockerd.lock"
+    "/run/lock/carla-dockerd.lock" if Path("/run/lock").is_dir() else "/tmp/.carla-dockerd.lock"
 )
 HOST_RECORD = Path("/tmp/.carla-dockerd-host.json")  # the host before the first of our daemons
 UNSET_VARS = ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_API_VERSION")
@@ -161,7 +161,7 @@ def _iptables(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
 
 def _is_static_elf(path: str) -> bool:
     """True when the ELF file has no PT_INTERP, i.e. runs without a dynamic loader."""
-    with open(path, "rb") as f:
+    with Path(path).open("rb") as f:
         head = f.read(64)
         if head[:4] != b"\x7fELF":
             return False
@@ -192,15 +192,15 @@ def _pids_mentioning(text: str) -> list[int]:
     needle = text.encode()
     me = os.getpid()
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if needle in cmdline and _alive(int(entry)):
-            found.append(int(entry))
+        if needle in cmdline and _alive(int(entry.name)):
+            found.append(int(entry.name))
     return found
 
 
@@ -221,16 +221,13 @@ def _comm(pid: int) -> str:
 
 
 def _other_dockerd_running(exclude: set[int]) -> bool:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in exclude:
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "dockerd" and _alive(
-                    int(entry)
-                ):
-                    return True
-            except OSError:
-                pass
-    return False
+    return any(
+        entry.name.isdigit()
+        and int(entry.name) not in exclude
+        and _comm(int(entry.name)) == "dockerd"
+        and _alive(int(entry.name))
+        for entry in Path("/proc").iterdir()
+    )
 
 
 def _kill_pids(pids: list[int], deadline: float = 5.0) -> list[int]:
@@ -350,9 +347,9 @@ def _rmdir_tree(d: Path) -> None:
 def host_snapshot() -> dict[str, Any]:
     """What dockerd can leave on a host: compare before and after to prove a teardown clean."""
     links = sorted(
-        n
-        for n in os.listdir("/sys/class/net")
-        if n.startswith((BRIDGE_PREFIX, "br-", "veth", "docker"))
+        p.name
+        for p in Path("/sys/class/net").iterdir()
+        if p.name.startswith((BRIDGE_PREFIX, "br-", "veth", "docker"))
     )
     cg_root = Path("/sys/fs/cgroup")
     cgroups = sorted(
@@ -770,7 +767,7 @@ class DockerDaemon:
 
     def _spawn(self, extra: list[str]) -> None:
         args = self._dockerd_args(extra)
-        with open(self.log_path, "ab") as log:
+        with self.log_path.open("ab") as log:
             log.write(f"\n==== {' '.join(args)}\n".encode())
             log.flush()
             self._log_offset = self.log_path.stat().st_size

@@ -44,6 +44,7 @@ Skips, naming what is missing, without root, `ip netns`, sshd or tmux.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -88,7 +89,7 @@ def missing() -> str | None:
     ):
         if shutil.which(tool) is None:
             return f"needs {why}"
-    if not os.path.exists("/usr/sbin/sshd"):
+    if not Path("/usr/sbin/sshd").exists():
         return "needs openssh-server (/usr/sbin/sshd)"
     probe = f"{PREFIX}probe-{os.getpid()}"
     done = subprocess.run(
@@ -250,7 +251,7 @@ class Box:
                 ]
             )
         )
-        os.makedirs("/run/sshd", exist_ok=True)
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         _sh(
             [
                 "ip",
@@ -318,11 +319,9 @@ class Box:
             self._extra_files.append(sudoers)
 
     def close(self) -> None:
-        for srv in self._servers:
-            try:
+        for srv in self._servers:  # every one, even if another fails to stop
+            with contextlib.suppress(Exception):
                 srv.stop()
-            except Exception:  # noqa: BLE001
-                pass
         self._servers.clear()
         _kill_netns(self.netns)
         for user in self._users:
@@ -400,7 +399,7 @@ class Box:
         argv = ["ip", "netns", "exec", self.netns]
         if user:
             argv += ["runuser", "-u", user, "--"]
-        return _sh(argv + ["sh", "-c", cmd], check=check, timeout=timeout)
+        return _sh([*argv, "sh", "-c", cmd], check=check, timeout=timeout)
 
     @property
     def sshd_pid(self) -> int:
@@ -486,7 +485,7 @@ class Box:
         unpack = Path(tempfile.mkdtemp(dir=root.parent, prefix=".preinstall-"))
         if archive.name.endswith(".zip"):
             with zipfile.ZipFile(archive) as z:
-                z.extractall(unpack)
+                z.extractall(unpack)  # noqa: S202  a package the harness built itself
         else:
             with tarfile.open(archive) as t:
                 t.extractall(unpack, filter="tar")
@@ -535,7 +534,7 @@ class Box:
         pids = []
         for pid in _netns_pids(self.netns):
             try:
-                if os.stat(f"/proc/{pid}").st_uid == uid:
+                if Path(f"/proc/{pid}").stat().st_uid == uid:
                     pids.append(pid)
             except FileNotFoundError:
                 continue
@@ -592,10 +591,8 @@ def _kill_netns(ns: str) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.05)
 
 
@@ -624,7 +621,7 @@ def _claim(n: int | None) -> tuple[int, Any]:
     """A box number nobody else (no other test process either) uses: a lock file per number."""
     lock_dir = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
     for cand in [n] if n is not None else range(FIRST, LAST + 1):
-        f = open(lock_dir / f"cl-box-{cand}.lock", "w")  # noqa: SIM115 - held while the box lives
+        f = (lock_dir / f"cl-box-{cand}.lock").open("w")  # held while the box lives
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return cand, f

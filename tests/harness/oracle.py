@@ -197,7 +197,11 @@ def _used(model: dict[str, Any]) -> dict[str, set[str]]:
         if not svc.get("networks") and not svc.get("network_mode"):
             used["networks"].add("default")
         for kind in ("volumes", "configs", "secrets"):
-            used[kind] |= {x.get("source") for x in svc.get(kind) or [] if isinstance(x, dict)}
+            used[kind] |= {
+                x["source"]
+                for x in svc.get(kind) or []
+                if isinstance(x, dict) and x.get("source") is not None
+            }
     return used
 
 

@@ -44,10 +44,10 @@ def standin_python() -> str | None:
     The test's own interpreter may live under /root (mode 700), so prefer the system one.
     """
     for cand in ("/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3") or ""):
-        if not cand or not os.path.isfile(cand):
+        if not cand or not Path(cand).is_file():
             continue
         real = Path(os.path.realpath(cand))
-        if all(os.stat(p).st_mode & stat.S_IXOTH for p in [real, *real.parents]):
+        if all(p.stat().st_mode & stat.S_IXOTH for p in [real, *real.parents]):
             return cand
     return None
 
@@ -112,7 +112,7 @@ def build_package(
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

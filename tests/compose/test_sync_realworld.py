@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from carla_launcher.launch import agent_env
+from carla_launcher.stack.env import agent_env
 from tests.harness.cli import write_files
 from tests.harness.compose_loader import ComposeLoadError, load_model
-from tests.test_sync_contract import judge_variant
+from tests.harness.judge import judge_variant
 
 ADDR = "10.77.0.2"
 
@@ -142,7 +142,7 @@ CASES: dict[str, dict] = {
                   - CARLA_SERVER=carla-eval_carla_sim_1
                   - LOG_DIR=/logs/carla-eval-carla_sim-logs
                 entrypoint: ["sh", "-c", "wait-for ${COMPOSE_PROJECT_NAME}-carla_sim-1:2000 && ./run"]
-            """)
+            """)  # noqa: E501  compose text as users write it: the long line is part of the case
         },
         "variant": "docker-compose.distributed.yml",
         "sim": "carla_sim",
@@ -266,7 +266,7 @@ CASES: dict[str, dict] = {
               waiter:
                 image: busybox
                 command: sh -c "until nc -z carla-simulator 2000; do sleep 1; done; wget -qO- http://carla-simulator:2000/"
-            """)
+            """)  # noqa: E501  compose text as users write it: the long line is part of the case
         },
         "variant": "compose.distributed.yaml",
         "port": 3000,
@@ -275,7 +275,10 @@ CASES: dict[str, dict] = {
     "env_file, .env and healthcheck name the simulator": {
         "files": {
             ".env": "CARLA_HOST=carla-simulator\nROUTES=routes_devtest.xml\n",
-            "agent.env": "# agent settings\nCARLA_SERVER_IP=carla-simulator\nexport DEBUG=1\nCARLA_PORT=2000\n",
+            "agent.env": (
+                "# agent settings\nCARLA_SERVER_IP=carla-simulator\n"
+                "export DEBUG=1\nCARLA_PORT=2000\n"
+            ),
             "compose.yaml": d("""\
                 services:
                   carla-simulator:

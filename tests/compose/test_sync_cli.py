@@ -121,7 +121,8 @@ def test_handmade_copy_of_the_old_way_is_not_overwritten(tmp_path: Path, run) ->
                 "compose.yaml": SOURCE.replace("CARLA_SIM_HOST=carla-simulator", "MODE=fast")
                 + "  carla2:\n    image: carlasim/carla:0.9.14\n"
             },
-            r"^error: compose.yaml:3: several candidate simulators: carla-simulator \(compose.yaml:3\), carla2 \(compose.yaml:10\)",
+            r"^error: compose.yaml:3: several candidate simulators: "
+            r"carla-simulator \(compose.yaml:3\), carla2 \(compose.yaml:10\)",
         ),
     ],
     ids=["invalid-yaml", "missing-include", "network-mode", "volumes-from", "two-simulators"],
@@ -132,7 +133,10 @@ def test_bad_input_is_one_line_with_file_and_line_and_loses_nothing(
     files: dict[str, str],
     expected: str,
 ) -> None:
-    good = "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
+    good = (
+        "services:\n  carla-simulator:\n    image: carlasim/carla\n"
+        "  a:\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
+    )
     write_files(tmp_path, {**files, "other.yaml": good})
     write_files(tmp_path, {"compose.distributed.yaml": "# an older variant\n"})
     r = sync(run)
@@ -218,7 +222,8 @@ def test_profile_gives_address_and_simulator(tmp_path: Path, run) -> None:
     shutil.copytree(REPO / "build", tmp_path / "build")
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "box.yaml").write_text(
-        "remote:\n  host: gpu-box\n  address: 10.9.8.7\nserver:\n  port: 2003\ncompose:\n  dir: build\n  simulator: carla-simulator\n"
+        "remote:\n  host: gpu-box\n  address: 10.9.8.7\nserver:\n  port: 2003\n"
+        "compose:\n  dir: build\n  simulator: carla-simulator\n"
     )
     r = run("sync", "--profile", "box")
     assert r.exit_code == 0, r.stderr
@@ -240,7 +245,10 @@ def test_pre_commit_hook_is_declared() -> None:
 
 
 # -- hostile but plausible input (found in review): one line, exit 2, the rest still synced -------
-GOOD = "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
+GOOD = (
+    "services:\n  carla-simulator:\n    image: carlasim/carla\n"
+    "  a:\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -255,18 +263,23 @@ GOOD = "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    imag
         ),
         (
             "command-number",
-            b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    image: a\n    command: [run, --port, 2000]\n",
+            b"services:\n  carla-simulator:\n    image: carlasim/carla\n"
+            b"  a:\n    image: a\n    command: [run, --port, 2000]\n",
             r"compose.yaml:6: services.a.command: must be a string or a list of strings",
         ),
         (
             "extends-simulator",
-            b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: carla-simulator\n",
-            r"compose.yaml:2: several candidate simulators: carla-simulator \(compose.yaml:2\), a \(compose.yaml:4\)",
+            b"services:\n  carla-simulator:\n    image: carlasim/carla\n"
+            b"  a:\n    extends: carla-simulator\n",
+            r"compose.yaml:2: several candidate simulators: "
+            r"carla-simulator \(compose.yaml:2\), a \(compose.yaml:4\)",
         ),
         (
             "extends-missing",
-            b"services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: nothere\n",
-            r"compose.yaml:5: extends: extends a service that compose.yaml does not have: 'nothere'",
+            b"services:\n  carla-simulator:\n    image: carlasim/carla\n"
+            b"  a:\n    extends: nothere\n",
+            r"compose.yaml:5: extends: "
+            r"extends a service that compose.yaml does not have: 'nothere'",
         ),
     ],
 )
@@ -286,7 +299,8 @@ def test_extending_the_simulator_is_refused(tmp_path: Path, run) -> None:
     write_files(
         tmp_path,
         {
-            "compose.yaml": "services:\n  carla-simulator:\n    image: carlasim/carla\n  a:\n    extends: carla-simulator\n"
+            "compose.yaml": "services:\n  carla-simulator:\n    image: carlasim/carla\n"
+            "  a:\n    extends: carla-simulator\n"
         },
     )
     r = sync(run, "--simulator", "carla-simulator")
@@ -332,7 +346,8 @@ def test_dependencies_merged_in_with_an_anchor_are_dropped(
             "compose.yaml": (
                 "x-common: &common\n  depends_on: [carla-simulator]\n  links: [carla-simulator]\n"
                 "services:\n  carla-simulator:\n    image: carlasim/carla\n"
-                "  agent:\n    <<: *common\n    image: a\n    environment: [CARLA_HOST=carla-simulator]\n"
+                "  agent:\n    <<: *common\n    image: a\n"
+                "    environment: [CARLA_HOST=carla-simulator]\n"
             )
         },
     )
@@ -356,9 +371,12 @@ def test_profile_port_is_the_remote_port_even_when_it_is_2000(tmp_path: Path, ru
             "build/compose.yaml": (
                 "services:\n  carla-simulator:\n    image: carlasim/carla\n"
                 "    command: ./CarlaUE4.sh -carla-rpc-port=3000\n"
-                "  agent:\n    image: a\n    environment: [CARLA_HOST=carla-simulator, CARLA_PORT=3000]\n"
+                "  agent:\n    image: a\n"
+                "    environment: [CARLA_HOST=carla-simulator, CARLA_PORT=3000]\n"
             ),
-            "profiles/default.yaml": "remote:\n  host: box\n  address: 10.0.0.8\nserver:\n  port: 2000\n",
+            "profiles/default.yaml": (
+                "remote:\n  host: box\n  address: 10.0.0.8\nserver:\n  port: 2000\n"
+            ),
         },
     )
     assert run("sync", "-q").exit_code == 0

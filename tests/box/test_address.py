@@ -22,7 +22,7 @@ GPU_BOX = """\
 5: virbr0    inet 192.168.122.1/24 brd 192.168.122.255 scope global virbr0\\
 6: veth1a2b3c@if5    inet6 fe80::aa:bbff:fecc:dd/64 scope link \\
 7: cni0    inet 10.244.0.1/24 brd 10.244.0.255 scope global cni0\\
-"""
+"""  # noqa: E501  recorded `ip -o addr` output, as the box printed it
 HOSTNAME_I = "172.17.0.1 192.168.1.42 172.18.0.1 192.168.122.1 10.244.0.1 2001:db8::42"
 
 # A cloud VM reached over a VPN (tailscale), SSH through the VPN.

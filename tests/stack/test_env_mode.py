@@ -18,11 +18,10 @@ from carla_launcher.profile import load_profile, read_profile
 from carla_launcher.records import learn
 from carla_launcher.targeting import sharing_warning
 from tests.harness.agent import AGENT as E2E_AGENT
-from tests.harness.agent import VERSION_CALL
+from tests.harness.agent import VERSION_CALL, cli, pane_text
 from tests.harness.cli import SIMPLE_COMPOSE as COMPOSE
 from tests.harness.cli import Cli, write_files
 from tests.harness.polling import wait_for
-from tests.test_up_e2e import cli, pane_text
 
 VARIANT = "docker-compose.distributed.yaml"
 ENV_PROFILE = "remote:\n  host: gpu-box\n  address: null\ncompose:\n  dir: .\n  address: env\n"

@@ -4,7 +4,6 @@ lost events, the state file and `carla-launch daemon status`."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,18 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.harness.cli import REPO
+from tests.harness.daemon import ADDRESS, SMALL, daemon_env, read, wait_current
 from tests.harness.polling import wait_for
-from tests.test_daemon import (  # noqa: F401 - the *_fixture names register fixtures
-    ADDRESS,
-    REPO,
-    SMALL,
-    daemon_env,
-    daemons_fixture,
-    project_fixture,
-    read,
-    small_fixture,
-    wait_current,
-)
 
 
 def cli(
@@ -98,7 +88,7 @@ def test_a_profile_change_regenerates_every_variant(project: Path, daemons: Any)
     # an atomic save of the profile with a new address
     tmp = profile.with_name(".default.yaml.tmp")
     tmp.write_text(profile.read_text().replace("192.0.2.10", "198.51.100.7"))
-    os.replace(tmp, profile)
+    tmp.replace(profile)
     d.wait_log(r"target changed: address 192\.0\.2\.10 -> 198\.51\.100\.7")
     want = wait_current(build, d, "198.51.100.7")
     assert len(want) == 3 and all("198.51.100.7" in text for text in want.values())

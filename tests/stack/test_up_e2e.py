@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from carla_launcher.profile import read_profile
-from tests.harness.agent import AGENT, VERSION_CALL
+from tests.harness.agent import AGENT, VERSION_CALL, cli, pane_text
 from tests.harness.netns_box import Box
 from tests.harness.polling import wait_for
 
@@ -30,49 +28,6 @@ def tmux_socket(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CARLA_LAUNCH_TMUX_SOCKET", name)
     yield name
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
-
-
-def cli(
-    where: Box | Path, env: dict[str, str], *args: str, timeout: float = 240
-) -> subprocess.CompletedProcess:
-    """carla-launch as a user runs it, in the box's project folder (or the folder given)."""
-    cwd = where if isinstance(where, Path) else where.dir
-    return subprocess.run(
-        [sys.executable, "-m", "carla_launcher", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def pane_text(socket: str, session: str, role: str) -> str:
-    panes = subprocess.run(
-        [
-            "tmux",
-            "-L",
-            socket,
-            "list-panes",
-            "-s",
-            "-t",
-            session,
-            "-F",
-            "#{pane_id} #{@carla_role}",
-        ],
-        capture_output=True,
-        text=True,
-    ).stdout
-    for line in panes.splitlines():
-        pane_id, _, r = line.partition(" ")
-        if r == role:
-            return subprocess.run(
-                ["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", pane_id],
-                capture_output=True,
-                text=True,
-            ).stdout
-    return ""
 
 
 def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:

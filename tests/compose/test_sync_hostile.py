@@ -25,13 +25,8 @@ from carla_launcher.compose.variants import hand_edited, render
 from carla_launcher.errors import InputError
 from carla_launcher.fsutil import STALE_TEMP_S, atomic_write, stale_temps
 from tests.harness.cli import REPO
+from tests.harness.daemon import ADDRESS, daemon_env, wait_current
 from tests.harness.polling import wait_for
-from tests.test_daemon import (  # noqa: F401 - the *_fixture names register fixtures
-    ADDRESS,
-    daemon_env,
-    daemons_fixture,
-    wait_current,
-)
 
 GOOD = """\
 services:
@@ -259,7 +254,7 @@ def test_nesting_and_brackets_that_are_not_deep_are_fine() -> None:
         assert yamlio._scan_depth(f.read_text()) is None, f
 
 
-# -- 5. an alias bomb -------------------------------------------------------------------------------
+# -- 5. an alias bomb ------------------------------------------------------------------------------
 def alias_bomb(levels: int = 9, width: int = 9) -> str:
     """Billion laughs: each level lists the one before `width` times; 9 x 9 is 9**9 strings."""
     lines = ["x-l0: &l0 [" + ", ".join(['"lol"'] * width) + "]"]
@@ -349,10 +344,10 @@ def test_the_daemon_logs_an_alias_bomb_once_keeps_syncing_and_stops_on_sigterm(
     assert d.stop(signal.SIGTERM, timeout=10) == 0  # stop() fails if it is not gone within 10 s
 
 
-# -- 6. a source over the size limit ----------------------------------------------------------------
+# -- 6. a source over the size limit ---------------------------------------------------------------
 def test_an_oversized_source_is_one_line_and_the_rest_is_synced(folder: Path, run) -> None:
     big = folder / "docker-compose.b.yaml"
-    with open(big, "w") as f:
+    with big.open("w") as f:
         f.write(OTHER)
         f.truncate(8 << 30)  # sparse: 8 GiB that nothing may read whole
     (folder / "data.yaml").write_text("# a data set, not compose\nrows:\n" + "- 1\n" * 600_000)
@@ -366,7 +361,7 @@ def test_an_oversized_source_is_one_line_and_the_rest_is_synced(folder: Path, ru
 
 
 def test_discovery_reads_only_the_head_of_an_oversized_file(tmp_path: Path) -> None:
-    with open(tmp_path / "docker-compose.yaml", "w") as f:
+    with (tmp_path / "docker-compose.yaml").open("w") as f:
         f.write(GOOD)
         f.truncate(256 << 20)
     tracemalloc.start()

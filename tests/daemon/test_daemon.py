@@ -1,16 +1,9 @@
-"""The sync daemon: its pure parts, and a harness that drives a real daemon process.
-
-The harness (`Daemon`, `project`, `small`) is imported by the other tests/test_daemon_*.py
-files. Every process test runs `python -m carla_launcher daemon` on real files in tmp
-folders, with HOME and XDG_STATE_HOME there too, and polls with a deadline.
-"""
+"""The sync daemon: its pure parts, then the basics of a real daemon process (driven by the
+harness in tests/harness/daemon.py: the `daemons`, `project` and `small` fixtures)."""
 
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,193 +12,15 @@ from typing import Any
 
 import pytest
 
-from carla_launcher.compose.sync import Target, plan_folder
 from carla_launcher.compose.variants import hand_edited
 from carla_launcher.daemon.notify import sd_notify, watchdog_interval
 from carla_launcher.daemon.reconciler import affected, because
 from carla_launcher.daemon.watch import Inbox, Interest, norm, relevant
 from tests.harness.cli import REPO
-from tests.harness.polling import wait_for
-
-ADDRESS = "10.77.0.2"
-
-SMALL = """\
-# a small project: the simulator and one agent
-services:
-  sim:
-    image: carlasim/carla:0.9.15
-  agent:
-    image: example/agent:latest
-    environment:
-      CARLA_HOST: sim
-      MARK: "{mark}"
-"""
+from tests.harness.daemon import ADDRESS, SMALL, read, wait_current
 
 
-# -- harness ----------------------------------------------------------------------------------------
-def daemon_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID", "JOURNAL_STREAM")
-    }
-    home = tmp / "home"
-    home.mkdir(exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_STATE_HOME=str(home / ".local" / "state"),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        PYTHONPATH=str(REPO),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-class Daemon:
-    """A real `carla-launch daemon` process, its log in a file (reading it never blocks)."""
-
-    def __init__(
-        self, cwd: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None
-    ) -> None:
-        self.cwd = cwd
-        self.log_path = log or cwd / f"daemon-{time.monotonic_ns()}.log"
-        self.env = env or daemon_env(cwd)
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "carla_launcher", "daemon", *args],
-            cwd=cwd,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_log(self, pattern: str, timeout: float = 10.0, count: int = 1) -> str:
-        rx = re.compile(pattern, re.MULTILINE)
-
-        def found() -> Any:
-            if not self.alive() and len(rx.findall(self.log())) < count:
-                pytest.fail(
-                    f"daemon exited ({self.proc.returncode}) before /{pattern}/:\n{self.log()}"
-                )
-            return len(rx.findall(self.log())) >= count and self.log()
-
-        return wait_for(found, timeout, f"/{pattern}/ in the log", self.log)
-
-    def count(self, pattern: str) -> int:
-        return len(re.findall(pattern, self.log(), re.MULTILINE))
-
-    def ready(self) -> Daemon:
-        self.wait_log(r"watching .*variants current")
-        return self
-
-    def send(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.alive():
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                pytest.fail(f"daemon did not stop on {sig!r} within {timeout}s:\n{self.log()}")
-        self._log.close()
-        return self.proc.returncode
-
-
-@pytest.fixture(name="daemons")
-def daemons_fixture() -> Any:
-    """Start daemons with daemons(cwd, *args); all are stopped at the end of the test."""
-    started: list[Daemon] = []
-
-    def start(cwd: Path, *args: str, **kw: Any) -> Daemon:
-        d = Daemon(cwd, *args, **kw)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        if d.alive():
-            d.proc.kill()
-            d.proc.wait()
-
-
-def planned(
-    folder: Path, address: str = ADDRESS, port: int | None = None, simulator: str | None = None
-) -> dict[Path, str]:
-    """What every variant must hold: the sync core's plan (the oracle; sync is tested elsewhere)."""
-    out = {}
-    for r in plan_folder(folder, Target(address, port, simulator)):
-        for v in r.variants:
-            out[v.path] = v.content
-    return out
-
-
-def read(p: Path) -> str | None:
-    try:
-        return p.read_text()
-    except FileNotFoundError:
-        return None
-
-
-def wait_current(
-    folder: Path,
-    d: Daemon,
-    address: str = ADDRESS,
-    timeout: float = 10.0,
-    contains: dict[str, str] | None = None,
-    **kw: Any,
-) -> dict[Path, str]:
-    """Until every variant on disk is what the plan says (and holds the given snippets)."""
-
-    def ok() -> Any:
-        try:
-            want = planned(folder, address, **kw)
-        except Exception:  # noqa: BLE001 - a half-written input while polling: try again
-            return False
-        if not all(read(p) == text for p, text in want.items()):
-            return False
-        for name, snippet in (contains or {}).items():
-            if snippet not in (read(folder / name) or ""):
-                return False
-        return want
-
-    return wait_for(ok, timeout, f"variants of {folder.name} current", d.log)
-
-
-@pytest.fixture(name="project")
-def project_fixture(tmp_path: Path) -> Path:
-    """The bundled example (build/ + profiles/default.yaml) in a tmp project folder."""
-    root = tmp_path / "proj"
-    shutil.copytree(REPO / "build", root / "build")
-    (root / "profiles").mkdir()
-    shutil.copy(REPO / "profiles" / "default.yaml", root / "profiles" / "default.yaml")
-    return root
-
-
-@pytest.fixture(name="small")
-def small_fixture(tmp_path: Path) -> Path:
-    """A one-entry project: proj/build/compose.yaml with a MARK to change."""
-    root = tmp_path / "proj"
-    (root / "build").mkdir(parents=True)
-    (root / "build" / "compose.yaml").write_text(SMALL.format(mark="v0"))
-    return root
-
-
-# -- pure parts -------------------------------------------------------------------------------------
+# -- pure parts ------------------------------------------------------------------------------------
 def test_inbox_is_a_trailing_edge_debounce_with_a_cap() -> None:
     now = [100.0]
     inbox = Inbox(delay=0.05, max_wait=1.0, clock=lambda: now[0])
@@ -318,7 +133,7 @@ def test_sd_notify_speaks_the_protocol(tmp_path: Path, monkeypatch: pytest.Monke
     assert watchdog_interval() is None
 
 
-# -- a real daemon, the basics ----------------------------------------------------------------------
+# -- a real daemon, the basics ---------------------------------------------------------------------
 def test_start_syncs_everything_then_follows_an_in_place_save(project: Path, daemons: Any) -> None:
     build = project / "build"
     for v in build.glob("*distributed.yaml"):
@@ -381,7 +196,7 @@ def test_no_reader_ever_sees_a_half_written_variant(small: Path, daemons: Any) -
         for i in range(1, 201):
             tmp = build / ".compose.yaml.tmp"
             tmp.write_text(SMALL.format(mark=f"v{i}" * 50))
-            os.replace(tmp, build / "compose.yaml")
+            tmp.replace(build / "compose.yaml")
             time.sleep(0.002)
         wait_current(build, d, contains={"compose.distributed.yaml": "v200v200"})
     finally:
@@ -394,13 +209,12 @@ def test_no_reader_ever_sees_a_half_written_variant(small: Path, daemons: Any) -
 
 def test_the_daemon_never_imports_pyinfra() -> None:
     """gevent's monkey-patching (pyinfra_cli, pyinfra's parallel SSH) breaks watchdog's threads."""
-    import subprocess
-    import sys
-
     code = (
-        "import sys, carla_launcher.cli, carla_launcher.commands.daemon, carla_launcher.daemon.service, carla_launcher.daemon.reconciler, "
+        "import sys, carla_launcher.cli, carla_launcher.commands.daemon, "
+        "carla_launcher.daemon.service, carla_launcher.daemon.reconciler, "
         "carla_launcher.daemon.systemd, carla_launcher.daemon.status\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pyinfra', 'pyinfra_cli', 'gevent'))\n"
+        "bad = sorted(m for m in sys.modules\n"
+        "             if m.split('.')[0] in ('pyinfra', 'pyinfra_cli', 'gevent'))\n"
         "assert not bad, bad\n"
     )
     r = subprocess.run(

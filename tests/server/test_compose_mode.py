@@ -19,7 +19,7 @@ from carla_launcher.server.compose import (
 from tests.harness.compose_loader import compose_binary, load_model
 from tests.harness.netns_box import Box
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 SIMULATOR = {
     "image": "carlasim/carla:0.9.15",

@@ -18,22 +18,14 @@ from typing import Any
 
 import pytest
 
+from tests.harness.daemon import ADDRESS, SMALL, read, wait_current
 from tests.harness.polling import wait_for
-from tests.test_daemon import (  # noqa: F401 - the *_fixture names register fixtures
-    ADDRESS,
-    SMALL,
-    daemons_fixture,
-    project_fixture,
-    read,
-    small_fixture,
-    wait_current,
-)
 
 
 # -- save styles (what the editors do, as seen in notes/libraries.md section 3) --------------------
 def in_place(path: Path, text: str) -> None:
     """VS Code's default, nano, open('w')."""
-    with open(path, "w") as f:
+    with path.open("w") as f:
         f.write(text)
 
 
@@ -41,7 +33,7 @@ def temp_and_replace(path: Path, text: str) -> None:
     """VS Code with atomic saves, most libraries: a temp file renamed over the file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def jetbrains(path: Path, text: str) -> None:
@@ -49,8 +41,8 @@ def jetbrains(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + "___jb_tmp___")
     old = path.with_name(path.name + "___jb_old___")
     tmp.write_text(text)
-    os.rename(path, old)
-    os.rename(tmp, path)
+    path.rename(old)
+    tmp.rename(path)
     old.unlink()
 
 
@@ -62,8 +54,8 @@ def vim(path: Path, text: str) -> None:
     probe.write_text("")
     probe.unlink()
     backup = path.with_name(path.name + "~")
-    os.rename(path, backup)  # for a moment the file does not exist
-    with open(path, "w") as f:
+    path.rename(backup)  # for a moment the file does not exist
+    with path.open("w") as f:
         f.write(text)
     backup.unlink()
     swp.unlink()
@@ -219,7 +211,8 @@ def test_half_saved_invalid_yaml_keeps_the_last_good_variant(small: Path, daemon
     half = full[: full.index("MARK")] + 'MARK: "nex\n  other: [\n'  # a save cut short
     in_place(build / "compose.yaml", half)
     log = d.wait_log(
-        r"^\S+ \S+ error: build/compose\.yaml:\d+: invalid YAML: .*\(keeping the last good variant\)$"
+        r"^\S+ \S+ error: build/compose\.yaml:\d+: invalid YAML: "
+        r".*\(keeping the last good variant\)$"
     )
     assert len([line for line in log.splitlines() if "error:" in line]) == 1  # one line
     assert read(build / "compose.distributed.yaml") == good
@@ -233,7 +226,8 @@ def test_a_file_included_from_outside_the_folder(small: Path, daemons: Any) -> N
     shared = small.parent / "shared"
     shared.mkdir()
     (shared / "base.yaml").write_text(
-        "services:\n  agent:\n    image: example/agent:latest\n    environment:\n      CARLA_HOST: sim\n"
+        "services:\n  agent:\n    image: example/agent:latest\n"
+        "    environment:\n      CARLA_HOST: sim\n"
     )
     build = small / "build"
     (build / "compose.yaml").write_text(
@@ -245,7 +239,8 @@ def test_a_file_included_from_outside_the_folder(small: Path, daemons: Any) -> N
     d = daemons(small, "--dir", "build", "--address", ADDRESS).ready()
     wait_current(build, d, contains={"compose.distributed.yaml": f"CARLA_HOST: {ADDRESS}"})
     (shared / "base.yaml").write_text(
-        "services:\n  agent:\n    image: example/agent:latest\n    environment:\n      CARLA_SERVER_HOST: sim\n"
+        "services:\n  agent:\n    image: example/agent:latest\n"
+        "    environment:\n      CARLA_SERVER_HOST: sim\n"
     )
     d.wait_log(r"synced build/compose\.distributed\.yaml \(\S*shared/base\.yaml changed\)")
     wait_current(build, d, contains={"compose.distributed.yaml": f"CARLA_SERVER_HOST: {ADDRESS}"})
@@ -257,12 +252,12 @@ def test_the_folder_renamed_away_and_back(small: Path, daemons: Any) -> None:
     d = daemons(small, "--dir", "build", "--address", ADDRESS).ready()
     wait_current(build, d)
     moved = small / "build.moved"
-    os.rename(build, moved)
+    build.rename(moved)
     d.wait_log(r"warning: folder build is gone \(renamed or deleted\); variants are kept")
     # edits in the renamed folder are not the watched folder's business
     in_place(moved / "compose.yaml", SMALL.format(mark="while-away"))
     assert d.alive()
-    os.rename(moved, build)
+    moved.rename(build)
     d.wait_log(r"folder build is back")
     wait_current(build, d, contains={"compose.distributed.yaml": 'MARK: "while-away"'})
     in_place(build / "compose.yaml", SMALL.format(mark="after"))

@@ -416,5 +416,5 @@ def test_a_client_is_never_a_candidate(tmp_path: Path) -> None:
 def test_no_evidence_at_all(tmp_path: Path) -> None:
     text = "services:\n  web:\n    image: nginx\n    ports: ['8080:80']\n  db:\n    image: redis\n"
     assert _choose(tmp_path, text, required=False) is None
-    with pytest.raises(InputError, match="no simulator found .*CARLA host.*CarlaUE4.*port 2000"):
+    with pytest.raises(InputError, match=r"no simulator found .*CARLA host.*CarlaUE4.*port 2000"):
         _choose(tmp_path, text)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from carla_launcher.compose.sync import Target, plan_folder
 from carla_launcher.compose.variants import apply, compare
-from carla_launcher.launch import agent_env
+from carla_launcher.stack.env import agent_env
 from tests.harness.compose_loader import compose_binary, load_model
 from tests.harness.oracle import comparable, expected_model
 
