@@ -20,8 +20,9 @@ PROFILE_DIR = "profiles"
 DEFAULT_PROFILE = "default"
 
 
-# OS packages a CARLA server needs on a fresh Debian/Ubuntu box (see notes: libomp5 since 0.9.12,
-# xdg-user-dirs against `xdg-user-dir: not found`, libvulkan1 for the renderer).
+# OS packages a CARLA server needs on a fresh Debian/Ubuntu box: libomp5 since 0.9.12
+# (carla-simulator/carla#4498, #4714), xdg-user-dirs against `xdg-user-dir: not found`
+# (#8840, #4687), libvulkan1 for the renderer.
 DEFAULT_OS_PACKAGES: tuple[str, ...] = (
     "tmux",
     "curl",

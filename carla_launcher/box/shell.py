@@ -11,6 +11,7 @@ import shlex
 
 ERROR_PREFIX = "carla-launch: error: "
 STATE_DIR = ".carla-launch"  # below the server user's home: one folder per tmux session
+COMPOSE_PROJECT_PREFIX = "carla-launch-"  # the box-side compose project of server.mode: compose
 MARKER = ".carla-launch-package"  # in the install root: what was installed, so reruns skip it
 DOWNLOADS = "downloads"  # below STATE_DIR: partial and verified archives
 
@@ -31,7 +32,7 @@ def prologue(server_user: str, session: str, root: str | None = None) -> str:
         "umask 022",
         f"CL_SERVER_USER={q(server_user)}",
         f"CL_SESSION={q(session)}",
-        f"CL_PROJECT={q('carla-launch-' + session.lower())}",  # compose project (mode: compose)
+        f"CL_PROJECT={q(COMPOSE_PROJECT_PREFIX + session.lower())}",  # server.mode: compose
         'if [ "$(id -u)" = 0 ]; then SU=$CL_SERVER_USER; else SU=$(id -un); fi',
         'SHOME=$(getent passwd "$SU" 2>/dev/null | cut -d: -f6)',
         'USER_EXISTS=yes; [ -n "$SHOME" ] || { USER_EXISTS=no; SHOME=/home/$SU; }',

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from carla_launcher.compose.project import Project
-from carla_launcher.compose.sync import Result, Target, plan_entry, plan_folder
+from carla_launcher.compose.sync import Result, Target, plan_folder
 from carla_launcher.compose.variants import Variant, apply, compare
 from carla_launcher.errors import InputError, display_path
 from carla_launcher.fsutil import remove_stale_temps
@@ -178,13 +177,6 @@ def sync_result(result: Result, mode: Mode, clean: bool = True) -> EntryReport:
     if result.error is None:
         report.variants = [sync_variant(v, mode, clean) for v in result.variants]
     return report
-
-
-def sync_entry(
-    project: Project, entry: Path, target: Target, mode: Mode, clean: bool = True
-) -> EntryReport:
-    """Plan one entry file and apply the policy (the daemon, one changed entry at a time)."""
-    return sync_result(plan_entry(project, entry, target), mode, clean)
 
 
 def sync_folder(

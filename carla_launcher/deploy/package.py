@@ -20,7 +20,6 @@ from carla_launcher.box.marker import marker_sha256, marker_url
 from carla_launcher.box.shell import MARKER, q
 
 UNPACK_FACTOR = 3  # room for the unpacked tree, as a multiple of the archive (xz packs ~2-3x)
-ARCHIVE_TYPES = (".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar.bz2", ".tar", ".zip")
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ fi
 [ -n "$SHA" ] || echo "warning: no server.package.sha256 in the profile; this archive has sha256 $sum"
 as_server mv -f "$DLDIR/$A.part" "$DLDIR/$A"
 printf '%s\\n' "$sum" | as_server sh -c 'cat > "$1"' sh "$DLDIR/$A.sha256"
-"""
+"""  # noqa: E501  shell text run on the box: one message per line
 
 
 def download_script(source: PackageSource, tries: int = 6, report_every: int = 5) -> str:

@@ -68,9 +68,6 @@ class HostPlan:
     def log_path(self) -> str:
         return f"{self.session_dir}/server.log"
 
-    def changing(self) -> list[str]:
-        return [s.name for s in self.steps if s.changes]
-
 
 @dataclass(frozen=True)
 class LocalInputs:

@@ -20,8 +20,6 @@ from carla_launcher.box.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTI
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
 
-COMPOSE_PROJECT_PREFIX = "carla-launch-"
-
 
 # -- scripts (pure) ------------------------------------------------------------------------------
 def status_script(compose: bool = False) -> str:

@@ -164,7 +164,7 @@ while :; do
 done
 [ -n "$tailpid" ] && kill "$tailpid" 2>/dev/null
 exit 0
-"""
+"""  # noqa: E501  launch.sh is hashed: changing its text restarts deployed servers
 
 
 def _comment(text: str) -> str:
