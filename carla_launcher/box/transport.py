@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 class Transport(Protocol):
     def run(self, script: str, timeout: float) -> proc.Result:
         """Run a POSIX sh script on the box: its exit code and outputs."""
-        ...
 
 
 @dataclass(frozen=True)

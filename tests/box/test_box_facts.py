@@ -19,10 +19,7 @@ from carla_launcher.box.parsers import (
     parse_listeners,
     parse_packages,
 )
-from carla_launcher.nvidia import smi
-
-GPU_12 = "0, NVIDIA GeForce RTX 3060, GPU-2b6e, 12288, 306, 11721, 0, 550.54.14, [N/A]"
-MIG_FIELDS = (*smi.GPU_FIELDS, smi.MIG_FIELD)
+from tests.harness.recordings import GPU_12, MIG_FIELDS
 
 
 # -- sections and parsers ------------------------------------------------------------------------

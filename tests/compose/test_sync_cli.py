@@ -6,8 +6,6 @@ import difflib
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.derive import Plan, derive_text
 from carla_launcher.compose.hosts import Rewrite
-from tests.harness.cli import REPO, write_files
+from tests.harness.cli import REPO, child, write_files
 from tests.harness.compose_loader import load_model
 
 SOURCE = """\
@@ -207,12 +205,7 @@ def test_variant_diff_touches_only_the_simulator_dependencies_and_replaced_value
 
 def test_bundled_example_is_in_sync(compose_loader: str) -> None:
     """`carla-launch sync --check --dir build`, as CI and the pre-commit hook run it."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "carla_launcher", "sync", "--check", "--dir", "build"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    proc = child("sync", "--check", "--dir", "build", cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for variant in (REPO / "build").glob("*distributed*.yaml"):
         load_model(variant)  # every committed variant loads in the real compose

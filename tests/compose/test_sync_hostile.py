@@ -24,7 +24,7 @@ from carla_launcher.compose.sync import Target, plan_entry
 from carla_launcher.compose.variants import hand_edited, render
 from carla_launcher.errors import InputError
 from carla_launcher.fsutil import STALE_TEMP_S, atomic_write, stale_temps
-from tests.harness.cli import REPO
+from tests.harness.cli import REPO, child
 from tests.harness.daemon import ADDRESS, daemon_env, wait_current
 from tests.harness.polling import wait_for
 
@@ -42,6 +42,13 @@ ADDR = "10.0.0.5"
 
 def sync(run, *args: str):
     return run("sync", "--dir", ".", "--address", ADDR, *args)
+
+
+def sync_child(folder: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """`sync` of folder as its own process (for limits a process sets on itself)."""
+    return child(
+        "sync", "--dir", ".", "--address", ADDR, cwd=folder, env=daemon_env(folder.parent), **kw
+    )
 
 
 def planned(entry: Path, address: str = ADDR) -> str:
@@ -143,20 +150,12 @@ def test_a_source_without_read_permission_is_an_error(folder: Path) -> None:
     let root read it anyway (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)."""
     (folder / "docker-compose.b.yaml").write_text(OTHER)
     (folder / "docker-compose.b.yaml").chmod(0o000)
-    cmd = [sys.executable, "-m", "carla_launcher", "sync", "--dir", ".", "--address", ADDR]
+    prefix: list[str] = []
     if os.getuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("root reads any file; util-linux's setpriv is needed to drop that")
-        cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--", *cmd]
-    r = subprocess.run(
-        cmd,
-        cwd=folder,
-        env=daemon_env(folder.parent),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    r = sync_child(folder, prefix=prefix)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = errors(r)
     assert len(lines) == 1, r.stderr
@@ -295,15 +294,7 @@ def test_an_alias_bomb_is_one_line_and_the_rest_is_synced(folder: Path) -> None:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    r = subprocess.run(
-        [sys.executable, "-m", "carla_launcher", "sync", "--dir", ".", "--address", ADDR],
-        cwd=folder,
-        env=daemon_env(folder.parent),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=cap,
-    )
+    r = sync_child(folder, preexec_fn=cap)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert errors(r) == [
         f"error: docker-compose.b.yaml:6: aliases expand to more than "

@@ -314,11 +314,13 @@ def _sync(run, folder: Path, *args: str):
     return run("sync", "--dir", str(folder), *args)
 
 
-def _setup(case: dict, tmp_path: Path) -> Path:
+def _setup(name: str, tmp_path: Path) -> tuple[dict, Path, str]:
+    """The case, its files written to a new folder, and its simulator service's name."""
+    case = CASES[name]
     folder = tmp_path / case.get("folder", "proj")
     folder.mkdir()
     write_files(folder, case["files"])
-    return folder
+    return case, folder, case.get("sim", "carla-simulator")
 
 
 @pytest.mark.parametrize("addr_kind", list(ADDRESSES))
@@ -326,10 +328,8 @@ def _setup(case: dict, tmp_path: Path) -> Path:
 def test_real_world_variant_is_right(
     name: str, addr_kind: str, tmp_path: Path, run, compose_loader
 ) -> None:
-    case = CASES[name]
-    folder = _setup(case, tmp_path)
+    case, folder, sim = _setup(name, tmp_path)
     address = ADDRESSES[addr_kind]
-    sim = case.get("sim", "carla-simulator")
     port = case.get("port")
     before = {n: (folder / n).read_bytes() for n in case["files"]}
     args = ["--address", address, "--simulator", sim] + (["--port", str(port)] if port else [])
@@ -349,9 +349,7 @@ def test_real_world_env_mode_variant_serves_any_box(
     name: str, tmp_path: Path, run, compose_loader
 ) -> None:
     """One variant, no address at sync time; each box's values at load time."""
-    case = CASES[name]
-    folder = _setup(case, tmp_path)
-    sim = case.get("sim", "carla-simulator")
+    case, folder, sim = _setup(name, tmp_path)
     result = _sync(run, folder, "--address-env", "--simulator", sim)
     assert result.exit_code == 0, result.output + result.stderr
     assert "CARLA_LAUNCH_HOST" in (folder / case["variant"]).read_text()
@@ -368,9 +366,7 @@ def test_real_world_env_mode_variant_serves_any_box(
 def test_real_world_simulator_is_found_without_the_flag(
     name: str, tmp_path: Path, run, compose_loader
 ) -> None:
-    case = CASES[name]
-    folder = _setup(case, tmp_path)
-    sim = case.get("sim", "carla-simulator")
+    case, folder, sim = _setup(name, tmp_path)
     result = _sync(run, folder, "--address", ADDR)
     assert result.exit_code == 0, result.output + result.stderr
     judge_variant(case, folder, ADDR, None, sim)

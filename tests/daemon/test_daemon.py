@@ -16,7 +16,7 @@ from carla_launcher.compose.variants import hand_edited
 from carla_launcher.daemon.notify import sd_notify, watchdog_interval
 from carla_launcher.daemon.reconciler import affected, because
 from carla_launcher.daemon.watch import Inbox, Interest, norm, relevant
-from tests.harness.cli import REPO
+from tests.harness.cli import REPO, child
 from tests.harness.daemon import ADDRESS, SMALL, read, wait_current
 
 
@@ -230,10 +230,5 @@ def test_the_daemon_never_imports_pyinfra() -> None:
 
 def test_a_named_profile_that_is_missing_is_an_error_not_another_folder(tmp_path: Path) -> None:
     """A typo in --profile must not make the daemon watch (or report on) the current folder."""
-    r = subprocess.run(
-        [sys.executable, "-m", "carla_launcher", "daemon", "status", "--profile", "nosuch"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    r = child("daemon", "status", "--profile", "nosuch", cwd=tmp_path)
     assert r.returncode == 2 and "nosuch" in r.stderr

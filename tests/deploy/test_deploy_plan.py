@@ -67,6 +67,22 @@ def local(profile: Profile) -> LocalInputs:
     )
 
 
+def deployed(launch_sha: str) -> BoxFacts:
+    """A box where everything is done and the server runs, from the launch script `launch_sha`."""
+    return fresh(
+        server_user_exists=True,
+        packages={"tmux": True, "curl": True, "libomp5": True},
+        root_exists=True,
+        launcher=True,
+        marker={"sha256": SHA},
+        tmux_sessions=("carla",),
+        launch_sha=launch_sha,
+        deployed_port=2000,
+        status={"state": "running"},
+        listeners=listening(22, 2000, 2001, 2002),
+    )
+
+
 def changing(plan) -> list[str]:  # type: ignore[no-untyped-def]
     return [s.name for s in plan.steps if s.changes]
 
@@ -81,36 +97,14 @@ def test_a_fresh_box_as_root_gets_everything(profile: Profile) -> None:
 
 def test_a_deployed_box_is_a_no_op(profile: Profile) -> None:
     first = plan_host(profile, "gpu", fresh(), local(profile), "10.0.0.5")
-    done = fresh(
-        server_user_exists=True,
-        packages={"tmux": True, "curl": True, "libomp5": True},
-        root_exists=True,
-        launcher=True,
-        marker={"sha256": SHA},
-        tmux_sessions=("carla",),
-        launch_sha=first.launch_sha,
-        deployed_port=2000,
-        status={"state": "running"},
-        listeners=listening(22, 2000, 2001, 2002),
-    )
+    done = deployed(launch_sha=first.launch_sha)
     plan = plan_host(profile, "gpu", done, local(profile), "10.0.0.5")
     assert changing(plan) == [] and plan.port == 2000
     assert [s.why for s in plan.steps][-1] == "running in tmux session carla"
 
 
 def test_a_changed_launch_script_restarts_the_running_server(profile: Profile) -> None:
-    done = fresh(
-        server_user_exists=True,
-        packages={"tmux": True, "curl": True, "libomp5": True},
-        root_exists=True,
-        launcher=True,
-        marker={"sha256": SHA},
-        tmux_sessions=("carla",),
-        launch_sha="0" * 64,
-        deployed_port=2000,
-        status={"state": "running"},
-        listeners=listening(22, 2000, 2001, 2002),
-    )
+    done = deployed(launch_sha="0" * 64)
     plan = plan_host(profile, "gpu", done, local(profile), "10.0.0.5")
     assert changing(plan) == ["Write the launch script", "Start the CARLA server"]
     assert "restart" in plan.steps[-1].why and "stop_server" in (plan.steps[-1].script or "")

@@ -37,12 +37,10 @@ from carla_launcher.doctor.model import BOTH, DIST, LOCAL, Check, verdict_of
 from carla_launcher.doctor.render import render, to_json
 from carla_launcher.nvidia import smi
 from carla_launcher.profile import read_profile
+from tests.harness import recordings
 from tests.harness.compose_loader import compose_binary
 from tests.harness.fake_nvidia_smi import install
-
-GPU_12 = "0, NVIDIA GeForce RTX 3060, GPU-2b6e, 12288, 306, 11721, 0, 550.54.14, [N/A]"
-GPU_8 = "0, NVIDIA GeForce RTX 3070, GPU-8f1c, 8192, 412, 7568, 3, 535.183.01, [N/A]"
-MIG_FIELDS = (*smi.GPU_FIELDS, smi.MIG_FIELD)
+from tests.harness.recordings import GPU_8, GPU_12, MIG_FIELDS
 
 # `docker info --format '{{json .}}'` as the real CLI prints it (trimmed to the keys we read)
 DOCKER_DOWN = proc.Result(
@@ -86,17 +84,13 @@ DOCKER_UP = proc.Result(
 ALL_TOOLS = {"tmux": "/usr/bin/tmux", "ssh": "/usr/bin/ssh", "nvidia-ctk": "/usr/bin/nvidia-ctk"}
 
 
-def gpu(*lines: str) -> smi.GpuReport:
-    return smi.smi_report(0, "\n".join(lines), 0, "", MIG_FIELDS)
-
-
 def by_name(checks) -> dict[str, Check]:  # type: ignore[no-untyped-def]
     return {c.name: c for c in checks}
 
 
 # -- local checks ---------------------------------------------------------------------------------
 def test_healthy_12_gb_machine_is_local_and_exits_0() -> None:
-    checks, v = local_checks(LocalFacts(gpu(GPU_12), DOCKER_UP, ALL_TOOLS))
+    checks, v = local_checks(LocalFacts(recordings.report(GPU_12), DOCKER_UP, ALL_TOOLS))
     assert [c.status for c in checks] == ["ok"] * 6
     report = verdict_of(checks, v, None)
     assert (report.verdict, report.exit_code) == ("local", 0)
@@ -105,7 +99,7 @@ def test_healthy_12_gb_machine_is_local_and_exits_0() -> None:
 
 
 def test_8_gb_machine_is_distributed_and_the_vram_check_only_warns() -> None:
-    checks, v = local_checks(LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS))
+    checks, v = local_checks(LocalFacts(recordings.report(GPU_8), DOCKER_UP, ALL_TOOLS))
     vram = by_name(checks)["local VRAM"]
     assert vram.status == "warning" and "carla-launch doctor P" in vram.fix
     report = verdict_of(checks, v, None)
@@ -146,14 +140,15 @@ def test_no_docker_cli() -> None:
 
 def test_container_toolkit_blocks_local_only() -> None:
     tools = {"tmux": "/usr/bin/tmux", "ssh": "/usr/bin/ssh"}
-    local = toolkit_check(LocalFacts(gpu(GPU_12), DOCKER_UP, tools), "local")
+    local = toolkit_check(LocalFacts(recordings.report(GPU_12), DOCKER_UP, tools), "local")
     assert (
         local.status == "failing"
         and local.blocks == LOCAL
         and "nvidia-ctk runtime configure" in local.fix
     )
     assert (
-        toolkit_check(LocalFacts(gpu(GPU_8), DOCKER_UP, tools), "distributed").status == "warning"
+        toolkit_check(LocalFacts(recordings.report(GPU_8), DOCKER_UP, tools), "distributed").status
+        == "warning"
     )
     none = smi.smi_report(127, "", None, "")
     assert toolkit_check(LocalFacts(none, DOCKER_UP, tools), "distributed").status == "ok"
@@ -166,7 +161,9 @@ def test_tmux_warns_and_ssh_blocks_distributed() -> None:
 
 
 def test_asking_for_local_mode_on_a_small_gpu_fails() -> None:
-    checks, v = local_checks(LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS), forced="local")
+    checks, v = local_checks(
+        LocalFacts(recordings.report(GPU_8), DOCKER_UP, ALL_TOOLS), forced="local"
+    )
     vram = by_name(checks)["local VRAM"]
     assert vram.status == "failing" and vram.blocks == LOCAL
     assert verdict_of(checks, v, None, forced="local").exit_code == 1
@@ -176,7 +173,9 @@ def test_exit_code_follows_the_chosen_mode() -> None:
     tools = {"tmux": "/usr/bin/tmux", "ssh": None, "nvidia-ctk": "/usr/bin/nvidia-ctk"}
     checks, v = local_checks(
         LocalFacts(
-            gpu(GPU_12, "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled"),
+            recordings.report(
+                GPU_12, "1, Tesla T4, GPU-b, 15360, 3, 15032, 0, 535.104.05, Disabled"
+            ),
             DOCKER_UP,
             tools,
         ),
@@ -200,7 +199,7 @@ def profile(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def facts(**kw) -> BoxFacts:  # type: ignore[no-untyped-def]
-    kw.setdefault("gpu", gpu(GPU_12))
+    kw.setdefault("gpu", recordings.report(GPU_12))
     return BoxFacts(**kw)
 
 
@@ -256,25 +255,14 @@ def test_vulkan(profile) -> None:  # type: ignore[no-untyped-def]
     )
     unconfirmed = vulkan_check(facts(icd_files=icd, vulkaninfo=False), p, "h")
     assert unconfirmed.status == "warning" and "vulkan-tools" in unconfirmed.fix
-    llvmpipe = vulkan_check(
-        facts(
-            icd_files=icd,
-            vulkaninfo=True,
-            vulkan_lines=("deviceName = llvmpipe (LLVM 15.0.6, 256 bits)",),
-        ),
-        p,
-        "h",
-    )
+
+    def device(line: str) -> Check:
+        """The check where vulkaninfo ran and printed this deviceName line."""
+        return vulkan_check(facts(icd_files=icd, vulkaninfo=True, vulkan_lines=(line,)), p, "h")
+
+    llvmpipe = device("deviceName = llvmpipe (LLVM 15.0.6, 256 bits)")
     assert llvmpipe.status == "failing" and "llvmpipe" in llvmpipe.detail
-    good = vulkan_check(
-        facts(
-            icd_files=icd,
-            vulkaninfo=True,
-            vulkan_lines=("deviceName         = NVIDIA GeForce RTX 3060",),
-        ),
-        p,
-        "h",
-    )
+    good = device("deviceName         = NVIDIA GeForce RTX 3060")
     assert good.status == "ok"
 
 
@@ -327,7 +315,7 @@ def test_package_marker_and_checksum(profile) -> None:  # type: ignore[no-untype
 
 def test_box_failures_make_the_distributed_verdict_exit_1(profile) -> None:  # type: ignore[no-untyped-def]
     p = profile()
-    local, v = local_checks(LocalFacts(gpu(GPU_8), DOCKER_UP, ALL_TOOLS))
+    local, v = local_checks(LocalFacts(recordings.report(GPU_8), DOCKER_UP, ALL_TOOLS))
     box = connection_checks("gpu-box", classify(255, "Host key verification failed."), False)
     box = [Check(c.name, c.status, c.detail, c.fix, c.blocks, "gpu-box") for c in box]
     report = verdict_of(local + box, v, p)
@@ -342,7 +330,7 @@ def test_box_failures_make_the_distributed_verdict_exit_1(profile) -> None:  # t
 
 
 def test_json_shape(profile) -> None:  # type: ignore[no-untyped-def]
-    checks, v = local_checks(LocalFacts(gpu(GPU_8), DOCKER_DOWN, ALL_TOOLS))
+    checks, v = local_checks(LocalFacts(recordings.report(GPU_8), DOCKER_DOWN, ALL_TOOLS))
     data = to_json(verdict_of(checks, v, None))
     assert set(data) == {"verdict", "reason", "mode", "checks"}
     assert data["verdict"] == "distributed"

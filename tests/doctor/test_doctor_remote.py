@@ -13,8 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ import pytest
 from tests.harness.fake_nvidia_smi import install, set_case, set_pids
 from tests.harness.netns_box import Box
 from tests.harness.polling import wait_for
+from tests.harness.tmux import detached_pane
 
 pytestmark = pytest.mark.root
 
@@ -241,69 +240,24 @@ def test_gpu_of_a_box_marks_ours_and_theirs(box_factory, local_fake: Path) -> No
 def test_gpu_watch_of_a_box_over_ssh(box_factory, local_fake: Path) -> None:  # type: ignore[no-untyped-def]
     b = box_factory(login="user")
     smi = fake_on_box(b, "rtx3060-12gb")
-    sock = f"cl-gpu-{uuid.uuid4().hex[:8]}"
-    try:
-        subprocess.run(
-            [
-                "tmux",
-                "-L",
-                sock,
-                "-f",
-                "/dev/null",
-                "new-session",
-                "-d",
-                "-s",
-                "w",
-                "-x",
-                "160",
-                "-y",
-                "30",
-                "-c",
-                str(b.dir),
-                sys.executable,
-                "-m",
-                "carla_launcher",
-                "gpu",
-                str(b.profile_path),
-                "--watch",
-            ],
-            check=True,
-            cwd=b.dir,
-        )
-
-        def pane() -> str:
-            return subprocess.run(
-                ["tmux", "-L", sock, "capture-pane", "-p", "-t", "w"],
-                capture_output=True,
-                text=True,
-            ).stdout
-
-        def wait(cond: Callable[[str], bool], timeout: float = 15) -> str:
-            seen = [""]
-
-            def matched() -> bool:
-                seen[0] = pane()
-                return cond(seen[0])
-
-            wait_for(matched, timeout, lambda: f"the pane to match:\n{seen[0]}", interval=0.1)
-            return seen[0]
-
-        first = wait(lambda t: "RTX 3060" in t)
+    argv = [sys.executable, "-m", "carla_launcher", "gpu", str(b.profile_path), "--watch"]
+    with detached_pane(argv, width=160, height=30, cwd=b.dir) as pane:
+        first = pane.wait("RTX 3060", timeout=15)
         assert (
             f"{b.alias}: 1 GPU · driver 550.54.14" in first and "room for the CARLA server" in first
         )
         set_case(smi, "two-t4-shared")
-        second = wait(lambda t: "Tesla T4" in t)
+        second = pane.wait("Tesla T4", timeout=15)
         assert "RTX 3060" not in second and "2 GPUs" in second
+
         # one ssh connection streams the frames: no new ssh process per second
-        ssh = subprocess.run(
-            ["pgrep", "-f", f"ssh -F .* {b.alias} sh -c"], capture_output=True, text=True
-        ).stdout.split()
+        def ssh_pids() -> list[str]:
+            pattern = f"ssh -F .* {b.alias} sh -c"
+            return subprocess.run(
+                ["pgrep", "-f", pattern], capture_output=True, text=True
+            ).stdout.split()
+
+        ssh = ssh_pids()
         assert len(ssh) == 1
         time.sleep(2.2)
-        again = subprocess.run(
-            ["pgrep", "-f", f"ssh -F .* {b.alias} sh -c"], capture_output=True, text=True
-        ).stdout.split()
-        assert again == ssh
-    finally:
-        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+        assert ssh_pids() == ssh

@@ -11,14 +11,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.harness.fake_nvidia_smi import install, set_case
-from tests.harness.polling import wait_for
+from tests.harness.tmux import detached_pane
 
 
 @pytest.fixture
@@ -271,81 +269,28 @@ def test_someone_elses_python_is_not_the_agent(smi: Path, processes) -> None:  #
 
 
 # -- --watch in a real terminal -------------------------------------------------------------------
-def _pane(sock: str) -> str:
-    return subprocess.run(
-        ["tmux", "-L", sock, "capture-pane", "-p", "-t", "w"], capture_output=True, text=True
-    ).stdout
+WATCH = [sys.executable, "-m", "carla_launcher", "gpu", "--watch"]
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
 
-def _wait_for(sock: str, cond: Callable[[str], bool], timeout: float = 10.0) -> str:
-    """The pane's screen once cond(screen) holds; on time-out the last screen seen."""
-    seen = [""]
-
-    def matched() -> bool:
-        seen[0] = _pane(sock)
-        return cond(seen[0])
-
-    wait_for(matched, timeout, lambda: f"the pane to match; last screen:\n{seen[0]}", interval=0.1)
-    return seen[0]
-
-
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@needs_tmux
 def test_watch_refreshes_in_place(smi: Path) -> None:
-    sock = f"cl-gpu-{uuid.uuid4().hex[:8]}"
-    env = env_with(smi)
-    try:
-        subprocess.run(
-            [
-                "tmux",
-                "-L",
-                sock,
-                "-f",
-                "/dev/null",
-                "new-session",
-                "-d",
-                "-s",
-                "w",
-                "-x",
-                "150",
-                "-y",
-                "30",
-                "-e",
-                f"PATH={env['PATH']}",
-                "-e",
-                "CARLA_LAUNCH_GPU_BACKEND=smi",
-                "-e",
-                f"HOME={env['HOME']}",
-                sys.executable,
-                "-m",
-                "carla_launcher",
-                "gpu",
-                "--watch",
-            ],
-            check=True,
-            env=env,
-        )
-        first = _wait_for(sock, lambda t: "RTX 3070" in t)
+    with detached_pane(WATCH, env=env_with(smi), width=150, height=30) as pane:
+        first = pane.wait("RTX 3070")
         assert "verdict: distributed" in first
         stamp = first.splitlines()[0]
         assert stamp.startswith("carla-launch gpu  ·  every 1 s  ·  ")
         # the next frame comes within about a second: the clock in the title moves
-        _wait_for(sock, lambda t: t.splitlines()[0] != stamp, timeout=4)
+        pane.wait(lambda t: t.splitlines()[0] != stamp, timeout=4)
         set_case(smi, "rtx4090-24gb-carla")
-        now = _wait_for(sock, lambda t: "RTX 4090" in t)
+        now = pane.wait("RTX 4090")
         assert "RTX 3070" not in now and "verdict: local" in now
         assert "CARLA" in now  # the process table appeared in the same screen
         # in place: the title is on the first line and nowhere else, the history holds no old frames
-        history = subprocess.run(
-            ["tmux", "-L", sock, "capture-pane", "-p", "-S", "-", "-t", "w"],
-            capture_output=True,
-            text=True,
-        ).stdout
-        assert history.count("carla-launch gpu  ·  every 1 s") == 1
+        assert pane.history().count("carla-launch gpu  ·  every 1 s") == 1
         set_case(smi, "none")
-        gone = _wait_for(sock, lambda t: "No devices were found" in t)
+        gone = pane.wait("No devices were found")
         assert "RTX 4090" not in gone and "Tesla" not in gone  # the longer frame left no remains
-    finally:
-        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
 
 
 # -- a box: `connector: local` runs the same box script here (ssh boxes: test_doctor_remote.py) ---
@@ -372,113 +317,43 @@ def test_gpu_of_a_box(smi: Path, here_profile: Path) -> None:
     assert lines[-1] == "room for the CARLA server: GPU 1 (Tesla T4): 14.7 GB available of 15.0 GB"
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@needs_tmux
 def test_watch_a_box_streams_over_one_connection(smi: Path, here_profile: Path) -> None:
-    sock = f"cl-gpu-{uuid.uuid4().hex[:8]}"
-    env = env_with(smi)
-    try:
-        subprocess.run(
-            [
-                "tmux",
-                "-L",
-                sock,
-                "-f",
-                "/dev/null",
-                "new-session",
-                "-d",
-                "-s",
-                "w",
-                "-x",
-                "150",
-                "-y",
-                "30",
-                "-c",
-                str(here_profile),
-                sys.executable,
-                "-m",
-                "carla_launcher",
-                "gpu",
-                "here",
-                "--watch",
-            ],
-            check=True,
-            env=env,
-            cwd=here_profile,
-        )
-        first = _wait_for(sock, lambda t: "RTX 3070" in t)
+    argv = [*WATCH[:-1], "here", "--watch"]
+    with detached_pane(argv, env=env_with(smi), width=150, height=30, cwd=here_profile) as pane:
+        first = pane.wait("RTX 3070")
         assert first.splitlines()[0].startswith("carla-launch gpu here  ·  every 1 s")
         assert (
             "tight for the CARLA server: GPU 0 (NVIDIA GeForce RTX 3070): 7.4 GB available" in first
         )
         set_case(smi, "mismatch")
-        broken = _wait_for(sock, lambda t: "version mismatch" in t)
+        broken = pane.wait("version mismatch")
         assert "RTX 3070" not in broken and "fix: reboot" in broken
         # one long-lived loop, not a new process per frame: the same child keeps running
-        pane_pid = subprocess.run(
-            ["tmux", "-L", sock, "display", "-p", "-t", "w", "#{pane_pid}"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
         import psutil
 
-        loops = [
-            c for c in psutil.Process(int(pane_pid)).children() if c.name() == "sh"
-        ]  # gpu's own children
-        assert len(loops) == 1
-        started = loops[0].pid
+        def loops() -> list[int]:
+            """gpu's own children: the shell loop that streams the frames."""
+            return [c.pid for c in psutil.Process(pane.pid()).children() if c.name() == "sh"]
+
+        started = loops()
+        assert len(started) == 1
         time.sleep(2.2)
-        assert [c.pid for c in psutil.Process(int(pane_pid)).children() if c.name() == "sh"] == [
-            started
-        ]
-    finally:
-        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+        assert loops() == started
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@needs_tmux
 def test_watch_in_a_narrow_short_pane_stays_in_place(smi: Path) -> None:
     """As in `attach`'s gpu pane (30% of the window): long lines wrap or are cut, the screen
     never scrolls, so each frame still replaces the last one."""
-    sock = f"cl-gpu-{uuid.uuid4().hex[:8]}"
-    env = env_with(smi)
     set_case(smi, "two-t4-shared")
-    try:
-        subprocess.run(
-            [
-                "tmux",
-                "-L",
-                sock,
-                "-f",
-                "/dev/null",
-                "new-session",
-                "-d",
-                "-s",
-                "w",
-                "-x",
-                "48",
-                "-y",
-                "12",
-                sys.executable,
-                "-m",
-                "carla_launcher",
-                "gpu",
-                "--watch",
-            ],
-            check=True,
-            env=env,
-        )
-        first = _wait_for(sock, lambda t: "Tesla T4" in t)
+    with detached_pane(WATCH, env=env_with(smi), width=48, height=12) as pane:
+        first = pane.wait("Tesla T4")
         assert all(len(ln) <= 48 for ln in first.splitlines())
         stamp = first.splitlines()[0]
-        _wait_for(sock, lambda t: t.splitlines()[0] != stamp, timeout=4)
-        _wait_for(sock, lambda t: t.splitlines()[0] != stamp and "Tesla T4" in t, timeout=4)
-        history = subprocess.run(
-            ["tmux", "-L", sock, "capture-pane", "-p", "-S", "-", "-t", "w"],
-            capture_output=True,
-            text=True,
-        ).stdout
-        assert history.count("carla-launch gpu  ·") == 1
-    finally:
-        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+        pane.wait(lambda t: t.splitlines()[0] != stamp, timeout=4)
+        pane.wait(lambda t: t.splitlines()[0] != stamp and "Tesla T4" in t, timeout=4)
+        assert pane.history().count("carla-launch gpu  ·") == 1
 
 
 def test_fit_wraps_prose_and_cuts_tables() -> None:

@@ -5,15 +5,7 @@ from __future__ import annotations
 
 from carla_launcher.gpu import vram
 from carla_launcher.nvidia import roles, smi
-
-GPU_8 = "0, NVIDIA GeForce RTX 3070, GPU-8f1c, 8192, 412, 7568, 3, 535.183.01, [N/A]"
-GPU_12 = "0, NVIDIA GeForce RTX 3060, GPU-2b6e, 12288, 306, 11721, 0, 550.54.14, [N/A]"
-GPU_10 = "0, NVIDIA GeForce RTX 3080, GPU-0e4a, 10240, 1034, [N/A], [N/A], 545.23.08, [N/A]"
-MIG_FIELDS = (*smi.GPU_FIELDS, smi.MIG_FIELD)
-
-
-def report(*gpu_lines: str, apps: str = "") -> smi.GpuReport:
-    return smi.smi_report(0, "\n".join(gpu_lines), 0, apps, MIG_FIELDS)
+from tests.harness.recordings import GPU_8, GPU_10, GPU_12, report
 
 
 # -- the 10 GB rule -------------------------------------------------------------------------------

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -50,6 +54,23 @@ class Cli:
             return CliRunner().invoke(cli, list(args), catch_exceptions=False)
         finally:
             os.chdir(old)
+
+
+def child(
+    *args: str, cwd: Path, prefix: Sequence[str] = (), timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """`carla-launch ARGS` as its own process, output captured as text: for what `run` cannot
+    show (the real exit status, a process limit, dropped capabilities). `prefix` is a command to
+    run it under (e.g. setpriv); `kw` go to subprocess.run (env, preexec_fn)."""
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "carla_launcher", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,
+    )
 
 
 @pytest.fixture

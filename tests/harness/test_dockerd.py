@@ -137,18 +137,16 @@ services:
     assert compose_ps(compose("ps", "-a", "--format", "json").stdout) == []
 
 
+def sh_in(dockerd: DockerDaemon, image: str, script: str, timeout: float = 120) -> str:
+    """What `sh -c script` prints in a throw-away container of image."""
+    return dockerd.docker("run", "--rm", image, "sh", "-c", script, timeout=timeout).stdout
+
+
 def test_image_has_the_tools_an_agent_script_uses(
     dockerd: DockerDaemon, busybox_image: str
 ) -> None:
     check = " && ".join(f"command -v {a} >/dev/null" for a in NEEDED_APPLETS)
-    out = dockerd.docker(
-        "run",
-        "--rm",
-        busybox_image,
-        "sh",
-        "-c",
-        f"{check} && echo $PATH && touch /tmp/x && echo ok",
-    ).stdout.split()
+    out = sh_in(dockerd, busybox_image, f"{check} && echo $PATH && touch /tmp/x && echo ok").split()
     assert out == ["/bin", "ok"]
     assert dockerd.image() == busybox_image  # cached: same name, no second import
     assert dockerd.image("carla-agent:test") == "carla-agent:test"
@@ -224,15 +222,7 @@ def test_container_reaches_a_box_in_a_network_namespace_through_the_host(
     dockerd: DockerDaemon, busybox_image: str, netns_box
 ) -> None:
     box, host_side, server = netns_box
-    out = dockerd.docker(
-        "run",
-        "--rm",
-        busybox_image,
-        "sh",
-        "-c",
-        f"echo agent-hello | nc -w 5 {box} 2000",
-        timeout=60,
-    ).stdout
+    out = sh_in(dockerd, busybox_image, f"echo agent-hello | nc -w 5 {box} 2000", timeout=60)
     assert out.strip() == "box says hi"
     seen = json.loads(server.communicate(timeout=10)[0].strip())
     assert seen["data"] == "agent-hello\n"
