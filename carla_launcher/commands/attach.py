@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from carla_launcher import session as sess
+from carla_launcher.commands.options import gpu_pane_option, read_write_option
 from carla_launcher.profile import load_profile
 from carla_launcher.stack.attach import attach_session
 
@@ -14,13 +15,8 @@ from carla_launcher.stack.attach import attach_session
 @click.option(
     "--compose", metavar="FILE", help="Compose file for the agent pane (default: what `up` ran)."
 )
-@click.option("--gpu", is_flag=True, help="A third pane with `carla-launch gpu P --watch`.")
-@click.option(
-    "--rw",
-    "read_write",
-    is_flag=True,
-    help="Let the server pane take keys (default read-only: Ctrl-C cannot kill the server).",
-)
+@gpu_pane_option
+@read_write_option
 @click.option(
     "--no-attach", is_flag=True, help="Build the session, do not attach (scripts, tests)."
 )

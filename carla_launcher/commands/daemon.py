@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from carla_launcher.commands.sync import address_options
+from carla_launcher.commands.options import address_options
 from carla_launcher.daemon.systemd import Report, absolute_folder
 from carla_launcher.errors import LauncherError
 from carla_launcher.profile import load_profile

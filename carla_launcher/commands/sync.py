@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
+from carla_launcher.commands.options import address_options
 from carla_launcher.compose.service import (
     Mode,
     VariantReport,
@@ -20,31 +19,6 @@ from carla_launcher.compose.service import (
 )
 from carla_launcher.errors import display_path
 from carla_launcher.targeting import resolve_target
-
-
-def address_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--profile / --address / --port / --simulator, shared by sync and daemon."""
-    f = click.option(
-        "--simulator",
-        metavar="NAME",
-        help="The simulator service (default: found by its image or command).",
-    )(f)
-    f = click.option(
-        "--port",
-        type=click.IntRange(1, 65533),
-        help="The remote server's world port, when agents must use another one.",
-    )(f)
-    f = click.option(
-        "--address", metavar="ADDR", help="Address agents connect to; wins over the profile."
-    )(f)
-    f = click.option(
-        "--profile",
-        "-p",
-        "profile",
-        metavar="P",
-        help="Profile name (profiles/P.yaml) or path; default: the default profile.",
-    )(f)
-    return f
 
 
 @click.command()

@@ -7,6 +7,7 @@ import sys
 import click
 
 from carla_launcher import session as sess
+from carla_launcher.commands.options import gpu_pane_option, read_write_option
 from carla_launcher.errors import display_path
 from carla_launcher.profile import load_profile
 from carla_launcher.stack import down as stack_down
@@ -25,13 +26,8 @@ def _say(line: str) -> None:
     default=None,
     help="Attach to the session at the end (default: when stdin is a terminal).",
 )
-@click.option("--gpu", is_flag=True, help="A third pane with `carla-launch gpu P --watch`.")
-@click.option(
-    "--rw",
-    "read_write",
-    is_flag=True,
-    help="Let the server pane take keys (default read-only: Ctrl-C cannot kill the server).",
-)
+@gpu_pane_option
+@read_write_option
 def up(
     profile: str | None, compose: str | None, attach: bool | None, gpu: bool, read_write: bool
 ) -> None:
