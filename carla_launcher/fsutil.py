@@ -6,7 +6,6 @@ import errno
 import os
 import re
 import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +26,8 @@ def atomic_write(path: Path, content: str, mode: int | None = None) -> None:
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
+    import tempfile  # only writers need it: `sync --check` starts without it
+
     prefix = f".{path.name}.{os.getpid()}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
@@ -58,16 +59,27 @@ def _pid_dead(pid: int) -> bool:
     return False
 
 
-def stale_temps(path: Path, now: float | None = None) -> list[Path]:
-    """The temp files a killed atomic_write of `path` left: older than STALE_TEMP_S, or made by
-    a process that is gone. A live writer's temp file is never one of them."""
-    path = Path(path)
-    pattern = _temp_pattern(path.name)
-    now = time.time() if now is None else now
+def temp_names(folder: Path) -> list[str]:
+    """The names in a folder that may be atomic_write's temp files: list a folder once, then
+    ask stale_temps about each of its files (a thousand variants: one listing, not 1000)."""
     try:
-        names = [p.name for p in path.parent.iterdir()]
+        names = os.listdir(folder)  # noqa: PTH208  names only: no Path per file
+        return [n for n in names if n.startswith(".") and n.endswith(".tmp")]
     except OSError:
         return []
+
+
+def stale_temps(path: Path, now: float | None = None, names: list[str] | None = None) -> list[Path]:
+    """The temp files a killed atomic_write of `path` left: older than STALE_TEMP_S, or made by
+    a process that is gone. A live writer's temp file is never one of them. `names`: the
+    folder's temp_names, listed already."""
+    path = Path(path)
+    if names is None:
+        names = temp_names(path.parent)
+    if not names:
+        return []
+    pattern = _temp_pattern(path.name)
+    now = time.time() if now is None else now
     out = []
     for name in names:
         m = pattern.fullmatch(name)
@@ -86,10 +98,10 @@ def stale_temps(path: Path, now: float | None = None) -> list[Path]:
     return out
 
 
-def remove_stale_temps(path: Path) -> list[Path]:
+def remove_stale_temps(path: Path, names: list[str] | None = None) -> list[Path]:
     """Remove what `stale_temps` finds; the ones removed (a race with another cleaner is fine)."""
     removed = []
-    for p in stale_temps(path):
+    for p in stale_temps(path, names=names):
         try:
             p.unlink()
             removed.append(p)
@@ -110,9 +122,14 @@ def read_regular(path: Path | str, limit: int | None = None) -> bytes:
             raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        f = os.fdopen(fd, "rb")
-    except BaseException:
+        chunks = []
+        left = -1 if limit is None else limit
+        while left != 0:
+            chunk = os.read(fd, 1 << 20 if left < 0 else min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left = left - len(chunk) if left > 0 else left
+        return b"".join(chunks)
+    finally:
         os.close(fd)
-        raise
-    with f:
-        return f.read() if limit is None else f.read(limit)

@@ -7,12 +7,17 @@ variants read it when they run, so nothing here needs to know one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from carla_launcher import records
-from carla_launcher.compose.sync import Target
+from carla_launcher.compose.keys import Target
 from carla_launcher.errors import InputError
 from carla_launcher.netaddr import address_problem, describe
-from carla_launcher.profile import PROFILE_DIR, Profile, load_profile, read_profile
+
+if TYPE_CHECKING:
+    from carla_launcher.profile import Profile
+
+# profile.py (ruamel) and records.py (the state folder) are imported where they are used:
+# `sync --check --address X` needs neither.
 
 
 def resolve_target(
@@ -39,6 +44,8 @@ def resolve_target(
         raise InputError(None, None, describe(address, problem), "--address")
     profile = None
     if address is None or profile_ref is not None:
+        from carla_launcher.profile import load_profile
+
         try:
             profile = load_profile(profile_ref, start)
         except InputError as e:
@@ -65,6 +72,8 @@ def resolve_target(
     if address is None:
         if profile is None:  # load_profile above raised unless an address flag was given
             raise InputError(None, None, "no address: pass --address ADDR or --profile P")
+        from carla_launcher import records
+
         address = profile.remote.address or records.profile_address(profile)
         if not address:
             raise InputError(
@@ -83,6 +92,8 @@ def resolve_target(
 def sibling_profiles(profile: Profile) -> list[Profile]:
     """The other profiles of the same profiles/ folder that load (a broken one is its own
     problem, reported when it is used)."""
+    from carla_launcher.profile import PROFILE_DIR, read_profile
+
     folder = profile.path.parent
     if folder.name != PROFILE_DIR:
         return []

@@ -8,14 +8,22 @@ disk are `variants.py`. This module decides and reports; it prints nothing.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from carla_launcher.compose.sync import Result, Target, plan_folder
+from carla_launcher.compose.keys import (
+    Reads,
+    Result,
+    Target,
+    entries_of,
+    folder_problem,
+    fresh_entry,
+)
 from carla_launcher.compose.variants import Variant, apply, compare
 from carla_launcher.errors import InputError, display_path
-from carla_launcher.fsutil import remove_stale_temps
+from carla_launcher.fsutil import remove_stale_temps, temp_names
 
 
 class VariantState(str, Enum):
@@ -153,15 +161,24 @@ class SyncReport:
 
 
 # -- the loop ------------------------------------------------------------------------------------
-def sync_variant(variant: Variant, mode: Mode, clean: bool = True) -> VariantReport:
+def sync_variant(
+    variant: Variant,
+    mode: Mode,
+    clean: bool = True,
+    fresh: bool = False,
+    temps: dict[Path, list[str]] | None = None,
+) -> VariantReport:
     """Compare one variant with the disk and, unless checking, bring it up to date. A variant that
     cannot be read or written is reported, never raised: the others go on. With `clean`, temp
     files a killed writer left beside it go first (the daemon does that once per full sync)."""
     try:
+        if fresh:  # its content is what the disk held a moment ago, and its key matched
+            removed = _clean(variant.path, temps) if clean and mode is not Mode.CHECK else []
+            return VariantReport(variant, VariantState.CURRENT, removed=removed)
         outcome = compare(variant)
         if mode is Mode.CHECK:
             return VariantReport(variant, VariantState(outcome.state), outcome.diff)
-        removed = remove_stale_temps(variant.path) if clean else []
+        removed = _clean(variant.path, temps) if clean else []
         outcome = apply(outcome, force=mode is Mode.FORCE)
     except InputError as e:  # a folder or FIFO where the variant should be, no permission
         return VariantReport(variant, None, error=e)
@@ -171,11 +188,26 @@ def sync_variant(variant: Variant, mode: Mode, clean: bool = True) -> VariantRep
     return VariantReport(variant, VariantState(outcome.state), outcome.diff, removed=removed)
 
 
-def sync_result(result: Result, mode: Mode, clean: bool = True) -> EntryReport:
-    """Apply the policy to the variants of one planned entry (none when planning failed)."""
+def _clean(path: Path, temps: dict[Path, list[str]] | None) -> list[Path]:
+    """remove_stale_temps, listing each folder once per `temps` (one sync of a folder)."""
+    if temps is None:
+        return remove_stale_temps(path)
+    names = temps.get(path.parent)
+    if names is None:
+        names = temps[path.parent] = temp_names(path.parent)
+    return remove_stale_temps(path, names) if names else []
+
+
+def sync_result(
+    result: Result, mode: Mode, clean: bool = True, temps: dict[Path, list[str]] | None = None
+) -> EntryReport:
+    """Apply the policy to the variants of one planned entry (none when planning failed).
+    `temps`: folder listings shared by the entries of one sync (see `_clean`)."""
     report = EntryReport(result)
     if result.error is None:
-        report.variants = [sync_variant(v, mode, clean) for v in result.variants]
+        report.variants = [
+            sync_variant(v, mode, clean, result.fresh, temps) for v in result.variants
+        ]
     return report
 
 
@@ -183,6 +215,44 @@ def sync_folder(
     folder: Path, target: Target, mode: Mode, files: list[Path] | None = None
 ) -> SyncReport:
     """Plan every entry of `folder` (or only `files`), then compare and write by `mode`. A folder
-    with nothing to sync is an InputError, raised (see `sync.folder_problem`)."""
+    with nothing to sync is an InputError, raised (see `keys.folder_problem`)."""
     results = plan_folder(folder, target, files)
-    return SyncReport([sync_result(r, mode) for r in results], mode)
+    temps: dict[Path, list[str]] = {}
+    return SyncReport([sync_result(r, mode, temps=temps) for r in results], mode)
+
+
+def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -> list[Result]:
+    """`sync.plan_folder`, but an entry whose variants' keys match is taken from the disk
+    without parsing (keys.py), and so is an entry that such a plan recorded as skipped. Only
+    the rest is derived, and only then is the derivation (and ruamel) imported."""
+    folder = Path(folder)
+    entries = entries_of(folder, files)
+    reads = Reads()
+    found = {e: fresh_entry(e, target, reads) for e in entries}
+    skipped: dict[str, str] = {}
+    for f in found.values():
+        if f is not None:
+            skipped.update(f.skipped)
+    single = files is not None and len(entries) == 1  # its own plan says why it is skipped
+    results: list[Result | None] = []
+    for e in entries:
+        f = found[e]
+        where = os.path.abspath(e) if skipped and not single else None  # noqa: PTH100  as keys.py
+        why = skipped.get(where) if where is not None else None
+        if f is not None:
+            results.append(f.result)
+        elif why is not None:
+            results.append(Result(e, skipped=why, inputs=[Path(e).absolute()], fresh=True))
+        else:
+            results.append(None)
+    todo = [e for e, r in zip(entries, results, strict=True) if r is None]
+    if todo:
+        from carla_launcher.compose.sync import plan_entries
+
+        planned = iter(plan_entries(todo, target, single=single))
+        results = [r if r is not None else next(planned) for r in results]
+    final = [r for r in results if r is not None]
+    problem = folder_problem(folder, final, listed=files is None)
+    if problem is not None:
+        raise problem
+    return final

@@ -7,14 +7,13 @@ is a pure function of the input files' bytes and the target.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap
 
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.derive import DROP, Inherited, Plan, derive
-from carla_launcher.compose.discover import find_entries, is_generated, variant_name
+from carla_launcher.compose.discover import variant_name
 from carla_launcher.compose.environ import (
     dotenv_path,
     env_file_overrides,
@@ -22,81 +21,63 @@ from carla_launcher.compose.environ import (
     project_dotenv,
 )
 from carla_launcher.compose.hosts import Rewrite
+from carla_launcher.compose.keys import (
+    DERIVATION,
+    NO_SIMULATOR,
+    Result,
+    Target,
+    entries_of,
+    entry_key,
+    folder_problem,
+    full_hash,
+    input_digest,
+    key_flags,
+    key_meta,
+    relative,
+    tool_digest,
+)
 from carla_launcher.compose.project import Project, Service, project_name
 from carla_launcher.compose.reach import Simulator, check_distributable, simulator_of
 from carla_launcher.compose.simulator import find_simulator
-from carla_launcher.compose.variants import Variant, render
+from carla_launcher.compose.variants import Variant, render, split_header
 from carla_launcher.errors import InputError
-from carla_launcher.fsutil import read_regular
 
-NO_SIMULATOR = "no simulator in it"
-# Bump when the derivation changes, so that `sync --check` sees old variants as stale.
-DERIVATION = "2"
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the simulator runs: what agents should connect to."""
-
-    address: str | None  # None in the env address mode
-    port: int | None = None
-    simulator: str | None = None
-    env: bool = False  # env address mode: variants read ENV_HOST / ENV_PORT (hosts.py) at `up`
-
-
-@dataclass
-class Result:
-    """What a plan found for one entry file."""
-
-    entry: Path
-    variants: list[Variant] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    error: InputError | None = None
-    skipped: str | None = None  # why no variant (e.g. no simulator in it)
-    inputs: list[Path] = field(default_factory=list)  # every file read for it (watch these)
+# Target, Result, NO_SIMULATOR, DERIVATION and folder_problem live in keys.py (which the fast
+# check loads without this module); they are named here too, where planning is.
+__all__ = [
+    "DERIVATION",
+    "NO_SIMULATOR",
+    "Result",
+    "Target",
+    "folder_problem",
+    "plan_entries",
+    "plan_entry",
+    "plan_folder",
+]
 
 
 # -- planning (reads files, writes nothing) --------------------------------------------------------
 def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -> list[Result]:
     """One result per entry file; an entry that cannot be distributed carries its error."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, None, "no such folder", "--dir")
-    # FILES as pre-commit passes them: any YAML that changed
-    entries = find_entries(folder) if files is None else [f for f in files if not _generated(f)]
-    project = Project()
-    results = [plan_entry(project, e, target) for e in entries]
-    if files is not None and len(results) == 1 and results[0].skipped == NO_SIMULATOR:
-        plan_entry(
-            Project(), results[0].entry, target, required=True, strict=True
-        )  # say it of that file
+    entries = entries_of(folder, files)
+    results = plan_entries(entries, target, single=files is not None)
     problem = folder_problem(folder, results, listed=files is None)
     if problem is not None:
         raise problem
     return results
 
 
-def folder_problem(folder: Path, results: list[Result], listed: bool = True) -> InputError | None:
-    """What is wrong with a folder as a whole (`sync` and the daemon word it alike)."""
-    if not results and listed:
-        return InputError(
-            folder, None, "no compose files here (YAML with `services:` or `include:`)"
-        )
-    if results and all(r.skipped == NO_SIMULATOR for r in results):
-        return InputError(
-            folder,
-            None,
-            "no compose file here has a simulator service "
-            "(one that runs CarlaUE4 or uses a carla image); name it with --simulator NAME",
-        )
-    return None
-
-
-def _generated(path: Path) -> bool:
-    try:
-        return is_generated(read_regular(path, 2000).decode("utf-8", errors="replace"))
-    except OSError:
-        return False
+def plan_entries(entries: list[Path], target: Target, single: bool = False) -> list[Result]:
+    """Plan entries with one shared project. With `single` (FILES were given) and one entry
+    that has no simulator, that is raised: said of that file."""
+    project = Project()
+    results = [plan_entry(project, e, target) for e in entries]
+    if single and len(results) == 1 and results[0].skipped == NO_SIMULATOR:
+        plan_entry(
+            Project(), results[0].entry, target, required=True, strict=True
+        )  # say it of that file
+    return results
 
 
 def plan_entry(
@@ -107,8 +88,13 @@ def plan_entry(
     result = Result(Path(entry))
     result.inputs = [Path(entry).absolute()]
     try:
-        result.inputs = _with_env_files(project, _closure(project, Path(entry).absolute()), entry)
-        _plan(project, Path(entry).absolute(), target, required, result)
+        closure = _closure(project, Path(entry).absolute())
+        result.inputs = _with_env_files(project, closure, entry)
+        consulted = _consulted(project, closure, Path(entry).absolute())
+        skips = _skips(project, closure, target)
+        derived = _plan(project, Path(entry).absolute(), target, required, result)
+        if consulted is not None and derived is not None:
+            _keyed(result, Path(entry).absolute(), target, consulted, skips, *derived)
     except InputError as e:
         if strict:
             raise
@@ -143,6 +129,81 @@ def _closure(project: Project, entry: Path) -> list[Path]:
     return seen
 
 
+def _consulted(
+    project: Project, closure: list[Path], entry: Path
+) -> list[tuple[Path, str | None]] | None:
+    """Every file the plan of `entry` reads or looks for, with its text (None: absent): the
+    compose files, every env_file named (present or not) and the entry's `.env`. None when one
+    cannot be read: no key then, and the variant is always derived."""
+    try:
+        out: dict[Path, str | None] = {p: project.file(p).text for p in closure}
+        for p in closure:
+            sf = project.file(p)
+            for name in sf.services:
+                for raw in project.effective(sf.path, str(name)).env_files:
+                    e = (sf.path.parent / raw).absolute()
+                    if e not in out:
+                        out[e] = project.env_text(e)
+        dot = dotenv_path(entry)
+        if dot not in out:
+            out[dot] = project.env_text(dot)
+    except InputError:
+        return None
+    return list(out.items())
+
+
+def _skips(project: Project, closure: list[Path], target: Target) -> list[tuple[Path, str | None]]:
+    """The files of the closure, beside the entry, whose own plan as an entry is skipped (as
+    _plan decides it): recorded with the entry's key, so that `sync --check` need not parse
+    them to know it. (file, None): no simulator in it; (file, SIM): only the simulator."""
+    out: list[tuple[Path, str | None]] = []
+    for p in closure[1:]:
+        if p.parent != closure[0].parent:
+            continue
+        try:
+            sf = project.file(p)
+            services = project.model(p)
+            sim = find_simulator(p, services, target.simulator, False, sf.line("services"))
+        except InputError:
+            continue
+        if sim is None:
+            out.append((p, None))
+        elif len(services) < 2:
+            out.append((p, sim.name))
+    return out
+
+
+def _keyed(
+    result: Result,
+    entry: Path,
+    target: Target,
+    consulted: list[tuple[Path, str | None]],
+    skips: list[tuple[Path, str | None]],
+    sim: Simulator,
+    detected: str | None,
+) -> None:
+    """Give the entry's variant its key and the lines that recompute it (keys.py)."""
+    if not result.variants or result.variants[0].source != entry:
+        return
+    base = entry.parent
+    inputs = [(relative(p, base), input_digest(text)) for p, text in consulted]
+    meta = key_meta(
+        [rel for rel, _ in inputs],
+        [(relative(v.source, base), full_hash(v.content)) for v in result.variants[1:]],
+        [(relative(p, base), sim) for p, sim in skips],
+        result.warnings,
+        (sim.name, sim.world_port, detected),
+    )
+    first = result.variants[0]
+    source_hash, _, body = split_header(first.content)
+    if source_hash is None:
+        return
+    key = entry_key(entry, key_flags(target, sim.name, sim.world_port), inputs, meta)
+    result.variants[0] = Variant(
+        first.source, first.path, render(entry, body, source_hash, key, meta)
+    )
+
+
 def _with_env_files(project: Project, files: list[Path], entry: Path) -> list[Path]:
     """The compose files plus the env files they read and the entry's `.env`, if present."""
     out = list(files)
@@ -157,17 +218,28 @@ def _with_env_files(project: Project, files: list[Path], entry: Path) -> list[Pa
     return out
 
 
-def _plan(project: Project, entry: Path, target: Target, required: bool, result: Result) -> None:
+def _plan(
+    project: Project, entry: Path, target: Target, required: bool, result: Result
+) -> tuple[Simulator, str | None] | None:
+    """Plans into `result`; the simulator it derived for, and the one found without
+    --simulator (None: none, or not one), when it derived."""
     sf = project.file(entry)
     services = project.model(entry)
     sim_svc = find_simulator(entry, services, target.simulator, required, sf.line("services"))
     if sim_svc is None:
         result.skipped = NO_SIMULATOR
-        return
+        return None
     if len(services) < 2:
         result.skipped = f"only the simulator ({sim_svc.name})"
-        return
+        return None
     check_distributable(sim_svc, services)
+    detected: str | None = sim_svc.name
+    if target.simulator is not None:
+        try:
+            found = find_simulator(entry, services, None, False, sf.line("services"))
+            detected = None if found is None else found.name
+        except InputError:
+            detected = None
     sim = simulator_of(sim_svc, services, project_name(sf))
     rewrite = _rewrite(sim, target, project_dotenv(project, entry))
     deriver = _Deriver(project, sim, rewrite, target, entry)
@@ -186,6 +258,7 @@ def _plan(project: Project, entry: Path, target: Target, required: bool, result:
             f"no service refers to {sim.name} by name ({others}); agents whose image has the "
             "simulator's host built in will not find the remote server"
         )
+    return sim, detected
 
 
 def _rewrite(sim: Simulator, target: Target, env: tuple[tuple[str, str], ...]) -> Rewrite:
@@ -290,20 +363,13 @@ class _Deriver:
         t = self.target
         # the port counts only where it changes something: --port 2000 and no --port agree
         where = "env" if t.env else f"{t.address}\0{self.rewrite.new_port}"
-        h.update(f"{DERIVATION}\0{where}\0{self.sim.name}\0".encode())
+        h.update(f"{DERIVATION}\0{tool_digest()}\0{where}\0{self.sim.name}\0".encode())
         base = inputs[0].parent
         for p in inputs:
-            h.update(_rel(p, base).encode() + b"\0")
+            h.update(relative(p, base).encode() + b"\0")
             text = self.project.env_text(p) if p.suffix not in (".yaml", ".yml") else None
             h.update((text if text is not None else self.project.file(p).text).encode() + b"\0")
         return h.hexdigest()[:16]
-
-
-def _rel(p: Path, base: Path) -> str:
-    try:
-        return str(p.relative_to(base))
-    except ValueError:
-        return str(p)
 
 
 def _replace_name(raw: str, new_name: str) -> str:

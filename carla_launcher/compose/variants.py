@@ -4,7 +4,6 @@ writing it atomically. Knows nothing of how a variant is derived.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -26,8 +25,12 @@ _HEADER = re.compile(
     re.escape(_FIRST).replace(_NAME, r"(?P<name>[^\n]+)", 1).replace(_NAME, "(?P=name)", 1)
     + re.escape(_SECOND)
     + re.escape(GENERATED_MARK)
-    + r"(?P<source>[0-9a-f]{16}) content-hash=(?P<content>[0-9a-f]{16})\n"
+    + r"(?P<source>[0-9a-f]{16}) content-hash=(?P<content>[0-9a-f]{16})"
+    + r"(?P<keyed> key=(?P<key>[0-9a-f]{16})(?P<meta>[^\n]*))?\n"
 )
+# An entry's variant adds ` key=KEY` and what recomputes it (keys.py) to the third line: the
+# header stays three lines. A header written before keys (no ` key=`) is still ours: its
+# variant reads as stale, and `sync` rewrites it once.
 
 
 @dataclass
@@ -42,11 +45,17 @@ def _content_hash(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def render(source: Path, body: str, source_hash: str) -> str:
+def render(
+    source: Path, body: str, source_hash: str, key: str | None = None, meta: str = ""
+) -> str:
+    """The variant's text. `key` and `meta` (an entry's variant only: keys.py) let `sync
+    --check` know it is current without parsing anything."""
     header = (
         _FIRST.format(name=source.name)
         + _SECOND
-        + f"{GENERATED_MARK}{source_hash} content-hash={_content_hash(body)}\n"
+        + f"{GENERATED_MARK}{source_hash} content-hash={_content_hash(body)}"
+        + (f" key={key}{meta}" if key is not None else "")
+        + "\n"
     )
     return header + body
 
@@ -58,6 +67,25 @@ def split_header(text: str) -> tuple[str | None, str | None, str]:
     if not m:
         return None, None, text
     return m.group("source"), m.group("content"), text[m.end() :]
+
+
+def read_key(text: str) -> tuple[str, str, str] | None:
+    """(key, what follows it on its line, body) of a variant that is ours as we wrote it and
+    carries a key; None for anything else (no header, an edited one or body, no key)."""
+    m = _HEADER.match(text)
+    if not m or m.group("key") is None:
+        return None
+    body = text[m.end() :]
+    if m.group("content") != _content_hash(body):
+        return None
+    return m.group("key"), m.group("meta"), body
+
+
+def _essence(text: str) -> tuple[str, str] | None:
+    """(source hash, body) of a variant with a header of ours: what it holds, whatever flags
+    (as given) or entry wrote its key."""
+    m = _HEADER.match(text)
+    return None if m is None else (m.group("source"), text[m.end() :])
 
 
 def hand_edited(text: str) -> bool:
@@ -92,6 +120,12 @@ def compare(variant: Variant) -> Outcome:
     old = old.replace("\r\n", "\n").replace("\r", "\n")  # as read_text() read it
     if old == variant.content:
         return Outcome(variant, "current")
+    same = _essence(old)
+    if same is not None and same == _essence(variant.content) and not hand_edited(old):
+        # the same derivation under other flags (no --port and --port 2000 where the simulator
+        # listens on 2000), or written by another entry that includes this one: current, as
+        # before keys; only the fast check (keys.py) cannot vouch for it, so it derives it
+        return Outcome(variant, "current")
     state = "hand-edited" if hand_edited(old) else "stale"
     return Outcome(variant, state, _diff(old, variant.content, variant.path))
 
@@ -110,6 +144,8 @@ def apply(outcome: Outcome, force: bool = False) -> Outcome:
 
 
 def _diff(old: str, new: str, path: Path) -> str:
+    import difflib  # only for a variant that differs: a current folder's check never loads it
+
     name = display_path(path)
     return "".join(
         difflib.unified_diff(

@@ -6,13 +6,15 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedBase, CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from typing import TYPE_CHECKING, Any
 
 from carla_launcher.errors import InputError
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
+
+# ruamel is imported where a document is parsed or dumped, not with this module: finding
+# compose files and checking current variants (`sync --check`) never need it.
 
 Doc = Any  # a ruamel round-trip document (CommentedMap for compose files)
 
@@ -66,6 +68,8 @@ def guess_style(text: str) -> Style:
 
 
 def _yaml(style: Style) -> YAML:
+    from ruamel.yaml import YAML
+
     y = YAML()
     y.preserve_quotes = True
     y.width = 4096
@@ -79,6 +83,8 @@ def load(text: str, path: Path | str | None = None) -> tuple[Doc, Style]:
     deep = too_deep(text)
     if deep is not None:
         raise InputError(path, deep, f"nested deeper than {MAX_DEPTH} levels; refused unparsed")
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     style = guess_style(text)
     try:
         doc = _yaml(style).load(text)
@@ -256,6 +262,8 @@ def _scan_depth(text: str) -> int | None:
 
 def line_of(node: Any, key: Any = None) -> int | None:
     """1-based line of a mapping key (or sequence index), or of the node itself."""
+    from ruamel.yaml.comments import CommentedBase, CommentedMap, CommentedSeq
+
     if not isinstance(node, CommentedBase):
         return None
     try:
