@@ -1,6 +1,7 @@
 """How fast and how cheap is the sync daemon? Prints one JSON document.
 
     python -m bench.daemon [--saves 300] [--idle 60] [--soak 10000] [--naive-saves 200]
+    python -m bench.daemon --files 3,500,1000 [--sizes-only] [--tree PATH]
 
 Measures, on a copy of the bundled example (build/ + profiles/default.yaml) in a tmp folder:
 - latency from an atomic save (temp file + os.replace) of docker-compose.yaml to the new
@@ -12,6 +13,17 @@ Measures, on a copy of the bundled example (build/ + profiles/default.yaml) in a
   running `carla-launch sync` on each change, and the ratio naive / daemon.
 - the gap between WATCHDOG=1 pings under systemd's watchdog (WATCHDOG_USEC 0.2 s: expected
   0.1 s, and never near 0.2 s).
+
+With --files N1,N2,... (the `sizes` section), per size: a folder with N entry files like the
+bundled example's (bench/sync.py's make_project) beside a copy of the bundled example itself:
+- start until the log says "watching", on a folder whose variants are current (synced first);
+- save-to-variant p50/p95 of the bundled docker-compose.yaml, and the daemon's CPU per save;
+- the same saves while a reader process reads every variant in a loop (an editor, a test,
+  docker compose), then saves of the shared agent_service.yaml until every variant that reads
+  it was rewritten: lost saves, "overflow"/"full resync" lines in the log, RSS growth.
+The bench polls by stat() and reads a file only when its stat changed, so that its own polling
+wakes no daemon that subscribes to opens and reads. HOME and XDG_STATE_HOME point into the
+temporary folder; `--tree PATH` runs another checkout's carla_launcher (the code before a change).
 Timings depend on the machine: this is a benchmark, never a test assertion.
 """
 
@@ -37,10 +49,40 @@ from typing import Any
 import psutil
 
 from bench import REPO
+from bench.sync import make_project
+from carla_launcher.compose.discover import variant_name
 
 ADDRESS = "10.77.0.2"
 SOURCE = "docker-compose.yaml"
 VARIANT = "docker-compose.distributed.yaml"
+FRAGMENT = "agent_service.yaml"
+DAEMON = [sys.executable, "-m", "carla_launcher", "daemon", "--dir", "build"]
+TREE = REPO  # whose carla_launcher the daemon children run (--tree)
+
+
+class Poll:
+    """Reads a file only when its stat changed: polling costs no open()/read() otherwise."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.key: tuple[int, int, int] | None = None
+        self.text: str | None = None
+
+    def read(self) -> str | None:
+        try:
+            st = os.stat(self.path)  # noqa: PTH116  one syscall, no Path object per poll
+        except FileNotFoundError:
+            self.key, self.text = None, None
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if key != self.key:
+            try:
+                with self.path.open() as f:
+                    self.text = f.read()
+            except FileNotFoundError:
+                return None
+            self.key = key
+        return self.text
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -65,15 +107,28 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 class Project:
     """A tmp copy of the example project, and atomic saves with a marker to wait for."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, files: int = 0) -> None:
         self.root = root
         shutil.copytree(REPO / "build", root / "build")
         (root / "profiles").mkdir()
         shutil.copy(REPO / "profiles" / "default.yaml", root / "profiles" / "default.yaml")
         self.build = root / "build"
+        if files:
+            make_project(self.build, files)
         self.base = (self.build / SOURCE).read_text()
         assert "  TM_PORT: 8000\n" in self.base
         self.n = 0
+        self.poll = Poll(self.build / VARIANT)
+
+    def entries(self) -> list[Path]:
+        return sorted(
+            p
+            for p in self.build.glob("*.yaml")
+            if "distributed" not in p.name and p.name != FRAGMENT
+        )
+
+    def variants(self) -> list[Path]:
+        return sorted(self.build.glob("*distributed*.yaml"))
 
     def save(self) -> tuple[str, float]:
         """One atomic save with a fresh marker; returns (marker, time just before the rename)."""
@@ -89,15 +144,10 @@ class Project:
 
     def wait_variant(self, marker: str, timeout: float = 10.0) -> float | None:
         """perf_counter() when the variant holds the marker, or None on timeout."""
-        path = self.build / VARIANT
         deadline = time.perf_counter() + timeout
         while True:
-            try:
-                with path.open() as f:
-                    if marker in f.read():
-                        return time.perf_counter()
-            except FileNotFoundError:
-                pass
+            if marker in (self.poll.read() or ""):
+                return time.perf_counter()
             if time.perf_counter() > deadline:
                 return None
             time.sleep(0.0005)
@@ -125,7 +175,7 @@ def env_for(root: Path) -> dict[str, str]:
     env.update(
         HOME=str(root / "home"),
         XDG_STATE_HOME=str(root / "home" / "state"),
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(TREE),
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -265,6 +315,167 @@ def bench_daemon(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return result
 
 
+_READER = """
+import os, sys, time
+folder, stop = sys.argv[1], sys.argv[2]
+reads = 0
+while not os.path.exists(stop):
+    for name in os.listdir(folder):
+        if "distributed" in name:
+            try:
+                with open(os.path.join(folder, name), "rb") as f:
+                    f.read()
+                reads += 1
+            except OSError:
+                pass
+    time.sleep(0.001)
+print(reads)
+"""
+
+
+def start_daemon(project: Path, log: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """The daemon on `build`, and the seconds from its start until the log says "watching"."""
+    with log.open("w") as out:
+        t0 = time.perf_counter()
+        popen = subprocess.Popen(
+            [*DAEMON, "--address", ADDRESS],
+            cwd=project,
+            env=env_for(project),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    poll = Poll(log)
+    deadline = time.monotonic() + 600
+    while "watching build" not in (poll.read() or ""):
+        if time.monotonic() > deadline or popen.poll() is not None:
+            popen.kill()
+            raise SystemExit(f"bench: the daemon never said watching:\n{log.read_text()}")
+        time.sleep(0.002)
+    return popen, time.perf_counter() - t0
+
+
+def stop_daemon(popen: subprocess.Popen[bytes]) -> int:
+    popen.send_signal(signal.SIGTERM)
+    try:
+        return popen.wait(30)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        return popen.wait()
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def fragment_saves(project: Project, n: int, timeout: float) -> tuple[list[float], int]:
+    """Saves of the shared agent_service.yaml (atomic): seconds until every variant of an entry
+    that reads it was rewritten (its header's source hash changes), and how many never were."""
+    fragment = project.build / FRAGMENT
+    base = fragment.read_text()
+    assert "    init: true\n" in base
+    readers = [
+        p.with_name(variant_name(p.name)) for p in project.entries() if FRAGMENT in p.read_text()
+    ]
+    out, lost = [], 0
+    for i in range(n):
+        polls = {v: Poll(v) for v in readers}
+        before = {v: (p.read() or "").split("\n", 3)[2] for v, p in polls.items()}
+        tmp = project.build / f".{FRAGMENT}.bench.tmp"
+        tmp.write_text(base.replace("    init: true\n", f"    init: true\n    hostname: f{i}\n"))
+        t0 = time.perf_counter()
+        tmp.replace(fragment)
+        deadline = t0 + timeout
+        waiting = set(readers)
+        while waiting and time.perf_counter() < deadline:
+            waiting = {v for v in waiting if (polls[v].read() or "").split("\n", 3)[2] == before[v]}
+            if waiting:
+                time.sleep(0.005)
+        if waiting:
+            lost += 1
+        else:
+            out.append(time.perf_counter() - t0)
+        time.sleep(random.uniform(0.0, 0.02))  # noqa: S311
+    return out, lost
+
+
+def bench_size(args: argparse.Namespace, root: Path, files: int) -> dict[str, Any]:
+    """One folder size: start, latency, CPU per save; then the same under a reader's load."""
+    project = Project(root / f"size{files}", files)
+    log = root / f"daemon-{files}.log"
+    # variants current before the start, as a daemon restarted on a synced folder finds them
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "carla_launcher",
+            "sync",
+            "--dir",
+            "build",
+            "--address",
+            ADDRESS,
+            "-q",
+        ],
+        cwd=project.root,
+        env=env_for(project.root),
+        check=True,
+    )
+    popen, start_s = start_daemon(project.root, log)
+    result: dict[str, Any] = {
+        "files": files,
+        "compose_files": len(project.entries()),  # generated + the bundled example's
+        "start_until_watching_s": round(start_s, 3),
+    }
+    try:
+        proc = psutil.Process(popen.pid)
+        result["at_start"] = sample(proc)
+        time.sleep(0.5)
+        c0 = cpu_s(proc)
+        samples, lost = project.latencies(args.size_saves)
+        time.sleep(0.3)  # the echo of the last write
+        cpu = cpu_s(proc) - c0
+        result["latency_ms"] = percentiles(samples) | {"lost": lost}
+        result["cpu_ms_per_save"] = round(cpu * 1000 / max(1, args.size_saves), 2)
+
+        # the same, with a reader reading every variant in a loop
+        rss0 = sample(proc)["rss_mb"]
+        stop = root / f"stop-reader-{files}"
+        reader = subprocess.Popen(
+            [sys.executable, "-c", _READER, str(project.build), str(stop)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            samples, lost = project.latencies(args.reader_saves)
+            fsamples, flost = fragment_saves(project, args.fragment_saves, args.fragment_timeout)
+        finally:
+            stop.touch()
+            reads = int(reader.communicate(timeout=60)[0].strip() or 0)
+        time.sleep(1.0)
+        text = log.read_text()
+        result["with_reader"] = {
+            "variant_reads": reads,
+            "latency_ms": percentiles(samples) | {"lost": lost} if samples else {"lost": lost},
+            "fragment_saves": {
+                "readers": sum(
+                    1 for p in project.entries() if FRAGMENT in p.read_text()
+                ),  # entries whose variants each save rewrites
+                "until_all_rewritten_ms": percentiles(fsamples) if fsamples else None,
+                "lost": flost,
+                "timeout_s": args.fragment_timeout,
+            },
+            "overflow_lines": sum(1 for ln in text.splitlines() if "overflow" in ln.lower()),
+            "full_resync_lines": text.count("full resync"),
+            "rss_mb_before": rss0,
+            "rss_mb_after": sample(proc)["rss_mb"],
+        }
+        w = result["with_reader"]
+        w["rss_growth_mb"] = round(w["rss_mb_after"] - w["rss_mb_before"], 2)
+    finally:
+        result["exit_code_on_sigterm"] = stop_daemon(popen)
+    return result
+
+
 def bench_naive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """What a user might script: watchmedo runs `carla-launch sync` for every matching event."""
     watchmedo = shutil.which("watchmedo")
@@ -312,29 +523,63 @@ def bench_naive(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     }
 
 
+def size_goals(sizes: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """The issue's goals for the sizes section."""
+    runs = list(sizes.values())
+    small, large = runs[0], runs[-1]
+    goals = {
+        "p95_le_100ms_at_every_size": all(r["latency_ms"]["p95"] <= 100 for r in runs),
+        "largest_p95_within_1.3x_of_smallest": large["latency_ms"]["p95"]
+        <= 1.3 * small["latency_ms"]["p95"],
+        "start_until_watching_le_1s_at_largest": large["start_until_watching_s"] <= 1.0,
+    }
+    w = [r["with_reader"] for r in runs]
+    goals["no_overflow_with_a_reader"] = all(x["overflow_lines"] == 0 for x in w)
+    goals["no_lost_save_with_a_reader"] = all(
+        x["latency_ms"]["lost"] == 0 and x["fragment_saves"]["lost"] == 0 for x in w
+    )
+    goals["rss_growth_lt_5mb_with_a_reader"] = all(x["rss_growth_mb"] < 5 for x in w)
+    return goals
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--saves", type=int, default=300, help="saves for the latency (>= 200)")
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idling to measure CPU")
     ap.add_argument("--soak", type=int, default=10_000, help="saves for the RSS / open files check")
     ap.add_argument("--naive-saves", type=int, default=200, help="saves for the watchmedo baseline")
+    ap.add_argument("--files", default="", help="folder sizes, e.g. 3,500,1000 (the sizes section)")
+    ap.add_argument("--sizes-only", action="store_true", help="only the sizes section")
+    ap.add_argument("--size-saves", type=int, default=100, help="saves per size for the latency")
+    ap.add_argument("--reader-saves", type=int, default=30, help="saves per size under a reader")
+    ap.add_argument("--fragment-saves", type=int, default=5, help="saves of the shared fragment")
+    ap.add_argument("--fragment-timeout", type=float, default=30.0)
+    ap.add_argument("--tree", type=Path, default=REPO, help="checkout whose carla_launcher runs")
     args = ap.parse_args()
+    global TREE  # read by env_for, for every daemon child
+    TREE = args.tree.resolve()
     random.seed(1)
-    with tempfile.TemporaryDirectory(prefix="carla-launch-bench-") as tmp:
-        root = Path(tmp)
-        daemon = bench_daemon(args, root)
-        watchdog = bench_watchdog(root)
-        naive = bench_naive(args, root)
+    sizes = [int(n) for n in args.files.split(",") if n.strip()]
     out: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
         },
-        "daemon": daemon,
-        "naive_watchmedo": naive,
-        "watchdog": watchdog,
+        "tree": str(TREE),
     }
+    with tempfile.TemporaryDirectory(prefix="carla-launch-bench-") as tmp:
+        root = Path(tmp)
+        if sizes:
+            out["sizes"] = {str(n): bench_size(args, root, n) for n in sizes}
+            out["goals_sizes"] = size_goals(out["sizes"])
+        if args.sizes_only:
+            print(json.dumps(out, indent=2))
+            return
+        daemon = bench_daemon(args, root)
+        watchdog = bench_watchdog(root)
+        naive = bench_naive(args, root)
+    out |= {"daemon": daemon, "naive_watchmedo": naive, "watchdog": watchdog}
     d, n = daemon["latency_ms"], naive.get("latency_ms")
     if n:
         out["ratio_naive_over_daemon"] = {

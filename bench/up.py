@@ -8,12 +8,16 @@ box, a private dockerd), like the end-to-end test.
 - attach: from no local session until both panes show output. Goal: <= 0.5 s.
 
     python -m bench.up [--runs N]
+
+HOME and the XDG folders point into the temporary folder, as in the tests: the records `up`
+writes (known servers, sessions) never land in the user's own ~/.local/state/carla-launch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,10 +36,22 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     sock = f"cl-bench-{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        # like tests/harness/cli.py's isolated HOME, for this process and every child
+        os.environ.update(
+            HOME=str(home),
+            XDG_STATE_HOME=str(home / ".local" / "state"),
+            XDG_CONFIG_HOME=str(home / ".config"),
+        )
+        run(args, Path(tmp), sock)
+
+
+def run(args: argparse.Namespace, tmp: Path, sock: str) -> None:
     with (
-        tempfile.TemporaryDirectory() as tmp,
-        DockerDaemon(Path(tmp) / "docker") as docker,
-        make_box(Path(tmp)) as box,
+        DockerDaemon(tmp / "docker") as docker,
+        make_box(tmp) as box,
     ):
         project = box.dir / "proj" / "build"
         project.mkdir(parents=True)

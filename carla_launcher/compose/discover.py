@@ -35,9 +35,10 @@ def find_entries(folder: Path) -> list[Path]:
             continue
         if _is_entry(p, may_be=_may_be_entry(name, names)):
             found.append(p)
-    entries = {p.name for p in found}
-    # a hand-made variant of another entry (the old way) is a variant, not an entry
-    return [p for p in found if not any(variant_name(n) == p.name for n in entries if n != p.name)]
+    # a hand-made variant of another entry (the old way) is a variant, not an entry; a name is
+    # never its own variant's name, so one set of the entries' variant names tells (linear)
+    variants = {variant_name(p.name) for p in found}
+    return [p for p in found if p.name not in variants]
 
 
 def _may_be_entry(name: str, names: dict[str, Path]) -> bool:

@@ -5,8 +5,10 @@ The loop (`service.py`) observes the disk, hands the observations in (`Events`, 
 executes the effects that come back in order. Everything here is a function of its inputs and
 the state it keeps, so the tests feed batches in-process and look at the effects.
 
-The graph maps each entry to every file it reads, so a change re-derives only the entries that
-read the changed file (`affected`); the inverse index for large folders would live here too.
+The graph maps each entry to every file it reads, and its inverse index each file to the entries
+that read it, so a change re-derives only the entries that read the changed file, at a cost that
+does not grow with the folder. Rediscovery (`Rediscover`) is for a batch in which the set of files
+changed (a create, a delete, a rename to a new name): the loop tells (`Events.structural`).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class Events:
     """A batch from the watcher, with what the loop observed about it."""
 
     paths: frozenset[str] = frozenset()
-    structural: bool = False  # files appeared, vanished or were renamed
+    structural: bool = False  # the set of files changed: one appeared or vanished for good
     full: str | None = None  # why everything must be re-checked
     folder_present: bool = True
     variants: Mapping[str, str | None] = field(default_factory=dict)  # owned variants: text now
@@ -146,6 +148,7 @@ class Reconciler:
         self.address_given = address_given  # --address: a recorded address cannot change the target
         self.state_file = state_file  # known-servers.json: a recorded address may change
         self.graph: dict[str, frozenset[str]] = {}  # entry -> every file it reads
+        self.readers: dict[str, set[str]] = {}  # file -> the entries that read it (the inverse)
         self.owner: dict[str, str] = {}  # variant -> entry
         self.written: dict[str, str | None] = {}  # variant -> its content as we left it
         self.vstate: dict[str, VariantState] = {}  # variant -> current | hand-edited
@@ -157,7 +160,17 @@ class Reconciler:
 
     # -- queries (the loop asks before it observes) -----------------------------------------------
     def inputs(self) -> set[str]:
-        return set().union(*self.graph.values()) if self.graph else set()
+        return set(self.readers)
+
+    def is_input(self, path: str) -> bool:
+        return path in self.readers
+
+    def readers_of(self, changed: Iterable[str]) -> set[str]:
+        """The entries that read any of the changed files (`affected`, through the index)."""
+        out: set[str] = set()
+        for p in changed:
+            out |= self.readers.get(p, set())
+        return out
 
     def target_files(self) -> set[str]:
         """Files whose change may change the address: the profile, and discovered addresses."""
@@ -218,14 +231,15 @@ class Reconciler:
         targets = self.target_files()
         if changed & targets and ev.target is not None and self._retarget(ev.target):
             return self._flush(FullSync(f"address now {where(self.target)}"), Settle())
-        sources = changed - set(self.owner) - targets
-        entries = affected(self.graph, sources)
-        for variant in changed & set(self.owner):
+        sources = {p for p in changed - targets if p not in self.owner}
+        entries = self.readers_of(sources)
+        for variant in (p for p in changed if p in self.owner):
             if ev.variants.get(variant) != self.written.get(variant):
                 entries.add(self.owner[variant])  # deleted or edited: the plan says what to do
-        if ev.structural or sources - self.inputs():
+        # a YAML file in the folder that no entry reads may have become an entry
+        if ev.structural or any(not self.is_input(p) for p in sources):
             return self._flush(Rediscover(frozenset(entries), frozenset(changed)))
-        return self._sync(entries & set(self.graph), set(), changed, regraphed=False)
+        return self._sync({e for e in entries if e in self.graph}, set(), changed, regraphed=False)
 
     def on_discovered(
         self, found: set[str] | None, entries: Iterable[str], changed: Iterable[str]
@@ -262,7 +276,19 @@ class Reconciler:
             return because(old_inputs & changed, self.folder)
         return "the variant was changed or deleted"
 
+    def _set_inputs(self, entry: str, inputs: frozenset[str]) -> None:
+        for p in self.graph.get(entry, frozenset()) - inputs:
+            users = self.readers.get(p)
+            if users is not None:
+                users.discard(entry)
+                if not users:
+                    del self.readers[p]
+        for p in inputs:
+            self.readers.setdefault(p, set()).add(entry)
+        self.graph[entry] = inputs
+
     def forget(self, entry: str) -> None:
+        self._set_inputs(entry, frozenset())
         self.graph.pop(entry, None)
         self.errors.pop(entry, None)
         for v in [v for v, e in self.owner.items() if e == entry]:
@@ -340,7 +366,7 @@ class Reconciler:
         """Record one entry's sync: its inputs, its variants' owners and states, its problems."""
         r = s.report
         entry = norm(r.entry)
-        self.graph[entry] = frozenset(norm(p) for p in r.result.inputs)
+        self._set_inputs(entry, frozenset(norm(p) for p in r.result.inputs))
         if r.error is not None:
             kept = any(e == entry for e in self.owner.values()) or s.variant_exists
             keeping = "keeping the last good variant" if kept else "no variant until it is fixed"

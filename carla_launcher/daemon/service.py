@@ -27,6 +27,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
 from carla_launcher.compose.discover import find_entries
+from carla_launcher.compose.keys import Reads, fresh_entry
 from carla_launcher.compose.project import Project
 from carla_launcher.compose.service import EntryReport, Mode, VariantState, sync_result
 from carla_launcher.compose.sync import plan_entry
@@ -50,9 +51,18 @@ from carla_launcher.daemon.reconciler import (
 )
 from carla_launcher.daemon.reconciler import Log as LogLine
 from carla_launcher.daemon.status import STATE_VERSION, lock_path, state_name
-from carla_launcher.daemon.watch import Batch, Handler, Inbox, Interest, WatchdogLogHook, norm
+from carla_launcher.daemon.watch import (
+    COMPOSE_SUFFIXES,
+    EVENT_FILTER,
+    Batch,
+    Handler,
+    Inbox,
+    Interest,
+    WatchdogLogHook,
+    norm,
+)
 from carla_launcher.errors import InputError, display_path
-from carla_launcher.fsutil import read_regular, remove_stale_temps
+from carla_launcher.fsutil import read_regular, remove_stale_temps, temp_names
 from carla_launcher.records import servers_file
 from carla_launcher.state import write_json
 from carla_launcher.targeting import resolve_target
@@ -118,6 +128,9 @@ class Daemon:
         self.hook: WatchdogLogHook | None = None
         self.last_sync: float | None = None
         self.ready = False
+        # what the loop did, in the state file: batches handled, folder rediscoveries (a file
+        # appeared or vanished), full syncs, entries derived again after a batch
+        self.work = {"batches": 0, "rediscoveries": 0, "full_syncs": 0, "derived": 0}
         self.stop_signal: int | None = None
         self.reload_requested = False
         target, profile = resolve_target(opts.address, opts.profile, opts.port, opts.simulator)
@@ -225,10 +238,11 @@ class Daemon:
 
     # -- observing: what the reconciler is told ---------------------------------------------------
     def handle(self, batch: Batch) -> None:
+        self.work["batches"] += 1
         present = Path(self.folder).is_dir()
         events = Events(
             batch.paths,
-            batch.structural,
+            batch.structural and self._set_changed(batch.paths),
             batch.full,
             present,
             {v: _read(v) for v in self.rec.owned(batch.paths)},
@@ -281,7 +295,20 @@ class Daemon:
                 self._rewatch()
                 self._save_state()
 
+    def _set_changed(self, paths: Iterable[str]) -> bool:
+        """Did the set of files change, or only their contents? An atomic save (a temp file
+        renamed onto a known name: editors, and our own variant writes), vim's backup dance or
+        JetBrains' safe write leave the same names behind: no rediscovery for those. Looks at
+        the batch's paths only (one lstat each), never at the whole folder."""
+        for p in paths:  # files elsewhere are inputs: their readers are re-derived
+            head, name = os.path.split(p)
+            in_folder = head == self.folder and name.endswith(COMPOSE_SUFFIXES)
+            if in_folder and os.path.lexists(p) != (name in self.listing):
+                return True
+        return False
+
     def _discover(self) -> set[str] | None:
+        self.work["rediscoveries"] += 1
         try:
             self.listing = self._listing()
             return {norm(p) for p in find_entries(Path(self.folder))}
@@ -293,6 +320,7 @@ class Daemon:
         if not Path(self.folder).is_dir():
             self._do(self.rec.on_folder(False, None))
             return
+        self.work["full_syncs"] += 1
         project = Project()
         pre = self._hashes(self.rec.inputs())
         self.seen = {}
@@ -301,17 +329,29 @@ class Daemon:
             entries = find_entries(Path(self.folder))
         except OSError:
             entries = []
-        results = [plan_entry(project, p, self.rec.target) for p in entries]
+        # an entry whose variant's key still matches is taken from the disk, unparsed
+        reads = Reads()
+        results = []
+        for p in entries:
+            fresh = fresh_entry(p, self.rec.target, reads)
+            results.append(
+                fresh.result if fresh is not None else plan_entry(project, p, self.rec.target)
+            )
         self._do(self.rec.on_folder_planned(results))
         for r in results:
             self._record(sync_result(r, Mode.WRITE, clean=False), reason, pre)
+        listed: dict[Path, list[str]] = {}  # one listing per folder, not one per variant
         for variant in sorted(self.rec.owner):  # temp files a killed writer left beside ours
-            for p in remove_stale_temps(Path(variant)):
+            path = Path(variant)
+            if path.parent not in listed:
+                listed[path.parent] = temp_names(path.parent)
+            for p in remove_stale_temps(path, listed[path.parent]):
                 self.log.info(f"removed {display_path(p)} (left by an interrupted write)")
         self.last_sync = time.time()
 
     def sync_entries(self, reasons: Mapping[str, str]) -> None:
         """Re-plan only these entries (one Project: shared includes are parsed once)."""
+        self.work["derived"] += len(reasons)
         project = Project()
         pre = self._hashes(set().union(*(self.rec.graph.get(e, frozenset()) for e in reasons)))
         for entry, reason in reasons.items():
@@ -357,7 +397,9 @@ class Daemon:
         for d, ident in want.items():
             if d not in self.watches:
                 try:
-                    watch = self.observer.schedule(self.handler, d, follow_symlink=True)
+                    watch = self.observer.schedule(
+                        self.handler, d, follow_symlink=True, event_filter=EVENT_FILTER
+                    )
                     self.watches[d] = (watch, ident)
                 except OSError as e:
                     self.log.error(f"cannot watch {display_path(d)}: {e.strerror or e}")
@@ -403,6 +445,7 @@ class Daemon:
             "simulator": t.simulator,
             "profile": str(profile.path) if profile else None,
             "last_sync": self.last_sync,
+            "work": dict(self.work),
             **self.rec.state(),
         }
         try:

@@ -20,10 +20,36 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 
 COMPOSE_SUFFIXES = (".yaml", ".yml")
-IGNORED_EVENTS = frozenset({"opened", "closed_no_write", "attrib"})
+# The kinds the daemon uses, given to `Observer.schedule(event_filter=...)`: watchdog then asks
+# inotify for these only (IN_CREATE, IN_DELETE, IN_MOVE, IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE),
+# so opening, reading or closing a watched file without writing costs no event at all (no
+# IN_OPEN, IN_ACCESS, IN_CLOSE_NOWRITE in the kernel's queue, nothing handled in Python).
+# IN_ATTRIB stays: a chmod may make an input unreadable.
+EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+IGNORED_EVENTS = frozenset({"opened", "closed_no_write", "attrib"})  # should they come anyway
 STRUCTURAL_EVENTS = frozenset({"created", "deleted", "moved"})
 
 
