@@ -221,10 +221,13 @@ def sync_folder(
     return SyncReport([sync_result(r, mode, temps=temps) for r in results], mode)
 
 
-def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -> list[Result]:
+def plan_folder(
+    folder: Path, target: Target, files: list[Path] | None = None, *, refuse: bool = True
+) -> list[Result]:
     """`sync.plan_folder`, but an entry whose variants' keys match is taken from the disk
     without parsing (keys.py), and so is an entry that such a plan recorded as skipped. Only
-    the rest is derived, and only then is the derivation (and ruamel) imported."""
+    the rest is derived, and only then is the derivation (and ruamel) imported. `refuse`:
+    raise the folder's own problem (nothing to sync); the daemon reports it itself."""
     folder = Path(folder)
     entries = entries_of(folder, files)
     reads = Reads()
@@ -252,7 +255,7 @@ def plan_folder(folder: Path, target: Target, files: list[Path] | None = None) -
         planned = iter(plan_entries(todo, target, single=single))
         results = [r if r is not None else next(planned) for r in results]
     final = [r for r in results if r is not None]
-    problem = folder_problem(folder, final, listed=files is None)
+    problem = folder_problem(folder, final, listed=files is None) if refuse else None
     if problem is not None:
         raise problem
     return final

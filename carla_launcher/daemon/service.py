@@ -13,7 +13,6 @@ watchdog's observer threads.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import select
 import signal
@@ -27,16 +26,21 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
 from carla_launcher.compose.discover import find_entries
-from carla_launcher.compose.keys import Reads, fresh_entry
 from carla_launcher.compose.project import Project
-from carla_launcher.compose.service import EntryReport, Mode, VariantState, sync_result
+from carla_launcher.compose.service import (
+    EntryReport,
+    Mode,
+    VariantState,
+    plan_folder,
+    sync_result,
+)
 from carla_launcher.compose.sync import plan_entry
+from carla_launcher.daemon.fingerprint import digest_of, drifted, hashes, read_text, yaml_names
 from carla_launcher.daemon.lock import FolderLock
 from carla_launcher.daemon.log import Log
 from carla_launcher.daemon.notify import sd_notify, watchdog_interval
 from carla_launcher.daemon.reconciler import (
     STATE,
-    UNREADABLE,
     Effect,
     Events,
     FullSync,
@@ -62,7 +66,7 @@ from carla_launcher.daemon.watch import (
     norm,
 )
 from carla_launcher.errors import InputError, display_path
-from carla_launcher.fsutil import read_regular, remove_stale_temps, temp_names
+from carla_launcher.fsutil import remove_stale_temps, temp_names
 from carla_launcher.records import servers_file
 from carla_launcher.state import write_json
 from carla_launcher.targeting import resolve_target
@@ -78,24 +82,6 @@ class Options:
     debounce: float = 0.05  # trailing edge: p95 save-to-variant stays under 100 ms
     max_wait: float = 1.0  # a batch is processed at the latest this long after its first event
     recheck: float = 300.0  # content-hash check of every input, for events the kernel lost
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_bytes(path: str) -> bytes:
-    try:
-        return read_regular(path)  # a FIFO in the folder must not hang the daemon
-    except OSError:
-        return b"\0missing"
-
-
-def _read(path: str) -> str | None:
-    try:
-        return read_regular(path).decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _create_time() -> float | None:
@@ -245,7 +231,7 @@ class Daemon:
             batch.structural and self._set_changed(batch.paths),
             batch.full,
             present,
-            {v: _read(v) for v in self.rec.owned(batch.paths)},
+            {v: read_text(v) for v in self.rec.owned(batch.paths)},
             self._read_target() if self.rec.needs_target(batch.paths, present) else None,
         )
         self._do(self.rec.on_batch(events))
@@ -262,8 +248,12 @@ class Daemon:
         present = Path(self.folder).is_dir()
         moved = present != self.rec.folder_present
         target = self._read_target() if present or moved else None
-        drifted = present and not moved and self._drifted()
-        self._do(self.rec.on_recheck(present, target, drifted))
+        changed = (
+            present
+            and not moved
+            and drifted(self.folder, self.listing, self.seen, self.rec.written)
+        )
+        self._do(self.rec.on_recheck(present, target, changed))
 
     def _read_target(self) -> TargetRead:
         o = self.opts
@@ -310,7 +300,7 @@ class Daemon:
     def _discover(self) -> set[str] | None:
         self.work["rediscoveries"] += 1
         try:
-            self.listing = self._listing()
+            self.listing = yaml_names(self.folder)
             return {norm(p) for p in find_entries(Path(self.folder))}
         except OSError:
             return None
@@ -321,22 +311,13 @@ class Daemon:
             self._do(self.rec.on_folder(False, None))
             return
         self.work["full_syncs"] += 1
-        project = Project()
-        pre = self._hashes(self.rec.inputs())
+        pre = hashes(self.rec.inputs())
         self.seen = {}
-        self.listing = self._listing()
-        try:
-            entries = find_entries(Path(self.folder))
+        self.listing = yaml_names(self.folder)
+        try:  # entries whose variants' keys still match are taken from the disk, unparsed
+            results = plan_folder(Path(self.folder), self.rec.target, refuse=False)
         except OSError:
-            entries = []
-        # an entry whose variant's key still matches is taken from the disk, unparsed
-        reads = Reads()
-        results = []
-        for p in entries:
-            fresh = fresh_entry(p, self.rec.target, reads)
-            results.append(
-                fresh.result if fresh is not None else plan_entry(project, p, self.rec.target)
-            )
+            results = []
         self._do(self.rec.on_folder_planned(results))
         for r in results:
             self._record(sync_result(r, Mode.WRITE, clean=False), reason, pre)
@@ -353,7 +334,7 @@ class Daemon:
         """Re-plan only these entries (one Project: shared includes are parsed once)."""
         self.work["derived"] += len(reasons)
         project = Project()
-        pre = self._hashes(set().union(*(self.rec.graph.get(e, frozenset()) for e in reasons)))
+        pre = hashes(set().union(*(self.rec.graph.get(e, frozenset()) for e in reasons)))
         for entry, reason in reasons.items():
             planned = plan_entry(project, Path(entry), self.rec.target)
             self._record(sync_result(planned, Mode.WRITE, clean=False), reason, pre)
@@ -362,14 +343,14 @@ class Daemon:
     def _record(self, report: EntryReport, reason: str, pre: dict[str, str]) -> None:
         entry = norm(report.entry)
         disk = {
-            norm(v.path): _read(norm(v.path))
+            norm(v.path): read_text(norm(v.path))
             for v in report.variants
             if v.state is VariantState.HAND_EDITED
         }
         exists = report.error is not None and os.path.exists(self.rec.failed_variant(entry))  # noqa: PTH110
         self._do(self.rec.on_synced(Synced(report, reason, exists, disk)))
         for p in self.rec.graph[entry]:
-            self.seen[p] = pre.get(p) or _digest(_read_bytes(p))
+            self.seen[p] = pre.get(p) or digest_of(p)
 
     # -- watches, fingerprint, state --------------------------------------------------------------
     def _rewatch(self, force: Iterable[str] = ()) -> None:
@@ -404,31 +385,6 @@ class Daemon:
                 except OSError as e:
                     self.log.error(f"cannot watch {display_path(d)}: {e.strerror or e}")
         self.handler.interest = Interest(self.folder, frozenset(files))
-
-    def _listing(self) -> frozenset[str]:
-        try:
-            names = [p.name for p in Path(self.folder).iterdir()]
-        except OSError:
-            return frozenset()
-        return frozenset(n for n in names if n.endswith((".yaml", ".yml")))
-
-    def _hashes(self, paths: Iterable[str]) -> dict[str, str]:
-        """Content hashes taken BEFORE planning: a write racing the plan then shows up as a
-        difference at the next re-check (a needless resync), never as a missed change."""
-        return {p: _digest(_read_bytes(p)) for p in paths}
-
-    def _drifted(self) -> bool:
-        """Did anything change that no event told us about? A few small reads, no planning."""
-        if self._listing() != self.listing:
-            return True
-        if any(_digest(_read_bytes(p)) != h for p, h in self.seen.items()):
-            return True
-        return any(
-            (_read(v) is not None or not os.path.lexists(v))
-            if text == UNREADABLE
-            else _read(v) != text
-            for v, text in self.rec.written.items()
-        )
 
     def _save_state(self, stopped: bool = False) -> None:
         t, profile = self.rec.target, self.rec.profile
