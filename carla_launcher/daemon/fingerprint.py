@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from carla_launcher.daemon.reconciler import UNREADABLE
+from carla_launcher.daemon.effects import UNREADABLE
 from carla_launcher.fsutil import read_regular
 
 

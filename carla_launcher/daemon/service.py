@@ -35,16 +35,11 @@ from carla_launcher.compose.service import (
     sync_result,
 )
 from carla_launcher.compose.sync import plan_entry
-from carla_launcher.daemon.fingerprint import digest_of, drifted, hashes, read_text, yaml_names
-from carla_launcher.daemon.lock import FolderLock
-from carla_launcher.daemon.log import Log
-from carla_launcher.daemon.notify import sd_notify, watchdog_interval
-from carla_launcher.daemon.reconciler import (
+from carla_launcher.daemon.effects import (
     STATE,
     Effect,
     Events,
     FullSync,
-    Reconciler,
     Rediscover,
     Rewatch,
     SaveState,
@@ -53,7 +48,12 @@ from carla_launcher.daemon.reconciler import (
     SyncEntries,
     TargetRead,
 )
-from carla_launcher.daemon.reconciler import Log as LogLine
+from carla_launcher.daemon.effects import Log as LogLine
+from carla_launcher.daemon.fingerprint import digest_of, drifted, hashes, read_text, yaml_names
+from carla_launcher.daemon.lock import FolderLock
+from carla_launcher.daemon.log import Log
+from carla_launcher.daemon.notify import sd_notify, watchdog_interval
+from carla_launcher.daemon.reconciler import Reconciler
 from carla_launcher.daemon.status import STATE_VERSION, lock_path, state_name
 from carla_launcher.daemon.watch import (
     COMPOSE_SUFFIXES,

@@ -16,14 +16,8 @@ from watchdog.observers import Observer
 
 from carla_launcher.compose.discover import find_entries
 from carla_launcher.compose.service import VariantState
-from carla_launcher.daemon.reconciler import (
-    Events,
-    Reconciler,
-    Rediscover,
-    Settle,
-    Synced,
-    SyncEntries,
-)
+from carla_launcher.daemon.effects import Events, Rediscover, Settle, Synced, SyncEntries
+from carla_launcher.daemon.reconciler import Reconciler
 from carla_launcher.daemon.watch import EVENT_FILTER, Handler, Inbox, Interest, norm
 from tests.daemon.test_daemon_reconciler import SHARED, TARGET, VA, A, B, F, report, synced
 from tests.harness.daemon import ADDRESS, read, wait_current

@@ -9,13 +9,12 @@ from pathlib import Path
 from carla_launcher.compose.service import EntryReport, VariantReport, VariantState
 from carla_launcher.compose.sync import Result, Target
 from carla_launcher.compose.variants import Variant
-from carla_launcher.daemon.reconciler import (
+from carla_launcher.daemon.effects import (
     FOLDER,
     UNREADABLE,
     Events,
     FullSync,
     Log,
-    Reconciler,
     Rediscover,
     Rewatch,
     SaveState,
@@ -23,6 +22,7 @@ from carla_launcher.daemon.reconciler import (
     Synced,
     SyncEntries,
 )
+from carla_launcher.daemon.reconciler import Reconciler
 from carla_launcher.errors import InputError
 
 F = "/p/build"
