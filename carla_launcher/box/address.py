@@ -151,8 +151,11 @@ def tcp_reachable(address: str, ports: Iterable[int], timeout: float = 1.5) -> b
     return False
 
 
-def discover_address(profile: Profile, host: str | None = None) -> str:
-    """The address agents should use for `host` (default: the profile's first host)."""
+def discover_address(
+    profile: Profile, host: str | None = None, accept_new_host_key: bool = False
+) -> str:
+    """The address agents should use for `host` (default: the profile's first host); the first
+    contact with a box may accept its new host key (`address --accept-new-host-key`)."""
     from carla_launcher.box import facts as F
     from carla_launcher.box.transport import check
 
@@ -162,7 +165,7 @@ def discover_address(profile: Profile, host: str | None = None) -> str:
     script = F.facts_script(
         F.ADDRESS, server_user=profile.server.user, session=profile.server.tmux_session
     )
-    out = check(profile, host, script, timeout=profile.remote.connect_timeout + 20)
+    out = check(profile, host, script, profile.remote.connect_timeout + 20, accept_new_host_key)
     facts = F.parse_facts(out)
     candidates = address_candidates(facts.ssh_connection, facts.interfaces, facts.hostname_i)
     if profile.remote.connector == "local":

@@ -51,8 +51,8 @@ FIXES: dict[SshKind, str] = {
         "fingerprint; else do not connect: someone may be in between"
     ),
     "host-key": (
-        "check it and add it (ssh-keyscan), or accept it once with --accept-new-host-key or "
-        "remote.accept_new_host_key: true"
+        "check it and add it (ssh-keyscan), or accept it once with `carla-launch address "
+        "--accept-new-host-key` (or deploy's), or set remote.accept_new_host_key: true"
     ),
     "auth": (
         "check remote.user, remote.identity_file or your ssh-agent, or put your public key on "

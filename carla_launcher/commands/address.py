@@ -1,4 +1,4 @@
-"""`carla-launch address P`: the address agents should use, alone on stdout (for scripts)."""
+"""`carla-launch address [P]`: the address agents should use, alone on stdout (for scripts)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import click
 
 from carla_launcher import records
 from carla_launcher.box.address import discover_address
+from carla_launcher.commands.options import accept_new_host_key_option, profile_argument
 from carla_launcher.profile import load_profile
 
 
 @click.command()
-@click.argument("profile", metavar="P")
+@profile_argument()
 @click.option("--host", "host", metavar="HOST", help="One host of a pool (default: every host).")
-def address(profile: str, host: str | None) -> None:
+@accept_new_host_key_option
+def address(profile: str | None, host: str | None, accept_new_host_key: bool) -> None:
     """Print the address agents should use to reach the box of profile P.
 
     The profile's remote.address if set; else the address the SSH connection reached on the
@@ -22,7 +24,7 @@ def address(profile: str, host: str | None) -> None:
     """
     prof = load_profile(profile)
     hosts = [host] if host else list(prof.remote.hosts)
-    found = [discover_address(prof, h) for h in hosts]
+    found = [discover_address(prof, h, accept_new_host_key) for h in hosts]
     for h, a in zip(hosts, found, strict=True):
         records.learn(prof, h, address=a)
     for a in found:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import click
 
 from carla_launcher import session as sess
-from carla_launcher.commands.options import gpu_pane_option, read_write_option
+from carla_launcher.commands.options import (
+    compose_file_option,
+    gpu_pane_option,
+    profile_argument,
+    read_write_option,
+)
 from carla_launcher.profile import load_profile
 from carla_launcher.stack.attach import attach_session
 
 
 @click.command()
-@click.argument("profile", metavar="[P]", required=False)
-@click.option(
-    "--compose", metavar="FILE", help="Compose file for the agent pane (default: what `up` ran)."
-)
+@profile_argument()
+@compose_file_option("The compose file for the agent pane (default: the one `up` ran).")
 @gpu_pane_option
 @read_write_option
 @click.option(

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from carla_launcher.commands.completion import complete_profile
 from carla_launcher.commands.options import address_options
 from carla_launcher.daemon.systemd import Report, absolute_folder
 from carla_launcher.errors import LauncherError
@@ -23,6 +24,16 @@ DIR_OPTION = click.option(
     "folder",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder of compose files (default: the profile's compose.dir, else .).",
+)
+
+
+PROFILE_OPTION = click.option(
+    "--profile",
+    "-p",
+    "profile",
+    metavar="P",
+    help="Profile whose compose.dir is the folder.",
+    shell_complete=complete_profile,
 )
 
 
@@ -162,9 +173,7 @@ def install(ctx: click.Context, choice: Choice) -> None:
 
 @daemon.command()
 @DIR_OPTION
-@click.option(
-    "--profile", "-p", "profile", metavar="P", help="Profile whose compose.dir is the folder."
-)
+@PROFILE_OPTION
 @click.pass_context
 def uninstall(ctx: click.Context, folder: Path | None, profile: str | None) -> None:
     """Stop, disable and remove the systemd user unit of a folder."""
@@ -176,9 +185,7 @@ def uninstall(ctx: click.Context, folder: Path | None, profile: str | None) -> N
 
 @daemon.command()
 @DIR_OPTION
-@click.option(
-    "--profile", "-p", "profile", metavar="P", help="Profile whose compose.dir is the folder."
-)
+@PROFILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--no-check", is_flag=True, help="Trust the daemon's state file; do not compare the files now."

@@ -7,9 +7,14 @@ import sys
 
 import click
 
+from carla_launcher.commands.options import profile_argument
+
 
 @click.command()
-@click.argument("profile", required=False, metavar="[P]")
+@profile_argument(
+    "Also check the box of profile P (a name, profiles/P.yaml, or a path); left out: only "
+    "this machine."
+)
 @click.option(
     "--json", "as_json", is_flag=True, help='Print {"verdict", "reason", "checks": [...]} as JSON.'
 )

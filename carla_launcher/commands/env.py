@@ -7,6 +7,7 @@ import shlex
 
 import click
 
+from carla_launcher.commands.options import profile_argument
 from carla_launcher.profile import load_profile
 
 FORMATS = ("shell", "dotenv", "json")
@@ -23,7 +24,7 @@ def render(env: dict[str, str], fmt: str) -> str:
 
 
 @click.command()
-@click.argument("profile", metavar="P", required=False)
+@profile_argument()
 @click.option(
     "--format",
     "fmt",
@@ -43,14 +44,6 @@ def env(profile: str | None, fmt: str, host: str | None) -> None:
     the one recorded by `deploy`/`up`/`address`, else discovered over SSH (as `up` finds it);
     the port is the one recorded by the last deploy or `up`, else server.port.
     CARLA_LAUNCH_URL_HOST is the address as URLs and host:port need it (bracketed for IPv6).
-
-    \b
-    Examples:
-      eval "$(carla-launch env gpu)"
-      docker compose -f build/docker-compose.distributed.yaml up
-    \b
-      carla-launch env gpu --format dotenv > .env.carla
-      docker compose --env-file .env.carla -f build/docker-compose.distributed.yaml up
     """
     from carla_launcher.stack.env import known_env
 

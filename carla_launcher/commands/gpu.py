@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from carla_launcher.commands.options import profile_argument
+
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
 
@@ -15,7 +17,9 @@ NEED_HELP = "VRAM (GB) server and agent together need on one GPU for local mode 
 
 
 @click.command()
-@click.argument("profile", required=False, metavar="[P]")
+@profile_argument(
+    "The box(es) of profile P (a name, profiles/P.yaml, or a path); left out: this machine."
+)
 @click.option(
     "--watch", "-w", is_flag=True, help="Refresh in place once a second (Ctrl-C to quit)."
 )

@@ -7,8 +7,66 @@ from typing import Any
 
 import click
 
+from carla_launcher.commands.completion import complete_compose_file, complete_profile
+
+PROFILE_HELP = (
+    "The profile: a name (profiles/P.yaml, found from here upwards) or a path. "
+    "Default: the only profile, else `default`."
+)
+
+
+def profile_argument(
+    text: str = PROFILE_HELP,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The optional P of every command that works on a profile: one metavar, help, completion."""
+    return click.argument(
+        "profile",
+        metavar="[P]",
+        required=False,
+        help=text,
+        shell_complete=complete_profile,
+    )
+
+
+def compose_file_option(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """-f/--file FILE: the compose file, as docker compose's -f names it."""
+    return click.option(
+        "-f",
+        "--file",
+        "compose",
+        metavar="FILE",
+        help=text,
+        shell_complete=complete_compose_file,
+    )
+
+
+class PassThroughCommand(click.Command):
+    """A command whose arguments after `--` are kept, untouched, for another program
+    (`carla-launch up P -- --build agent`): they land in the `passed` parameter, and the
+    arguments before `--` are parsed as usual, so P cannot swallow them."""
+
+    passed_metavar = "[-- ARGS...]"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        passed: tuple[str, ...] = ()
+        if "--" in args:
+            at = args.index("--")
+            args, passed = args[:at], tuple(args[at + 1 :])
+        rest = super().parse_args(ctx, args)
+        ctx.params["passed"] = passed
+        return rest
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), self.passed_metavar]
+
+
 gpu_pane_option = click.option(
     "--gpu", is_flag=True, help="A third pane with `carla-launch gpu P --watch`."
+)
+accept_new_host_key_option = click.option(
+    "--accept-new-host-key",
+    is_flag=True,
+    help="Trust a box whose host key is not in known_hosts yet (refused by default).",
 )
 read_write_option = click.option(
     "--rw",
@@ -39,5 +97,6 @@ def address_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "profile",
         metavar="P",
         help="Profile name (profiles/P.yaml) or path; default: the default profile.",
+        shell_complete=complete_profile,
     )(f)
     return f

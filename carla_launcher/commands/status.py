@@ -6,12 +6,13 @@ import json
 
 import click
 
+from carla_launcher.commands.options import profile_argument
 from carla_launcher.profile import load_profile
 from carla_launcher.stack.overview import gather, problems, render
 
 
 @click.command()
-@click.argument("profile", metavar="[P]", required=False)
+@profile_argument()
 @click.option("--json", "as_json", is_flag=True, help="The same facts as JSON.")
 def status(profile: str | None, as_json: bool) -> None:
     """Server, address, daemon, agent containers and local session, in one table.

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
 
 from carla_launcher import session as sess
-from carla_launcher.commands.options import gpu_pane_option, read_write_option
+from carla_launcher.commands.options import (
+    PassThroughCommand,
+    compose_file_option,
+    gpu_pane_option,
+    profile_argument,
+    read_write_option,
+)
 from carla_launcher.errors import display_path
 from carla_launcher.profile import load_profile
 from carla_launcher.stack import down as stack_down
@@ -18,9 +25,11 @@ def _say(line: str) -> None:
     click.echo(line, err=True)
 
 
-@click.command()
-@click.argument("profile", metavar="P", required=False)
-@click.argument("compose", metavar="[COMPOSE]", required=False)
+@click.command(cls=PassThroughCommand)
+@profile_argument()
+@compose_file_option(
+    "The compose file to run (source or variant name) when the compose folder has several."
+)
 @click.option(
     "--attach/--no-attach",
     default=None,
@@ -29,7 +38,12 @@ def _say(line: str) -> None:
 @gpu_pane_option
 @read_write_option
 def up(
-    profile: str | None, compose: str | None, attach: bool | None, gpu: bool, read_write: bool
+    profile: str | None,
+    compose: str | None,
+    attach: bool | None,
+    gpu: bool,
+    read_write: bool,
+    passed: tuple[str, ...],
 ) -> None:
     """Everything up: server, variants, agent; then the two panes side by side.
 
@@ -38,7 +52,8 @@ def up(
     `docker compose -f <variant> up` in a local tmux session named carla-P and attaches.
     The agent gets CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT for the box, which variants made with
     `compose.address: env` read (see `carla-launch env P`).
-    COMPOSE picks the compose file (source or variant name) when the folder has several.
+    -f picks the compose file when the folder has several; what follows `--` is passed to
+    `docker compose up` (`--build`, a service name) and restarts the agent's pane with it.
     Running it again when all is up changes nothing and says so.
     """
     from carla_launcher.term import ProgressLine
@@ -48,7 +63,15 @@ def up(
         "waiting for CARLA", lambda s: click.echo(s, err=True, nl=False), tty=sys.stderr.isatty()
     )
     try:
-        report = stack_up.up(prof, compose, _say, gpu=gpu, read_write=read_write, progress=line)
+        report = stack_up.up(
+            prof,
+            compose,
+            _say,
+            gpu=gpu,
+            read_write=read_write,
+            progress=line,
+            **_passed(passed),
+        )
     finally:
         line.done()
     where = f"{report.address}:{report.port}"
@@ -59,9 +82,9 @@ def up(
         click.echo("up: everything is already up; nothing changed")
     name = sess.session_name(prof.key)
     variant = display_path(report.variant) if report.variant else "?"  # `up` always sets it
+    agent = shlex.join(["docker", "compose", "-f", variant, "up", *passed])
     click.echo(
-        f"server {report.host} at {where} (CARLA {report.version}); agent: "
-        f"docker compose -f {variant} up; session: {name}"
+        f"server {report.host} at {where} (CARLA {report.version}); agent: {agent}; session: {name}"
     )
     if attach is None:
         attach = sys.stdin.isatty() and sys.stdout.isatty()
@@ -71,8 +94,14 @@ def up(
         click.echo(f"attach with: carla-launch attach {prof.name}")
 
 
+def _passed(args: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The `--` arguments for stack.up.up, given only when there are some, so that `up` runs
+    while stack/up.py does not take them yet."""
+    return {"compose_args": args} if args else {}
+
+
 @click.command()
-@click.argument("profile", metavar="P", required=False)
+@profile_argument()
 @click.option("--server", "stop_server", is_flag=True, help="Stop the remote server too.")
 def down(profile: str | None, stop_server: bool) -> None:
     """Agent containers down and the local session closed (--server: the remote server too)."""

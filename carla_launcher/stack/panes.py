@@ -5,14 +5,17 @@ Pure: argv lists and pane specs only; `session.ensure_session` makes them real.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from carla_launcher import session as sess
 from carla_launcher.profile import Profile
 
 
-def agent_argv(variant: Path) -> list[str]:
-    return ["docker", "compose", "-f", str(variant), "up"]
+def agent_argv(variant: Path, compose_args: Sequence[str] = ()) -> list[str]:
+    """`docker compose -f VARIANT up`, then what the user gave after `up P --` (`--build`, a
+    service): each an argv word, never joined into a shell line."""
+    return ["docker", "compose", "-f", str(variant), "up", *compose_args]
 
 
 def server_pane_argv(profile: Profile, host: str, read_write: bool) -> list[str]:
@@ -40,11 +43,12 @@ def session_panes(
     gpu: bool,
     read_write: bool,
     env: dict[str, str] | None = None,
+    compose_args: Sequence[str] = (),
 ) -> list[sess.PaneSpec]:
-    """The panes of the window; `env` goes to the agent's pane only."""
+    """The panes of the window; `env` and `compose_args` go to the agent's pane only."""
     return sess.layout(
         server_pane_argv(profile, host, read_write),
-        agent_argv(variant) if variant else None,
+        agent_argv(variant, compose_args) if variant else None,
         variant.parent if variant else profile.compose_dir,
         gpu_argv=gpu_argv(profile) if gpu else None,
         env=sess.pane_env(),

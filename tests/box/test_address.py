@@ -104,3 +104,16 @@ def test_address_from_the_profile_needs_no_ssh(box: Box) -> None:
     box.write_profile(remote={"address": "198.51.100.7", "host": "nowhere.invalid"})
     done = box.cli("address", str(box.profile_path))
     assert (done.returncode, done.stdout) == (0, "198.51.100.7\n")
+
+
+@pytest.mark.root
+def test_address_offers_what_its_hint_says_for_a_new_host_key(box: Box) -> None:
+    """The first contact with a box is often `address`: the fix its error names must exist."""
+    box.known_hosts.write_text("")
+    refused = box.cli("address", str(box.profile_path))
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "host key" in refused.stderr and "address --accept-new-host-key" in refused.stderr
+    done = box.cli("address", str(box.profile_path), "--accept-new-host-key")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [box.address]
+    assert box.host_key in box.known_hosts.read_text()
