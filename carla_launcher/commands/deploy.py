@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 
 import click
 
+from carla_launcher.commands.messages import error
+from carla_launcher.commands.options import accept_new_host_key_option, profile_argument
 from carla_launcher.deploy.runner import DeployReport
 from carla_launcher.deploy.runner import deploy as run_deploy
+from carla_launcher.netaddr import for_url
 from carla_launcher.profile import load_profile
+from carla_launcher.term import open_board
 
 
 @click.command()
-@click.argument("profile", metavar="P")
+@profile_argument()
 @click.option(
     "--dry-run",
     "-n",
     is_flag=True,
     help="Read the box(es) and show what would change; change nothing.",
 )
-@click.option(
-    "--accept-new-host-key",
-    is_flag=True,
-    help="Trust a box whose host key is not in known_hosts yet (refused by default).",
-)
+@accept_new_host_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def deploy(profile: str, dry_run: bool, accept_new_host_key: bool, as_json: bool) -> None:
+def deploy(profile: str | None, dry_run: bool, accept_new_host_key: bool, as_json: bool) -> None:
     """Make the box(es) of profile P run the CARLA server, and wait until it answers.
 
     Over SSH, with pyinfra, on every host of the profile at once: a server user when logging
@@ -39,12 +40,18 @@ def deploy(profile: str, dry_run: bool, accept_new_host_key: bool, as_json: bool
     Exit codes: 0 every server is up, 1 a host failed, 2 bad input.
     """
     prof = load_profile(profile)
-    report = run_deploy(
-        prof,
-        dry_run=dry_run,
-        accept_new_host_key=accept_new_host_key,
-        on_line=lambda line: click.echo(line, err=True),
-    )
+    board = open_board(sys.stderr)  # live rows on a terminal; None: plain lines (a log, a pipe)
+    try:
+        report = run_deploy(
+            prof,
+            dry_run=dry_run,
+            accept_new_host_key=accept_new_host_key,
+            on_line=lambda line: click.echo(line, err=True),
+            board=board,
+        )
+    finally:
+        if board is not None:
+            board.close()
     if as_json:
         click.echo(
             json.dumps(
@@ -67,13 +74,13 @@ def deploy(profile: str, dry_run: bool, accept_new_host_key: bool, as_json: bool
 def _summary(report: DeployReport) -> None:
     for h in report.hosts:
         if not h.ok:
-            click.echo(f"error: {h.host}: {h.error or 'failed'}", err=True)
+            error(f"{h.host}: {h.error or 'failed'}")
             for line in h.log_tail:
                 click.echo(f"  | {line}", err=True)
             continue
         if report.dry_run:
             todo = [f"{s['name']} ({s['why']})" for s in h.steps if s.get("changes")]
-            where = f"{h.address}:{h.port}" if h.address else f"port {h.port}"
+            where = f"{for_url(h.address)}:{h.port}" if h.address else f"port {h.port}"
             click.echo(
                 f"{h.host}: would "
                 + ("; ".join(todo) if todo else "change nothing")
@@ -81,4 +88,5 @@ def _summary(report: DeployReport) -> None:
             )
             continue
         changed = ", ".join(s.lower() for s in h.changed) if h.changed else "nothing changed"
-        click.echo(f"{h.host}: CARLA {h.version} ready at {h.address}:{h.port} ({changed})")
+        where = f"{for_url(h.address or '')}:{h.port}"
+        click.echo(f"{h.host}: CARLA {h.version} ready at {where} ({changed})")

@@ -35,6 +35,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.output import set_echo
 from pyinfra.api.state import BaseStateCallback, State, StateStage
 
+from carla_launcher.box import progress
 from carla_launcher.box.address import address_candidates
 from carla_launcher.box.facts import BoxFacts
 from carla_launcher.box.shell import error_line, prologue, q
@@ -48,6 +49,7 @@ from carla_launcher.deploy.inputs import (
 from carla_launcher.deploy.ops import BoxFactsFact, step
 from carla_launcher.deploy.plan import STEPS, HostPlan, plan_host
 from carla_launcher.errors import LauncherError
+from carla_launcher.netaddr import for_url
 from carla_launcher.profile import Profile, read_profile
 from carla_launcher.server.control import parse_status, status_script
 from carla_launcher.server.probe import NotReady, wait_ready
@@ -78,6 +80,18 @@ def make_inventory(profile: Profile, accept_new_host_key: bool) -> Inventory:
     )
 
 
+def make_state(profile: Profile, accept_new_host_key: bool) -> State:
+    """pyinfra's state for the profile's hosts; what the remote scripts print comes out live,
+    a line as soon as it is printed (see `_echo`), not when their step ends."""
+    state = State(
+        make_inventory(profile, accept_new_host_key),
+        Config(CONNECT_TIMEOUT=profile.remote.connect_timeout, FAIL_PERCENT=None),
+        check_for_changes=False,
+    )
+    state.print_output = True
+    return state
+
+
 # -- the run -------------------------------------------------------------------------------------
 def run(request: dict[str, Any]) -> dict[str, Any]:
     """Connect, read, plan, act, probe: the whole deploy for every host of the profile."""
@@ -103,12 +117,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     def lap(name: str) -> None:
         out["timings"][name] = round(time.monotonic() - t0, 3)
 
-    state = State(
-        make_inventory(profile, bool(request.get("accept_new_host_key"))),
-        Config(CONNECT_TIMEOUT=profile.remote.connect_timeout, FAIL_PERCENT=None),
-        check_for_changes=False,
-    )
-    state.print_output = True  # remote scripts' lines, live (see _echo)
+    state = make_state(profile, bool(request.get("accept_new_host_key")))
     active = _connect(state, profile, hosts)
     lap("connect")
     plans = (
@@ -316,20 +325,18 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
             )
         return None
 
-    last = [0.0]
+    where = f"{for_url(address)}:{port}"
 
-    def progress(waited: float, reason: str) -> None:
-        if waited - last[0] >= 5:
-            last[0] = waited
-            say(host.name, f"waiting for CARLA at {address}:{port}: {waited:.0f} s ({reason})")
+    def waited(seconds: float, reason: str) -> None:  # the parent paces and words it (as `up`)
+        say(host.name, progress.line("ready", seconds, srv.ready_timeout, f"{where} {reason}"))
 
-    say(host.name, f"probing CARLA at {address}:{port} (up to {srv.ready_timeout} s)")
+    say(host.name, f"probing CARLA at {where} (up to {srv.ready_timeout} s)")
     try:
         version = wait_ready(
             address,
             port,
             srv.ready_timeout,
-            progress,
+            waited,
             should_abort=abort,
             interval=0.25 if srv.ready_timeout <= 60 else 1.0,
         )
@@ -338,8 +345,7 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
         result["error"] = f"CARLA did not answer: {e}"
         result["log_tail"] = tail if ok else []
         return
-    result.update(ok=True, version=version)
-    say(host.name, f"CARLA {version} ready at {address}:{port}")
+    result.update(ok=True, version=version)  # "ready" is said once, by the parent's summary
 
 
 def _disconnect(state: State) -> None:
@@ -349,15 +355,22 @@ def _disconnect(state: State) -> None:
 
 
 def _echo(message: Any = None, **_: Any) -> None:
-    """pyinfra's output hook (a no-op in API mode): live lines of the remote scripts."""
+    """pyinfra's output hook (a no-op in API mode): live lines of the remote scripts. pyinfra
+    calls it for each line as its reader greenlet gets it from the SSH channel (or the local
+    pipe), while the command still runs; the flush sends it on to the parent at once."""
     if message is not None:
         sys.stderr.write(f"{message}\n")
         sys.stderr.flush()
 
 
-def main() -> int:
+def setup_output() -> None:
+    """What reaches the parent: the remote scripts' lines (`_echo`), not pyinfra's own log."""
     logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
     set_echo(_echo)
+
+
+def main() -> int:
+    setup_output()
     try:
         request = json.loads(sys.stdin.read() or "{}")
         result = run(request)
