@@ -14,6 +14,9 @@ STATE_DIR = ".carla-launch"  # below the server user's home: one folder per tmux
 COMPOSE_PROJECT_PREFIX = "carla-launch-"  # the box-side compose project of server.mode: compose
 MARKER = ".carla-launch-package"  # in the install root: what was installed, so reruns skip it
 DOWNLOADS = "downloads"  # below STATE_DIR: partial and verified archives
+#: below STATE_DIR: the deploy made the server user (useradd), so `server uninstall --user` may
+#: remove it; never a user without this file
+USER_CREATED = "user-created-by-carla-launch"
 
 
 def q(value: object) -> str:
@@ -59,6 +62,9 @@ def prologue(server_user: str, session: str, root: str | None = None) -> str:
 
 
 # Shell functions about listening ports and process groups, shared by deploy and `server`.
+# A read of /proc/N/stat is wrapped in `{ ...; } 2>/dev/null`: the process may vanish between
+# the glob and the read, and a failed `<` redirection complains before a `2>/dev/null` written
+# after it applies ("sh: cannot open /proc/N/stat").
 PORT_FUNCTIONS = r"""
 hexport() { printf '%04X' "$1"; }
 ports_busy() {  # prints the busy ports among $1..$1+2 (LISTEN sockets, v4 and v6)
@@ -69,17 +75,52 @@ ports_busy() {  # prints the busy ports among $1..$1+2 (LISTEN sockets, v4 and v
   [ -n "$_busy" ] || return 1
   for _h in $_busy; do printf '%d ' "0x$_h"; done; echo
 }
+port_users() {  # port_users PORT ours|foreign: "PORT UID" lines of the listeners on
+  # PORT..PORT+2 whose owner is (ours) or is not (foreign) the server user
+  [ -n "${1:-}" ] || return 1
+  _uid=$(id -u "$SU" 2>/dev/null) || _uid=-1
+  _pf=$(awk -v p0="$(hexport "$1")" -v p1="$(hexport $(($1 + 1)))" \
+    -v p2="$(hexport $(($1 + 2)))" -v uid="$_uid" -v mode="$2" 'FNR > 1 && $4 == "0A" {
+      n = split($2, a, ":"); h = a[n]
+      if ((h == p0 || h == p1 || h == p2) && (($8 == uid) == (mode == "ours"))) print h, $8 }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
+  [ -n "$_pf" ] || return 1
+  printf '%s\n' "$_pf" | while read -r _h _u; do printf '%d %s\n' "0x$_h" "$_u"; done
+}
+ports_foreign() { port_users "${1:-}" foreign; }
+foreign_port_error() {  # dies when another user's process holds one of $1..$1+2
+  if _fp=$(ports_foreign "${1:-}"); then
+    set -- $(printf '%s\n' "$_fp" | head -n 1)
+    die "port $1 is held by another user's process (uid $2): choose another server.port"
+  fi
+}
+proc_start() {  # field 22 of /proc/$1/stat: when $1 started (clock ticks since boot)
+  { read -r _ps < "/proc/$1/stat"; } 2>/dev/null || return 1
+  set -- ${_ps##*) }
+  [ $# -ge 20 ] || return 1
+  echo "${20}"
+}
 proc_alive() {  # is $1 a live (non-zombie) process of the server user? (zombies linger
   # where nothing reaps them, e.g. in containers whose pid 1 is not an init)
-  read -r _line < "/proc/$1/stat" 2>/dev/null || return 1
+  case ${1:-} in ''|*[!0-9]*) return 1 ;; esac
+  { read -r _line < "/proc/$1/stat"; } 2>/dev/null || return 1
   _rest=${_line##*) }
   [ "${_rest%% *}" != Z ] && [ "$(stat -c %U "/proc/$1" 2>/dev/null)" = "$SU" ]
+}
+proc_ours() {  # proc_ours PID START WORD: $1 is alive, the server user's, and the process we
+  # recorded: started at START (field 22), or, with no START recorded, running WORD
+  proc_alive "$1" || return 1
+  if [ -n "${2:-}" ]; then
+    [ "$(proc_start "$1")" = "$2" ]
+  else
+    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$3"
+  fi
 }
 group_alive() {  # is a live (non-zombie) process of the server user left in group $1?
   _ga=${1:-}
   [ -n "$_ga" ] || return 1
   for _f in /proc/[0-9]*/stat; do
-    read -r _line < "$_f" 2>/dev/null || continue
+    { read -r _line < "$_f"; } 2>/dev/null || continue
     _rest=${_line##*) }
     set -- $_rest
     if [ "$1" != Z ] && [ "$3" = "$_ga" ]; then
@@ -89,31 +130,64 @@ group_alive() {  # is a live (non-zombie) process of the server user left in gro
   done
   return 1
 }
+group_ours() {  # group_ours PGID START: is group $1 still the one the launch loop started?
+  # Its leader must have the recorded start time (a group number can be reused by any later
+  # process of the server user). A group whose leader is gone keeps its number reserved, so
+  # its members are the server's when one of them runs CARLA.
+  group_alive "${1:-}" || return 1
+  if [ -r "/proc/$1/stat" ]; then
+    proc_ours "$1" "${2:-}" CarlaUE4
+    return
+  fi
+  for _f in /proc/[0-9]*/stat; do
+    { read -r _line < "$_f"; } 2>/dev/null || continue
+    set -- "$1" ${_line##*) }
+    [ "$4" = "$1" ] && [ "$2" != Z ] || continue  # $2: state, $4: process group
+    _d=${_f%/stat}
+    [ "$(stat -c %U "$_d" 2>/dev/null)" = "$SU" ] || continue
+    tr '\0' ' ' < "$_d/cmdline" 2>/dev/null | grep -qF CarlaUE4 && return 0
+  done
+  return 1
+}
+status_value() { sed -n "s/^$1=//p" "$SDIR/status" 2>/dev/null | head -n 1; }
+loop_ours() {  # is the launch loop the status file names still running?
+  proc_ours "$(status_value loop)" "$(status_value loop_start)" "$SDIR/launch.sh"
+}
+server_group_ours() {  # is the server's process group the status file names still running?
+  group_ours "$(status_value pid)" "$(status_value pgid_start)"
+}
 """
 
 
 STOP_FUNCTION = r"""
-stop_server() {  # tmux session, launch loop and the server's whole process group; then ports
-  _loop=$(sed -n 's/^loop=//p' "$SDIR/status" 2>/dev/null)
-  _pg=$(cat "$SDIR/pgid" 2>/dev/null || true)
+stop_server() {  # tmux session, launch loop and the server's whole process group; then ports.
+  # Only what the status file recorded, checked by start time: never a recycled pid or group.
+  _loop=$(status_value loop)
+  _pg=$(status_value pid)
+  _pg_start=$(status_value pgid_start)
   _port=$(cat "$SDIR/port" 2>/dev/null || true)
   _had=no
   if as_server tmux kill-session -t "=$CL_SESSION" 2>/dev/null; then _had=yes; fi
-  if [ -n "$_loop" ] && proc_alive "$_loop"; then
+  if loop_ours; then
     kill -TERM "$_loop" 2>/dev/null; _had=yes
   fi
-  if [ -n "$_pg" ] && group_alive "$_pg"; then  # never a recycled group of someone else
+  if [ -n "$_pg" ] && group_ours "$_pg" "$_pg_start"; then
     _had=yes
     kill -TERM "-$_pg" 2>/dev/null
     _i=0
     while group_alive "$_pg" && [ $_i -lt 100 ]; do sleep 0.1; _i=$((_i + 1)); done
     group_alive "$_pg" && { kill -KILL "-$_pg" 2>/dev/null; sleep 0.2; }
   fi
-  if [ $_had = yes ]; then
+  if [ $_had = yes ]; then  # wait for our ports; another user's listeners are not ours
     _i=0
-    while ports_busy "$_port" >/dev/null && [ $_i -lt 200 ]; do sleep 0.1; _i=$((_i + 1)); done
-    if _b=$(ports_busy "$_port"); then die "ports still in use after stopping the server: $_b"; fi
+    while port_users "$_port" ours >/dev/null && [ $_i -lt 200 ]; do
+      sleep 0.1; _i=$((_i + 1))
+    done
+    if port_users "$_port" ours >/dev/null; then
+      die "ports still in use after stopping the server: $(ports_busy "$_port")"
+    fi
   fi
+  FOREIGN=$(ports_foreign "$_port" | head -n 1)
   if [ -f "$SDIR/status" ]; then
     sed 's/^state=.*/state=stopped/' "$SDIR/status" > "$SDIR/status.tmp" 2>/dev/null &&
       cat "$SDIR/status.tmp" > "$SDIR/status"; rm -f "$SDIR/status.tmp"
@@ -128,6 +202,7 @@ START_FUNCTION = r"""
 start_server() {  # the launch loop in a detached tmux session, as the server user
   [ -f "$SDIR/launch.sh" ] || die "no launch script in $SDIR: run carla-launch deploy first"
   if as_server tmux has-session -t "=$CL_SESSION" 2>/dev/null; then return 0; fi
+  foreign_port_error "$(cat "$SDIR/port" 2>/dev/null)"
   as_server tmux new-session -d -s "$CL_SESSION" -x 200 -y 50 sh "$SDIR/launch.sh" ||
     die "tmux could not start session $CL_SESSION"
 }

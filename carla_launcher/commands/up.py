@@ -56,7 +56,7 @@ def up(
     `docker compose up` (`--build`, a service name) and restarts the agent's pane with it.
     Running it again when all is up changes nothing and says so.
     """
-    from carla_launcher.term import ProgressLine
+    from carla_launcher.term import ProgressLine, open_board
 
     prof = load_profile(profile)
     line = ProgressLine(
@@ -70,7 +70,8 @@ def up(
             gpu=gpu,
             read_write=read_write,
             progress=line,
-            **_passed(passed),
+            compose_args=passed,
+            live=lambda: open_board(sys.stderr),
         )
     finally:
         line.done()
@@ -92,12 +93,6 @@ def up(
         sess.attach(sess.tmux_server(), name)
     else:
         click.echo(f"attach with: carla-launch attach {prof.name}")
-
-
-def _passed(args: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """The `--` arguments for stack.up.up, given only when there are some, so that `up` runs
-    while stack/up.py does not take them yet."""
-    return {"compose_args": args} if args else {}
 
 
 @click.command()

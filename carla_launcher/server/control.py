@@ -2,12 +2,18 @@
 
 One SSH round trip per action (no pyinfra, no gevent: `carla-launch status` and the daemon may
 call these). The scripts share the shell functions of the deploy (`box/shell.py`), so stop
-means the same everywhere: tmux session, launch loop and the server's whole process group go,
-and the call returns only when ports N..N+2 are free.
+means the same everywhere: tmux session, launch loop and the server's whole process group go
+(only those the status file recorded, checked by their start times), and the call returns only
+when ports N..N+2 are free of the server user's listeners. Another user's listener there is
+reported at once, not waited for.
+
+The status also says whether the launch loop still runs (CARLA may outlive it: "loop gone")
+and, from the launch script's config line, what the profile changed since the deploy (`drift`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import shlex
 from collections.abc import Callable
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from carla_launcher import parallel
 from carla_launcher.box import sections
 from carla_launcher.box.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTION, prologue
+from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -31,9 +38,12 @@ def status_script(compose: bool = False) -> str:
         ),
         ("deployed", '[ -f "$SDIR/launch.sh" ] || [ -f "$SDIR/compose.yaml" ] && echo yes'),
         ("status", 'cat "$SDIR/status"'),
-        ("alive", 'group_alive "$(sed -n "s/^pid=//p" "$SDIR/status")" && echo yes'),
+        ("alive", "server_group_ours && echo yes"),
+        ("loop", "loop_ours && echo yes"),
+        ("config", f'sed -n "s/^{ORIGIN_PREFIX}//p" "$SDIR/launch.sh" | head -n 1'),
         ("port", 'cat "$SDIR/port"'),
         ("busy", 'ports_busy "$(cat "$SDIR/port")"'),
+        ("foreign", 'ports_foreign "$(cat "$SDIR/port")"'),
         ("log", 'echo "$SDIR/server.log"'),
         ("now", "date +%s"),
     ]
@@ -61,7 +71,11 @@ def start_script() -> str:
 
 
 def stop_script() -> str:
-    return PORT_FUNCTIONS + STOP_FUNCTION + 'stop_server\necho "stopped=$STOPPED"\n'
+    return (
+        PORT_FUNCTIONS
+        + STOP_FUNCTION
+        + 'stop_server\necho "stopped=$STOPPED"\necho "foreign=$FOREIGN"\n'
+    )
 
 
 def compose_start_script() -> str:
@@ -83,8 +97,15 @@ def compose_stop_script() -> str:
     )
 
 
+LOOP_GONE = "loop gone"  # CARLA runs, its launch loop does not (no restarts, no clean stop)
+
+
 def parse_status(stdout: str) -> dict[str, Any]:
-    """The status script's output -> {running, state, pid, since, restarts, port, ...}."""
+    """The status script's output -> {running, state, pid, since, restarts, port, ...}.
+
+    `origin` is what the launch script was made from (None: unknown), `foreign_ports` the
+    listeners of other users on N..N+2 as [port, uid] pairs.
+    """
     s = {name: section.lines for name, section in sections.parse(stdout).items()}
     kv: dict[str, str] = {}
     for line in s.get("status", []):
@@ -94,9 +115,20 @@ def parse_status(stdout: str) -> dict[str, Any]:
     first = {k: (v[0].strip() if v else "") for k, v in s.items()}
     session = first.get("session") == "yes"
     alive = first.get("alive") == "yes"
+    loop = first.get("loop") == "yes"
     state = kv.get("state") or (
         "unknown" if session else "not deployed" if first.get("deployed") != "yes" else "stopped"
     )
+    foreign = [
+        [int(a), int(b)]
+        for a, b in (line.split()[:2] for line in s.get("foreign", []) if len(line.split()) >= 2)
+        if a.isdigit() and b.isdigit()
+    ]
+    common = {
+        "deployed": first.get("deployed") == "yes",
+        "ports_busy": _ints(first.get("busy")),
+        "foreign_ports": foreign,
+    }
     compose = s.get("compose")
     if compose is not None:
         states = [line.split("|", 1)[0].strip() for line in compose]
@@ -116,21 +148,25 @@ def parse_status(stdout: str) -> dict[str, Any]:
             "last_crash_line": crash,
             "last_exit": None,
             "session": False,
-            "deployed": first.get("deployed") == "yes",
+            "loop": None,
+            "origin": None,
             "log": None,
-            "ports_busy": _ints(first.get("busy")),
+            **common,
         }
     started = _int(kv.get("started"))
     now = _int(first.get("now"))
-    running = session and alive and state == "running"
+    if alive and not loop:  # the loop was killed by hand (or crashed): CARLA still serves
+        state = LOOP_GONE
+    elif not session and state not in ("exited", "stopped", "failed", "not deployed"):
+        state = "stopped"
+    running = alive and (state == LOOP_GONE or (session and state == "running"))
     since = None
     if started:
         since = _dt.datetime.fromtimestamp(started).astimezone().isoformat(timespec="seconds")
+    origin = parse_origin(first.get("config"))
     return {
         "running": running,
-        "state": state
-        if session or state in ("exited", "stopped", "failed", "not deployed")
-        else "stopped",
+        "state": state,
         "pid": _int(kv.get("pid")),
         "since": since,
         "uptime_s": (now - started) if running and now and started else None,
@@ -139,10 +175,31 @@ def parse_status(stdout: str) -> dict[str, Any]:
         "last_crash_line": kv.get("last_crash") or None,
         "last_exit": _int(kv.get("last_exit")),
         "session": session,
-        "deployed": first.get("deployed") == "yes",
+        "loop": loop,
+        "origin": origin,
         "log": first.get("log"),
-        "ports_busy": _ints(first.get("busy")),
+        **common,
     }
+
+
+def notes(st: dict[str, Any], profile_name: str) -> list[str]:
+    """What a status asks the user to do, one line each (loop gone, drift, a foreign port)."""
+    restart = f"run `carla-launch server restart {profile_name}`"
+    out = []
+    if st.get("state") == LOOP_GONE:
+        out.append(f"running, restart loop gone: {restart}")
+    if st.get("drift"):
+        from carla_launcher.server.drift import changed_since_deploy
+
+        out.append(f"{changed_since_deploy(st['drift'])}: {restart}")
+    for port, uid in (st.get("foreign_ports") or [])[:1]:
+        out.append(foreign_port_line(port, uid))
+    return out
+
+
+def foreign_port_line(port: object, uid: object) -> str:
+    """As the box scripts' `foreign_port_error` says it."""
+    return f"port {port} is held by another user's process (uid {uid}): choose another server.port"
 
 
 def _int(text: str | None) -> int | None:
@@ -167,13 +224,22 @@ def _timeout(profile: Profile, extra: float = 30) -> float:
 
 
 def server_status(profile: Profile, host: str | None = None) -> dict[str, Any]:
-    """{host, running, state, pid, since, uptime_s, restarts, port, last_crash_line, ...}."""
+    """{host, running, state, pid, since, uptime_s, restarts, port, last_crash_line, drift, ...}.
+
+    `drift`: what the profile changed since the deploy, in words (None: unknown, e.g. a launch
+    script older than the config line, or server.mode: compose).
+    """
     from carla_launcher.box.transport import check
+    from carla_launcher.server.drift import drift, profile_origin
 
     host = host or profile.remote.host
     compose = profile.server.mode == "compose"
     out = check(profile, host, _head(profile) + status_script(compose), _timeout(profile))
-    return {"host": host, **parse_status(out)}
+    st = {"host": host, **parse_status(out)}
+    origin = st.pop("origin")
+    st["origin"] = dataclasses.asdict(origin) if origin is not None else None
+    st["drift"] = drift(profile_origin(profile), origin) if origin is not None else None
+    return st
 
 
 def server_statuses(profile: Profile) -> list[dict[str, Any]]:
@@ -205,11 +271,19 @@ def start(profile: Profile, host: str | None = None) -> bool:
 
 def stop(profile: Profile, host: str | None = None) -> bool:
     """Stop the server and wait until its ports are free; True when something was running."""
+    return stop_report(profile, host)[0]
+
+
+def stop_report(profile: Profile, host: str | None = None) -> tuple[bool, str | None]:
+    """`stop`, and what stands in the way of the next start: another user's listener on
+    N..N+2, as a one-line warning (None: nothing)."""
     from carla_launcher.box.transport import check
 
     script = compose_stop_script() if profile.server.mode == "compose" else stop_script()
     out = check(profile, host, _head(profile) + script, _timeout(profile, 60))
-    return "stopped=yes" in out
+    foreign = next((ln[8:].split() for ln in out.splitlines() if ln.startswith("foreign=")), [])
+    warning = foreign_port_line(*foreign) if len(foreign) == 2 else None
+    return "stopped=yes" in out, warning
 
 
 def restart(profile: Profile, host: str | None = None) -> bool:

@@ -3,22 +3,94 @@
 Why a loop of our own: `CarlaUE4.sh` does not pass signals on (it starts the binary without
 exec) and CARLA crashes now and then (Signal 11). So the loop starts the server in its own
 process group (`setsid`), records that group, its start time, restarts and the last crash line
-in a status file, appends everything to a log file (and shows it in the pane), restarts after a
-crash with exponential backoff when `server.restart` says so, and on SIGHUP/SIGTERM (tmux
-kill-session, `carla-launch server stop`) takes the whole group down.
+in a status file (with the start times of the group's leader and of the loop itself, field 22 of
+/proc/PID/stat, so that a stop never kills a recycled pid or group), appends everything to a
+log file (and shows it in the pane), restarts after a crash with exponential backoff when
+`server.restart` says so, and on SIGHUP/SIGTERM (tmux kill-session, `carla-launch server stop`)
+takes the whole group down.
+
+The script's second comment line records what it was made from (`LaunchOrigin`: the profile's
+args, GPU, port and restart policy, and the settings file's sha256), so that `server status` can
+tell in the same round trip whether the profile changed since the deploy (`server/drift.py`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from carla_launcher.box.shell import q
+
+if TYPE_CHECKING:
+    from carla_launcher.profile import Server
 
 PORT_FLAGS = ("-carla-rpc-port", "-world-port", "-carla-port", "-carla-world-port")
 FIRST_DELAY = 1  # seconds before the first restart; doubles up to MAX_DELAY
 MAX_DELAY = 60
 STABLE_AFTER = 60  # a run that lasted this long resets the delay
+ORIGIN_PREFIX = "# carla-launch-config: "  # the launch script's line that says what made it
+
+
+@dataclass(frozen=True)
+class LaunchOrigin:
+    """What a launch script was made from, as the profile said it (not the final command line:
+    the port the deploy chose may differ from the one asked for when that one was taken)."""
+
+    args: tuple[str, ...]  # server.args as given
+    gpu: int | None
+    port: int  # server.port, the port asked for
+    restart: str
+    settings_sha256: str | None  # of the settings file's text; None: no settings file
+
+    def line(self) -> str:
+        """The one comment line of the launch script (JSON cannot hold a raw newline).
+
+        >>> line = LaunchOrigin(("-nosound",), None, 2000, "always", None).line()
+        >>> line[:49], parse_origin(line).args
+        ('# carla-launch-config: {"args":["-nosound"],"gpu"', ('-nosound',))
+        """
+        data = {
+            "args": list(self.args),
+            "gpu": self.gpu,
+            "port": self.port,
+            "restart": self.restart,
+            "settings_sha256": self.settings_sha256,
+        }
+        return ORIGIN_PREFIX + json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def launch_origin(server: Server, settings_text: str | None) -> LaunchOrigin:
+    """The profile's side: what a deploy made now would record."""
+    sha = hashlib.sha256(settings_text.encode()).hexdigest() if settings_text is not None else None
+    return LaunchOrigin(server.args, server.gpu, server.port, server.restart, sha)
+
+
+def parse_origin(text: str | None) -> LaunchOrigin | None:
+    """The box's side: the JSON of the config line (prefix optional); None when absent or not
+    what we write (an older launch script, or an edited one)."""
+    text = (text or "").strip().removeprefix(ORIGIN_PREFIX.strip()).strip()
+    if not text:
+        return None
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    args, gpu, port = data.get("args"), data.get("gpu"), data.get("port")
+    restart, sha = data.get("restart"), data.get("settings_sha256")
+    if not (isinstance(args, list) and all(isinstance(a, str) for a in args)):
+        return None
+    if not (gpu is None or (isinstance(gpu, int) and not isinstance(gpu, bool))):
+        return None
+    if not (isinstance(port, int) and not isinstance(port, bool)) or not isinstance(restart, str):
+        return None
+    if sha is not None and not isinstance(sha, str):
+        return None
+    return LaunchOrigin(tuple(args), gpu, port, restart, sha)
 
 
 @dataclass(frozen=True)
@@ -29,6 +101,7 @@ class LaunchConfig:
     port: int
     restart: str  # no | on-failure | always
     package_id: str  # what is installed; a new package changes the script, so it restarts
+    origin: LaunchOrigin | None = None  # what the profile said; recorded for drift checks
 
 
 def _flag_name(arg: str) -> str:
@@ -70,8 +143,9 @@ SHELL_CRASH_PATTERN = r"Segmentation fault|Killed|Aborted|core dumped|[Ee]rror:"
 
 def render_launch_script(cfg: LaunchConfig) -> str:
     args = " ".join(q(a) for a in cfg.args)
+    origin = f"{cfg.origin.line()}\n" if cfg.origin is not None else ""
     return f"""#!/bin/sh
-# carla-launch: runs the CARLA server and restarts it after a crash (restart: {cfg.restart}).
+{origin}# carla-launch: runs the CARLA server and restarts it after a crash (restart: {cfg.restart}).
 # Generated by `carla-launch deploy`; edits are overwritten. Package: {_comment(cfg.package_id)}
 set -u
 ROOT={q(cfg.root)}
@@ -85,20 +159,28 @@ delay={FIRST_DELAY}
 last_exit=
 last_crash=
 pgid=
+pgid_start=
 started=
 tailpid=
 
+start_of() {{  # field 22 of /proc/$1/stat: when $1 started (clock ticks since boot)
+  {{ read -r line < "/proc/$1/stat"; }} 2>/dev/null || return 0
+  set -- ${{line##*) }}
+  [ $# -ge 20 ] && echo "${{20}}"
+}}
+loop_start=$(start_of $$)
 status() {{
   {{
-    echo "state=$1"; echo "pid=$pgid"; echo "started=$started"; echo "restarts=$restarts"
-    echo "last_exit=$last_exit"; echo "last_crash=$last_crash"; echo "port=$PORT"; echo "loop=$$"
+    echo "state=$1"; echo "pid=$pgid"; echo "pgid_start=$pgid_start"; echo "started=$started"
+    echo "restarts=$restarts"; echo "last_exit=$last_exit"; echo "last_crash=$last_crash"
+    echo "port=$PORT"; echo "loop=$$"; echo "loop_start=$loop_start"
   }} > "$STATUS.tmp" && mv -f "$STATUS.tmp" "$STATUS"
 }}
 note() {{ echo "$(date '+%Y-%m-%d %H:%M:%S') carla-launch: $*" >> "$LOG"; }}
 group_alive() {{  # a live (non-zombie) process left in group $1?
   g=$1
   for f in /proc/[0-9]*/stat; do
-    read -r line < "$f" 2>/dev/null || continue
+    {{ read -r line < "$f"; }} 2>/dev/null || continue
     rest=${{line##*) }}
     set -- $rest
     [ "$1" != Z ] && [ "$3" = "$g" ] && return 0
@@ -122,7 +204,7 @@ trap finish HUP INT TERM
 mkdir -p "$DIR"
 if [ -f "$LOG" ] && [ "$(wc -c < "$LOG")" -gt 52428800 ]; then mv -f "$LOG" "$LOG.1"; fi
 touch "$LOG"
-tail -n 0 -F "$LOG" 2>/dev/null &
+tail -n 0 -F --pid=$$ "$LOG" 2>/dev/null &
 tailpid=$!
 cd "$ROOT" || {{ note "no such folder: $ROOT"; last_crash="no such folder: $ROOT"; status failed; exit 1; }}
 
@@ -135,6 +217,7 @@ while :; do
   child=$!
   i=0; while [ ! -s "$DIR/pgid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
   pgid=$(cat "$DIR/pgid" 2>/dev/null || true)
+  pgid_start=$(start_of "$pgid")
   status running
   wait "$child"
   rc=$?
@@ -150,12 +233,13 @@ while :; do
   last_crash=${{crash:-"exited with $how"}}
   note "CARLA exited with $how: $last_crash"
   case $RESTART in
-    no) pgid=; status exited; break ;;
-    on-failure) if [ "$rc" -eq 0 ]; then pgid=; status exited; break; fi ;;
+    no) pgid=; pgid_start=; status exited; break ;;
+    on-failure) if [ "$rc" -eq 0 ]; then pgid=; pgid_start=; status exited; break; fi ;;
   esac
   if [ $(($(date +%s) - started)) -ge {STABLE_AFTER} ]; then delay={FIRST_DELAY}; fi
   restarts=$((restarts + 1))
   pgid=
+  pgid_start=
   status restarting
   note "restarting in $delay s"
   sleep "$delay" &

@@ -150,6 +150,8 @@ def gather(profile: Profile) -> dict[str, Any]:
 
 def problems(facts: dict[str, Any]) -> list[str]:
     """What should run and does not (exit code 1 when any)."""
+    from carla_launcher.server.control import notes
+
     out = []
     server = facts["server"]
     if server.get("error"):
@@ -158,6 +160,8 @@ def problems(facts: dict[str, Any]) -> list[str]:
         out.append(f"server: not running ({server.get('last_crash_line') or server.get('state')})")
     elif server.get("probe_error"):
         out.append(f"server: running but not answering ({server['probe_error']})")
+    if not server.get("error"):  # restart loop gone, profile changed, a port held by another
+        out += [f"server: {note}" for note in notes(server, facts["profile"])]
     if facts["session"].get("exists"):
         agent = facts["agent"]
         if not agent.get("running"):

@@ -133,33 +133,13 @@ def test_a_group_without_its_subcommand_shows_its_help(run: Cli) -> None:
 
 
 # -- P optional ------------------------------------------------------------------------------------
-# deploy.py and server.py are other helpers' this round; they take profile_argument next
-PENDING = {"carla_launcher.commands.server"}
-
-
-def _pending(path: tuple[str, ...]) -> bool:
-    callback = _command(path).callback
-    return callback is not None and callback.__module__ in PENDING
-
-
 def _takes_profile(path: tuple[str, ...]) -> bool:
     return any(p.name == "profile" for p in _command(path).params if isinstance(p, click.Argument))
 
 
 @pytest.mark.parametrize(
     "path",
-    [
-        pytest.param(
-            p,
-            marks=pytest.mark.xfail(
-                strict=True, reason="deploy.py and server.py take profile_argument next round"
-            ),
-        )
-        if _pending(p)
-        else p
-        for p in ALL
-        if _takes_profile(p)
-    ],
+    [p for p in ALL if _takes_profile(p)],
     ids=" ".join,
 )
 def test_p_is_optional_and_reads_the_same_in_every_command(path: tuple[str, ...]) -> None:

@@ -1,0 +1,217 @@
+"""`server uninstall`: take a profile's server off a box, leaving the box as before the deploy.
+
+What goes: the install root (only with the install marker in it: never a tree carla-launch did
+not unpack, wherever it is), what an interrupted deploy left beside it, the launch files (the
+session folder), the download cache of the profile's package and the deploy's lock; with
+`remove_user`, the server user and its home (only when the deploy created it: the
+`USER_CREATED` file; never root or the login user). The server is stopped first.
+
+One script does both the listing (`--dry-run`, the question on a terminal) and the removal,
+so that the removal decides again on the box what is safe instead of trusting a list. Scripts
+and parsing are pure; `inspect` and `uninstall` are the SSH round trips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from carla_launcher.box.facts import LEFTOVERS_FUNCTION
+from carla_launcher.box.shell import (
+    MARKER,
+    PORT_FUNCTIONS,
+    STATE_DIR,
+    STOP_FUNCTION,
+    USER_CREATED,
+    prologue,
+    q,
+)
+
+if TYPE_CHECKING:
+    from carla_launcher.profile import Profile
+
+_FUNCTIONS = rf"""
+un_item() {{  # un_item PATH WHAT: list it (show) or remove it (remove)
+  [ -e "$1" ] || [ -L "$1" ] || return 0
+  if [ "$UN_MODE" = show ]; then
+    printf 'remove\t%s\t%s\t%s\n' "$(du -sk -- "$1" 2>/dev/null | cut -f1)" "$2" "$1"
+  else
+    rm -rf -- "$1" || die "could not remove $1"
+    printf 'removed\t0\t%s\t%s\n' "$2" "$1"
+  fi
+}}
+root_ours() {{  # may $ROOT go? Only a tree with our marker, never / or above the home (WHY)
+  _real=$(readlink -f -- "$ROOT" 2>/dev/null || echo "$ROOT")
+  _home=$(readlink -f -- "$SHOME" 2>/dev/null || echo "$SHOME")
+  case "$_home/" in "${{_real%/}}/"*) WHY="it holds the home folder of $SU"; return 1 ;; esac
+  [ -f "$ROOT/{MARKER}" ] || {{
+    WHY="not installed by carla-launch (no {MARKER} in it)"; return 1; }}
+}}
+user_ours() {{  # may the server user go? Only one the deploy created, never root or us (WHY)
+  [ "$USER_EXISTS" = yes ] || {{ WHY="no such user"; return 1; }}
+  [ "$SU" != root ] && [ "$SU" != "$(id -un)" ] || {{ WHY="it is the login user"; return 1; }}
+  [ -f "$SHOME/{STATE_DIR}/{USER_CREATED}" ] || {{
+    WHY="not created by carla-launch"; return 1; }}
+}}
+remove_user() {{  # userdel -r, once the user's last processes (tmux, a log tail) are gone
+  _i=0
+  while [ -n "$(ps -o pid= -u "$SU" 2>/dev/null)" ] && [ $_i -lt 50 ]; do
+    sleep 0.1; _i=$((_i + 1))
+  done
+  _left=$(ps -o pid= -u "$SU" 2>/dev/null | tr -s ' \n' ' ')
+  [ -z "${{_left# }}" ] || die "the user $SU still runs processes ($_left): stop them, or \
+uninstall without --user"
+  _uid=$(id -u "$SU")
+  _err=$(userdel -r "$SU" 2>&1) || die "could not remove the user $SU: \
+$(printf '%s\n' "$_err" | tail -n 1)"
+  if [ -d "/tmp/tmux-$_uid" ] && [ "$(stat -c %u "/tmp/tmux-$_uid")" = "$_uid" ]; then
+    rm -rf "/tmp/tmux-$_uid"
+  fi
+}}
+"""
+
+_MAIN = rf"""
+if [ "$UN_MODE" = remove ]; then
+  if [ "$UN_COMPOSE" = yes ]; then
+    if [ -f "$SDIR/compose.yaml" ]; then
+      docker compose -p "$CL_PROJECT" -f "$SDIR/compose.yaml" down -t 10 >&2 ||
+        die "docker compose down failed"
+    fi
+  else
+    stop_server
+  fi
+fi
+if root_ours; then un_item "$ROOT" "the CARLA install"
+elif [ -e "$ROOT" ]; then printf 'keep\t%s\t%s\n' "$WHY" "$ROOT"; fi
+_lo=$(leftovers)
+set -f; _ifs=$IFS; IFS='
+'
+for _d in $_lo; do un_item "$_d" "left by an interrupted deploy"; done
+IFS=$_ifs; set +f
+un_item "$SDIR" "the launch files and the server log"
+if [ -n "$UN_A" ]; then
+  for _f in "$DLDIR/$UN_A" "$DLDIR/$UN_A".*; do un_item "$_f" "the download cache"; done
+fi
+# the deploy's lock of this install root (deploy/boxlib.py: lock_install)
+un_item "$SHOME/{STATE_DIR}/install-$(printf %s "$ROOT" | cksum | cut -d' ' -f1).lock" \
+  "the deploy lock"
+[ "$UN_MODE" = remove ] && rmdir "$DLDIR" "$SHOME/{STATE_DIR}" 2>/dev/null
+if [ "$UN_USER" = yes ]; then
+  if ! user_ours; then printf 'user\tkeep\t%s\t%s\n' "$SU" "$WHY"
+  elif [ "$UN_MODE" = show ]; then printf 'user\tremove\t%s\t%s\n' "$SU" "$SHOME"
+  else remove_user; printf 'user\tremoved\t%s\t%s\n' "$SU" "$SHOME"; fi
+fi
+:
+"""
+
+
+def script(archive: str | None, remove_user: bool, compose: bool, remove: bool) -> str:
+    """The body after `prologue(user, session, root)`: lists (remove=False) or removes."""
+    settings = (
+        f"UN_A={q(archive or '')}\n"
+        f"UN_USER={'yes' if remove_user else 'no'}\n"
+        f"UN_COMPOSE={'yes' if compose else 'no'}\n"
+        f"UN_MODE={'remove' if remove else 'show'}\n"
+    )
+    return settings + PORT_FUNCTIONS + STOP_FUNCTION + LEFTOVERS_FUNCTION + _FUNCTIONS + _MAIN
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str
+    what: str
+    kib: int = 0
+
+
+@dataclass
+class Uninstall:
+    """What a box said: items to remove (or removed), paths kept and why, the server user."""
+
+    items: list[Item] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    user: tuple[str, str, str] | None = None  # (action: remove|removed|keep, name, home|why)
+
+
+def parse(stdout: str) -> Uninstall:
+    """The script's tab-separated lines -> Uninstall (paths come last: they may hold tabs)."""
+    out = Uninstall()
+    for line in stdout.splitlines():
+        kind = line.split("\t", 1)[0]
+        if kind in ("remove", "removed"):
+            parts = line.split("\t", 3)
+            if len(parts) == 4:
+                kib = int(parts[1]) if parts[1].isdigit() else 0
+                out.items.append(Item(parts[3], parts[2], kib))
+        elif kind == "keep":
+            parts = line.split("\t", 2)
+            if len(parts) == 3:
+                out.kept.append((parts[2], parts[1]))
+        elif kind == "user":
+            parts = line.split("\t", 3)
+            if len(parts) == 4:
+                out.user = (parts[1], parts[2], parts[3])
+    return out
+
+
+def human(kib: int) -> str:
+    """
+    >>> human(3), human(2048), human(21 * 1024 * 1024)
+    ('3 KB', '2.0 MB', '21.0 GB')
+    """
+    if kib < 1024:
+        return f"{kib} KB"
+    size, unit = kib / 1024, "MB"
+    for bigger in ("GB", "TB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
+
+
+def render(host: str, found: Uninstall, dry_run: bool) -> list[str]:
+    """Lines for the user: what goes (with sizes when listing), what stays and why."""
+    lines = []
+    verb = "would remove" if dry_run else "removed"
+    if found.items:
+        if dry_run:
+            total = human(sum(i.kib for i in found.items))
+            lines.append(f"{host}: would remove {total}:")
+            lines += [f"  {human(i.kib):>9}  {i.path} ({i.what})" for i in found.items]
+        else:
+            lines += [f"{host}: removed {i.path} ({i.what})" for i in found.items]
+    for path, why in found.kept:
+        lines.append(f"{host}: {'would keep' if dry_run else 'kept'} {path}: {why}")
+    if found.user is not None:
+        action, name, detail = found.user
+        if action == "keep":
+            lines.append(f"{host}: {'would keep' if dry_run else 'kept'} the user {name}: {detail}")
+        else:
+            lines.append(f"{host}: {verb} the user {name} and its home {detail}")
+    if not found.items and (found.user is None or found.user[0] == "keep"):
+        lines.append(f"{host}: nothing of this profile's server to remove")
+    return lines
+
+
+# -- over SSH ------------------------------------------------------------------------------------
+def _run(profile: Profile, host: str, body: str, timeout: float) -> Uninstall:
+    from carla_launcher.box.transport import check
+
+    srv = profile.server
+    head = prologue(srv.user, srv.tmux_session, srv.package.root)
+    return parse(check(profile, host, head + body, profile.remote.connect_timeout + timeout))
+
+
+def inspect(
+    profile: Profile, host: str, archive: str | None, remove_user: bool = False
+) -> Uninstall:
+    """What `uninstall` would remove on `host` (sizes included); removes nothing."""
+    compose = profile.server.mode == "compose"
+    return _run(profile, host, script(archive, remove_user, compose, remove=False), 120)
+
+
+def uninstall(
+    profile: Profile, host: str, archive: str | None, remove_user: bool = False
+) -> Uninstall:
+    """Stop the server, then remove what `inspect` lists; what was removed."""
+    compose = profile.server.mode == "compose"
+    return _run(profile, host, script(archive, remove_user, compose, remove=True), 300)

@@ -1,0 +1,175 @@
+"""`carla-launch server uninstall P`: the box as it was before the first deploy (the server user's
+home, the listening ports), only what carla-launch made removed, `--dry-run` removes nothing,
+and without a terminal it needs `--yes`."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from carla_launcher.server.uninstall import Item, Uninstall, parse, render
+from tests.harness.netns_box import Box
+
+
+# -- pure ----------------------------------------------------------------------------------------
+def test_the_box_answer_is_read_with_paths_last() -> None:
+    out = (
+        "noise from a login banner\n"
+        "remove\t2048\tthe CARLA install\t/home/c/CARLA\twith a tab\n"
+        "keep\tnot installed by carla-launch\t/opt/carla\n"
+        "user\tremove\tcarla\t/home/carla\n"
+    )
+    found = parse(out)
+    assert found.items == [Item("/home/c/CARLA\twith a tab", "the CARLA install", 2048)]
+    assert found.kept == [("/opt/carla", "not installed by carla-launch")]
+    assert found.user == ("remove", "carla", "/home/carla")
+    lines = render("gpu", found, dry_run=True)
+    assert lines[0] == "gpu: would remove 2.0 MB:"
+    assert "/opt/carla: not installed by carla-launch" in lines[2]
+    assert lines[-1] == "gpu: would remove the user carla and its home /home/carla"
+    assert render("gpu", Uninstall(), dry_run=False) == [
+        "gpu: nothing of this profile's server to remove"
+    ]
+
+
+# -- on a box ------------------------------------------------------------------------------------
+def home_listing(b: Box) -> list[str]:
+    home = b.server_home
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+
+
+def user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def on_a_terminal(b: Box, answer: str, *args: str) -> str:
+    """The CLI with a pseudo-terminal as its stdin and stdout; `answer` typed at the prompt."""
+    master, slave = os.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "carla_launcher", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=str(b.dir),
+    )
+    os.close(slave)
+    seen = b""
+    answered = False
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"[y/N]" in seen:
+            os.write(master, answer.encode())
+            answered = True
+    os.close(master)
+    assert child.wait(timeout=60) in (0, 1)
+    return seen.decode(errors="replace")
+
+
+def uninstall(b: Box, *args: str) -> subprocess.CompletedProcess:
+    return b.cli("server", "uninstall", *args, str(b.profile_path))
+
+
+@pytest.mark.root
+def test_uninstall_with_user_leaves_the_box_as_before_the_first_deploy(box: Box) -> None:
+    ports = box.listening()
+    assert not user_exists(box.server_user)
+    box.install_standin()
+    box.deploy()
+    assert user_exists(box.server_user) and 2000 in box.listening()
+
+    done = uninstall(box, "--user", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"removed the user {box.server_user}" in done.stdout
+    assert not user_exists(box.server_user)
+    assert not box.server_home.exists()
+    assert box.listening() == ports
+    assert box.server_processes() == [] and box.carla_pid() is None
+
+
+@pytest.mark.root
+def test_uninstall_removes_what_the_deploy_made_and_keeps_a_user_it_did_not(box: Box) -> None:
+    subprocess.run(["useradd", "-m", "-s", "/bin/bash", box.server_user], check=True)
+    before, ports = home_listing(box), box.listening()
+    box.install_standin()
+    box.deploy()
+    assert box.root.is_dir() and box.session_dir.is_dir()
+
+    # not on a terminal and no --yes: one line, exit 2, nothing touched
+    refused = uninstall(box)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "--yes" in refused.stderr
+    dry = uninstall(box, "--dry-run", "--user")
+    assert dry.returncode == 0, dry.stderr
+    assert f"{box.root} (the CARLA install)" in dry.stdout
+    assert f"{box.session_dir} (the launch files and the server log)" in dry.stdout
+    assert re.search(rf"^ +[0-9.]+ (KB|MB)  {re.escape(str(box.root))} ", dry.stdout, re.M)
+    assert f"would keep the user {box.server_user}: not created by carla-launch" in dry.stdout
+    assert box.root.is_dir() and box.carla_pid() is not None
+
+    # on a terminal it lists, then asks; "n" keeps everything
+    asked = on_a_terminal(box, "n\n", "server", "uninstall", str(box.profile_path))
+    assert "would remove" in asked and "Remove these from the box? [y/N]" in asked
+    assert box.root.is_dir() and box.carla_pid() is not None
+
+    done = uninstall(box, "--yes", "--user")
+    assert done.returncode == 0, done.stderr
+    assert f"kept the user {box.server_user}: not created by carla-launch" in done.stdout
+    assert user_exists(box.server_user)
+    assert home_listing(box) == before
+    assert box.listening() == ports and box.carla_pid() is None
+    again = uninstall(box, "--yes")
+    assert again.returncode == 0 and "nothing of this profile's server to remove" in again.stdout
+
+
+@pytest.mark.root
+def test_a_root_carla_launch_did_not_install_is_kept(box: Box) -> None:
+    box.preinstall()
+    box.write_profile(server={"package": {"url": None, "sha256": None}})  # "use it as it is"
+    box.deploy()
+    (box.root / ".carla-launch-package").unlink()
+    outside = Path(f"/tmp/cl-box-{box.n}-carla")  # a root outside the home, not ours either
+    outside.mkdir(exist_ok=True)
+    (outside / "CarlaUE4.sh").write_text("#!/bin/sh\n")
+    try:
+        done = uninstall(box, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert f"kept {box.root}: not installed by carla-launch" in done.stdout
+        assert (box.root / "CarlaUE4.sh").is_file()
+        assert not box.session_dir.exists() and box.carla_pid() is None
+
+        box.write_profile(server={"package": {"root": str(outside)}})
+        done = uninstall(box, "--yes")
+        assert f"kept {outside}: not installed by carla-launch" in done.stdout
+        assert (outside / "CarlaUE4.sh").is_file()
+    finally:
+        subprocess.run(["rm", "-rf", str(outside)], check=True)
+
+
+@pytest.mark.root
+def test_the_login_user_is_never_removed(box_factory) -> None:  # type: ignore[no-untyped-def]
+    box = box_factory(login="user")
+    box.install_standin()
+    box.deploy()
+    marker = box.server_home / ".carla-launch" / "user-created-by-carla-launch"
+    marker.write_text("forged\n")  # even a marker does not make the login user ours
+    done = uninstall(box, "--user", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"kept the user {box.user}: it is the login user" in done.stdout
+    assert user_exists(box.user) and box.server_home.is_dir()
+    assert not box.root.exists()
