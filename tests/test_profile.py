@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -9,11 +11,16 @@ import pytest
 from carla_launcher.errors import InputError
 from carla_launcher.profile import (
     DEFAULT_OS_PACKAGES,
+    ComposeSettings,
+    Package,
+    Remote,
+    Server,
     find_profile,
     load_profile,
     parse_profile,
     read_profile,
 )
+from carla_launcher.profile.fields import COMPOSE, PACKAGE, REMOTE, SERVER, Section
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -144,6 +151,95 @@ def test_errors_name_file_line_field(
     assert words in msg
 
 
+PATHS = [
+    ("remote", "identity_file"),
+    ("remote", "known_hosts"),
+    ("remote", "ssh_config"),
+    ("server", "settings"),
+    ("server.package", "root"),
+    ("server.package", "url"),
+]
+
+
+def _nested(where: str, key: str, value: str) -> str:
+    """`remote: {host: gpu}` plus `where.key: value` as YAML (value JSON-quoted: \\n stays)."""
+    parts = where.split(".")
+    lines = ["remote:", "  host: gpu"]
+    if parts[0] != "remote":
+        lines.append(f"{parts[0]}:")
+    for depth, part in enumerate(parts[1:], 1):
+        lines.append("  " * depth + f"{part}:")
+    lines.append("  " * len(parts) + f"{key}: {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("where", "key"), PATHS)
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        ("/tmp/id\nProxyCommand touch /tmp/x", "a newline"),
+        ('/tmp/id" ProxyCommand="touch /tmp/x', "a quote"),
+        ("/tmp/it's", "a quote"),
+        ("/tmp/id\x1b[2J", "a control character ('\\x1b')"),
+        ("/tmp/id\tx", "a tab"),
+        ("/tmp/id\x7f", "a control character ('\\x7f')"),
+    ],
+)
+def test_a_quote_or_control_character_in_a_path_is_refused(
+    tmp_path: Path, where: str, key: str, value: str, what: str
+) -> None:
+    text = _nested(where, key, value)
+    msg = error_of(write(tmp_path, text))
+    line = len(text.splitlines())
+    assert f"box.yaml:{line}: {where}.{key}: {what} in a path is refused" in msg, msg
+    assert msg.isprintable()  # the value is shown escaped: nothing reaches the terminal raw
+
+
+def test_a_file_url_is_refused_the_local_path_is_what_uploads(tmp_path: Path) -> None:
+    text = "remote:\n  host: gpu\nserver:\n  package:\n    url: file:///etc/shadow\n"
+    msg = error_of(write(tmp_path, text))
+    assert msg.endswith(
+        "box.yaml:5: server.package.url: file:// URLs are not supported: name the local path "
+        "instead (it is uploaded)"
+    ), msg
+    ok = "remote:\n  host: gpu\nserver:\n  package:\n    url: ~/Downloads/carla.tar.gz\n"
+    assert read_profile(write(tmp_path, ok)).server.package.url == "~/Downloads/carla.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"),
+    [
+        ("remote:\n  host: [gpu-1, 'gpu 2']\n", 2, "remote.host[1]", "a space is refused"),
+        ("remote:\n  host:\n    - gpu-1\n    - [x]\n", 4, "remote.host[1]", "must be text"),
+        ('remote:\n  host: "gpu\\nx"\n', 2, "remote.host", "a newline is refused"),
+        ("remote:\n  host: '-oProxyCommand=x'\n", 2, "remote.host", "a leading '-'"),
+        ("remote:\n  host: gpu\n  jump: 'a\\b'\n", 3, "remote.jump", "a backslash"),
+        ('remote:\n  host: gpu\n  user: "me\\n"\n', 3, "remote.user", "not a user name"),
+    ],
+)
+def test_hosts_users_and_jump_hosts_are_single_words(
+    tmp_path: Path, text: str, line: int, field: str, words: str
+) -> None:
+    msg = error_of(write(tmp_path, text))
+    assert f"box.yaml:{line}: {field}: " in msg and words in msg, msg
+
+
+def test_the_objects_have_exactly_the_fields_of_the_table() -> None:
+    """The table in fields.py is the one list of fields: the loader, the schema and `init`
+    read it, and the typed objects hold one attribute per field (no default of their own)."""
+
+    def keys(section: Section) -> set[str]:
+        return {f.key for f in section.fields}
+
+    def attrs(cls: type) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    assert attrs(Remote) == keys(REMOTE) - {"host"} | {"hosts"}
+    assert attrs(Server) == keys(SERVER) and attrs(Package) == keys(PACKAGE)
+    assert attrs(ComposeSettings) == keys(COMPOSE)
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Server))
+
+
 def test_values_with_spaces_quotes_semicolons_are_kept_as_data(tmp_path: Path) -> None:
     p = read_profile(
         write(
@@ -171,6 +267,29 @@ def test_find_profile_by_name_from_a_subfolder(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         find_profile("nope", sub)
     assert "gpu-box" in str(e.value)
+
+
+def test_no_profile_named_means_the_only_one_else_default_else_a_list(tmp_path: Path) -> None:
+    """One rule for every command given no profile."""
+    with pytest.raises(InputError) as e:
+        find_profile(None, tmp_path)
+    assert "`carla-launch init` writes one" in str(e.value)
+    (tmp_path / "profiles").mkdir()
+    with pytest.raises(InputError) as e:
+        find_profile(None, tmp_path)
+    assert "no profiles: write one with `carla-launch init`" in str(e.value)
+    only = write(tmp_path, "remote:\n  host: gpu\n", name="gpu-box")
+    (tmp_path / "profiles" / "profile.schema.json").write_text("{}")  # not a profile
+    assert find_profile(None, tmp_path) == only
+    write(tmp_path, "remote:\n  host: gpu\n", name="lab")
+    with pytest.raises(InputError) as e:
+        find_profile(None, tmp_path)
+    assert str(e.value).endswith(
+        "profiles: 2 profiles, none named default: name one (profiles here: gpu-box, lab)"
+    )
+    default = tmp_path / "profiles" / "default.yml"
+    default.write_text("remote:\n  host: gpu\n")
+    assert find_profile(None, tmp_path) == default
 
 
 def test_text_parses_without_a_file_and_errors_name_the_given_path(tmp_path: Path) -> None:

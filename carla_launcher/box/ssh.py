@@ -8,12 +8,23 @@ key checking unless the profile or a flag accepts new keys, BatchMode, ConnectTi
 the user's own ~/.ssh/config, so aliases, ProxyJump, IdentityFile and known_hosts work as with
 plain `ssh`. OpenSSH reads it with `-F` (its jump hops get the same policy, which `-o` options
 would not reach) and pyinfra (paramiko) with `ssh_config_file`.
+
+Values stay data: every path is quoted for ssh_config (`ssh_config_value`), and the profile
+refuses quotes and control characters in them at load. Connections are shared per box for a
+minute (ControlMaster) through sockets in a folder only this user may use (`control_dir`), and
+the socket's name holds a digest of the known_hosts files, so a changed file means a new
+connection that checks the host key instead of an open one reused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import pwd
+import re
+import shlex
+import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,15 +58,99 @@ def known_hosts_path(profile: Profile) -> str:
     return _path(profile, profile.remote.known_hosts) or str(Path.home() / ".ssh" / "known_hosts")
 
 
-def _value(v: str) -> str:
-    return f'"{v}"' if any(c.isspace() for c in v) else v
+def ssh_config_value(value: str) -> str:
+    """`value` as ssh_config reads it back unchanged: double-quoted, `\\` and `"` escaped, `%`
+    doubled (IdentityFile, UserKnownHostsFile and ControlPath expand %-tokens). A control
+    character cannot be quoted there: the profile refuses them at load, and so does this."""
+    if re.search("[\x00-\x1f\x7f]", value):
+        raise LauncherError(f"{value!r}: a control character cannot go into ssh_config; rename it")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+
+
+def _comment(value: object) -> str:
+    """A file name for a comment line of ssh_config: a newline in it would end the comment."""
+    return re.sub("[\x00-\x1f\x7f]", "?", str(value))
+
+
+def private_dir_problem(st: os.stat_result, uid: int) -> str | None:
+    """Why a folder (its lstat) is not private to `uid`, or None. Pure."""
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder (a link or a file)"
+    if st.st_uid != uid:
+        return f"belongs to uid {st.st_uid}, not to you (uid {uid})"
+    if st.st_mode & 0o077:
+        return f"others may use it (mode {st.st_mode & 0o777:o})"
+    return None
 
 
 def control_dir() -> Path:
-    """Short (sockets are limited to 108 bytes) and private: /tmp/carla-launch-ssh-UID."""
-    d = Path(tempfile.gettempdir()) / f"carla-launch-ssh-{os.getuid()}"
-    d.mkdir(mode=0o700, exist_ok=True)
+    """Short (sockets are limited to 108 bytes) and private: $TMPDIR/carla-launch-ssh-UID, made
+    0700. Refused when another user owns it or others may enter it: a socket planted there
+    would carry our SSH sessions."""
+    uid = os.getuid()
+    d = Path(tempfile.gettempdir()) / f"carla-launch-ssh-{uid}"
+    with contextlib.suppress(FileExistsError):
+        d.mkdir(mode=0o700)
+    problem = private_dir_problem(d.lstat(), uid)
+    if problem:
+        raise LauncherError(
+            f"{d}: {problem}; SSH control sockets need a folder only you can use: remove it, "
+            "or set TMPDIR to a private folder"
+        )
     return d
+
+
+_KNOWN_HOSTS_OPTION = re.compile(
+    r"^[ \t]*(user|global)knownhostsfile[ \t]*(?:=[ \t]*|[ \t]+)(\S.*?)[ \t]*$", re.I | re.M
+)
+
+
+def known_hosts_files(
+    profile_file: str | None, user_config: str | None, home: Path, user: str
+) -> list[str]:
+    """The known_hosts files OpenSSH may check: the profile's (it overrides the user's), else
+    those the user's ssh_config names and OpenSSH's defaults; then the system-wide ones. Pure;
+    a superset is fine (a change to any of them only costs a new connection)."""
+    named: dict[str, list[str]] = {"user": [], "global": []}
+    tokens = {"%d": str(home), "%u": user, "%%": "%"}
+    for kind, value in _KNOWN_HOSTS_OPTION.findall(user_config or ""):
+        try:
+            words = shlex.split(value, comments=True)
+        except ValueError:
+            continue
+        for w in words:
+            if w.lower() != "none":
+                path = re.sub("%[du%]", lambda m: tokens[m.group()], w)
+                named[kind.lower()].append(str(home / path[2:]) if path.startswith("~/") else path)
+    ssh = home / ".ssh"
+    own = (
+        [profile_file]
+        if profile_file
+        else [*named["user"], f"{ssh}/known_hosts", f"{ssh}/known_hosts2"]
+    )
+    system = [*named["global"], "/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"]
+    return list(dict.fromkeys([*own, *system]))
+
+
+def _user_name() -> str:
+    """The local user name, as OpenSSH's %u has it."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def known_hosts_digest(files: list[str]) -> str:
+    """A short digest of the known_hosts files' contents: part of the ControlPath, so that a
+    changed file means a new connection that checks the host key, not an open one reused."""
+    h = hashlib.sha256()
+    for name in files:
+        try:
+            content = Path(name).read_bytes()
+        except OSError:
+            content = b"-"
+        h.update(f"{name}\0{len(content)}\0".encode() + content)
+    return h.hexdigest()[:8]
 
 
 def render_ssh_config(
@@ -63,17 +158,24 @@ def render_ssh_config(
     user_config: str | None,
     user_config_name: str = "~/.ssh/config",
     accept_new_host_key: bool = False,
+    *,
+    control_path: str | None = None,
 ) -> str:
-    """The ssh_config for a profile: its hosts, our policy, then the user's own config."""
+    """The ssh_config for a profile: its hosts, our policy, then the user's own config. Pure.
+
+    `control_path`: where the shared connections' sockets go (`%C` is appended); None: none.
+    Every path is quoted for ssh_config (`ssh_config_value`); host, user and jump values were
+    checked at load to hold no spaces, quotes or control characters.
+    """
     r = profile.remote
-    lines = [f"# Generated by carla-launch from {profile.path}; rewritten on every use."]
+    lines = [f"# Generated by carla-launch from {_comment(profile.path)}; rewritten on every use."]
     host_opts = []
     if r.user:
         host_opts.append(f"User {r.user}")
     if r.port:
         host_opts.append(f"Port {r.port}")
     if r.identity_file:
-        host_opts.append(f"IdentityFile {_value(_path(profile, r.identity_file) or '')}")
+        host_opts.append(f"IdentityFile {ssh_config_value(_path(profile, r.identity_file) or '')}")
     if r.jump:
         host_opts.append(f"ProxyJump {r.jump}")
     if host_opts:
@@ -83,20 +185,21 @@ def render_ssh_config(
     lines.append("Host *")
     lines.append(f"  StrictHostKeyChecking {'accept-new' if accept else 'yes'}")
     if r.known_hosts:
-        lines.append(f"  UserKnownHostsFile {_value(_path(profile, r.known_hosts) or '')}")
+        known = ssh_config_value(_path(profile, r.known_hosts) or "")
+        lines.append(f"  UserKnownHostsFile {known}")
     lines += [
         "  BatchMode yes",
         f"  ConnectTimeout {r.connect_timeout}",
         "  ServerAliveInterval 15",
         "  ServerAliveCountMax 4",
+    ]
+    if control_path is not None:
         # one TCP+SSH handshake per box and minute: status, the server pane and the probe's
         # helpers then open a channel in ~0.1 s instead of a new connection in ~0.35 s
-        "  ControlMaster auto",
-        f"  ControlPath {control_dir()}/%C",
-        "  ControlPersist 60",
-    ]
+        socket = ssh_config_value(control_path)[:-1] + '%C"'  # %C: ssh's hash of host and user
+        lines += ["  ControlMaster auto", f"  ControlPath {socket}", "  ControlPersist 60"]
     if user_config:
-        lines += ["", f"# ---- {user_config_name} ----", user_config.rstrip("\n")]
+        lines += ["", f"# ---- {_comment(user_config_name)} ----", user_config.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -107,7 +210,16 @@ def ssh_config_file(profile: Profile, accept_new_host_key: bool = False) -> Path
         user_text: str | None = src.read_text(encoding="utf-8")
     except OSError:
         user_text = None
-    text = render_ssh_config(profile, user_text, str(src), accept_new_host_key)
+    files = known_hosts_files(
+        _path(profile, profile.remote.known_hosts),
+        user_text,
+        Path.home(),
+        _user_name(),
+    )
+    control = f"{control_dir()}/{known_hosts_digest(files)}-"
+    text = render_ssh_config(
+        profile, user_text, str(src), accept_new_host_key, control_path=control
+    )
     key = hashlib.sha256(f"{profile.path}|{accept_new_host_key}".encode()).hexdigest()[:10]
     path = state_dir() / "ssh" / f"{profile.name}-{key}.conf"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

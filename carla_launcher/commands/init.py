@@ -2,100 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from pathlib import Path
 
 import click
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.representer import RoundTripRepresenter
 
+from carla_launcher import __version__
 from carla_launcher.compose.detect import CANDIDATE_DIRS, detect
 from carla_launcher.errors import InputError, display_path
 from carla_launcher.fsutil import atomic_write
-from carla_launcher.profile import parse_profile
-
-HEADER = "Written by `carla-launch init`. Fields: see profiles/default.yaml and the README."
-COMMENT_COLUMN = 30  # where the end-of-line comments start, like the examples in profiles/
-
-
-class _Representer(RoundTripRepresenter):
-    """Writes null as `null`: `address: null` says "discover" where `address:` says nothing.
-    A subclass, so that other YAML writers in this process keep ruamel's default."""
-
-
-_Representer.add_representer(
-    type(None),
-    lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"),
-)
-
-
-def _commented(values: dict[str, object], comments: dict[str, str]) -> CommentedMap:
-    node = CommentedMap(values)
-    for key, text in comments.items():
-        node.yaml_add_eol_comment(text, key, column=COMMENT_COLUMN)
-    return node
-
-
-def render_profile(
-    *,
-    host: str,
-    user: str | None,
-    ssh_port: int | None,
-    identity_file: str | None,
-    address: str | None,
-    connector: str,
-    server_port: int,
-    package_url: str | None,
-    sha256: str | None,
-    compose_dir: str,
-    simulator: str | None,
-) -> str:
-    """The profile file, commented like the examples in profiles/."""
-    remote: dict[str, object] = {"host": host}
-    if connector != "ssh":
-        remote["connector"] = connector
-    if user:
-        remote["user"] = user
-    if ssh_port:
-        remote["port"] = ssh_port
-    if identity_file:
-        remote["identity_file"] = identity_file
-    remote["address"] = address
-    args = CommentedSeq(["-RenderOffScreen", "-nosound"])
-    args.fa.set_flow_style()
-    server = {
-        "mode": "package",
-        "package": CommentedMap({"url": package_url, "sha256": sha256}),
-        "args": args,
-        "port": server_port,
-        "restart": "on-failure",
-        "tmux_session": "carla",
-    }
-    doc = CommentedMap(
-        {
-            "remote": _commented(
-                remote,
-                {
-                    "host": "ssh host or ~/.ssh/config alias",
-                    "address": "what agents connect to; null = discover over SSH",
-                },
-            ),
-            "server": _commented(
-                server, {"port": "world port; the server also uses port+1 and port+2"}
-            ),
-            "compose": CommentedMap({"dir": compose_dir, "simulator": simulator}),
-        }
-    )
-    doc.yaml_set_start_comment(HEADER)
-    yaml = YAML()
-    yaml.Representer = _Representer
-    yaml.width = 4096  # a long package URL stays on its line
-    out = io.StringIO()
-    yaml.dump(doc, out)
-    return out.getvalue()
+from carla_launcher.profile import PROFILE_DIR, parse_profile
+from carla_launcher.profile.schema import MODELINE, SCHEMA_FILE
+from carla_launcher.profile.schema import render as render_schema
+from carla_launcher.profile.template import render
 
 
 def _validate(text: str, target: Path) -> None:
@@ -138,8 +58,15 @@ DEFAULT_URL = (
 @click.option("--compose-dir", help="Compose folder (default: detected).")
 @click.option("--simulator", help="Simulator service (default: detected).")
 @click.option("--force", is_flag=True, help="Overwrite an existing profile.")
+@click.option(
+    "--schema",
+    "schema_only",
+    is_flag=True,
+    help=f"Only (re)write profiles/{SCHEMA_FILE}, for editors (after an upgrade).",
+)
 def init(
     name: str,
+    schema_only: bool,
     host: str | None,
     user: str | None,
     ssh_port: int | None,
@@ -156,9 +83,16 @@ def init(
     """Write profiles/NAME.yaml for this project (NAME defaults to "default").
 
     The compose folder and the simulator service are detected; flags set the rest. Asks for
-    a missing host only when stdin is a terminal.
+    a missing host only when stdin is a terminal. Every field is written, under a comment that
+    says what it is for; profiles/profile.schema.json, written beside it, lets editors with
+    the YAML language server complete and check profiles.
     """
     root = Path.cwd()
+    if schema_only:
+        schema = write_schema(root / PROFILE_DIR)
+        click.echo(f"wrote {display_path(schema)}; a profile whose first line is `{MODELINE}`")
+        click.echo("is completed and checked by editors with the YAML language server")
+        return
     if local:
         host = host or "localhost"
     if not host:
@@ -180,25 +114,45 @@ def init(
             f"no compose file with a CARLA simulator found in {where}; "
             "pass --compose-dir DIR --simulator NAME",
         )
-    target = root / "profiles" / f"{name}.yaml"
+    target = root / PROFILE_DIR / f"{name}.yaml"
     if target.exists() and not force:
         raise InputError(target, None, "exists; use --force to overwrite it")
-    text = render_profile(
-        host=host,
-        user=user,
-        ssh_port=ssh_port,
-        identity_file=identity_file,
-        address=address,
-        connector="local" if local else "ssh",
-        server_port=server_port,
-        package_url=package_url,
-        sha256=sha256,
-        compose_dir=folder,
-        simulator=sim,
-    )
+    given = {
+        "remote.host": host,
+        "remote.connector": "local" if local else "ssh",
+        "remote.user": user,
+        "remote.port": ssh_port,
+        "remote.identity_file": identity_file,
+        "remote.address": address,
+        "server.port": server_port,
+        "server.package.url": package_url,
+        "server.package.sha256": sha256,
+        "compose.dir": folder,
+        "compose.simulator": sim,
+    }
+    text = render({k: v for k, v in given.items() if v is not None}, __version__)
     _validate(text, target)
     target.parent.mkdir(exist_ok=True)
     atomic_write(target, text)
+    schema = write_schema(target.parent)
     click.echo(f"wrote {display_path(target)} (compose folder {folder}, simulator {sim})")
+    click.echo(
+        f"wrote {display_path(schema)} (editors with the YAML language server complete and "
+        "check profiles with it)"
+    )
     ref = "" if name == "default" else f" {name}"
     click.echo(f"next: carla-launch doctor{ref}   then   carla-launch up{ref or ' default'}")
+
+
+def write_schema(folder: Path) -> Path:
+    """profiles/profile.schema.json, from this version's table of fields (when it differs)."""
+    path = folder / SCHEMA_FILE
+    text = render_schema()
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    except OSError:
+        pass
+    folder.mkdir(exist_ok=True)
+    atomic_write(path, text)
+    return path

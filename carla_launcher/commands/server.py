@@ -132,7 +132,7 @@ def stop(profile: str | None, host: str | None) -> None:
     failed = False
     for h, done, err in _each(_hosts(prof, host), lambda h: control.stop_report(prof, h)):
         if err or done is None:
-            error(err)
+            error(err or f"{h}: no answer")
             failed = True
             continue
         stopped, warning = done
@@ -278,7 +278,7 @@ def _show(hosts: list[str], fn: Callable[[str], Any], dry_run: bool) -> tuple[li
     failed, results = False, []
     for h, found, err in _each(hosts, fn):
         if err or found is None:
-            error(err)
+            error(err or f"{h}: no answer")
             failed = True
             continue
         results.append(found)

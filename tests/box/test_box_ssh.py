@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import pytest
 
 from carla_launcher.box import transport
 from carla_launcher.box.shell import q
-from carla_launcher.box.ssh import RemoteError, explain_failure, render_ssh_config, ssh_argv
+from carla_launcher.box.ssh import (
+    RemoteError,
+    explain_failure,
+    known_hosts_files,
+    render_ssh_config,
+    ssh_argv,
+    ssh_config_file,
+)
 from carla_launcher.profile import Profile, read_profile
 from carla_launcher.server.probe import probe_version
 from tests.harness.netns_box import Box
@@ -35,7 +43,7 @@ def test_config_is_strict_by_default_and_keeps_the_users_own(tmp_path: Path) -> 
     text = render_ssh_config(prof, "Host gpu-1\n  HostName 10.0.0.1\n")
     lines = [line.strip() for line in text.splitlines()]
     assert "Host gpu-1 gpu-2" in lines and "User carla" in lines and "Port 2222" in lines
-    assert f"IdentityFile {tmp_path / 'keys' / 'id'}" in lines and "ProxyJump bastion" in lines
+    assert f'IdentityFile "{tmp_path / "keys" / "id"}"' in lines and "ProxyJump bastion" in lines
     assert "StrictHostKeyChecking yes" in lines and "BatchMode yes" in lines
     assert "ConnectTimeout 4" in lines
     assert text.index("Host *") < text.index("HostName 10.0.0.1")  # ours first: first wins
@@ -48,7 +56,39 @@ def test_fields_left_out_come_from_the_users_config(tmp_path: Path) -> None:
     prof = profile_of(tmp_path, "remote:\n  host: gpu\n  known_hosts: kh\n")
     text = render_ssh_config(prof, None)
     assert "Host gpu" not in text  # nothing to say about the host: ~/.ssh/config decides
-    assert f"UserKnownHostsFile {tmp_path / 'kh'}" in text
+    assert f'UserKnownHostsFile "{tmp_path / "kh"}"' in text
+
+
+def test_paths_reach_openssh_exactly_as_written(tmp_path: Path) -> None:
+    """Quoted for ssh_config whatever they hold (spaces, `#`, `%`, a backslash): OpenSSH reads
+    back the very path, not a comment, a %-token or an escape."""
+    key, known = "keys/my key #1 100%d\\x", "known hosts %h #2"
+    prof = profile_of(
+        tmp_path,
+        f"remote:\n  host: gpu\n  identity_file: {json.dumps(key)}\n"
+        f"  known_hosts: {json.dumps(known)}\n",
+    )
+    done = subprocess.run(
+        ["ssh", "-F", str(ssh_config_file(prof)), "-G", "gpu"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seen = dict(line.partition(" ")[::2] for line in done.stdout.splitlines())
+    assert seen["userknownhostsfile"] == str(tmp_path / known)
+    # `ssh -G` shows IdentityFile before its %-tokens are expanded: %% is a literal %
+    assert seen["identityfile"] == str(tmp_path / key).replace("%", "%%")
+    assert seen["controlpath"].startswith(tempfile.gettempdir() + "/carla-launch-ssh-")
+
+
+def test_the_known_hosts_in_effect_are_those_ssh_would_read(tmp_path: Path) -> None:
+    """Their digest names the shared connection: the files a user's config names count too."""
+    config = 'Host gpu\n  UserKnownHostsFile ~/kh "/a b/kh" %d/x\nGlobalKnownHostsFile=/etc/kh\n'
+    files = known_hosts_files(None, config, Path("/home/me"), "me")
+    assert files[:3] == ["/home/me/kh", "/a b/kh", "/home/me/x"]
+    assert "/home/me/.ssh/known_hosts" in files and "/etc/kh" in files
+    assert known_hosts_files("/p/kh", config, Path("/home/me"), "me")[0] == "/p/kh"
+    assert "/home/me/kh" not in known_hosts_files("/p/kh", config, Path("/home/me"), "me")
 
 
 def test_ssh_argv_shapes(tmp_path: Path) -> None:

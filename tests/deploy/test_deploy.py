@@ -139,7 +139,7 @@ def test_values_with_spaces_quotes_and_semicolons_reach_the_remote_shell_as_data
         f"`touch {canary}`",
         "-nosound",
     ]
-    root = f"~/CARLA dir; touch {canary} 'x' \"y\" $(id)"
+    root = f"~/CARLA dir; touch {canary} $(id) `id` & |"
     box.write_profile(server={"args": args, "package": {"root": root}})
     box.install_standin()
     box.deploy()
