@@ -72,8 +72,8 @@ def test_what_up_learns_is_what_status_shows(
         raise Reached
 
     prof = _profile(tmp_path)
-    monkeypatch.setattr(box_address, "discover_address", lambda p, h: "10.0.0.9")
-    monkeypatch.setattr(stack_up, "ensure_server", lambda p, h, say, done: {"port": 2003})
+    monkeypatch.setattr(box_address, "discover_address", lambda p, h, *accept: "10.0.0.9")
+    monkeypatch.setattr(stack_up, "ensure_server", lambda p, h, say, done, live: {"port": 2003})
     monkeypatch.setattr(control, "wait_started", lambda *a: "0.9.15")
     monkeypatch.setattr(stack_up, "warn_shared_folder", stop_here)  # the next step: syncing
     with pytest.raises(Reached):

@@ -7,18 +7,25 @@ profile that does not load completes nothing (the command itself says why when i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.shell_completion import CompletionItem
 
 from carla_launcher.errors import LauncherError
-from carla_launcher.profile import PROFILE_DIR, Profile, load_profile
+
+if TYPE_CHECKING:
+    from carla_launcher.profile import Profile
 
 _SUFFIXES = (".yaml", ".yml")
 
 
+# The profile package is imported only when Tab is pressed: every command imports this module
+# (through commands/options.py), and `sync --check` in a pre-commit hook must not pay for YAML.
 def profiles_folder(start: Path) -> Path | None:
     """The `profiles/` folder `find_profile` reads: the first one from `start` upwards."""
+    from carla_launcher.profile import PROFILE_DIR
+
     start = start.absolute()
     for folder in (start, *start.parents):
         if (folder / PROFILE_DIR).is_dir():
@@ -28,10 +35,10 @@ def profiles_folder(start: Path) -> Path | None:
 
 def profile_names(start: Path) -> list[str]:
     """The names a command accepts as P here (profiles/NAME.yaml), sorted."""
+    from carla_launcher.profile import profiles_in
+
     folder = profiles_folder(start)
-    if folder is None:
-        return []
-    return sorted({p.stem for p in folder.iterdir() if p.suffix in _SUFFIXES and p.is_file()})
+    return [] if folder is None else sorted({p.stem for p in profiles_in(folder)})
 
 
 def _is_path(incomplete: str) -> bool:
@@ -56,6 +63,8 @@ def _profile(ctx: click.Context) -> Profile | None:
 
     While an option waits for the value being completed (`up gpu -f <Tab>`), click stops
     parsing before it assigns the positional words: they are left in `ctx.args`, P first."""
+    from carla_launcher.profile import load_profile
+
     ref = ctx.params.get("profile") or (ctx.args[0] if ctx.args else None)
     try:
         return load_profile(ref if isinstance(ref, str) else None)

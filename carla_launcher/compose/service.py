@@ -3,15 +3,18 @@
 One loop for every caller (`carla-launch sync` and `sync --check`, `up`, the daemon and
 `daemon status`), so that they agree on what a variant's state is, when a hand edit is kept, and
 how that is said. Planning itself is `sync.py` (pure of the disk but for reading); the files on
-disk are `variants.py`. This module decides and reports; it prints nothing.
+disk are `variants.py`; with no address known, the one each variant holds is `held.py`'s; what a
+variant did, for the report, is `summary.py`'s. This module decides and reports; it prints nothing.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from carla_launcher.compose.keys import (
     Reads,
@@ -21,9 +24,12 @@ from carla_launcher.compose.keys import (
     folder_problem,
     fresh_entry,
 )
-from carla_launcher.compose.variants import Variant, apply, compare
+from carla_launcher.compose.variants import Variant, apply, compare, split_header
 from carla_launcher.errors import InputError, display_path
-from carla_launcher.fsutil import remove_stale_temps, temp_names
+from carla_launcher.fsutil import read_regular, remove_stale_temps, temp_names
+
+if TYPE_CHECKING:
+    from carla_launcher.compose.summary import Facts
 
 
 class VariantState(str, Enum):
@@ -70,10 +76,25 @@ def check_label(variant: Path | str, state: VariantState) -> str:
     return f"{display_path(variant)}: {CHECK_LABELS[state]}"
 
 
-def write_line(variant: Path | str, state: VariantState) -> str:
-    """`sync`'s line for a variant that is now current."""
-    verb = "wrote" if state is VariantState.WRITTEN else "current"
-    return f"{verb} {display_path(variant)}"
+def write_line(
+    variant: Path | str, state: VariantState, facts: Facts | None = None, origin: str = ""
+) -> str:
+    """`sync`'s line for a variant that is now current: what it did (the simulator removed, how
+    many references point where) and where the address came from (`origin`, from targeting);
+    the same facts briefly when it was current already. Without facts: the verb and the path."""
+    written = state is VariantState.WRITTEN
+    line = f"{'wrote' if written else 'current'} {display_path(variant)}"
+    if facts is None:
+        return line
+    one = facts.references == 1
+    refs = f"{facts.references} reference{'' if one else 's'}"
+    why = f" ({origin})" if origin else ""
+    if written:
+        removed = f"removed service {facts.simulator}; " if facts.simulator else ""
+        verb = ("reads" if one else "read") if facts.env else "points at" if one else "point at"
+        return f"{line}: {removed}{refs} now {verb} {facts.where}{why}"
+    removed = f"{facts.simulator} removed, " if facts.simulator else ""
+    return f"{line}: {removed}{refs} -> {facts.where}{why}"
 
 
 def check_summary(total: int, stale: int, unreadable: int) -> str:
@@ -83,6 +104,8 @@ def check_summary(total: int, stale: int, unreadable: int) -> str:
         summary += f", {stale} stale"
     if unreadable:
         summary += f", {unreadable} unreadable"
+    if stale:
+        summary += "; `carla-launch sync` brings them up to date"
     return summary
 
 
@@ -108,6 +131,9 @@ class EntryReport:
 
     result: Result
     variants: list[VariantReport] = field(default_factory=list)
+    # what its variants were compared with: the caller's target, or (none known) the address
+    # they already held; None when planning failed or nothing said where they point
+    target: Target | None = None
 
     @property
     def entry(self) -> Path:
@@ -211,14 +237,126 @@ def sync_result(
     return report
 
 
+def held(target: Target) -> bool:
+    """A target with no address and not the env mode: each variant is compared for the address
+    it already holds (`sync --check` where no address is known: CI, a hook, `address: null`)."""
+    return target.address is None and not target.env
+
+
 def sync_folder(
     folder: Path, target: Target, mode: Mode, files: list[Path] | None = None
 ) -> SyncReport:
     """Plan every entry of `folder` (or only `files`), then compare and write by `mode`. A folder
-    with nothing to sync is an InputError, raised (see `keys.folder_problem`)."""
+    with nothing to sync is an InputError, raised (see `keys.folder_problem`). A `held` target
+    compares each entry for the address its variants hold."""
+    if held(target):
+        return _sync_held(folder, target, mode, files)
     results = plan_folder(folder, target, files)
     temps: dict[Path, list[str]] = {}
-    return SyncReport([sync_result(r, mode, temps=temps) for r in results], mode)
+    reports = [sync_result(r, mode, temps=temps) for r in results]
+    for report in reports:
+        report.target = target if report.error is None else None
+    return SyncReport(reports, mode)
+
+
+def _sync_held(folder: Path, target: Target, mode: Mode, files: list[Path] | None) -> SyncReport:
+    """Derive every entry for a probe address, read from the disk which address its variants
+    hold (held.py; an entry whose variants hold none takes the one most entries hold), then
+    sync it for that address as usual. Variants that tell no address are compared with the
+    probe: missing or stale in a check, an error where they must be written."""
+    from carla_launcher.compose import held as probe
+
+    at = Target(probe.PROBE_ADDRESS, probe.PROBE_PORT, target.simulator)
+    planned = plan_folder(folder, at, files)
+    found = {
+        r.entry: probe.held_target([_bodies(v) for v in r.variants])
+        for r in planned
+        if r.error is None and r.variants
+    }
+    votes = Counter(h for h in found.values() if h is not None).most_common(1)
+    temps: dict[Path, list[str]] = {}
+    reports = []
+    for r in planned:
+        h = found.get(r.entry) or (votes[0][0] if votes else None)
+        if r.error is not None or not r.variants:
+            reports.append(EntryReport(r))
+            continue
+        if h is None:
+            reports.append(_unknown(r, mode))
+            continue
+        port = None if h.env else target.port if target.port is not None else h.port
+        t = Target(h.address, port, target.simulator, env=h.env)
+        [again] = plan_folder(folder, t, [r.entry], refuse=False)
+        reports.append(sync_result(again, mode, temps=temps))
+        reports[-1].target = t
+    return SyncReport(reports, mode)
+
+
+def _bodies(v: Variant) -> tuple[str, str]:
+    """(the probe's body, the body on disk: empty when there is none)."""
+    try:
+        disk = read_regular(v.path).decode("utf-8").replace("\r\n", "\n")
+    except (OSError, UnicodeDecodeError):
+        disk = ""
+    return split_header(v.content)[2], split_header(disk)[2]
+
+
+def _unknown(result: Result, mode: Mode) -> EntryReport:
+    """An entry whose variants tell no address: a check says missing or stale (its diff shows
+    `<address>` where the address goes); writing it needs an address."""
+    from carla_launcher.compose.held import unknown_diff
+
+    report = EntryReport(result)
+    for v in result.variants:
+        checked = sync_variant(v, Mode.CHECK)
+        if checked.error is not None or mode is Mode.CHECK:
+            checked.diff = unknown_diff(checked.diff)
+            report.variants.append(checked)
+        elif checked.state is VariantState.HAND_EDITED and mode is not Mode.FORCE:
+            report.variants.append(checked)
+        else:
+            problem = (
+                "no address to write it for: pass --address ADDR, or set remote.address in "
+                "the profile"
+            )
+            report.variants.append(VariantReport(v, None, error=InputError(v.path, None, problem)))
+    return report
+
+
+# -- what a variant did, for `sync`'s report and `sync --diff` -----------------------------------
+def facts_of(entry: EntryReport) -> dict[Path, Facts]:
+    """The facts (summary.py) of each current or written variant of an entry, read from its
+    source and its text; a variant whose source cannot be read has none."""
+    from carla_launcher.compose.summary import describe, header_simulator
+
+    if entry.target is None:
+        return {}
+    sims = [s for v in entry.variants if (s := header_simulator(v.variant.content))]
+    out = {}
+    for v in entry.variants:
+        source = _source_text(v.variant.source)
+        if v.state in (VariantState.CURRENT, VariantState.WRITTEN) and source is not None:
+            first = sims[0] if sims else None
+            out[v.path] = describe(v.variant.content, source, entry.target, first)
+    return out
+
+
+def source_diff(v: VariantReport) -> str:
+    """`sync --diff`: the variant as planned (what the disk holds when current) against its
+    source, a unified diff from source to variant."""
+    from carla_launcher.compose.held import unknown_diff
+    from carla_launcher.compose.summary import source_diff as diff
+
+    text = _source_text(v.variant.source) or ""
+    source, variant = display_path(v.variant.source), display_path(v.path)
+    return unknown_diff(diff(source, text, variant, v.variant.content))
+
+
+def _source_text(path: Path) -> str | None:
+    try:
+        return read_regular(path).decode("utf-8-sig").replace("\r\n", "\n")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def plan_folder(

@@ -227,9 +227,7 @@ def test_profile_gives_address_and_simulator(tmp_path: Path, run) -> None:
     )
     r = run("sync", "--profile", "box")
     assert r.exit_code == 2
-    assert r.stderr.strip().startswith(
-        "carla-launch: profiles/box.yaml:3: remote.adress: unknown field"
-    )
+    assert r.stderr.strip().startswith("error: profiles/box.yaml:3: remote.adress: unknown field")
 
 
 def test_pre_commit_hook_is_declared() -> None:
@@ -384,3 +382,175 @@ def test_two_projects_with_a_default_profile_remember_apart(tmp_path: Path) -> N
     a, b = (read_profile(tmp_path / p / "profiles" / "default.yaml") for p in "ab")
     assert a.name == b.name and a.key != b.key
     assert re.fullmatch(r"default-[0-9a-f]{6}", a.key)
+
+
+# -- what sync says it did, and where the address came from ---------------------------------------
+def test_each_line_says_what_the_variant_did_and_where_the_address_came_from(
+    tmp_path: Path, run
+) -> None:
+    write_files(tmp_path, {"compose.yaml": SOURCE})
+    r = sync(run)
+    assert r.stdout == (
+        "wrote compose.distributed.yaml: removed service carla-simulator; "
+        "1 reference now points at 10.0.0.5:2000 (address from --address)\n"
+    )
+    r = sync(run)
+    assert r.stdout == (
+        "current compose.distributed.yaml: carla-simulator removed, "
+        "1 reference -> 10.0.0.5:2000 (address from --address)\n"
+    )
+    assert sync(run, "-q").stdout == ""
+
+
+def test_the_origin_is_the_profile_the_remembered_deploy_or_the_env_mode(
+    tmp_path: Path, run
+) -> None:
+    from carla_launcher.profile import load_profile
+    from carla_launcher.records import learn
+
+    two = SOURCE + "    command: ./agent --host carla-simulator --port 2000\n"
+    write_files(
+        tmp_path,
+        {
+            "build/compose.yaml": two,
+            "profiles/default.yaml": "remote:\n  host: box\n  address: fd00::5\n"
+            "server:\n  port: 2003\ncompose:\n  dir: build\n",
+        },
+    )
+    r = run("sync")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.endswith(
+        "2 references now point at [fd00::5]:2003 (address from profiles/default.yaml)\n"
+    )
+    write_files(tmp_path, {"profiles/default.yaml": "remote:\n  host: box\n  address: null\n"})
+    learn(load_profile(None, tmp_path), "box", address="10.0.0.9")
+    r = run("sync")
+    assert "now point at 10.0.0.9:2000 (address remembered for profile default)" in r.stdout
+    write_files(
+        tmp_path, {"profiles/default.yaml": "remote:\n  host: box\ncompose:\n  address: env\n"}
+    )
+    r = run("sync")
+    assert r.stdout.endswith(
+        "2 references now read $CARLA_LAUNCH_HOST (env address mode: profiles/default.yaml)\n"
+    ), r.stdout
+
+
+def test_diff_shows_each_variant_against_its_source_and_writes_nothing(tmp_path: Path, run) -> None:
+    write_files(tmp_path, {"compose.yaml": SOURCE})
+    r = sync(run, "--diff")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["--- compose.yaml", "+++ compose.distributed.yaml"]
+    assert "-  carla-simulator:" in lines and "+      - CARLA_SIM_HOST=10.0.0.5" in lines
+    assert not any(line.startswith("+# carla-launch:") for line in lines)  # no header noise
+    assert "compose.distributed.yaml: missing on disk" in r.stderr
+    assert not (tmp_path / "compose.distributed.yaml").exists()
+    assert sync(run).exit_code == 0
+    r = sync(run, "--diff")
+    assert r.stdout.splitlines() == lines and r.stderr == ""
+    both = sync(run, "--diff", "--check")
+    assert both.exit_code == 2 and "--diff: cannot be used with --check" in both.stderr
+
+
+# -- no address known: the address each variant holds ---------------------------------------------
+NULL_PROFILE = "remote:\n  host: {host}\n  address: null\ncompose:\n  dir: build\n"
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "shown"),
+    [("10.0.0.5", None, "10.0.0.5:2000"), ("fd00::5", "2003", "[fd00::5]:2003")],
+)
+def test_with_two_profiles_and_no_address_the_variants_keep_theirs(
+    tmp_path: Path, run, address: str, port: str | None, shown: str
+) -> None:
+    shutil.copytree(REPO / "build", tmp_path / "build")
+    for v in (tmp_path / "build").glob("*distributed.yaml"):
+        v.unlink()
+    write_files(
+        tmp_path,
+        {f"profiles/{h}.yaml": NULL_PROFILE.format(host=h) for h in ("gpu-a", "gpu-b")},
+    )
+    r = run("sync", "--check")
+    assert r.exit_code == 1 and "build/docker-compose.distributed.yaml: missing" in r.stderr
+    assert "CARLA_HOST: <address>" in r.stdout  # what goes where, without an address
+    r = run("sync")
+    assert r.exit_code == 2
+    assert "docker-compose.distributed.yaml: no address to write it for: pass --address" in r.stderr
+    flags = ["--port", port] if port else []
+    assert run("sync", "--dir", "build", "--address", address, *flags).exit_code == 0
+    written = {v: v.read_text() for v in (tmp_path / "build").glob("*distributed.yaml")}
+
+    r = run("sync", "--check")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    r = run("sync")
+    assert r.exit_code == 0
+    assert f"carla-simulator removed, 5 references -> {shown} (address kept from the" in r.stdout
+    source = tmp_path / "build" / "docker-compose.yaml"
+    source.write_text(source.read_text().replace("viewer:latest", "viewer:v2"))
+    r = run("sync", "--check")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[0] == "build/docker-compose.distributed.yaml: stale"
+    assert "+    image: ghcr.io/example/viewer:v2" in r.stdout
+    r = run("sync")  # rewritten for the address it held: the only change is the source's
+    assert r.exit_code == 0 and f"now point at {shown}" in r.stdout
+    for v, text in written.items():
+        if v.name == "docker-compose.distributed.yaml":
+            body = text.split("\n", 3)[3].replace("viewer:latest", "viewer:v2")
+            assert v.read_text().split("\n", 3)[3] == body
+        else:
+            assert v.read_text() == text
+    # a new compose file: its variant goes to the box the folder's variants point at
+    (tmp_path / "build" / "compose.extra.yaml").write_text(SOURCE)
+    r = run("sync")
+    assert r.exit_code == 0
+    assert re.search(
+        rf"^wrote build/compose.extra-distributed.yaml: .* {re.escape(shown)}", r.stdout, re.M
+    )
+
+
+def test_two_profiles_that_want_one_folder_for_different_boxes_are_refused_for_writing(
+    tmp_path: Path, run
+) -> None:
+    write_files(
+        tmp_path,
+        {
+            "build/compose.yaml": SOURCE,
+            "profiles/a.yaml": NULL_PROFILE.format(host="a"),
+            "profiles/b.yaml": NULL_PROFILE.format(host="b") + "  address: env\n",
+        },
+    )
+    r = run("sync")
+    assert r.exit_code == 2
+    assert "profiles/a.yaml, profiles/b.yaml want the variants of build for different boxes" in (
+        r.stderr
+    )
+    assert run("sync", "-p", "b").exit_code == 0
+    assert run("sync", "--check").exit_code == 0  # a holds whatever is there: the env mode
+
+
+@pytest.mark.parametrize(
+    ("address", "port"),
+    [("10.0.0.5", None), ("10.0.0.5", "2003"), ("fd00::5", "2010"), ("gpu-box.lab.example", None)],
+)
+def test_a_check_with_no_address_known_reads_the_one_the_variant_holds(
+    tmp_path: Path, run, address: str, port: str | None
+) -> None:
+    src = SOURCE.replace(
+        "      - CARLA_SIM_HOST=carla-simulator\n",
+        "      - CARLA_SIM_HOST=carla-simulator\n      - CARLA_PORT=2000\n"
+        "      - VIEW=http://carla-simulator:2000/view\n",
+    )
+    write_files(tmp_path, {"compose.yaml": src})
+    flags = ["--port", port] if port else []
+    assert run("sync", "--dir", ".", "--address", address, *flags).exit_code == 0
+    r = run("sync", "--dir", ".", "--check")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    (tmp_path / "compose.yaml").write_text(src.replace("image: agent ", "image: agent:v2 "))
+    r = run("sync", "--dir", ".", "--check")
+    assert r.exit_code == 1 and "+    image: agent:v2   # the driver" in r.stdout
+    changed = [
+        line
+        for line in r.stdout.splitlines()
+        if line.startswith(("+ ", "- ")) and "content-hash" not in line
+    ]
+    assert changed == ["-    image: agent   # the driver", "+    image: agent:v2   # the driver"]
