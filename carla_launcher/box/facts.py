@@ -39,6 +39,23 @@ _ENV = (
     "LC_ALL=C; export LC_ALL\n"
 )
 
+#: `leftovers`: what an interrupted unpack or upgrade of $ROOT left beside it, one a line: the
+#: unpack folder (`.carla-launch-unpack.BASENAME.XXXXXX`, or without BASENAME as older versions
+#: named it) and an old tree moved aside (`$ROOT.old.PID`, ours when it holds our marker).
+#: Deploy's unpack script makes these names; a deploy removes them (`deploy/boxlib.py`).
+LEFTOVERS_FUNCTION = f"""
+leftovers() {{  # no programs run: the facts script stays one quick round trip
+  _lo_r=${{ROOT%/}}
+  _lo_p=${{_lo_r%/*}} _lo_b=${{_lo_r##*/}}
+  for _lo_d in "$_lo_p/.carla-launch-unpack.$_lo_b."?????? \\
+      "$_lo_p/.carla-launch-unpack."?????? "$_lo_r".old.[0-9]*; do
+    [ -d "$_lo_d" ] && [ ! -L "$_lo_d" ] || continue
+    case $_lo_d in "$_lo_r".old.*) [ -f "$_lo_d/{MARKER}" ] || continue ;; esac
+    printf '%s\\n' "$_lo_d"
+  done
+}}
+"""
+
 _GQ = ",".join(GPU_FIELDS)
 _ICD = " ".join(q(d) for d in VULKAN_ICD_DIRS)
 
@@ -89,6 +106,7 @@ else cat /proc/net/tcp /proc/net/tcp6; fi""",
     "marker": f'head -c 2000 "$ROOT/{MARKER}"',
     "download": 'a={archive}; [ -n "$a" ] && cat "$DLDIR/$a.sha256"',
     "tmux": '[ "$USER_EXISTS" = yes ] && as_server tmux list-sessions -F "#{session_name}"',
+    "leftovers": LEFTOVERS_FUNCTION + "leftovers",
     "launch": 'sha256sum "$SDIR/launch.sh" | cut -c1-64',
     "status": 'cat "$SDIR/status"; echo; echo "deployed_port=$(cat "$SDIR/port")"',
     "compose": 'echo "compose_sha=$(cat "$SDIR/.compose.sha256")"; '
@@ -96,7 +114,7 @@ else cat /proc/net/tcp /proc/net/tcp6; fi""",
     '-f "$SDIR/compose.yaml" ps --format "{{.State}}" | head -n 1)"',
 }
 #: Facts whose snippet reads $ROOT (the prologue then needs the install root).
-_NEED_ROOT = frozenset({"paths", "disk", "root", "marker"})
+_NEED_ROOT = frozenset({"paths", "disk", "root", "marker", "leftovers"})
 #: Facts another one reads a shell variable of (`ps` reads what `apps` printed).
 _NEEDS = {"ps": ("apps",)}
 
@@ -114,6 +132,7 @@ DEPLOY = (
     "root",
     "marker",
     "download",
+    "leftovers",
     "tmux",
     "launch",
     "status",
@@ -174,6 +193,7 @@ class BoxFacts:
     launcher: bool = False  # CarlaUE4.sh at the install root
     marker: dict[str, str] | None = None  # deploy's install marker; None: none there
     download_verified: str | None = None  # sha256 of a verified archive not yet unpacked
+    leftovers: tuple[str, ...] = ()  # what an interrupted unpack or upgrade left (paths)
     icd_files: tuple[str, ...] = ()
     vulkaninfo: bool | None = None
     vulkan_lines: tuple[str, ...] = ()
@@ -254,6 +274,7 @@ def parse_facts(
         launcher="carla" in root,
         marker=marker,
         download_verified=download[0] if download else None,
+        leftovers=tuple(ln for ln in s.get("leftovers", empty).text.splitlines() if ln.strip()),
         icd_files=icd,
         vulkaninfo=vk,
         vulkan_lines=vk_lines,

@@ -1,12 +1,16 @@
 """Getting the CARLA package onto the box: where it comes from, and the scripts that fetch,
 check and unpack it. Pure: values in, shell text out.
 
-Hosting of CARLA archives is fragile, so: http(s) downloads resume (`curl -C -`, retried),
-a local file is uploaded instead, the sha256 is checked before anything is unpacked (a bad
-archive is deleted), disk space is checked first, and the archive is unpacked into a temporary
-folder next to the install root and renamed into place, so a failed run never leaves half a
-tree. A marker in the root records what was installed; the next run reads it and skips all of
-this without re-hashing gigabytes.
+Hosting of CARLA archives is fragile, so: http(s) downloads resume (`curl -C -`, a bounded
+number of attempts, from zero when the server ignores Range; an HTTP error such as 404 is
+final), a local file is uploaded instead, the sha256 is checked before anything is unpacked (a
+bad archive is deleted), disk space is checked first, and the archive is unpacked into a
+temporary folder next to the install root and renamed into place, so a failed run never leaves
+half a tree (and the next run removes what a killed one left). Archives live in the server
+user's download folder, closed to others (0700, files 0600), and go once unpacked. One deploy
+per install root works at a time (a lock on the box); a second waits, then finds the work done.
+A marker in the root records what was installed; the next run reads it and skips all of this
+without re-hashing gigabytes. Each phase prints progress lines (`box/progress.py`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from urllib.parse import unquote, urlparse
 
 from carla_launcher.box.marker import marker_sha256, marker_url
 from carla_launcher.box.shell import MARKER, q
+from carla_launcher.deploy.boxlib import EVERY, FUNCTIONS
+from carla_launcher.errors import InputError
 
-UNPACK_FACTOR = 3  # room for the unpacked tree, as a multiple of the archive (xz packs ~2-3x)
+TRIES = 5  # download attempts in one run (a rerun resumes where the last one stopped)
 
 
 @dataclass(frozen=True)
@@ -36,17 +42,29 @@ class PackageSource:
 
 
 def package_source(url: str | None, sha256: str | None, base: Path) -> PackageSource:
-    """Classify `server.package.url`: http(s) download, a local file to upload, or nothing."""
+    """Classify `server.package.url`: http(s) download, a local file to upload, or nothing.
+
+    A `file://` URL is refused (InputError, exit code 2): it reads as a file on the box, yet
+    it would be copied from this machine; a plain path says "upload this" without doubt.
+    """
     if not url:
         return PackageSource("none", None, None, None, sha256)
     parsed = urlparse(url)
     if parsed.scheme in ("http", "https"):
         name = posixpath.basename(unquote(parsed.path)) or "carla-package.tar.xz"
         return PackageSource("http", url, None, _safe_name(name), sha256)
-    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(url).expanduser()
+    if parsed.scheme == "file":
+        raise InputError(None, None, FILE_URL_REFUSED, "server.package.url")
+    path = Path(url).expanduser()
     if not path.is_absolute():
         path = base / path
     return PackageSource("local", url, path, _safe_name(path.name), sha256)
+
+
+FILE_URL_REFUSED = (
+    "file:// URLs are not accepted: give the path of an archive on this machine to upload "
+    "it (e.g. /data/CARLA_0.9.15.tar.gz), or an http(s):// URL the box downloads from"
+)
 
 
 def _safe_name(name: str) -> str:
@@ -67,105 +85,81 @@ def is_installed(
     return marker_url(marker) == source.url
 
 
-HUMAN = """
-human() { awk -v b="${1:-0}" 'BEGIN { split("B KB MB GB TB", u); i = 1;
-  while (b >= 1024 && i < 5) { b /= 1024; i++ } printf "%.1f %s", b, u[i] }'; }
-free_kb() { d=$1; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
-  df -Pk "$d" | awk 'NR == 2 { print $4 }'; }
-same_fs() { a=$1; while [ ! -d "$a" ]; do a=$(dirname "$a"); done
-  b=$2; while [ ! -d "$b" ]; do b=$(dirname "$b"); done
-  [ "$(stat -c %d "$a")" = "$(stat -c %d "$b")" ]; }
-check_disk() {  # $1 bytes still to download, $2 archive size
-  _dl_kb=$(( ${1:-0} / 1024 + 1 )); _un_kb=$(( ${2:-0} / 1024 * UNPACK_FACTOR + 1 ))
-  _parent=$(dirname "$ROOT")
-  if same_fs "$DLDIR" "$_parent"; then
-    _need=$((_dl_kb + _un_kb)); _free=$(free_kb "$DLDIR")
-    [ "$_free" -ge "$_need" ] || die "not enough disk space for the CARLA package at $_parent: \\
-need $(human $((_need * 1024))), have $(human $((_free * 1024)))"
-  else
-    _free=$(free_kb "$DLDIR")
-    [ "$_free" -ge "$_dl_kb" ] || die "not enough disk space for the download at $DLDIR: \\
-need $(human $((_dl_kb * 1024))), have $(human $((_free * 1024)))"
-    _free=$(free_kb "$_parent")
-    [ "$_free" -ge "$_un_kb" ] || die "not enough disk space to unpack at $_parent: \\
-need $(human $((_un_kb * 1024))), have $(human $((_free * 1024)))"
-  fi
-}
-""".replace("UNPACK_FACTOR", str(UNPACK_FACTOR))
+def download_script(source: PackageSource, tries: int = TRIES) -> str:
+    """Body (after the prologue) of the step that fetches and verifies an http(s) archive.
 
-
-def _verify(source: PackageSource) -> str:
-    return """
-echo "checking the sha256 of $A"
-sum=$(sha256sum "$DLDIR/$A.part" | cut -c1-64)
-if [ -n "$SHA" ] && [ "$sum" != "$SHA" ]; then
-  rm -f "$DLDIR/$A.part"
-  die "checksum mismatch for $A: expected $SHA, got $sum; nothing was unpacked and the \\
-download was deleted (check server.package.sha256 and the URL)"
-fi
-[ -n "$SHA" ] || echo "warning: no server.package.sha256 in the profile; this archive has sha256 $sum"
-as_server mv -f "$DLDIR/$A.part" "$DLDIR/$A"
-printf '%s\\n' "$sum" | as_server sh -c 'cat > "$1"' sh "$DLDIR/$A.sha256"
-"""  # noqa: E501  shell text run on the box: one message per line
-
-
-def download_script(source: PackageSource, tries: int = 6, report_every: int = 5) -> str:
-    """Body (after the prologue) of the step that fetches and verifies an http(s) archive."""
+    Under the install lock; a deploy that waited for another finds the archive fetched (or
+    installed) and stops. curl's own exit code and message end up in the error line.
+    """
     return (
-        HUMAN
+        FUNCTIONS
         + f"""
 A={q(source.archive_name)}
 URL={q(source.url)}
 SHA={q(source.sha256 or "")}
-as_server mkdir -p "$DLDIR"
+TRIES={int(tries)}
+lock_install
+if installed_here; then echo "$A is installed at $ROOT already (by another deploy)"; exit 0; fi
+if verified_here; then echo "$A is downloaded and checked already (by another deploy)"; exit 0; fi
+private_downloads
 rm -f "$DLDIR/$A" "$DLDIR/$A.sha256"
 total=$(as_server curl -sSIL --max-time 30 "$URL" 2>/dev/null | tr -d '\\r' |
   awk 'tolower($1) == "content-length:" {{ v = $2 }} END {{ print v + 0 }}')
-have=$(stat -c %s "$DLDIR/$A.part" 2>/dev/null || echo 0)
+have=$(size_of "$DLDIR/$A.part")
+if [ "$total" -gt 0 ] && [ "$have" -gt "$total" ]; then rm -f "$DLDIR/$A.part"; have=0; fi
 if [ "$have" -gt 0 ]; then
   echo "resuming the download of $A after $(human "$have") of $(human "$total")"
 else
   echo "downloading $A ($(human "$total")) from $URL"
 fi
 check_disk $((total - have)) "$total"
-# progress every few seconds; the sleep must not hold our stdout open after we kill the loop
-( while sleep {report_every} > /dev/null 2>&1; do
-    s=$(stat -c %s "$DLDIR/$A.part" 2>/dev/null || echo 0)
-    echo "downloaded $(human "$s") of $(human "$total")"
-  done ) &
+every {EVERY} download "$total" size_of "$DLDIR/$A.part" &
 monitor=$!
-ok=no
-attempt=1
-while [ $attempt -le {tries} ]; do
-  have=$(stat -c %s "$DLDIR/$A.part" 2>/dev/null || echo 0)
+ok=no final=no attempt=1 err=
+while :; do
+  have=$(size_of "$DLDIR/$A.part")
   if [ "$total" -gt 0 ] && [ "$have" -eq "$total" ]; then ok=yes; break; fi
-  if as_server curl -fL -sS --connect-timeout 20 -C - -o "$DLDIR/$A.part" "$URL"; then
-    ok=yes; break
-  fi
+  msg=$(as_server curl -fL -sS --connect-timeout 20 --speed-limit 1 --speed-time 120 \\
+    -C - -o "$DLDIR/$A.part" "$URL" 2>&1)
   rc=$?
-  if [ $rc -eq 22 ]; then err="the server refused: $(as_server curl -sS -o /dev/null \\
-    -w '%{{http_code}}' "$URL" 2>/dev/null)"; break; fi
-  err="curl exit code $rc"
-  echo "download interrupted ($err); resuming (attempt $((attempt + 1)) of {tries})"
-  sleep $attempt
+  if [ $rc = 0 ]; then ok=yes; break; fi
+  err="curl exit code $rc: $(printf '%s\\n' "$msg" | sed -n '$s/^curl: ([0-9]*) //p')"
+  case $rc:$msg in
+    33:*|22:*"error: 416"*)  # the server ignores or refuses our Range: start over from zero
+      rm -f "$DLDIR/$A.part"
+      echo "the server cannot resume this download ($err); starting over from zero" ;;
+    22:*) final=yes ;;  # an HTTP error (404, 403, ...): trying again would not help
+  esac
+  [ $final = no ] && [ $attempt -lt $TRIES ] || break
   attempt=$((attempt + 1))
+  echo "download interrupted ($err); resuming (attempt $attempt of $TRIES)"
+  sleep $((attempt - 1))
 done
-kill $monitor 2>/dev/null
-[ $ok = yes ] || die "could not download $URL (${{err:-failed}}); rerun to resume"
+stop_every $monitor
+if [ $ok = no ] && [ $final = yes ]; then
+  die "could not download $URL ($err); check server.package.url"
+fi
+[ $ok = yes ] || die "could not download $URL after $TRIES attempts ($err); rerun to resume"
+total=$(size_of "$DLDIR/$A.part")
+progress download "$total" "$total"
+echo "downloaded $A ($(human "$total"))"
+verify_archive
 """
-        + _verify(source)
     )
 
 
 def upload_prepare_script(source: PackageSource, size: int) -> str:
-    """Before uploading a local archive: room for it, and an empty partial file to write."""
+    """Before uploading a local archive: room for it, and an empty partial file, 0600 in a 0700
+    folder, for the upload to write into (an upload keeps the mode of the file it replaces)."""
     return (
-        HUMAN
+        FUNCTIONS
         + f"""
 A={q(source.archive_name)}
-as_server mkdir -p "$DLDIR"
+lock_install
+private_downloads
 rm -f "$DLDIR/$A" "$DLDIR/$A.sha256" "$DLDIR/$A.part"
 check_disk {int(size)} {int(size)}
+: > "$DLDIR/$A.part" || die "cannot write $DLDIR/$A.part"
 echo "uploading $A ($(human {int(size)}))"
 """
     )
@@ -173,42 +167,74 @@ echo "uploading $A ($(human {int(size)}))"
 
 def upload_finish_script(source: PackageSource) -> str:
     """After the upload (as the login user): hand the file to the server user, verify it."""
-    return f"""
+    return (
+        FUNCTIONS
+        + f"""
 A={q(source.archive_name)}
 SHA={q(source.sha256 or "")}
-if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then chown "$SU" "$DLDIR/$A.part" || exit 1; fi
-""" + _verify(source)
+lock_install
+umask 077
+if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then
+  chown "$SU" "$DLDIR/$A.part" || die "cannot hand $DLDIR/$A.part to $SU"
+fi
+verify_archive
+"""
+    )
+
+
+def cleanup_script() -> str:
+    """Remove what an interrupted unpack or upgrade left beside the install root."""
+    return FUNCTIONS + "lock_install\nclean_leftovers\n"
 
 
 def unpack_script(source: PackageSource) -> str:
-    """Unpack the verified archive into a temporary folder, then rename it into place."""
-    return f"""
+    """Unpack the verified archive into a temporary folder, then rename it into place.
+
+    Under the install lock; what a killed run left is removed first, and a deploy that waited
+    for another finds the package installed and stops.
+    """
+    return (
+        FUNCTIONS
+        + f"""
 A={q(source.archive_name)}
 URL={q(source.url or "")}
+SHA={q(source.sha256 or "")}
 PARENT=$(dirname "$ROOT")
+lock_install
+clean_leftovers
+if installed_here; then echo "$A is installed at $ROOT already (by another deploy)"; exit 0; fi
 if [ -e "$ROOT" ] && [ ! -f "$ROOT/{MARKER}" ]; then
   die "$ROOT exists but was not installed by carla-launch; move it away, or remove \\
 server.package.url to use it as it is"
 fi
+[ -f "$DLDIR/$A" ] && [ -f "$DLDIR/$A.sha256" ] ||
+  die "the checked archive $A is no longer in $DLDIR; rerun carla-launch deploy"
 # the server user owns the tree; a parent it cannot write (e.g. /opt) is handled as root
 sr() {{ as_server "$@" 2>/dev/null || {{ [ "$(id -u)" = 0 ] && "$@"; }}; }}
 sr mkdir -p "$PARENT" || die "cannot create $PARENT"
-tmp=$(sr mktemp -d "$PARENT/.carla-launch-unpack.XXXXXX") || die "cannot write in $PARENT"
+tmp=$(sr mktemp -d "$PARENT/.carla-launch-unpack.$(basename "$ROOT").XXXXXX") ||
+  die "cannot write in $PARENT"
 [ "$(id -u)" = 0 ] && chown "$SU" "$tmp"
-old=
-cleanup() {{ [ -n "$tmp" ] && rm -rf "$tmp"; [ -n "$old" ] && rm -rf "$old"; return 0; }}
+old= errs="$DLDIR/.unpack.$$"
+cleanup() {{ [ -n "$tmp" ] && rm -rf "$tmp"; [ -n "$old" ] && rm -rf "$old"; rm -f "$errs"; }}
 trap cleanup EXIT
-echo "unpacking $A into $ROOT"
-( n=0; while sleep 30 > /dev/null 2>&1; do n=$((n + 30)); echo "still unpacking ($n s)"; done ) &
-monitor=$!
+trap 'exit 1' HUP INT TERM PIPE
+size=$(size_of "$DLDIR/$A")
+echo "unpacking $A ($(human "$size")) into $ROOT"
 case $A in
-  *.zip) as_server unzip -q "$DLDIR/$A" -d "$tmp" ;;
-  *.tar.xz|*.txz) as_server tar -xJf "$DLDIR/$A" -C "$tmp" ;;
-  *.tar.gz|*.tgz) as_server tar -xzf "$DLDIR/$A" -C "$tmp" ;;
-  *) as_server tar -xf "$DLDIR/$A" -C "$tmp" ;;
-esac || {{ kill $monitor 2>/dev/null
-  die "could not unpack $A (a damaged archive or a full disk); nothing was installed"; }}
-kill $monitor 2>/dev/null
+  *.zip) as_server unzip -q "$DLDIR/$A" -d "$tmp" < /dev/null > /dev/null 2> "$errs" & ;;
+  *.tar.xz|*.txz) as_server tar -xJf - -C "$tmp" < "$DLDIR/$A" 2> "$errs" & ;;
+  *.tar.gz|*.tgz) as_server tar -xzf - -C "$tmp" < "$DLDIR/$A" 2> "$errs" & ;;
+  *) as_server tar -xf - -C "$tmp" < "$DLDIR/$A" 2> "$errs" & ;;
+esac
+worker=$!
+every {EVERY} unpack "$size" read_pos "$(readlink -f "$DLDIR/$A")" "$worker" &
+monitor=$!
+wait $worker; rc=$?
+stop_every $monitor
+[ $rc = 0 ] || die "could not unpack $A ($(tail -n 1 "$errs" 2>/dev/null)): a damaged \\
+archive or a full disk; nothing was installed"
+progress unpack "$size" "$size"
 if [ -f "$tmp/CarlaUE4.sh" ]; then src=$tmp
 else
   src=$(find "$tmp" -mindepth 2 -maxdepth 2 -name CarlaUE4.sh -print | head -n 1)
@@ -224,3 +250,4 @@ sr mv "$src" "$ROOT" || die "could not move the unpacked tree to $ROOT"
 as_server rm -f "$DLDIR/$A" "$DLDIR/$A.sha256"
 echo "installed $A at $ROOT"
 """
+    )

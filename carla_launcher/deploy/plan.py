@@ -13,9 +13,20 @@ from dataclasses import dataclass, field
 
 from carla_launcher.box.facts import BoxFacts
 from carla_launcher.box.ports import NoFreePort, choose_port
-from carla_launcher.box.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTION, prologue, q
+from carla_launcher.box.shell import (
+    PORT_FUNCTIONS,
+    START_FUNCTION,
+    STATE_DIR,
+    STOP_FUNCTION,
+    USER_CREATED,
+    prologue,
+    q,
+)
+from carla_launcher.deploy.apt import apt_script
+from carla_launcher.deploy.boxlib import FUNCTIONS
 from carla_launcher.deploy.package import (
     PackageSource,
+    cleanup_script,
     download_script,
     is_installed,
     unpack_script,
@@ -24,7 +35,12 @@ from carla_launcher.deploy.package import (
 )
 from carla_launcher.profile import Profile
 from carla_launcher.server.compose import compose_up_script
-from carla_launcher.server.launch import LaunchConfig, render_launch_script, server_args
+from carla_launcher.server.launch import (
+    LaunchConfig,
+    launch_origin,
+    render_launch_script,
+    server_args,
+)
 
 STEPS = (
     "Create the server user",
@@ -107,12 +123,7 @@ def plan_host(
 
     # 1. the server user
     if facts.login_root and not facts.server_user_exists:  # compose mode keeps its files there too
-        user = Step(
-            STEPS[0],
-            head + 'echo "creating the user $SU for the server (CARLA refuses '
-            'root)"\nuseradd -m -s /bin/bash "$SU" || die "could not create the user $SU"\n',
-            f"create {facts.server_user}",
-        )
+        user = Step(STEPS[0], head + _create_user(), f"create {facts.server_user}")
     else:
         user = _noop(STEPS[0], f"the server runs as {facts.server_user}")
 
@@ -130,19 +141,9 @@ def plan_host(
         )
         return plan
     if missing:
-        sudo = "" if facts.privilege == "root" else "sudo -n "
-        pkgs = " ".join(q(p) for p in missing)
         packages = Step(
             STEPS[1],
-            head
-            + f"""echo "installing OS packages: {" ".join(missing)}"
-export DEBIAN_FRONTEND=noninteractive
-log=$(mktemp)
-{sudo}apt-get update -qq > "$log" 2>&1
-{sudo}apt-get install -y -qq --no-install-recommends {pkgs} >> "$log" 2>&1 ||
-  {{ tail -n 3 "$log" >&2; rm -f "$log"; die "apt-get could not install: {" ".join(missing)}"; }}
-rm -f "$log"
-""",
+            head + apt_script(missing, sudo=facts.privilege != "root"),
             f"install {' '.join(missing)}",
         )
     else:
@@ -150,10 +151,20 @@ rm -f "$log"
 
     # 3-5. the package
     source = local.source
+    installs = False  # a new tree at the root: the server restarts on it
     upload = _noop(STEPS[2], "not a local file")
     fetch = _noop(STEPS[3], "not a download")
     unpack = _noop(STEPS[4], "already installed")
     installed = is_installed(source, facts.marker, facts.launcher)
+    tidy = (  # what a killed unpack or upgrade left: removed, and nothing restarts for it
+        Step(
+            STEPS[4],
+            head + cleanup_script(),
+            f"remove what an interrupted deploy left: {', '.join(facts.leftovers)}",
+        )
+        if facts.leftovers
+        else None
+    )
     if compose:
         upload = _noop(STEPS[2], "server.mode: compose")
         fetch = _noop(STEPS[3], "server.mode: compose")
@@ -162,9 +173,9 @@ rm -f "$log"
         if not facts.launcher:
             plan.error = f"no CarlaUE4.sh in {root} and no server.package.url to install one from"
             return plan
-        unpack = _noop(STEPS[4], f"using the CARLA at {root} as it is")
+        unpack = tidy or _noop(STEPS[4], f"using the CARLA at {root} as it is")
     elif installed:
-        unpack = _noop(STEPS[4], f"installed at {root}")
+        unpack = tidy or _noop(STEPS[4], f"installed at {root}")
     else:
         if facts.root_exists and not facts.marker:
             plan.error = (
@@ -190,6 +201,7 @@ rm -f "$log"
         else:
             fetch = Step(STEPS[3], head + download_script(source), f"download {source.url}")
         unpack = Step(STEPS[4], head + unpack_script(source), f"unpack into {root}")
+        installs = True
 
     # 6. port and launch script (or compose file)
     ours_running = srv.tmux_session in facts.tmux_sessions or facts.status.get("state") in (
@@ -219,7 +231,15 @@ rm -f "$log"
     else:
         args = server_args(srv.args, plan.port, srv.gpu, settings_remote)
         content = render_launch_script(
-            LaunchConfig(root, facts.session_dir, args, plan.port, srv.restart, package_id)
+            LaunchConfig(
+                root,
+                facts.session_dir,
+                args,
+                plan.port,
+                srv.restart,
+                package_id,
+                origin=launch_origin(srv, local.settings_text),
+            )
         )
         files["launch.sh"] = content
     files["port"] = f"{plan.port}\n"
@@ -244,7 +264,7 @@ rm -f "$log"
         if not compose
         else facts.status.get("compose_state") == "running"
     )
-    changed = launch.changes or unpack.changes
+    changed = launch.changes or installs
     if running and not changed:
         start = _noop(
             STEPS[6],
@@ -254,7 +274,7 @@ rm -f "$log"
         )
     else:
         why = "restart (launch script changed)" if running else "start"
-        start = Step(STEPS[6], head + (_compose_up() if compose else _start(running)), why)
+        start = Step(STEPS[6], head + (_compose_up() if compose else _start(running, digest)), why)
     plan.steps = [user, packages, upload, fetch, unpack, launch, start]
     return plan
 
@@ -266,7 +286,8 @@ def _sha(text: str) -> str:
 def _write_files(files: dict[str, str]) -> str:
     out = [
         'as_server mkdir -p "$SDIR" || die "cannot create $SDIR"',
-        'put() { as_server sh -c \'cat > "$1.tmp" && mv -f "$1.tmp" "$1"\' sh "$SDIR/$1"; }',
+        # a temporary name of our own: two deploys at once must not move each other's file
+        'put() { as_server sh -c \'cat > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"\' sh "$SDIR/$1"; }',
     ]
     for name, text in files.items():
         out.append(f"printf '%s' {q(text)} | put {q(name)} || die {q('cannot write ' + name)}")
@@ -275,13 +296,47 @@ def _write_files(files: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _start(running: bool) -> str:
-    lines = [PORT_FUNCTIONS, STOP_FUNCTION, START_FUNCTION]
+def _create_user() -> str:
+    """useradd, and the marker that says carla-launch made the user; a user that another
+    deploy made meanwhile is fine (and not ours to mark)."""
+    return f"""echo "creating the user $SU for the server (CARLA refuses root)"
+made=no tries=0
+while :; do
+  if msg=$(useradd -m -s /bin/bash "$SU" 2>&1); then made=yes; break; fi
+  if getent passwd "$SU" > /dev/null 2>&1; then
+    echo "the user $SU exists already (another deploy made it)"; break
+  fi
+  tries=$((tries + 1))  # /etc/passwd may be locked a moment by another useradd
+  [ $tries -lt 5 ] || die "could not create the user $SU: $msg"
+  sleep 1
+done
+if [ $made = yes ]; then
+  SHOME=$(getent passwd "$SU" | cut -d: -f6)
+  as_server mkdir -p "$SHOME/{STATE_DIR}" &&
+    echo "carla-launch deploy created this user on $(date -u +%Y-%m-%dT%H:%M:%SZ)" |
+    as_server sh -c 'cat > "$1"' sh "$SHOME/{STATE_DIR}/{USER_CREATED}" ||
+    die "could not write $SHOME/{STATE_DIR}/{USER_CREATED}"
+fi
+"""
+
+
+def _start(running: bool, launch_sha: str) -> str:
+    """Stop what runs, start the launch loop; under the install lock, so that a second deploy
+    at the same time finds the server it would start running (on the same launch script)."""
+    lines = [FUNCTIONS, PORT_FUNCTIONS, STOP_FUNCTION, START_FUNCTION, "lock_install"]
     if running:
         lines.append('echo "restarting the server: its launch script changed"')
+    else:
+        lines.append(
+            'if as_server tmux has-session -t "=$CL_SESSION" 2>/dev/null && '
+            f'[ "$(sha256sum "$SDIR/launch.sh" 2>/dev/null | cut -c1-64)" = {q(launch_sha)} ]; '
+            'then echo "CARLA runs already in tmux session $CL_SESSION (another deploy '
+            'started it)"; exit 0; fi'
+        )
     lines.append("stop_server")
     lines.append('echo "starting CARLA in tmux session $CL_SESSION as $SU"')
-    lines.append("start_server")
+    # the tmux server outlives us: it must not inherit the lock (fd 9)
+    lines.append("( exec 9>&-; start_server ) || exit 1")
     return "\n".join(lines) + "\n"
 
 

@@ -17,8 +17,11 @@ API of `Box` (all paths absolute):
 - `run(cmd, user=None)` inside the namespace; `run_as_sshd(cmd)` in sshd's own mount namespace
   (what SSH sessions see); `ssh_argv(command)` for plain OpenSSH through the alias;
 - `write_profile(**sections)` merges into the profile (None removes a key);
-- `serve(files)` an HTTP server on `host_address`; `install_standin(fmt, version=, sha=,
-  padding=)`; `use_package_of(other_box)`; `preinstall()`;
+- `serve(files)` an HTTP server on `host_address`; `serve_files(files, rate=, ranges=)` one
+  that streams from disk, throttled and/or without Range support (`FileServer`);
+  `install_standin(fmt, version=, sha=, padding=)`; `use_package_of(other_box)`; `preinstall()`;
+- `cut_route()`: no default route any more, i.e. a box without internet (ssh and this
+  machine's end of the veth still answer);
 - `deploy(*args, check=True)` and `cli(*args)`: the real CLI in a child process;
 - `carla_pid()`, `server_processes()`, `listening()`; `add_inner_sshd(port)` (a second sshd on
   the box's loopback, only reachable with the box as jump host).
@@ -55,10 +58,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +71,7 @@ import pytest
 
 from tests.harness.polling import wait_for
 from tests.harness.standin_carla import build_package, sha256, standin_python, wait_listening
-from tests.harness.standin_carla.http import PackageServer
+from tests.harness.standin_carla.http import PackageServer, Request
 
 FIRST, LAST = 10, 49
 PREFIX = "cl-box-"
@@ -171,7 +176,7 @@ class Box:
     package_path: Path | None = None  # the archive the profile's package.url serves
     _sshd_dir: Path = Path()
     _lock: Any = None
-    _servers: list[PackageServer] = field(default_factory=list)
+    _servers: list[PackageServer | FileServer] = field(default_factory=list)
     _users: list[str] = field(default_factory=list)
     _extra_files: list[Path] = field(default_factory=list)
 
@@ -443,6 +448,20 @@ class Box:
         self._servers.append(srv)
         return srv
 
+    def serve_files(
+        self, files: dict[str, Path], *, rate: int | None = None, ranges: bool = True
+    ) -> FileServer:
+        """A `FileServer` on this machine's end of the veth: throttled to `rate` bytes/s,
+        without Range support when `ranges` is False."""
+        srv = FileServer(self.host_address, files, rate=rate, ranges=ranges).start()
+        self._servers.append(srv)
+        return srv
+
+    def cut_route(self) -> None:
+        """No default route: the box reaches this machine's end of the veth (ssh, package
+        servers) and nothing beyond, as a box without internet; apt fails to connect at once."""
+        _sh(["ip", "-n", self.netns, "route", "del", "default"])
+
     def install_standin(
         self, fmt: str = "tar.gz", *, version: str = "0.9.15", sha: str | None = None, **build: Any
     ) -> tuple[PackageServer, str, str]:
@@ -560,6 +579,99 @@ class Box:
             if len(f) > 3 and f[3] == "0A":
                 ports.add(int(f[1].rsplit(":", 1)[1], 16))
         return ports
+
+
+class FileServer:
+    """An HTTP server that streams files from disk (a few hundred MB stay off the heap), as
+    hosting that misbehaves in the ways tests need: `rate` bytes/s at most, no Range support
+    (`ranges=False`: a ranged GET gets 200 and the whole file), and `break_after[name]` cuts the
+    next transfer of `name` after that many bytes. `requests` logs what was asked and sent."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(
+        self, host: str, files: dict[str, Path], *, rate: int | None = None, ranges: bool = True
+    ) -> None:
+        self.files = {name: Path(p) for name, p in files.items()}
+        self.requests: list[Request] = []
+        self.break_after: dict[str, int] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                outer._serve(self, body=False)
+
+            def do_GET(self) -> None:
+                outer._serve(self, body=True)
+
+        self.rate, self.ranges = rate, ranges
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self._server.daemon_threads = True
+        self.host, self.port = host, self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _serve(self, h: BaseHTTPRequestHandler, body: bool) -> None:
+        name = h.path.lstrip("/").split("?", 1)[0]
+        rng = h.headers.get("Range")
+        path = self.files.get(name)
+        if path is None or not path.is_file():
+            h.send_response(404)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            self.requests.append(Request(h.command, name, rng, 404, 0))
+            return
+        size = path.stat().st_size
+        start = 0
+        if self.ranges and rng and rng.startswith("bytes=") and rng[6:].split("-")[0].isdigit():
+            start = min(int(rng[6:].split("-")[0]), size)
+            h.send_response(206)
+            h.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        else:
+            h.send_response(200)
+        h.send_header("Content-Length", str(size - start))
+        h.send_header("Accept-Ranges", "bytes" if self.ranges else "none")
+        h.end_headers()
+        sent = 0
+        if body:
+            cut = self.break_after.pop(name, None)
+            todo = size - start if cut is None else min(cut, size - start)
+            t0 = time.monotonic()
+            with path.open("rb") as f:
+                f.seek(start)
+                while sent < todo:
+                    chunk = f.read(min(self.CHUNK, todo - sent))
+                    if not chunk:
+                        break
+                    try:
+                        h.wfile.write(chunk)
+                    except OSError:  # the client went away
+                        break
+                    sent += len(chunk)
+                    if self.rate:  # pace: never ahead of rate * elapsed
+                        ahead = sent / self.rate - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+            if cut is not None:
+                h.close_connection = True
+                with contextlib.suppress(OSError):
+                    h.connection.shutdown(2)
+        self.requests.append(Request(h.command, name, rng, 206 if start else 200, sent))
+
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.port}/{name}"
+
+    def start(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 # -- helpers -------------------------------------------------------------------------------------
