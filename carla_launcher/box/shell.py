@@ -205,6 +205,20 @@ start_server() {  # the launch loop in a detached tmux session, as the server us
   foreign_port_error "$(cat "$SDIR/port" 2>/dev/null)"
   as_server tmux new-session -d -s "$CL_SESSION" -x 200 -y 50 sh "$SDIR/launch.sh" ||
     die "tmux could not start session $CL_SESSION"
+  rm -f "$SDIR/stopped"
+}
+"""
+
+#: `$SDIR/stopped`: the server was stopped on purpose (`by=WHO`, `at=EPOCH`); written by
+#: `mark_stopped` (server stop, down --server), removed when `start_server` starts it again.
+STOPPED_FILE = "stopped"
+
+MARK_STOPPED_FUNCTION = r"""
+mark_stopped() {  # a stop someone asked for ($1: by whom): status says "stopped on purpose"
+  [ -d "$SDIR" ] || return 0
+  { printf 'by=%s\n' "$1"; echo "at=$(date +%s)"; } > "$SDIR/stopped.tmp" 2>/dev/null &&
+    mv -f "$SDIR/stopped.tmp" "$SDIR/stopped"
+  return 0
 }
 """
 

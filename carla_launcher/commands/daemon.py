@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -186,7 +185,9 @@ def uninstall(ctx: click.Context, folder: Path | None, profile: str | None) -> N
 @daemon.command()
 @DIR_OPTION
 @PROFILE_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (schemas/daemon-status.schema.json)."
+)
 @click.option(
     "--no-check", is_flag=True, help="Trust the daemon's state file; do not compare the files now."
 )
@@ -206,7 +207,9 @@ def status(
     s = daemon_status(where, check=not no_check)
     s["systemd"] = unit_status(where)
     if as_json:
-        click.echo(json.dumps(s, indent=2, sort_keys=True))
+        from carla_launcher.jsonout import document, dumps
+
+        click.echo(dumps(document(**s)))
     else:
         for line in format_status(s):
             click.echo(line)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
+from typing import Any
 
 import click
 
@@ -12,6 +12,7 @@ from carla_launcher.commands.messages import error
 from carla_launcher.commands.options import accept_new_host_key_option, profile_argument
 from carla_launcher.deploy.runner import DeployReport
 from carla_launcher.deploy.runner import deploy as run_deploy
+from carla_launcher.jsonout import document, dumps, seconds
 from carla_launcher.netaddr import for_url
 from carla_launcher.profile import load_profile
 from carla_launcher.term import open_board
@@ -26,7 +27,12 @@ from carla_launcher.term import open_board
     help="Read the box(es) and show what would change; change nothing.",
 )
 @accept_new_host_key_option
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as JSON on stdout (schemas/deploy.schema.json).",
+)
 def deploy(profile: str | None, dry_run: bool, accept_new_host_key: bool, as_json: bool) -> None:
     """Make the box(es) of profile P run the CARLA server, and wait until it answers.
 
@@ -53,18 +59,7 @@ def deploy(profile: str | None, dry_run: bool, accept_new_host_key: bool, as_jso
         if board is not None:
             board.close()
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "dry_run": report.dry_run,
-                    "elapsed": report.elapsed,
-                    "timings": report.timings,
-                    "hosts": [asdict(h) for h in report.hosts],
-                },
-                indent=2,
-            )
-        )
+        click.echo(dumps(to_json(report)))
     else:
         _summary(report)
     if not report.ok:
@@ -90,3 +85,38 @@ def _summary(report: DeployReport) -> None:
         changed = ", ".join(s.lower() for s in h.changed) if h.changed else "nothing changed"
         where = f"{for_url(h.address or '')}:{h.port}"
         click.echo(f"{h.host}: CARLA {h.version} ready at {where} ({changed})")
+
+
+#: What `deploy --json` keeps of the facts read from a box: who, where, and how it was reached
+#: (the address evidence); the rest (process tables, the raw status file) is internal.
+FACTS_SHOWN = (
+    "login_user",
+    "server_user",
+    "server_home",
+    "privilege",
+    "ssh_connection",
+    "interfaces",
+    "hostname_i",
+    "package_root",
+    "session_dir",
+    "marker",
+)
+
+
+def to_json(report: DeployReport) -> dict[str, Any]:
+    """`deploy --json` (schemas/deploy.schema.json): the outcome, the time each phase took
+    (seconds), and per host what was done and what the box said."""
+    hosts = []
+    for h in report.hosts:
+        d = asdict(h)
+        facts = d.pop("facts") or {}
+        d["facts"] = {k: facts.get(k) for k in FACTS_SHOWN} if facts else None
+        hosts.append(d)
+    return document(
+        profile=report.profile,
+        ok=report.ok,
+        dry_run=report.dry_run,
+        elapsed_s=seconds(report.elapsed),
+        timings_s={k: seconds(v) for k, v in report.timings.items()},
+        hosts=hosts,
+    )

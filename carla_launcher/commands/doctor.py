@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -16,7 +15,10 @@ from carla_launcher.commands.options import profile_argument
     "this machine."
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help='Print {"verdict", "reason", "checks": [...]} as JSON.'
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the verdict and the checks as JSON (schemas/doctor.schema.json).",
 )
 @click.option(
     "--mode",
@@ -55,7 +57,9 @@ def doctor(profile: str | None, as_json: bool, mode: str | None, need_gb: float 
     forced: Mode | None = "local" if mode == "local" else "distributed" if mode else None
     report = run_doctor(prof, need_mib, forced)
     if as_json:
-        click.echo(json.dumps(to_json(report), indent=2))
+        from carla_launcher.jsonout import dumps
+
+        click.echo(dumps(to_json(report)))
     else:
         click.echo(render(report, prof))
     sys.exit(report.exit_code)

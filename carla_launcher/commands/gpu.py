@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,9 @@ NEED_HELP = "VRAM (GB) server and agent together need on one GPU for local mode 
 @click.option(
     "--watch", "-w", is_flag=True, help="Refresh in place once a second (Ctrl-C to quit)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the facts as JSON (schemas/gpu.schema.json)."
+)
 @click.option(
     "--need-gb",
     type=click.FloatRange(min=0.5),
@@ -59,11 +60,14 @@ def gpu(profile: str | None, watch: bool, as_json: bool, need_gb: float | None) 
         return
     found = reports(prof)
     if as_json:
-        click.echo(
-            json.dumps(
-                {"machines": [to_json(r, box=box, need_mib=need_mib) for r in found]}, indent=2
-            )
-        )
+        from carla_launcher.jsonout import document, dumps
+
+        hosts: list[str | None] = list(prof.remote.hosts) if prof is not None else []
+        entries = [
+            to_json(r, box=box, need_mib=need_mib, host=h)
+            for r, h in zip(found, hosts or [None] * len(found), strict=True)
+        ]
+        click.echo(dumps(document(hosts=entries)))
     else:
         click.echo("\n\n".join(render(r, box=box, need_mib=need_mib) for r in found))
     if any(r.status != "ok" for r in found):

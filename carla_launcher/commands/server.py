@@ -3,7 +3,6 @@ SSH. `start` and `restart` first apply a profile changed since the deploy (a red
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from carla_launcher.box.address import agent_address
 from carla_launcher.commands.messages import error
 from carla_launcher.commands.options import profile_argument
 from carla_launcher.errors import LauncherError
+from carla_launcher.jsonout import document, dumps
 from carla_launcher.profile import Profile, load_profile
 from carla_launcher.server import control
 from carla_launcher.server.probe import NotReady
@@ -130,7 +130,8 @@ def stop(profile: str | None, host: str | None) -> None:
     """Stop the server: its whole process group, and wait until its ports are free."""
     prof = load_profile(profile)
     failed = False
-    for h, done, err in _each(_hosts(prof, host), lambda h: control.stop_report(prof, h)):
+    by = "carla-launch server stop"
+    for h, done, err in _each(_hosts(prof, host), lambda h: control.stop_report(prof, h, by)):
         if err or done is None:
             error(err or f"{h}: no answer")
             failed = True
@@ -165,14 +166,18 @@ def restart(profile: str | None, host: str | None, no_wait: bool) -> None:
 @profile_argument()
 @host_option
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON: an object (a list of them for a pool)."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print {schema_version, profile, hosts: [...]} (schemas/server-status.schema.json).",
 )
 def status(profile: str | None, host: str | None, as_json: bool) -> None:
-    """Running or not, since when, restarts, port, the last crash line. Exit 1 if not running."""
+    """Running or not, since when, restarts, port, the last crash line, or who stopped it.
+    Exit 1 if not running (stopped on purpose too: `carla-launch status` accepts that)."""
     prof = load_profile(profile)
     results = [control.server_status(prof, host)] if host else control.server_statuses(prof)
     if as_json:
-        click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        click.echo(dumps(document(profile=prof.name, hosts=results)))
     else:
         for st in results:
             click.echo(_status_line(st))
@@ -193,11 +198,11 @@ def _status_line(st: dict[str, Any]) -> str:
         if st.get("pid"):
             line += f" (process group {st['pid']})"
     else:
-        line = f"{st['host']}: {st.get('state') or 'not running'}"
+        line = f"{st['host']}: {control.state_words(st)}"
         if st.get("port"):
-            line += f" (port {st['port']})"
+            line += f"; port {st['port']}"
     line += f", {st.get('restarts') or 0} restart(s)"
-    if st.get("last_crash_line"):
+    if st.get("last_crash_line") and st.get("running"):  # not running: state_words said it
         line += f"; last crash: {st['last_crash_line']}"
     return line
 

@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import click
 
 from carla_launcher.commands.options import profile_argument
+from carla_launcher.jsonout import document, dumps
 from carla_launcher.profile import load_profile
 from carla_launcher.stack.overview import gather, problems, render
+
+#: What each pane of the local window shows, for `status --json` (its command line is ours).
+PANE_DESCRIPTIONS = {
+    "server": "the CARLA server's tmux session on the box, over ssh",
+    "agent": "the agent's containers: docker compose up of the variant",
+    "gpu": "GPU use, refreshed every second: carla-launch gpu --watch",
+}
 
 
 @click.command()
 @profile_argument()
-@click.option("--json", "as_json", is_flag=True, help="The same facts as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="The same facts as JSON (schemas/status.schema.json)."
+)
 def status(profile: str | None, as_json: bool) -> None:
     """Server, address, daemon, agent containers and local session, in one table.
 
     Exits 1 when something that should run does not (server down, agent containers or a pane
-    of the session ended, variants stale).
+    of the session ended, variants stale); a server stopped with `server stop` or
+    `down --server` is stopped on purpose, not a problem.
     """
     prof = load_profile(profile)
     facts = gather(prof)
     found = problems(facts)
     if as_json:
-        click.echo(json.dumps({**facts, "problems": found}, indent=2, default=str))
+        click.echo(dumps(to_json(facts, found)))
     else:
         for line in render(facts):
             click.echo(line)
@@ -32,3 +43,33 @@ def status(profile: str | None, as_json: bool) -> None:
             click.echo(f"problem: {p}", err=True)
     if found:
         raise SystemExit(1)
+
+
+def to_json(facts: dict[str, Any], found: list[str]) -> dict[str, Any]:
+    """`status --json` (schemas/status.schema.json) from the overview's facts: per host its
+    address, server and GPUs; then what runs here; then the problems (exit 1 when any)."""
+    server = dict(facts["server"])
+    server.pop("host", None)
+    address = server.pop("address", None) or facts.get("address")
+    session = facts["session"]
+    panes = session.get("panes") or {}
+    return document(
+        profile=facts["profile"],
+        hosts=[{"host": facts["host"], "address": address, "server": server, "gpu": facts["gpu"]}],
+        daemon=facts["daemon"],
+        agent=facts["agent"],
+        session={
+            **{k: v for k, v in session.items() if k != "panes"},
+            "panes": [_pane(role, pane) for role, pane in panes.items()],
+        },
+        problems=found,
+    )
+
+
+def _pane(role: str, pane: dict[str, Any]) -> dict[str, Any]:
+    """A pane as scripts need it: its role and what it shows, not its (long) shell line."""
+    return {
+        "role": role,
+        "description": PANE_DESCRIPTIONS.get(role, role),
+        **{k: pane.get(k) for k in ("alive", "exit_status", "pid", "pane_id")},
+    }

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from carla_launcher.errors import LauncherError, display_path
+from carla_launcher.jsonout import iso, seconds
 from carla_launcher.state import read_json, state_dir
 
 STATE_VERSION = 1
@@ -59,15 +60,20 @@ def _process(pid: Any, started: Any) -> Any:
         return None
 
 
+def _epoch(value: Any) -> float | None:
+    """A time the daemon wrote (seconds since the epoch), or None for anything else."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def daemon_status(folder: Path | str, check: bool = True) -> dict[str, Any]:
     """Is a daemon keeping `folder` current, and are its variants current right now?
 
-    Keys: folder (str), running (bool), pid (int|None), started (epoch|None), uptime (s|None),
-    rss (bytes|None), address (str|None), last_sync (epoch|None), last_sync_age (s|None),
-    syncs (variants written since start), variants (list of {path, source, state}), current
-    (bool|None: every variant current and no error; None when unknown), errors (list of str),
-    checked (bool: states come from comparing the files now, not from the daemon's last word),
-    state_file (str).
+    Keys (the shape of `daemon status --json`, schemas/daemon-status.schema.json): folder,
+    running, pid (int|None), started (ISO 8601|None), uptime_s, rss_bytes, address,
+    last_sync (ISO 8601|None), last_sync_age_s, syncs (variants written since start),
+    variants (list of {path, source, state}), current (bool|None: every variant current and no
+    error; None when unknown), errors (list of str), checked (bool: states come from comparing
+    the files now, not from the daemon's last word), state_file.
 
     With check=True the variants are planned again with the daemon's address and compared with
     the disk (about 50 ms), so `current` is true even if the daemon is dead or lagging.
@@ -76,17 +82,19 @@ def daemon_status(folder: Path | str, check: bool = True) -> dict[str, Any]:
     state = read_state(folder)
     proc = _process(state.get("pid"), state.get("pid_started"))
     now = time.time()
+    started = _epoch(state.get("started")) if proc is not None else None
+    last_sync = _epoch(state.get("last_sync"))
     out: dict[str, Any] = {
         "folder": os.path.realpath(folder),
         "state_file": str(state_dir() / state_name(folder)),
         "running": proc is not None,
         "pid": proc.pid if proc is not None else None,
-        "started": state.get("started") if proc is not None else None,
-        "uptime": None,
-        "rss": None,
+        "started": iso(started),
+        "uptime_s": seconds(max(0.0, now - started)) if started is not None else None,
+        "rss_bytes": None,
         "address": state.get("address"),
-        "last_sync": state.get("last_sync"),
-        "last_sync_age": None,
+        "last_sync": iso(last_sync),
+        "last_sync_age_s": seconds(max(0.0, now - last_sync)) if last_sync is not None else None,
         "syncs": state.get("syncs", 0),
         "variants": [
             {"path": p, "source": v.get("source"), "state": v.get("state")}
@@ -98,11 +106,7 @@ def daemon_status(folder: Path | str, check: bool = True) -> dict[str, Any]:
     }
     if proc is not None:
         with contextlib.suppress(Exception):  # it may exit between the two calls
-            out["rss"] = proc.memory_info().rss
-        if isinstance(out["started"], (int, float)):
-            out["uptime"] = max(0.0, now - out["started"])
-    if isinstance(out["last_sync"], (int, float)):
-        out["last_sync_age"] = max(0.0, now - out["last_sync"])
+            out["rss_bytes"] = proc.memory_info().rss
     if check and state.get("address"):
         _check(folder, state, out)
     elif state:
@@ -158,14 +162,15 @@ def format_status(s: dict[str, Any]) -> list[str]:
     """Human lines for a daemon_status() dict (shared by `daemon status` and `status`)."""
     where = display_path(s["folder"])
     if s["running"]:
-        rss = f", {s['rss'] / 2**20:.0f} MB" if s.get("rss") else ""
-        up = f", up {_age(s['uptime'])}" if s.get("uptime") is not None else ""
+        rss = f", {s['rss_bytes'] / 2**20:.0f} MB" if s.get("rss_bytes") else ""
+        up = f", up {_age(s['uptime_s'])}" if s.get("uptime_s") is not None else ""
         head = f"daemon: running for {where} (pid {s['pid']}{up}{rss})"
     else:
         head = f"daemon: not running for {where}"
     lines = [head]
     if s.get("last_sync") is not None:
-        lines.append(f"last sync: {_age(s['last_sync_age'] or 0)} ago, address {s.get('address')}")
+        age = _age(s.get("last_sync_age_s") or 0)
+        lines.append(f"last sync: {age} ago, address {s.get('address')}")
     variants = s.get("variants") or []
     if variants:
         from carla_launcher.compose.service import VariantState  # only when there is one

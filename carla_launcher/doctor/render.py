@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from carla_launcher.doctor.model import Check, Report
+from carla_launcher.jsonout import document
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -40,19 +41,24 @@ def render(report: Report, profile: Profile | None) -> str:
 
 
 def check_json(c: Check) -> dict[str, Any]:
-    """One check as `doctor --json` prints it; `blocks` only while it is failing."""
-    d: dict[str, Any] = {"name": c.name, "status": c.status, "detail": c.detail, "fix": c.fix}
-    if c.host is not None:
-        d["host"] = c.host
-    d["blocks"] = sorted(c.blocks) if c.status == "failing" else []
-    return d
+    """One check as `doctor --json` prints it: `host` None for this machine, a box's host
+    otherwise (one shape for one box or a pool); `blocks` only while it is failing."""
+    return {
+        "host": c.host,
+        "name": c.name,
+        "status": c.status,
+        "detail": c.detail,
+        "fix": c.fix,
+        "blocks": sorted(c.blocks) if c.status == "failing" else [],
+    }
 
 
 def to_json(report: Report) -> dict[str, Any]:
-    """`{"verdict", "reason", "mode", "checks": [...]}`."""
-    return {
-        "verdict": report.verdict,
-        "reason": report.reason,
-        "mode": report.mode,
-        "checks": [check_json(c) for c in report.checks],
-    }
+    """`doctor --json` (schemas/doctor.schema.json): the verdict, why, the mode judged, and
+    every check in the order they print."""
+    return document(
+        verdict=report.verdict,
+        reason=report.reason,
+        mode=report.mode,
+        checks=[check_json(c) for c in report.checks],
+    )

@@ -127,10 +127,11 @@ def render(report: smi.GpuReport, *, box: bool, need_mib: int = DEFAULT_NEED_MIB
 
 
 def to_json(
-    report: smi.GpuReport, *, box: bool, need_mib: int = DEFAULT_NEED_MIB
+    report: smi.GpuReport, *, box: bool, need_mib: int = DEFAULT_NEED_MIB, host: str | None = None
 ) -> dict[str, Any]:
-    """The report as `gpu --json` prints it: the facts, each process's GPU index, the verdict."""
-    d = asdict(report)
+    """One entry of `gpu --json`'s `hosts` (schemas/gpu.schema.json): the facts, each process's
+    GPU index, the verdict. `host`: the profile's host (None: this machine)."""
+    d = {"host": host, **asdict(report)}
     for p, src in zip(d["processes"], report.processes, strict=True):
         p["gpu"] = report.gpu_index(src.gpu_uuid)
     if box:

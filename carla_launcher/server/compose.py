@@ -227,4 +227,5 @@ docker compose version >/dev/null 2>&1 || die "docker compose v2 is not availabl
 echo "starting the simulator with docker compose (project $P)"
 docker compose -p "$P" -f "$SDIR/compose.yaml" up -d --remove-orphans >&2 ||
   die "docker compose up failed"
+rm -f "$SDIR/stopped"  # running again: no longer stopped on purpose
 """

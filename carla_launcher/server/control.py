@@ -14,14 +14,22 @@ and, from the launch script's config line, what the profile changed since the de
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from carla_launcher import parallel
 from carla_launcher.box import sections
-from carla_launcher.box.shell import PORT_FUNCTIONS, START_FUNCTION, STOP_FUNCTION, prologue
+from carla_launcher.box.shell import (
+    MARK_STOPPED_FUNCTION,
+    PORT_FUNCTIONS,
+    START_FUNCTION,
+    STOP_FUNCTION,
+    STOPPED_FILE,
+    prologue,
+    q,
+)
+from carla_launcher.jsonout import iso
 from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
 
 if TYPE_CHECKING:
@@ -38,6 +46,7 @@ def status_script(compose: bool = False) -> str:
         ),
         ("deployed", '[ -f "$SDIR/launch.sh" ] || [ -f "$SDIR/compose.yaml" ] && echo yes'),
         ("status", 'cat "$SDIR/status"'),
+        ("stopped", f'cat "$SDIR/{STOPPED_FILE}"'),
         ("alive", "server_group_ours && echo yes"),
         ("loop", "loop_ours && echo yes"),
         ("config", f'sed -n "s/^{ORIGIN_PREFIX}//p" "$SDIR/launch.sh" | head -n 1'),
@@ -70,10 +79,13 @@ def start_script() -> str:
     )
 
 
-def stop_script() -> str:
+def stop_script(by: str = "carla-launch") -> str:
+    """Stop the server, first noting who asked (`by`): a stop on purpose, not a crash."""
     return (
         PORT_FUNCTIONS
         + STOP_FUNCTION
+        + MARK_STOPPED_FUNCTION
+        + f"mark_stopped {q(by)}\n"
         + 'stop_server\necho "stopped=$STOPPED"\necho "foreign=$FOREIGN"\n'
     )
 
@@ -83,13 +95,14 @@ def compose_start_script() -> str:
 
     return (
         '[ -f "$SDIR/compose.yaml" ] || die "no compose file in $SDIR: run carla-launch '
-        'deploy first"\n' + compose_up_script() + "echo started=yes\n"
+        'deploy first"\n' + compose_up_script() + f'rm -f "$SDIR/{STOPPED_FILE}"\n'
+        "echo started=yes\n"
     )
 
 
-def compose_stop_script() -> str:
-    return PORT_FUNCTIONS + (
-        'P="$CL_PROJECT"\n'
+def compose_stop_script(by: str = "carla-launch") -> str:
+    return (
+        PORT_FUNCTIONS + MARK_STOPPED_FUNCTION + f"mark_stopped {q(by)}\n" + 'P="$CL_PROJECT"\n'
         'docker compose -p "$P" -f "$SDIR/compose.yaml" down -t 10 >&2 || '
         'die "docker compose down failed"\n_port=$(cat "$SDIR/port")\n_i=0\n'
         'while ports_busy "$_port" >/dev/null && [ $_i -lt 200 ]; do sleep 0.1;'
@@ -98,13 +111,18 @@ def compose_stop_script() -> str:
 
 
 LOOP_GONE = "loop gone"  # CARLA runs, its launch loop does not (no restarts, no clean stop)
+#: Not running, not stopped on purpose, and nothing said why: the tmux session and processes
+#: are gone (the box rebooted, or someone killed them) while the status file says otherwise.
+DIED = "died"
+NOT_STARTED = "not started"  # deployed, never started (no status file)
 
 
 def parse_status(stdout: str) -> dict[str, Any]:
     """The status script's output -> {running, state, pid, since, restarts, port, ...}.
 
     `origin` is what the launch script was made from (None: unknown), `foreign_ports` the
-    listeners of other users on N..N+2 as [port, uid] pairs.
+    listeners of other users on N..N+2 as [port, uid] pairs, `stopped` who stopped the server
+    on purpose and when ({by, at}; None while it runs or when nobody asked for the stop).
     """
     s = {name: section.lines for name, section in sections.parse(stdout).items()}
     kv: dict[str, str] = {}
@@ -124,6 +142,7 @@ def parse_status(stdout: str) -> dict[str, Any]:
         for a, b in (line.split()[:2] for line in s.get("foreign", []) if len(line.split()) >= 2)
         if a.isdigit() and b.isdigit()
     ]
+    marker = _pairs(s.get("stopped"))
     common = {
         "deployed": first.get("deployed") == "yes",
         "ports_busy": _ints(first.get("busy")),
@@ -137,6 +156,9 @@ def parse_status(stdout: str) -> dict[str, Any]:
         crash = None
         if not running and states:
             crash = compose[0].split("|", 1)[-1].strip()
+        stopped = _stopped(marker) if not running else None
+        if stopped is not None:
+            state = "stopped"
         return {
             "running": running,
             "state": state,
@@ -151,24 +173,26 @@ def parse_status(stdout: str) -> dict[str, Any]:
             "loop": None,
             "origin": None,
             "log": None,
+            "stopped": stopped,
             **common,
         }
     started = _int(kv.get("started"))
     now = _int(first.get("now"))
+    stopped = _stopped(marker) if not alive else None
     if alive and not loop:  # the loop was killed by hand (or crashed): CARLA still serves
         state = LOOP_GONE
-    elif not session and state not in ("exited", "stopped", "failed", "not deployed"):
+    elif stopped is not None and not session:
         state = "stopped"
+    elif not session and state not in ("exited", "failed", "not deployed"):
+        # gone without a word (a reboot, a kill): the loop's own "stopped" on SIGHUP counts too
+        state = DIED if kv.get("state") else NOT_STARTED
     running = alive and (state == LOOP_GONE or (session and state == "running"))
-    since = None
-    if started:
-        since = _dt.datetime.fromtimestamp(started).astimezone().isoformat(timespec="seconds")
     origin = parse_origin(first.get("config"))
     return {
         "running": running,
         "state": state,
         "pid": _int(kv.get("pid")),
-        "since": since,
+        "since": iso(started) if started else None,
         "uptime_s": (now - started) if running and now and started else None,
         "restarts": _int(kv.get("restarts")) or 0,
         "port": _int(kv.get("port")) or _int(first.get("port")),
@@ -178,8 +202,38 @@ def parse_status(stdout: str) -> dict[str, Any]:
         "loop": loop,
         "origin": origin,
         "log": first.get("log"),
+        "stopped": stopped,
         **common,
     }
+
+
+def _pairs(lines: list[str] | None) -> dict[str, str] | None:
+    """`key=value` lines as a dict; None when the section is missing (no such file)."""
+    if not lines:
+        return None
+    return {k.strip(): v.strip() for k, sep, v in (ln.partition("=") for ln in lines) if sep}
+
+
+def _stopped(marker: dict[str, str] | None) -> dict[str, Any] | None:
+    """The stop-on-purpose marker as {by, at (ISO 8601)}; None without one."""
+    if marker is None:
+        return None
+    at = _int(marker.get("at"))
+    return {"by": marker.get("by") or None, "at": iso(at) if at else None}
+
+
+def state_words(st: dict[str, Any]) -> str:
+    """A server that does not run, in words: on purpose (who, when) or what ended it."""
+    stopped = st.get("stopped")
+    if stopped:
+        by = f"by {stopped['by']}" if stopped.get("by") else ""
+        at = f"at {stopped['at']}" if stopped.get("at") else ""
+        said = " ".join(x for x in (by, at) if x)
+        return "stopped on purpose" + (f" ({said})" if said else "")
+    if st.get("state") == DIED:
+        return "died unexpectedly (its tmux session and processes are gone: a reboot, or a kill)"
+    state, crash = st.get("state") or "not running", st.get("last_crash_line")
+    return f"{state} ({crash})" if crash else str(state)
 
 
 def notes(st: dict[str, Any], profile_name: str) -> list[str]:
@@ -269,17 +323,21 @@ def start(profile: Profile, host: str | None = None) -> bool:
     return "started=yes" in out
 
 
-def stop(profile: Profile, host: str | None = None) -> bool:
-    """Stop the server and wait until its ports are free; True when something was running."""
-    return stop_report(profile, host)[0]
+def stop(profile: Profile, host: str | None = None, by: str = "carla-launch") -> bool:
+    """Stop the server and wait until its ports are free; True when something was running.
+    `by` (the command that asked) is noted on the box: `status` reports a stop on purpose."""
+    return stop_report(profile, host, by)[0]
 
 
-def stop_report(profile: Profile, host: str | None = None) -> tuple[bool, str | None]:
+def stop_report(
+    profile: Profile, host: str | None = None, by: str = "carla-launch"
+) -> tuple[bool, str | None]:
     """`stop`, and what stands in the way of the next start: another user's listener on
     N..N+2, as a one-line warning (None: nothing)."""
     from carla_launcher.box.transport import check
 
-    script = compose_stop_script() if profile.server.mode == "compose" else stop_script()
+    compose = profile.server.mode == "compose"
+    script = compose_stop_script(by) if compose else stop_script(by)
     out = check(profile, host, _head(profile) + script, _timeout(profile, 60))
     foreign = next((ln[8:].split() for ln in out.splitlines() if ln.startswith("foreign=")), [])
     warning = foreign_port_line(*foreign) if len(foreign) == 2 else None
@@ -287,7 +345,7 @@ def stop_report(profile: Profile, host: str | None = None) -> tuple[bool, str | 
 
 
 def restart(profile: Profile, host: str | None = None) -> bool:
-    stop(profile, host)
+    stop(profile, host, by="carla-launch server restart")
     return start(profile, host)
 
 

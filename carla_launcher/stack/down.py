@@ -34,7 +34,7 @@ def down(profile: Profile, stop_server: bool, say: Say) -> list[str]:
         from carla_launcher.server import control
 
         for host in profile.remote.hosts:
-            if control.stop(profile, host):
+            if control.stop(profile, host, by="carla-launch down --server"):
                 done.append(f"server on {host} stopped")
     records.forget_session(profile)
     return done

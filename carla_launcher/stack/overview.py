@@ -149,15 +149,19 @@ def gather(profile: Profile) -> dict[str, Any]:
 
 
 def problems(facts: dict[str, Any]) -> list[str]:
-    """What should run and does not (exit code 1 when any)."""
-    from carla_launcher.server.control import notes
+    """What should run and does not (exit code 1 when any). A server stopped on purpose
+    (`server stop`, `down --server`) is not a problem; one that died or exited is."""
+    from carla_launcher.server.control import notes, state_words
 
     out = []
     server = facts["server"]
     if server.get("error"):
         out.append(f"server: {server['error']}")
-    elif not server.get("running"):
-        out.append(f"server: not running ({server.get('last_crash_line') or server.get('state')})")
+    elif not server.get("running") and not server.get("stopped"):
+        out.append(
+            f"server: not running: {state_words(server)}; "
+            f"start it with `carla-launch server start {facts['profile']}`"
+        )
     elif server.get("probe_error"):
         out.append(f"server: running but not answering ({server['probe_error']})")
     if not server.get("error"):  # restart loop gone, profile changed, a port held by another
@@ -188,6 +192,8 @@ def _yes(flag: Any) -> str:
 
 
 def render(facts: dict[str, Any]) -> list[str]:
+    from carla_launcher.server.control import state_words
+
     s, d, a, se, g = (
         facts["server"],
         facts["daemon"],
@@ -198,6 +204,9 @@ def render(facts: dict[str, Any]) -> list[str]:
     rows = []
     if s.get("error"):
         rows.append(("server", f"unknown: {s['error']}"))
+    elif not s.get("running"):
+        where = f"; port {s['port']}" if s.get("port") else ""
+        rows.append(("server", f"no: {state_words(s)}{where}"))
     else:
         detail = f"{s.get('state')}" + (f", pid {s['pid']}" if s.get("pid") else "")
         if s.get("uptime_s") is not None:

@@ -260,8 +260,8 @@ def test_daemon_status(small: Path, daemons: Any) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     s = json.loads(r.stdout)
     assert s["running"] and s["pid"] == d.pid and s["current"] and s["checked"]
-    assert 1_000_000 < s["rss"] < 60 * 2**20
-    assert s["uptime"] >= 0 and s["last_sync"] and s["address"] == ADDRESS
+    assert 1_000_000 < s["rss_bytes"] < 60 * 2**20
+    assert s["uptime_s"] >= 0 and s["last_sync"] and s["address"] == ADDRESS
     assert [v["state"] for v in s["variants"]] == ["current"]
     assert s["systemd"]["installed"] is False
     r = cli(small, "daemon", "status", "--dir", "build")

@@ -332,7 +332,7 @@ def test_box_failures_make_the_distributed_verdict_exit_1(profile) -> None:  # t
 def test_json_shape(profile) -> None:  # type: ignore[no-untyped-def]
     checks, v = local_checks(LocalFacts(recordings.report(GPU_8), DOCKER_DOWN, ALL_TOOLS))
     data = to_json(verdict_of(checks, v, None))
-    assert set(data) == {"verdict", "reason", "mode", "checks"}
+    assert set(data) == {"schema_version", "verdict", "reason", "mode", "checks"}
     assert data["verdict"] == "distributed"
     for c in data["checks"]:
         assert {"name", "status", "detail", "fix"} <= set(c) and c["status"] in (

@@ -232,7 +232,7 @@ def test_gpu_of_a_box_marks_ours_and_theirs(box_factory, local_fake: Path) -> No
         "room for the CARLA server: GPU 0 (NVIDIA GeForce RTX 4090): 20.4 GB "
         "available of 24.0 GB; others using it: python3 (nobody, 2.7 GB)"
     )
-    js = json.loads(b.cli("gpu", str(b.profile_path), "--json").stdout)["machines"][0]
+    js = json.loads(b.cli("gpu", str(b.profile_path), "--json").stdout)["hosts"][0]
     assert js["where"] == b.alias and js["server_room"]["status"] == "ok"
 
 

@@ -175,13 +175,13 @@ def test_nvml_falls_back_to_the_csv_path_without_a_driver(smi: Path) -> None:
         text=True,
         env=env,
     )
-    data = json.loads(r.stdout)["machines"][0]
+    data = json.loads(r.stdout)["hosts"][0]
     assert data["source"] == "nvidia-smi" and data["gpus"][0]["name"] == "NVIDIA GeForce RTX 3060"
 
 
 def test_json(smi: Path) -> None:
     r = carla_launch(smi, "gpu", "--json", case="two-t4-shared")
-    (m,) = json.loads(r.stdout)["machines"]
+    (m,) = json.loads(r.stdout)["hosts"]
     assert m["status"] == "ok" and m["where"] == "this machine"
     assert [g["free_mib"] for g in m["gpus"]] == [1930, 15032]
     assert (
