@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.harness.netns_box",
     "tests.harness.dockerd",
     "tests.harness.daemon",
+    "tests.harness.tmux",
 ]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,14 +69,6 @@ def test_logs_says_when_up_started_nothing(tmp_path: Path, run: Cli) -> None:
         "error: build/gone-distributed.yaml, which `up` ran, is gone: run `carla-launch up gpu` "
         "again\n"
     )
-
-
-@pytest.fixture
-def tmux_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    name = f"cl-logs-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv(sess.SOCKET_ENV, name)
-    yield name
-    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
 
 
 @pytest.mark.root

@@ -1,4 +1,6 @@
 """A command in a real terminal: a detached tmux session on a private socket, read back as text.
+Also a pytest plugin: the `tmux_socket` fixture gives carla-launch's own tmux windows (`up`,
+`attach`) a private server for one test.
 
 `--watch` redraws in place; only a real terminal shows whether it does. Each use gets its own
 tmux server (its own socket), so tests never see each other's panes or the user's sessions, and
@@ -7,11 +9,14 @@ the server is killed on exit even when the test fails.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from tests.harness.polling import wait_for
 
@@ -82,4 +87,22 @@ def detached_pane(
         )
         yield Pane(socket)
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+        kill_server(socket)
+
+
+def kill_server(socket: str) -> None:
+    """Stop the private tmux server `socket` (-L) and remove its socket file, which tmux leaves
+    behind in its folder: test runs must not pile up files in /tmp/tmux-UID."""
+    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+    folder = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+    (folder / socket).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def tmux_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private tmux server (-L NAME) for carla-launch's windows in this test; commands the test
+    runs inherit CARLA_LAUNCH_TMUX_SOCKET. The server and its socket file go afterwards."""
+    name = f"cl-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CARLA_LAUNCH_TMUX_SOCKET", name)
+    yield name
+    kill_server(name)

@@ -45,7 +45,7 @@ from tests.harness.dockerd import DockerDaemon, _busybox_rootfs, _which
 from tests.harness.fake_nvidia_smi import install as install_fake_smi
 from tests.harness.netns_box import Box, make_box
 from tests.harness.polling import wait_for
-from tests.harness.tmux import detached_pane
+from tests.harness.tmux import detached_pane, kill_server
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -413,9 +413,7 @@ def _signals_raise() -> Iterator[None]:
 
 def _end_tmux(socket: str) -> None:
     """The private tmux server, and the socket file it leaves behind."""
-    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
-    folder = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
-    (folder / socket).unlink(missing_ok=True)
+    kill_server(socket)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -22,6 +22,7 @@ from tests.harness.agent import VERSION_CALL, cli, pane_text
 from tests.harness.cli import SIMPLE_COMPOSE as COMPOSE
 from tests.harness.cli import Cli, write_files
 from tests.harness.polling import wait_for
+from tests.harness.tmux import kill_server
 
 VARIANT = "docker-compose.distributed.yaml"
 ENV_PROFILE = "remote:\n  host: gpu-box\n  address: null\ncompose:\n  dir: .\n  address: env\n"
@@ -276,4 +277,4 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
             assert "agent containers of" in down.stdout, down.stdout + down.stderr
         assert dockerd.docker("ps", "-aq").stdout.strip() == ""
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+        kill_server(socket)

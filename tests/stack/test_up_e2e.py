@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 
 import pytest
 
@@ -20,14 +19,6 @@ from tests.harness.netns_box import Box
 from tests.harness.polling import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
-
-
-@pytest.fixture
-def tmux_socket(monkeypatch: pytest.MonkeyPatch):
-    name = f"cl-e2e-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("CARLA_LAUNCH_TMUX_SOCKET", name)
-    yield name
-    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
 
 
 def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:
