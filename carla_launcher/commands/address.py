@@ -6,13 +6,18 @@ import click
 
 from carla_launcher import records
 from carla_launcher.box.address import discover_address
-from carla_launcher.commands.options import accept_new_host_key_option, profile_argument
+from carla_launcher.commands.options import (
+    accept_new_host_key_option,
+    chosen_hosts,
+    host_option,
+    profile_argument,
+)
 from carla_launcher.profile import load_profile
 
 
 @click.command()
 @profile_argument()
-@click.option("--host", "host", metavar="HOST", help="One host of a pool (default: every host).")
+@host_option
 @accept_new_host_key_option
 def address(profile: str | None, host: str | None, accept_new_host_key: bool) -> None:
     """Print the address agents should use to reach the box of profile P.
@@ -23,7 +28,7 @@ def address(profile: str | None, host: str | None, accept_new_host_key: bool) ->
     here. One line per host, each recorded (the first host's is what `carla-launch sync` uses).
     """
     prof = load_profile(profile)
-    hosts = [host] if host else list(prof.remote.hosts)
+    hosts = chosen_hosts(prof, host)
     found = [discover_address(prof, h, accept_new_host_key) for h in hosts]
     for h, a in zip(hosts, found, strict=True):
         records.learn(prof, h, address=a)

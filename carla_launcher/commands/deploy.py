@@ -9,7 +9,12 @@ from typing import Any
 import click
 
 from carla_launcher.commands.messages import error
-from carla_launcher.commands.options import accept_new_host_key_option, profile_argument
+from carla_launcher.commands.options import (
+    accept_new_host_key_option,
+    chosen_hosts,
+    host_option,
+    profile_argument,
+)
 from carla_launcher.deploy.runner import DeployReport
 from carla_launcher.deploy.runner import deploy as run_deploy
 from carla_launcher.jsonout import document, dumps, seconds
@@ -26,6 +31,7 @@ from carla_launcher.term import open_board
     is_flag=True,
     help="Read the box(es) and show what would change; change nothing.",
 )
+@host_option
 @accept_new_host_key_option
 @click.option(
     "--json",
@@ -33,7 +39,9 @@ from carla_launcher.term import open_board
     is_flag=True,
     help="Print the result as JSON on stdout (schemas/deploy.schema.json).",
 )
-def deploy(profile: str | None, dry_run: bool, accept_new_host_key: bool, as_json: bool) -> None:
+def deploy(
+    profile: str | None, dry_run: bool, host: str | None, accept_new_host_key: bool, as_json: bool
+) -> None:
     """Make the box(es) of profile P run the CARLA server, and wait until it answers.
 
     Over SSH, with pyinfra, on every host of the profile at once: a server user when logging
@@ -46,6 +54,7 @@ def deploy(profile: str | None, dry_run: bool, accept_new_host_key: bool, as_jso
     Exit codes: 0 every server is up, 1 a host failed, 2 bad input.
     """
     prof = load_profile(profile)
+    hosts = chosen_hosts(prof, host)
     board = open_board(sys.stderr)  # live rows on a terminal; None: plain lines (a log, a pipe)
     try:
         report = run_deploy(
@@ -54,6 +63,7 @@ def deploy(profile: str | None, dry_run: bool, accept_new_host_key: bool, as_jso
             accept_new_host_key=accept_new_host_key,
             on_line=lambda line: click.echo(line, err=True),
             board=board,
+            hosts=hosts,
         )
     finally:
         if board is not None:

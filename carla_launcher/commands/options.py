@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from carla_launcher.commands.completion import complete_compose_file, complete_profile
+
+if TYPE_CHECKING:
+    from carla_launcher.profile import Profile
 
 PROFILE_HELP = (
     "The profile: a name (profiles/P.yaml, found from here upwards) or a path. "
@@ -63,6 +66,7 @@ class PassThroughCommand(click.Command):
 gpu_pane_option = click.option(
     "--gpu", is_flag=True, help="A third pane with `carla-launch gpu P --watch`."
 )
+host_option = click.option("--host", metavar="HOST", help="One host of a pool (default: all).")
 accept_new_host_key_option = click.option(
     "--accept-new-host-key",
     is_flag=True,
@@ -100,3 +104,16 @@ def address_options(f: Callable[..., Any]) -> Callable[..., Any]:
         shell_complete=complete_profile,
     )(f)
     return f
+
+
+def chosen_hosts(profile: Profile, host: str | None) -> list[str]:
+    """The hosts `--host` picks among the profile's (all of them without it); a host the
+    profile does not name is a usage error, never a silent "all"."""
+    if host is None:
+        return list(profile.remote.hosts)
+    if host not in profile.remote.hosts:
+        names = ", ".join(profile.remote.hosts)
+        raise click.BadParameter(
+            f"{host!r} is not a host of {profile.name} ({names})", param_hint="--host"
+        )
+    return [host]

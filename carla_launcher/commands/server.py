@@ -12,18 +12,13 @@ import click
 from carla_launcher import parallel, proc
 from carla_launcher.box.address import agent_address
 from carla_launcher.commands.messages import error
-from carla_launcher.commands.options import profile_argument
+from carla_launcher.commands.options import chosen_hosts, host_option, profile_argument
 from carla_launcher.errors import LauncherError
 from carla_launcher.jsonout import document, dumps
 from carla_launcher.profile import Profile, load_profile
 from carla_launcher.server import control
 from carla_launcher.server.probe import NotReady
 from carla_launcher.term import ProgressLine
-
-
-def _hosts(prof: Profile, host: str | None) -> list[str]:
-    return [host] if host else list(prof.remote.hosts)
-
 
 T = TypeVar("T")
 
@@ -39,9 +34,6 @@ def _each(hosts: list[str], fn: Callable[[str], T]) -> list[tuple[str, T | None,
             return h, None, str(e)
 
     return parallel.each(hosts, one)
-
-
-host_option = click.option("--host", metavar="HOST", help="One host of a pool (default: all).")
 
 
 @click.group()
@@ -87,7 +79,7 @@ def _apply_drift(prof: Profile, host: str | None) -> set[str]:
 def _then_wait(prof: Profile, host: str | None, action: Any, said: Any, no_wait: bool) -> None:
     """action(prof, h) on every host; then, unless no_wait, wait until each server answers."""
     failed = False
-    for h, result, err in _each(_hosts(prof, host), lambda h: action(prof, h)):
+    for h, result, err in _each(chosen_hosts(prof, host), lambda h: action(prof, h)):
         if err:
             error(err)
             failed = True
@@ -131,7 +123,7 @@ def stop(profile: str | None, host: str | None) -> None:
     prof = load_profile(profile)
     failed = False
     by = "carla-launch server stop"
-    for h, done, err in _each(_hosts(prof, host), lambda h: control.stop_report(prof, h, by)):
+    for h, done, err in _each(chosen_hosts(prof, host), lambda h: control.stop_report(prof, h, by)):
         if err or done is None:
             error(err or f"{h}: no answer")
             failed = True
@@ -264,7 +256,7 @@ def uninstall(
         )
     prof = load_profile(profile)
     archive = _archive_name(prof)
-    hosts = _hosts(prof, host)
+    hosts = chosen_hosts(prof, host)
     if dry_run or not yes:
         found, failed = _show(hosts, lambda h: un.inspect(prof, h, archive, remove_user), True)
         if dry_run or failed:

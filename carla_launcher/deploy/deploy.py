@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,19 @@ def make_state(profile: Profile, accept_new_host_key: bool) -> State:
 
 
 # -- the run -------------------------------------------------------------------------------------
+def only_hosts(profile: Profile, hosts: list[str] | None) -> Profile:
+    """The profile narrowed to some of its hosts (`server start --host H` redeploys H only: the
+    others, perhaps stopped on purpose, are left as they are); None: all of them."""
+    if not hosts:
+        return profile
+    kept = tuple(h for h in profile.remote.hosts if h in hosts)
+    return replace(profile, remote=replace(profile.remote, hosts=kept))
+
+
 def run(request: dict[str, Any]) -> dict[str, Any]:
     """Connect, read, plan, act, probe: the whole deploy for every host of the profile."""
     t0 = time.monotonic()
-    profile = read_profile(Path(request["profile"]))
+    profile = only_hosts(read_profile(Path(request["profile"])), request.get("hosts"))
     dry = bool(request.get("dry_run"))
     local = local_inputs(profile)
     compose_for_port, compose_warnings = _compose_renderer(profile)

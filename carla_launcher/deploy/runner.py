@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,15 +193,18 @@ def deploy(
     on_line: Callable[[str], None] | None = None,
     board: Board | None = None,
     python: str | None = None,
+    hosts: Sequence[str] | None = None,
 ) -> DeployReport:
-    """Deploy the profile to all its hosts (in parallel). What the child says goes to `on_line`
-    (progress as plain paced lines), or, given a board (a terminal), above its live rows."""
+    """Deploy the profile to all its hosts (in parallel), or to `hosts` among them. What the
+    child says goes to `on_line` (progress as plain paced lines), or, given a board (a
+    terminal), above its live rows."""
     t0 = time.monotonic()
     request = {
         "profile": str(profile.path),
         "dry_run": dry_run,
         "accept_new_host_key": accept_new_host_key,
         "probe": probe,
+        "hosts": list(hosts) if hosts else None,
     }
     child = run_child(
         [python or sys.executable, "-m", "carla_launcher.deploy.deploy"],
