@@ -316,8 +316,8 @@ def _unknown(result: Result, mode: Mode) -> EntryReport:
             report.variants.append(checked)
         else:
             problem = (
-                "no address to write it for: pass --address ADDR, or set remote.address in "
-                "the profile"
+                "no address to write it for: run `carla-launch up` (it finds the box's address "
+                "and remembers it), or pass --address ADDR, or set remote.address in the profile"
             )
             report.variants.append(VariantReport(v, None, error=InputError(v.path, None, problem)))
     return report

@@ -475,7 +475,10 @@ def test_with_two_profiles_and_no_address_the_variants_keep_theirs(
     assert "CARLA_HOST: <address>" in r.stdout  # what goes where, without an address
     r = run("sync")
     assert r.exit_code == 2
-    assert "docker-compose.distributed.yaml: no address to write it for: pass --address" in r.stderr
+    assert (
+        "docker-compose.distributed.yaml: no address to write it for: run `carla-launch up`"
+        in r.stderr
+    )
     flags = ["--port", port] if port else []
     assert run("sync", "--dir", "build", "--address", address, *flags).exit_code == 0
     written = {v: v.read_text() for v in (tmp_path / "build").glob("*distributed.yaml")}
