@@ -24,7 +24,7 @@ from carla_launcher.netaddr import address_problem, describe
 from carla_launcher.state import read_json, state_dir, write_json
 
 SERVERS_FILE = "known-servers.json"  # {profile key: {host: {address, port, version, ...}}}
-SESSIONS_FILE = "sessions.json"  # {profile path: {variant, session, env}}
+SESSIONS_FILE = "sessions.json"  # {profile path: {variant, session, env, compose_args}}
 LEGACY_SERVERS = "servers.json"  # {profile key: {host: {address, port, version, deployed}}}
 LEGACY_ADDRESSES = "addresses.json"  # {profile key: address of its first host}
 
@@ -162,24 +162,28 @@ def learn(
 # -- what `up` left running here (read by down, attach, status) -----------------------------------
 @dataclass(frozen=True)
 class SessionRecord:
-    """The variant `up` ran for a profile, its tmux session, and the agent's environment."""
+    """The variant `up` ran for a profile, its tmux session, the agent's environment, and what
+    followed `up P --` (`--build`, a service): `attach` restarts a dead agent pane with them."""
 
     variant: Path
     session: str
     env: dict[str, str]
+    compose_args: tuple[str, ...] = ()
 
 
 def session(profile: Owner) -> SessionRecord | None:
-    """What the last `up` of this profile left (None: nothing). `env` holds only strings;
-    whether they make an agent's environment is for its reader to check."""
+    """What the last `up` of this profile left (None: nothing). `env` holds only strings, and
+    so does `compose_args`, else it is empty (as in a record from before it existed); each
+    argument is one argv word of `docker compose up`, never a shell line."""
     entry = read_json(SESSIONS_FILE).get(str(profile.path))
     if not isinstance(entry, dict) or not entry.get("variant"):
         return None
-    env = entry.get("env")
+    env, args = entry.get("env"), entry.get("compose_args")
     return SessionRecord(
         Path(str(entry["variant"])),
         str(entry.get("session") or ""),
         {k: str(v) for k, v in env.items() if isinstance(k, str)} if isinstance(env, dict) else {},
+        tuple(args) if isinstance(args, list) and all(isinstance(a, str) for a in args) else (),
     )
 
 
@@ -189,6 +193,7 @@ def remember_session(profile: Owner, record: SessionRecord) -> None:
         "variant": str(record.variant),
         "session": record.session,
         "env": record.env,
+        "compose_args": list(record.compose_args),
     }
     write_json(SESSIONS_FILE, data)
 

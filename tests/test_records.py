@@ -35,22 +35,18 @@ def _profile(
     return read_profile(path)
 
 
-def _status_rows(monkeypatch: pytest.MonkeyPatch, prof: Profile) -> dict[str, str]:
-    """`carla-launch status`'s table for a stopped server, without SSH."""
-    from carla_launcher.server import control
-
-    monkeypatch.setattr(
-        control, "server_status", lambda p, h: {"host": h, "running": False, "state": "stopped"}
-    )
+def _status_rows(prof: Profile) -> dict[str, str]:
+    """`carla-launch status`'s table for a stopped server: its address is read from the
+    records as `status` reads it (no SSH)."""
     host = str(prof.remote.host)
-    server = overview._server(prof, host)
+    address, refused = overview._address(prof, host)
+    server = {"running": False, "state": "stopped"}
     facts: dict[str, Any] = {
-        "server": server,
-        "gpu": {},
+        "profile": prof.name,
+        "hosts": [overview._host(host, (address, refused), server, {})],
         "daemon": {},
         "agent": {},
         "session": {"name": "carla-gpu"},
-        "address": server.get("address") or prof.remote.address,
     }
     return dict(line.split(None, 1) for line in overview.render(facts) if line[0] != " ")
 
@@ -79,14 +75,12 @@ def test_what_up_learns_is_what_status_shows(
     with pytest.raises(Reached):
         stack_up.up(prof, None, print)
     assert records.server(prof, "gpu-box") == ServerRecord("gpu-box", "10.0.0.9", 2003, "0.9.15")
-    assert _status_rows(monkeypatch, prof)["address"] == "10.0.0.9"
+    assert _status_rows(prof)["address"] == "10.0.0.9"
     assert records.profile_address(prof) == "10.0.0.9"  # and `sync` writes variants for it
     assert not (state / "addresses.json").exists() and not (state / "servers.json").exists()
 
 
-def test_what_a_deploy_records_is_what_status_and_env_show(
-    tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_what_a_deploy_records_is_what_status_and_env_show(tmp_path: Path, state: Path) -> None:
     from carla_launcher.stack.env import known_env
 
     prof = _profile(tmp_path)
@@ -95,20 +89,20 @@ def test_what_a_deploy_records_is_what_status_and_env_show(
     found = records.server(prof, "gpu-box")
     assert (found.address, found.port, found.version) == ("fd00::7", 2010, "0.9.16")
     assert found.deployed_at is not None
-    assert _status_rows(monkeypatch, prof)["address"] == "fd00::7"
+    assert _status_rows(prof)["address"] == "fd00::7"
     env = known_env(prof)  # no SSH: the record answers
     assert env["CARLA_LAUNCH_HOST"] == "fd00::7" and env["CARLA_LAUNCH_PORT"] == "2010"
 
 
 def test_an_address_from_the_old_addresses_file_is_shown_by_status(
-    tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, state: Path
 ) -> None:
     """The exact case of the bug, with the files users have: `address` (or `up`) wrote
     addresses.json only; status read only servers.json."""
     prof = _profile(tmp_path)
     state.mkdir(parents=True)
     (state / "addresses.json").write_text(json.dumps({prof.key: "10.0.0.5"}))
-    assert _status_rows(monkeypatch, prof)["address"] == "10.0.0.5"
+    assert _status_rows(prof)["address"] == "10.0.0.5"
 
 
 # -- one writer, many readers ---------------------------------------------------------------------
@@ -184,5 +178,8 @@ def test_a_session_record_round_trips_and_is_forgotten(tmp_path: Path, state: Pa
     rec = records.SessionRecord(tmp_path / "v.yaml", "carla-gpu", {"CARLA_LAUNCH_HOST": "h"})
     records.remember_session(prof, rec)
     assert records.session(prof) == rec
+    passed = records.SessionRecord(rec.variant, rec.session, rec.env, ("--build", "agent"))
+    records.remember_session(prof, passed)  # `up gpu -- --build agent`
+    assert records.session(prof) == passed
     records.forget_session(prof)
     assert records.session(prof) is None

@@ -31,7 +31,9 @@ def attach(
     The server pane is `ssh -t box tmux attach -r -t <session>` (read-only unless --rw); the
     agent pane runs the compose variant that `up` used, with the CARLA_LAUNCH_HOST/PORT that
     `up` gave it (env-mode variants read them). Panes that still run are kept, so
-    attaching again never restarts anything. Detach with the tmux prefix and `d`.
+    attaching again never restarts anything; an agent pane that ended is started again as
+    `up` started it, with what followed `up P --` (`--build`, a service).
+    Detach with the tmux prefix and `d`.
     """
     prof = load_profile(profile)
     result = attach_session(prof, compose, gpu=gpu, read_write=read_write)

@@ -27,6 +27,10 @@ PANE_DESCRIPTIONS = {
 def status(profile: str | None, as_json: bool) -> None:
     """Server, address, daemon, agent containers and local session, in one table.
 
+    Every host of a pool (`remote.host: [a, b]`) is asked at once and gets its own server,
+    server GPU and address rows; a host that cannot be reached is one problem, not a hidden
+    pool.
+
     Exits 1 when something that should run does not (server down, agent containers or a pane
     of the session ended, variants stale); a server stopped with `server stop` or
     `down --server` is stopped on purpose, not a problem.
@@ -46,16 +50,14 @@ def status(profile: str | None, as_json: bool) -> None:
 
 
 def to_json(facts: dict[str, Any], found: list[str]) -> dict[str, Any]:
-    """`status --json` (schemas/status.schema.json) from the overview's facts: per host its
-    address, server and GPUs; then what runs here; then the problems (exit 1 when any)."""
-    server = dict(facts["server"])
-    server.pop("host", None)
-    address = server.pop("address", None) or facts.get("address")
+    """`status --json` (schemas/status.schema.json) from the overview's facts: per host of the
+    pool its address, server and GPUs; then what runs here; then the problems (exit 1 when
+    any)."""
     session = facts["session"]
     panes = session.get("panes") or {}
     return document(
         profile=facts["profile"],
-        hosts=[{"host": facts["host"], "address": address, "server": server, "gpu": facts["gpu"]}],
+        hosts=facts["hosts"],
         daemon=facts["daemon"],
         agent=facts["agent"],
         session={

@@ -1,8 +1,8 @@
 """The overview behind `carla-launch status`: the facts of every part of the stack in one
-place, gathered in parallel.
+place, gathered in parallel, for every host of a pool.
 
-`gather` collects (I/O, each part guarded so one failure does not hide the rest);
-`problems` and `render` are pure. The server's address is the one recorded by whatever
+`gather` collects (I/O, each part and each host guarded so one failure does not hide the
+rest); `problems` and `render` are pure. The server's address is the one recorded by whatever
 learnt it (deploy, `up`, `address`), read from `records` like everyone else reads it.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,22 @@ def known_address(profile: Profile, host: str) -> str | None:
     return profile.remote.address or records.server(profile, host).address
 
 
-def _server(profile: Profile, host: str) -> dict[str, Any]:
+def _address(profile: Profile, host: str) -> tuple[str | None, str | None]:
+    """(the known address of `host`, None) or, for a tampered record, (None, why it is
+    refused): the server is still shown."""
+    try:
+        return known_address(profile, host), None
+    except InputError as e:
+        return None, str(e)
+
+
+def _server(profile: Profile, host: str, address: str | None) -> dict[str, Any]:
+    """The server's status on `host` and, when it runs and its address is known, the CARLA
+    version it answers with."""
     from carla_launcher.server import control
     from carla_launcher.server.probe import NotReady, probe_version
 
     st = control.server_status(profile, host)
-    try:
-        address = known_address(profile, host)
-    except InputError as e:  # a tampered record: say so, and still show the server
-        address, st["address_error"] = None, str(e)
-    st["address"] = address
     st["version"] = None
     if st.get("running") and address:
         try:
@@ -120,52 +127,82 @@ def _remembered_variant(profile: Profile) -> Path | None:
 
 
 Part = Callable[[], dict[str, Any]]
+GUARDED = (LauncherError, OSError, subprocess.SubprocessError, ValueError)
+
+
+def _guarded(fn: Part, host: str = "") -> dict[str, Any]:
+    """`fn()`, or `{"error": ...}` when it fails: one part (one host) never hides the rest."""
+    try:
+        return fn()
+    except GUARDED as e:
+        return {"error": str(e).removeprefix(f"{host}: ") if host else str(e)}
 
 
 def gather(profile: Profile) -> dict[str, Any]:
-    host = profile.remote.host or "localhost"
-    parts: dict[str, Part] = {
-        "server": lambda: _server(profile, host),
-        "gpu": lambda: _server_gpu(profile, host),
-        "daemon": lambda: _daemon(profile),
-        "agent": lambda: _agent(_remembered_variant(profile), compose_environ(profile)),
-        "session": lambda: _session(profile),
-    }
-
-    def run(item: tuple[str, Part]) -> tuple[str, dict[str, Any]]:
-        key, fn = item
-        try:
-            return key, fn()
-        except (LauncherError, OSError, subprocess.SubprocessError, ValueError) as e:
-            return key, {"error": str(e)}
-
-    facts = dict(parallel.each(parts.items(), run))
+    """Every host's server and GPUs, and the daemon, the agent and the session here, all asked
+    at once: {profile, hosts: [{host, address, server, gpu}], daemon, agent, session}."""
+    hosts = list(profile.remote.hosts) or ["localhost"]
+    known = {h: _address(profile, h) for h in hosts}  # the state file only: no SSH
+    parts: list[tuple[str, str, Part]] = []
+    for h in hosts:
+        parts.append(("server", h, partial(_server, profile, h, known[h][0])))
+        parts.append(("gpu", h, partial(_server_gpu, profile, h)))
+    parts += [
+        ("daemon", "", lambda: _daemon(profile)),
+        ("agent", "", lambda: _agent(_remembered_variant(profile), compose_environ(profile))),
+        ("session", "", lambda: _session(profile)),
+    ]
+    done = parallel.each(parts, lambda part: _guarded(part[2], part[1]))
+    got = {(name, host): facts for (name, host, _), facts in zip(parts, done, strict=True)}
     return {
         "profile": profile.name,
-        "host": host,
-        **facts,
-        "address": facts["server"].get("address") or profile.remote.address,
+        "hosts": [_host(h, known[h], got[("server", h)], got[("gpu", h)]) for h in hosts],
+        "daemon": got[("daemon", "")],
+        "agent": got[("agent", "")],
+        "session": got[("session", "")],
     }
+
+
+def _host(
+    host: str, known: tuple[str | None, str | None], server: dict[str, Any], gpu: dict[str, Any]
+) -> dict[str, Any]:
+    """One host's facts; a refused address record is said beside its server."""
+    address, refused = known
+    server = {k: v for k, v in server.items() if k != "host"}
+    if refused:
+        server["address_error"] = refused
+    return {"host": host, "address": address, "server": server, "gpu": gpu}
+
+
+def _label(word: str, host: dict[str, Any], pool: bool) -> str:
+    """`server` for a profile with one host; `server HOST` in a pool, where rows and problems
+    must say which host they are about."""
+    return f"{word} {host['host']}" if pool else word
 
 
 def problems(facts: dict[str, Any]) -> list[str]:
-    """What should run and does not (exit code 1 when any). A server stopped on purpose
-    (`server stop`, `down --server`) is not a problem; one that died or exited is."""
+    """What should run and does not (exit code 1 when any), per host of a pool. A server
+    stopped on purpose (`server stop`, `down --server`) is not a problem; one that died or
+    exited is."""
     from carla_launcher.server.control import notes, state_words
 
     out = []
-    server = facts["server"]
-    if server.get("error"):
-        out.append(f"server: {server['error']}")
-    elif not server.get("running") and not server.get("stopped"):
-        out.append(
-            f"server: not running: {state_words(server)}; "
-            f"start it with `carla-launch server start {facts['profile']}`"
-        )
-    elif server.get("probe_error"):
-        out.append(f"server: running but not answering ({server['probe_error']})")
-    if not server.get("error"):  # restart loop gone, profile changed, a port held by another
-        out += [f"server: {note}" for note in notes(server, facts["profile"])]
+    hosts = facts["hosts"]
+    pool = len(hosts) > 1
+    for h in hosts:
+        server, name = h["server"], _label("server", h, pool)
+        only = f" --host {h['host']}" if pool else ""
+        if server.get("error"):
+            out.append(f"{name}: {server['error']}")
+        elif not server.get("running") and not server.get("stopped"):
+            out.append(
+                f"{name}: not running: {state_words(server)}; "
+                f"start it with `carla-launch server start {facts['profile']}{only}`"
+            )
+        elif server.get("probe_error"):
+            out.append(f"{name}: running but not answering ({server['probe_error']})")
+        if not server.get("error"):  # restart loop gone, profile changed, a port held by another
+            out += [f"{name}: {note}" for note in notes(server, facts["profile"])]
     if facts["session"].get("exists"):
         agent = facts["agent"]
         if not agent.get("running"):
@@ -191,46 +228,55 @@ def _yes(flag: Any) -> str:
     return "yes" if flag else "no"
 
 
-def render(facts: dict[str, Any]) -> list[str]:
+def _server_words(s: dict[str, Any]) -> str:
     from carla_launcher.server.control import state_words
 
-    s, d, a, se, g = (
-        facts["server"],
-        facts["daemon"],
-        facts["agent"],
-        facts["session"],
-        facts["gpu"],
-    )
-    rows = []
     if s.get("error"):
-        rows.append(("server", f"unknown: {s['error']}"))
-    elif not s.get("running"):
+        return f"unknown: {s['error']}"
+    if not s.get("running"):
         where = f"; port {s['port']}" if s.get("port") else ""
-        rows.append(("server", f"no: {state_words(s)}{where}"))
-    else:
-        detail = f"{s.get('state')}" + (f", pid {s['pid']}" if s.get("pid") else "")
-        if s.get("uptime_s") is not None:
-            detail += f", up {int(s['uptime_s'])} s"
-        detail += f", restarts {s.get('restarts') or 0}, port {s.get('port')}"
-        if s.get("version"):
-            detail += f", CARLA {s['version']}"
-        if s.get("last_crash_line"):
-            detail += f"; last crash: {s['last_crash_line']}"
-        rows.append(("server", f"{_yes(s.get('running'))} ({detail})"))
+        return f"no: {state_words(s)}{where}"
+    detail = f"{s.get('state')}" + (f", pid {s['pid']}" if s.get("pid") else "")
+    if s.get("uptime_s") is not None:
+        detail += f", up {int(s['uptime_s'])} s"
+    detail += f", restarts {s.get('restarts') or 0}, port {s.get('port')}"
+    if s.get("version"):
+        detail += f", CARLA {s['version']}"
+    if s.get("last_crash_line"):
+        detail += f"; last crash: {s['last_crash_line']}"
+    return f"{_yes(s.get('running'))} ({detail})"
+
+
+def _gpu_words(g: dict[str, Any]) -> str:
     if g.get("error"):
-        rows.append(("server GPU", f"unknown: {g['error']}"))
-    elif g.get("gpus"):
+        return f"unknown: {g['error']}"
+    if g.get("gpus"):
         used = ", ".join(f"GPU{x['index']} {x['used_mib']}/{x['total_mib']} MiB" for x in g["gpus"])
         carla = f"CARLA {g['server_mib']} MiB; " if g.get("server_mib") is not None else ""
-        rows.append(("server GPU", carla + used))
-    else:
-        rows.append(("server GPU", g.get("message") or "no NVIDIA GPU seen"))
-    if facts.get("address"):
-        rows.append(("address", str(facts["address"])))
-    elif s.get("address_error"):
-        rows.append(("address", f"unknown: {s['address_error']}"))
-    else:
-        rows.append(("address", "not known yet (carla-launch address P)"))
+        return carla + used
+    return str(g.get("message") or "no NVIDIA GPU seen")
+
+
+def _address_words(h: dict[str, Any], profile: str, pool: bool) -> str:
+    if h.get("address"):
+        return str(h["address"])
+    if h["server"].get("address_error"):
+        return f"unknown: {h['server']['address_error']}"
+    only = f" --host {h['host']}" if pool else ""
+    return f"not known yet (carla-launch address {profile}{only})"
+
+
+def render(facts: dict[str, Any]) -> list[str]:
+    """The table: server, server GPU and address rows for each host (named in a pool), then
+    the daemon, the agent and the session here."""
+    d, a, se = facts["daemon"], facts["agent"], facts["session"]
+    hosts = facts["hosts"]
+    pool = len(hosts) > 1
+    rows = []
+    for h in hosts:
+        rows.append((_label("server", h, pool), _server_words(h["server"])))
+        rows.append((_label("server GPU", h, pool), _gpu_words(h["gpu"])))
+        rows.append((_label("address", h, pool), _address_words(h, facts["profile"], pool)))
     if d.get("error"):
         rows.append(("daemon", f"unknown: {d['error']}"))
     else:

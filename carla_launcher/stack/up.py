@@ -15,11 +15,16 @@ from typing import Any
 from carla_launcher import records
 from carla_launcher import session as sess
 from carla_launcher.box.ssh import RemoteError
-from carla_launcher.errors import display_path
 from carla_launcher.profile import Profile
 from carla_launcher.stack.env import agent_env, first_host, remembered_env
 from carla_launcher.stack.panes import session_panes
-from carla_launcher.stack.variants import Say, choose_variant, sync_variants, warn_shared_folder
+from carla_launcher.stack.variants import (
+    Say,
+    address_origin,
+    choose_variant,
+    sync_variants,
+    warn_shared_folder,
+)
 from carla_launcher.term import Board
 
 Live = Callable[[], Board | None] | None  # opens the deploy's live rows (None: plain lines)
@@ -110,24 +115,25 @@ def up(
 
     host = first_host(profile)
     done: list[str] = []
+    known = profile.remote.address or records.server(profile, host).address  # before a deploy
     st = ensure_server(profile, host, say, done, live)
-    address = agent_address(profile, host)
+    address = agent_address(profile, host)  # the deploy's, else found over SSH (and remembered)
     port = int(st.get("port") or profile.server.port)
     version = control.wait_started(profile, host, address, port, progress)
     records.learn(profile, host, address=address, port=port, version=version)
     report = UpReport(host, address, port, version, done=done)
     warn_shared_folder(profile, address, say)
-    variants, written = sync_variants(profile, address, port, say)
-    if written:
-        done.append("wrote " + ", ".join(written))
-    variant = choose_variant(profile.compose_dir, variants, compose)
+    origin = address_origin(profile, None if known else host)
+    synced = sync_variants(profile, address, port, say, origin)
+    done += synced.lines
+    variant = choose_variant(profile.compose_dir, synced.variants, compose)
     report.variant = variant
     server = sess.tmux_server()
     name = sess.session_name(profile.key)
     env = agent_env(address, port)
     # an env-mode variant stays the same when the address moves: its agent must restart anyway
     moved = remembered_env(profile) not in (None, env)
-    rerun = display_path(variant) in written or moved or bool(compose_args)
+    rerun = variant in synced.written or moved or bool(compose_args)
     restart = {"agent"} if rerun else set()
     panes = session_panes(
         profile,
@@ -143,5 +149,7 @@ def up(
         done.append("opened panes: " + ", ".join(result.created))
     if result.respawned:
         done.append("restarted panes: " + ", ".join(result.respawned))
-    records.remember_session(profile, records.SessionRecord(variant, name, env))
+    records.remember_session(
+        profile, records.SessionRecord(variant, name, env, tuple(compose_args))
+    )
     return report

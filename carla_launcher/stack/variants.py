@@ -1,17 +1,19 @@
 """Which variant the agent runs, and writing the variants for the box `up` reached.
 
 `choose_variant` is pure; `sync_variants` goes through the one sync service
-(`compose.service`), so `up` says "edited by hand" exactly as `sync` and the daemon do.
+(`compose.service`), so `up` says "edited by hand" exactly as `sync` and the daemon do, and
+what a variant it wrote did (`service.write_line`) exactly as `sync` does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from carla_launcher import records
 from carla_launcher.compose.discover import variant_name
-from carla_launcher.errors import InputError, LauncherError, display_path
+from carla_launcher.errors import InputError, LauncherError
 from carla_launcher.profile import Profile
 
 Say = Callable[[str], None]
@@ -46,11 +48,33 @@ def existing_variants(folder: Path) -> list[Path]:
     return [p for e in find_entries(folder) if (p := e.with_name(variant_name(e.name))).is_file()]
 
 
-def sync_variants(
-    profile: Profile, address: str, port: int, say: Say
-) -> tuple[list[Path], list[str]]:
-    """Write the variants for this address (or, in the env mode, for any); (all variants, the
-    ones written now)."""
+@dataclass(frozen=True)
+class Synced:
+    """The folder's variants after `up` synced them: all of them, the ones written now, and
+    what each written one did, in `sync`'s words (the simulator removed, how many references
+    point where, where the address came from)."""
+
+    variants: list[Path]
+    written: list[Path]
+    lines: list[str]
+
+
+def address_origin(profile: Profile, discovered_on: str | None = None) -> str:
+    """Where the address of `up`'s variants came from, as `sync` says it (targeting's words);
+    `discovered_on`: the host whose address `up` has just found over SSH."""
+    from carla_launcher.targeting import sync_targets
+
+    if discovered_on and not profile.compose.env_mode:
+        return f"address found over SSH on {discovered_on}"
+    try:
+        return sync_targets(None, str(profile.path), None, None)[0].origin
+    except InputError:  # the profile vanished since `up` read it: the facts without the origin
+        return ""
+
+
+def sync_variants(profile: Profile, address: str, port: int, say: Say, origin: str = "") -> Synced:
+    """Write the variants for this address (or, in the env mode, for any). A variant that was
+    edited by hand stops `up`, as `sync` says it; `origin` ends each line (address_origin)."""
     from carla_launcher.compose import service
     from carla_launcher.compose.sync import Target
 
@@ -60,10 +84,14 @@ def sync_variants(
     else:
         target = Target(address, port, profile.compose.simulator)
     report = service.sync_folder(folder, target, service.Mode.WRITE)
-    variants, written = [], []
+    variants: list[Path] = []
+    written: list[Path] = []
+    lines: list[str] = []
     for entry in report.entries:
         if entry.error is not None:
             say(f"warning: {entry.error}")
+        wrote = any(v.state is service.VariantState.WRITTEN for v in entry.variants)
+        facts = service.facts_of(entry) if wrote else {}  # a diff per variant: only when said
         for v in entry.variants:
             if v.error is not None:
                 raise v.error
@@ -74,8 +102,9 @@ def sync_variants(
             ):
                 variants.append(v.path)
             if v.state is service.VariantState.WRITTEN:
-                written.append(display_path(v.path))
-    return sorted(set(variants)), written
+                written.append(v.path)
+                lines.append(service.write_line(v.path, v.state, facts.get(v.path), origin))
+    return Synced(sorted(set(variants)), written, lines)
 
 
 def warn_shared_folder(profile: Profile, address: str, say: Say) -> None:

@@ -13,12 +13,19 @@ import subprocess
 
 import pytest
 
+from carla_launcher import session as sess
 from carla_launcher.profile import read_profile
 from tests.harness.agent import AGENT, VERSION_CALL, cli, pane_text
 from tests.harness.netns_box import Box
 from tests.harness.polling import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
+
+
+def _agent_pane(session: str) -> sess.PaneState:
+    found = sess.find_session(sess.tmux_server(), session)
+    assert found is not None
+    return sess.pane_states(found)["agent"]
 
 
 def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_socket: str) -> None:
@@ -33,6 +40,11 @@ def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_so
     up = cli(box, env, "up", str(box.profile_path), "--no-attach")
     assert up.returncode == 0, up.stderr + up.stdout
     assert f"server {box.alias}" in up.stdout or box.address in up.stdout
+    # what the variant is, as `sync` says it: the simulator gone, the agent pointed at the box
+    assert (
+        "up: wrote proj/build/docker-compose.distributed.yaml: removed service carla-simulator; "
+        f"1 reference now points at {box.address}:2000 (address found over SSH on {box.alias})"
+    ) in up.stdout.splitlines(), up.stdout
     variant = project / "docker-compose.distributed.yaml"
     assert f"CARLA_SIM_HOST={box.address}" in variant.read_text()
     session = f"carla-{read_profile(box.profile_path).key}"
@@ -62,6 +74,20 @@ def test_up_status_down_with_real_docker_tmux_and_ssh(box: Box, dockerd, tmux_so
     assert again.returncode == 0, again.stderr
     assert "nothing changed" in again.stdout
     assert box.carla_pid() == pid
+
+    # `--` passes the rest to `docker compose up`; when that agent ends, attach starts it
+    # again with them, as `up` ran it
+    passed = cli(box, env, "up", str(box.profile_path), "--no-attach", "--", "agent")
+    assert passed.returncode == 0, passed.stderr
+    assert "up: restarted panes: agent" in passed.stdout, passed.stdout
+    assert "docker-compose.distributed.yaml up agent; session" in passed.stdout, passed.stdout
+    pane = str(_agent_pane(session)["pane_id"])  # Ctrl-C in the agent's pane: it ends
+    subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", pane, "C-c"], check=True)
+    wait_for(lambda: not _agent_pane(session)["alive"], 60, "the agent pane to end")
+    attach = cli(box, env, "attach", str(box.profile_path), "--no-attach")
+    assert attach.returncode == 0, attach.stderr
+    assert "restarted agent" in attach.stderr
+    assert str(_agent_pane(session)["command"]).rstrip('"').endswith(" up agent")
 
     down = cli(box, env, "down", str(box.profile_path), "--server")
     assert down.returncode == 0, down.stderr
