@@ -54,7 +54,7 @@ def ensure_server(
     st = control.server_status(profile, host)
     if not st.get("deployed"):
         say(f"{host}: not deployed yet: deploying (this downloads the CARLA package once)")
-        _deploy(profile, say, live=live)
+        _deploy(profile, say, live=live, hosts=[host])
         report_done.append("deployed the server")
         st = control.server_status(profile, host)
     elif redeploy_drifted(profile, [st], say, live):
@@ -71,24 +71,31 @@ def redeploy_drifted(
     profile: Profile, statuses: list[dict[str, Any]], say: Say, live: Live = None
 ) -> set[str]:
     """Redeploy when the profile changed since a box's launch script was written (the deploy
-    rewrites it and starts or restarts the server); the hosts that had drifted."""
+    rewrites it and starts or restarts the server); the hosts that had drifted. Only those are
+    deployed: another host's server, perhaps stopped on purpose, is left as it is."""
     from carla_launcher.server.drift import changed_since_deploy
 
     drifted = [st for st in statuses if st.get("drift")]
     for st in drifted:
         say(f"{st['host']}: {changed_since_deploy(st['drift'])}: redeploying the launch script")
     if drifted:
-        _deploy(profile, say, probe=False, live=live)
+        _deploy(profile, say, probe=False, live=live, hosts=[st["host"] for st in drifted])
     return {st["host"] for st in drifted}
 
 
-def _deploy(profile: Profile, say: Say, probe: bool = True, live: Live = None) -> None:
+def _deploy(
+    profile: Profile,
+    say: Say,
+    probe: bool = True,
+    live: Live = None,
+    hosts: list[str] | None = None,
+) -> None:
     """The deploy, shown as live rows when `live` opens a board (a terminal), else as lines."""
     from carla_launcher.deploy.runner import deploy
 
     board = live() if live is not None else None
     try:
-        report = deploy(profile, on_line=say, probe=probe, board=board)
+        report = deploy(profile, on_line=say, probe=probe, board=board, hosts=hosts)
     finally:
         if board is not None:
             board.close()
