@@ -31,8 +31,10 @@ def status(profile: str | None, as_json: bool) -> None:
     server GPU and address rows; a host that cannot be reached is one problem, not a hidden
     pool.
 
-    Exits 1 when something that should run does not (server down, agent containers or a pane
-    of the session ended, variants stale); a server stopped with `server stop` or
+    Exits 1 when something is not as the profile asks: something that should run does not
+    (server down, its restart loop gone, agent containers or a pane of the session ended), or
+    is out of date (variants stale, a launch script older than the profile's last edit, a port
+    of the server held by someone else). A server stopped with `server stop` or
     `down --server` is stopped on purpose, not a problem.
     """
     prof = load_profile(profile)
