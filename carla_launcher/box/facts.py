@@ -23,6 +23,7 @@ from carla_launcher.box.parsers import (
     parse_ip_addr,
     parse_key_values,
     parse_listeners,
+    parse_owner,
     parse_packages,
 )
 from carla_launcher.box.shell import MARKER, prologue, q
@@ -54,6 +55,43 @@ leftovers() {{  # no programs run: the facts script stays one quick round trip
     printf '%s\\n' "$_lo_d"
   done
 }}
+"""
+
+#: Who uploads: each deploy uploads a local archive to a name of its own,
+#: `NAME.upload-OWNER.part` (`deploy/package.py`), OWNER being `PID.START` of the process that
+#: lives as long as the deploy's connection to the box (`deploy_owner`: the first sshd or
+#: dropbear above this shell, or the deploy itself, a python, with `connector: local`), or
+#: `tTOKEN` (a token of the deploy) when there is none. `dead_uploads` prints the uploads whose
+#: deploy is gone: its process ended (or its pid now names another), or, for a token, an hour
+#: without a write. Reads /proc only: no programs run, except `find` for a token's age.
+UPLOADS_FUNCTION = r"""
+pid_born() {  # field 22 of /proc/$1/stat: when $1 started (clock ticks since boot)
+  { read -r _pb_l < "/proc/$1/stat"; } 2>/dev/null || return 1
+  set -- ${_pb_l##*) }
+  [ $# -ge 20 ] && echo "${20}"
+}
+deploy_owner() {
+  _do_p=$$ _do_n=0
+  while [ "$_do_p" -gt 1 ] && [ $_do_n -lt 16 ]; do
+    { read -r _do_l < "/proc/$_do_p/stat"; } 2>/dev/null || return 1
+    _do_c=${_do_l#*\(}; _do_c=${_do_c%\)*}
+    case $_do_c in sshd*|dropbear*|python*) echo "$_do_p.$(pid_born "$_do_p")"; return ;; esac
+    set -- ${_do_l##*) }
+    _do_p=$2 _do_n=$((_do_n + 1))
+  done
+  return 1
+}
+dead_uploads() {
+  for _du_f in "$DLDIR"/*.upload-*.part; do
+    [ -f "$_du_f" ] && [ ! -L "$_du_f" ] || continue
+    _du_o=${_du_f##*.upload-}; _du_o=${_du_o%.part}
+    case $_du_o in
+      [0-9]*.[0-9]*) [ "$(pid_born "${_du_o%%.*}")" = "${_du_o#*.}" ] && continue ;;
+      *) [ -n "$(find "$_du_f" -mmin +60 2>/dev/null)" ] || continue ;;
+    esac
+    printf '%s\n' "$_du_f"
+  done
+}
 """
 
 _GQ = ",".join(GPU_FIELDS)
@@ -106,7 +144,8 @@ else cat /proc/net/tcp /proc/net/tcp6; fi""",
     "marker": f'head -c 2000 "$ROOT/{MARKER}"',
     "download": 'a={archive}; [ -n "$a" ] && cat "$DLDIR/$a.sha256"',
     "tmux": '[ "$USER_EXISTS" = yes ] && as_server tmux list-sessions -F "#{session_name}"',
-    "leftovers": LEFTOVERS_FUNCTION + "leftovers",
+    "leftovers": LEFTOVERS_FUNCTION + UPLOADS_FUNCTION + "leftovers; dead_uploads",
+    "owner": UPLOADS_FUNCTION + "deploy_owner",
     "launch": 'sha256sum "$SDIR/launch.sh" | cut -c1-64',
     "status": 'cat "$SDIR/status"; echo; echo "deployed_port=$(cat "$SDIR/port")"',
     "compose": 'echo "compose_sha=$(cat "$SDIR/.compose.sha256")"; '
@@ -133,6 +172,7 @@ DEPLOY = (
     "marker",
     "download",
     "leftovers",
+    "owner",
     "tmux",
     "launch",
     "status",
@@ -193,7 +233,8 @@ class BoxFacts:
     launcher: bool = False  # CarlaUE4.sh at the install root
     marker: dict[str, str] | None = None  # deploy's install marker; None: none there
     download_verified: str | None = None  # sha256 of a verified archive not yet unpacked
-    leftovers: tuple[str, ...] = ()  # what an interrupted unpack or upgrade left (paths)
+    leftovers: tuple[str, ...] = ()  # what an interrupted unpack, upgrade or upload left (paths)
+    upload_owner: str | None = None  # PID.START of what serves this deploy on the box
     icd_files: tuple[str, ...] = ()
     vulkaninfo: bool | None = None
     vulkan_lines: tuple[str, ...] = ()
@@ -275,6 +316,7 @@ def parse_facts(
         marker=marker,
         download_verified=download[0] if download else None,
         leftovers=tuple(ln for ln in s.get("leftovers", empty).text.splitlines() if ln.strip()),
+        upload_owner=parse_owner(lines("owner")),
         icd_files=icd,
         vulkaninfo=vk,
         vulkan_lines=vk_lines,

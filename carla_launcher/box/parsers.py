@@ -93,6 +93,12 @@ def parse_key_values(lines: Iterable[str]) -> dict[str, str]:
     return result
 
 
+def parse_owner(lines: Iterable[str]) -> str | None:
+    """`deploy_owner`'s `PID.START` (digits only: it becomes part of a file name), else None."""
+    found = [ln.strip() for ln in lines if re.fullmatch(r"[0-9]+\.[0-9]+", ln.strip())]
+    return found[0] if found else None
+
+
 def _int(text: str) -> int | None:
     try:
         return int(text.strip())

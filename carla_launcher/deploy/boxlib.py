@@ -9,7 +9,7 @@ a process vanishes between two looks: a box script prints our lines, never a she
 
 from __future__ import annotations
 
-from carla_launcher.box.facts import LEFTOVERS_FUNCTION
+from carla_launcher.box.facts import LEFTOVERS_FUNCTION, UPLOADS_FUNCTION
 from carla_launcher.box.progress import PROGRESS_FUNCTION
 from carla_launcher.box.shell import MARKER
 
@@ -97,29 +97,38 @@ verified_here() {  # is $A downloaded and checked already (by another deploy, sa
   [ -f "$DLDIR/$A" ] && [ -f "$DLDIR/$A.sha256" ] &&
     { [ -z "$SHA" ] || [ "$(cat "$DLDIR/$A.sha256")" = "$SHA" ]; }
 }
-verify_archive() {  # the sha256 of $DLDIR/$A.part (with progress); then it becomes $DLDIR/$A
-  _va_size=$(size_of "$DLDIR/$A.part")
+verify_archive() {  # the sha256 of $1 (default $DLDIR/$A.part, with progress); then it
+  # becomes $DLDIR/$A
+  _va_f=${1:-$DLDIR/$A.part}
+  _va_size=$(size_of "$_va_f")
   echo "checking the sha256 of $A ($(human "$_va_size"))"
   rm -f "$DLDIR"/.sha256.*  # a killed check's (we hold the install lock)
   _va_out="$DLDIR/.sha256.$$"
-  sha256sum < "$DLDIR/$A.part" > "$_va_out" 2>/dev/null &
+  sha256sum < "$_va_f" > "$_va_out" 2>/dev/null &
   _va_w=$!
-  every EVERY checksum "$_va_size" read_pos "$(readlink -f "$DLDIR/$A.part")" "$_va_w" &
+  every EVERY checksum "$_va_size" read_pos "$(readlink -f "$_va_f")" "$_va_w" &
   _va_m=$!
   wait "$_va_w"; _va_rc=$?
   stop_every "$_va_m"
   sum=$(cut -c1-64 "$_va_out" 2>/dev/null); rm -f "$_va_out"
-  [ "$_va_rc" = 0 ] && [ -n "$sum" ] || die "could not read $DLDIR/$A.part to check its sha256"
+  [ "$_va_rc" = 0 ] && [ -n "$sum" ] || die "could not read $_va_f to check its sha256"
   progress checksum "$_va_size" "$_va_size"
   if [ -n "$SHA" ] && [ "$sum" != "$SHA" ]; then
-    rm -f "$DLDIR/$A.part"
+    rm -f "$_va_f"
     die "checksum mismatch for $A: expected $SHA, got $sum; nothing was unpacked and the \
 download was deleted (check server.package.sha256 and the URL)"
   fi
   [ -n "$SHA" ] || echo "warning: no server.package.sha256 in the profile; this archive has sha256 $sum"
-  as_server mv -f "$DLDIR/$A.part" "$DLDIR/$A" || mv -f "$DLDIR/$A.part" "$DLDIR/$A"
+  as_server mv -f "$_va_f" "$DLDIR/$A" || mv -f "$_va_f" "$DLDIR/$A"
   printf '%s\n' "$sum" | as_server sh -c 'cat > "$1"' sh "$DLDIR/$A.sha256"
   echo "checked the sha256 of $A"
+}
+clean_uploads() {  # uploads of deploys that are gone (killed, or their connection lost)
+  dead_uploads | while IFS= read -r _cu_f; do
+    echo "removing $_cu_f (left by an interrupted upload)"
+    rm -f "$_cu_f" 2>/dev/null || as_server rm -f "$_cu_f" 2>/dev/null
+  done
+  return 0
 }
 clean_leftovers() {  # what an interrupted unpack or upgrade of $ROOT left beside it
   leftovers | while IFS= read -r _cl_d; do
@@ -133,6 +142,7 @@ clean_leftovers() {  # what an interrupted unpack or upgrade of $ROOT left besid
 FUNCTIONS = (
     PROGRESS_FUNCTION
     + LEFTOVERS_FUNCTION
+    + UPLOADS_FUNCTION
     + _FUNCTIONS.replace("UNPACK_FACTOR", str(UNPACK_FACTOR))
     .replace("EVERY", str(EVERY))
     .replace("MARKER", MARKER)

@@ -6,7 +6,9 @@ number of attempts, from zero when the server ignores Range; an HTTP error such 
 final), a local file is uploaded instead, the sha256 is checked before anything is unpacked (a
 bad archive is deleted), disk space is checked first, and the archive is unpacked into a
 temporary folder next to the install root and renamed into place, so a failed run never leaves
-half a tree (and the next run removes what a killed one left). Archives live in the server
+half a tree (and the next run removes what a killed one left). Each deploy uploads into a file
+of its own, moved into place under the lock once checked; the next run removes the uploads of
+deploys that are gone. Archives live in the server
 user's download folder, closed to others (0700, files 0600), and go once unpacked. One deploy
 per install root works at a time (a lock on the box); a second waits, then finds the work done.
 A marker in the root records what was installed; the next run reads it and skips all of this
@@ -148,43 +150,68 @@ verify_archive
     )
 
 
-def upload_prepare_script(source: PackageSource, size: int) -> str:
-    """Before uploading a local archive: room for it, and an empty partial file, 0600 in a 0700
-    folder, for the upload to write into (an upload keeps the mode of the file it replaces)."""
+def upload_name(archive: str, owner: str) -> str:
+    """The file one deploy uploads `archive` into: a name of its own, as two deploys of one
+    archive at once upload at the same time (the install lock is not held during the transfer).
+    `owner` is `box.facts`' upload owner (PID.START) or `t` and a token of the deploy; the next
+    run removes the file when that owner is gone (`dead_uploads`)."""
+    if not owner or not all(c.isalnum() or c == "." for c in owner):
+        raise ValueError(f"not an upload owner: {owner!r}")
+    return f"{archive}.upload-{owner}.part"
+
+
+def upload_prepare_script(source: PackageSource, size: int, name: str) -> str:
+    """Before uploading a local archive into `name`: room for it, what gone uploads left
+    removed, and an empty file, 0600 in a 0700 folder, for the upload to write into (an upload
+    keeps the mode of the file it replaces)."""
     return (
         FUNCTIONS
         + f"""
 A={q(source.archive_name)}
+UP="$DLDIR/"{q(name)}
 lock_install
 private_downloads
-rm -f "$DLDIR/$A" "$DLDIR/$A.sha256" "$DLDIR/$A.part"
+clean_uploads
 check_disk {int(size)} {int(size)}
-: > "$DLDIR/$A.part" || die "cannot write $DLDIR/$A.part"
+: > "$UP" || die "cannot write $UP"
 echo "uploading $A ($(human {int(size)}))"
 """
     )
 
 
-def upload_finish_script(source: PackageSource) -> str:
-    """After the upload (as the login user): hand the file to the server user, verify it."""
+def upload_finish_script(source: PackageSource, name: str) -> str:
+    """After the upload (as the login user): hand the file to the server user, verify it, and
+    it becomes the archive to unpack; a deploy that waited for another finds that work done and
+    removes its own upload."""
     return (
         FUNCTIONS
         + f"""
 A={q(source.archive_name)}
+URL={q(source.url or "")}
 SHA={q(source.sha256 or "")}
+UP="$DLDIR/"{q(name)}
+# open while we wait for the lock: a deploy that holds it sees this upload in use
+[ -r "$UP" ] || die "the upload $UP is gone (removed by another deploy?); rerun carla-launch deploy"
+exec 8< "$UP"
 lock_install
 umask 077
-if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then
-  chown "$SU" "$DLDIR/$A.part" || die "cannot hand $DLDIR/$A.part to $SU"
+if installed_here; then
+  rm -f "$UP"; echo "$A is installed at $ROOT already (by another deploy)"; exit 0
 fi
-verify_archive
+if verified_here; then
+  rm -f "$UP"; echo "$A is uploaded and checked already (by another deploy)"; exit 0
+fi
+if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then
+  chown "$SU" "$UP" || die "cannot hand $UP to $SU"
+fi
+verify_archive "$UP"
 """
     )
 
 
 def cleanup_script() -> str:
-    """Remove what an interrupted unpack or upgrade left beside the install root."""
-    return FUNCTIONS + "lock_install\nclean_leftovers\n"
+    """Remove what an interrupted unpack, upgrade or upload left."""
+    return FUNCTIONS + "lock_install\nclean_leftovers\nclean_uploads\n"
 
 
 def unpack_script(source: PackageSource) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from carla_launcher.box.facts import BoxFacts
 from carla_launcher.box.ports import NoFreePort, choose_port
 from carla_launcher.box.shell import (
+    DOWNLOADS,
     PORT_FUNCTIONS,
     START_FUNCTION,
     STATE_DIR,
@@ -31,6 +32,7 @@ from carla_launcher.deploy.package import (
     is_installed,
     unpack_script,
     upload_finish_script,
+    upload_name,
     upload_prepare_script,
 )
 from carla_launcher.profile import Profile
@@ -92,6 +94,7 @@ class LocalInputs:
     source: PackageSource
     package_size: int | None = None  # of a local archive
     settings_text: str | None = None  # the CARLA settings file named by the profile
+    nonce: str = "0"  # this deploy's, for its upload's name when the box names no owner
 
 
 def _noop(name: str, why: str) -> Step:
@@ -190,13 +193,14 @@ def plan_host(
             fetch = _noop(STEPS[3], "downloaded and checked before")
         elif source.kind == "local":
             size = local.package_size or 0
-            remote = f"{facts.server_home}/.carla-launch/downloads/{source.archive_name}.part"
+            name = upload_name(source.archive_name or "", facts.upload_owner or f"t{local.nonce}")
+            remote = f"{facts.server_home}/{STATE_DIR}/{DOWNLOADS}/{name}"
             upload = Step(
                 STEPS[2],
-                head + upload_prepare_script(source, size),
+                head + upload_prepare_script(source, size, name),
                 f"upload {source.local_path}",
                 upload=(str(source.local_path), remote),
-                after_upload=head + upload_finish_script(source),
+                after_upload=head + upload_finish_script(source, name),
             )
         else:
             fetch = Step(STEPS[3], head + download_script(source), f"download {source.url}")

@@ -147,13 +147,20 @@ def test_a_local_archive_is_uploaded(profile: Profile, tmp_path: Path) -> None:
     archive = tmp_path / "CARLA.tar.xz"
     archive.write_bytes(b"x" * 10)
     src = package_source(str(archive), None, tmp_path)
-    plan = plan_host(profile, "gpu", fresh(), LocalInputs(src, 10), None)
+    plan = plan_host(profile, "gpu", fresh(upload_owner="812.4242"), LocalInputs(src, 10), None)
     upload = plan.steps[2]
+    # a name of its own: two deploys of one archive at once never write one file
     assert upload.changes and upload.upload == (
         str(archive),
-        "/home/carla/.carla-launch/downloads/CARLA.tar.xz.part",
+        "/home/carla/.carla-launch/downloads/CARLA.tar.xz.upload-812.4242.part",
     )
     assert not plan.steps[3].changes
+    # a box that names no owner: the deploy's own nonce
+    plan = plan_host(profile, "gpu", fresh(), LocalInputs(src, 10, nonce="beef"), None)
+    assert plan.steps[2].upload == (
+        str(archive),
+        "/home/carla/.carla-launch/downloads/CARLA.tar.xz.upload-tbeef.part",
+    )
 
 
 def test_a_file_url_is_refused_and_a_local_path_still_uploads(tmp_path: Path) -> None:
