@@ -36,6 +36,7 @@ from carla_launcher.deploy.package import (
     upload_prepare_script,
 )
 from carla_launcher.profile import Profile
+from carla_launcher.profile.fields import walk
 from carla_launcher.server.compose import compose_up_script
 from carla_launcher.server.launch import (
     LaunchConfig,
@@ -43,6 +44,8 @@ from carla_launcher.server.launch import (
     render_launch_script,
     server_args,
 )
+
+DEFAULT_SERVER_USER = dict(walk())["server.user"].default
 
 STEPS = (
     "Create the server user",
@@ -118,7 +121,11 @@ def plan_host(
         return plan
     head = prologue(srv.user, srv.tmux_session, srv.package.root)
     compose = srv.mode == "compose"
-    if not facts.login_root and srv.user != facts.login_user and not compose:
+    if (  # only a server.user someone chose: the default is no wish to be warned about
+        not facts.login_root
+        and srv.user not in (facts.login_user, DEFAULT_SERVER_USER)
+        and not compose
+    ):
         plan.warnings.append(
             f"logged in as {facts.login_user}, not root: the server runs as "
             f"{facts.login_user} (server.user is only used when logging in as root)"

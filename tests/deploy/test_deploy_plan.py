@@ -355,3 +355,17 @@ def _only_zombies(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return False
     return True
+
+
+def test_a_non_root_login_warns_only_about_a_server_user_someone_chose(profile: Profile) -> None:
+    """Logged in as `me`, the server runs as `me`: worth a word only when the profile asked
+    for another user, not when server.user is the default that `init` writes."""
+    me = fresh(uid=1000, login_user="me", privilege="sudo", server_user="me")
+    plan = plan_host(profile, "gpu", me, local(profile), "10.0.0.5")
+    assert not [w for w in plan.warnings if "server.user" in w], plan.warnings
+    chosen = replace(profile, server=replace(profile.server, user="svc"))
+    plan = plan_host(chosen, "gpu", me, local(chosen), "10.0.0.5")
+    assert [w for w in plan.warnings if "server.user" in w] == [
+        "logged in as me, not root: the server runs as me (server.user is only used when "
+        "logging in as root)"
+    ]
