@@ -17,6 +17,9 @@ DOWNLOADS = "downloads"  # below STATE_DIR: partial and verified archives
 #: below STATE_DIR: the deploy made the server user (useradd), so `server uninstall --user` may
 #: remove it; never a user without this file
 USER_CREATED = "user-created-by-carla-launch"
+#: The deploy's lock of the install root $ROOT, a shell word (deploy/boxlib.py: lock_install;
+#: `server uninstall` holds it while removing)
+INSTALL_LOCK = f'"$SHOME/{STATE_DIR}/install-$(printf %s "$ROOT" | cksum | cut -d\' \' -f1).lock"'
 
 
 def q(value: object) -> str:
@@ -88,11 +91,11 @@ port_users() {  # port_users PORT ours|foreign: "PORT UID" lines of the listener
   printf '%s\n' "$_pf" | while read -r _h _u; do printf '%d %s\n' "0x$_h" "$_u"; done
 }
 ports_foreign() { port_users "${1:-}" foreign; }
-foreign_port_error() {  # dies when another user's process holds one of $1..$1+2
-  if _fp=$(ports_foreign "${1:-}"); then
-    set -- $(printf '%s\n' "$_fp" | head -n 1)
-    die "port $1 is held by another user's process (uid $2): choose another server.port"
-  fi
+user_pids() {  # the live processes of the server user, from /proc (busybox ps has no -u)
+  for _d in /proc/[0-9]*; do
+    proc_alive "${_d#/proc/}" && printf '%s ' "${_d#/proc/}"
+  done
+  return 0
 }
 proc_start() {  # field 22 of /proc/$1/stat: when $1 started (clock ticks since boot)
   { read -r _ps < "/proc/$1/stat"; } 2>/dev/null || return 1
@@ -199,18 +202,31 @@ stop_server() {  # tmux session, launch loop and the server's whole process grou
 
 
 START_FUNCTION = r"""
+start_failed() {  # start_failed WHY WHAT-TO-DO: the status file keeps WHY (`status` says
+  # "failed (WHY)", not "died" or a stop on purpose); then dies with both
+  if [ -f "$SDIR/status" ]; then
+    { sed -e 's/^state=.*/state=failed/' -e '/^last_crash=/d' "$SDIR/status"
+      printf 'last_crash=%s\n' "$1"; } > "$SDIR/status.tmp" 2>/dev/null &&
+      cat "$SDIR/status.tmp" > "$SDIR/status"; rm -f "$SDIR/status.tmp"
+  fi
+  die "$1: $2"
+}
 start_server() {  # the launch loop in a detached tmux session, as the server user
+  rm -f "$SDIR/stopped"  # asked to run: no longer stopped on purpose, even if this fails
   [ -f "$SDIR/launch.sh" ] || die "no launch script in $SDIR: run carla-launch deploy first"
   if as_server tmux has-session -t "=$CL_SESSION" 2>/dev/null; then return 0; fi
-  foreign_port_error "$(cat "$SDIR/port" 2>/dev/null)"
+  if _fp=$(ports_foreign "$(cat "$SDIR/port" 2>/dev/null)"); then
+    set -- $(printf '%s\n' "$_fp" | head -n 1)
+    start_failed "port $1 is held by another user's process (uid $2)" "choose another server.port"
+  fi
   as_server tmux new-session -d -s "$CL_SESSION" -x 200 -y 50 sh "$SDIR/launch.sh" ||
-    die "tmux could not start session $CL_SESSION"
-  rm -f "$SDIR/stopped"
+    start_failed "tmux could not start session $CL_SESSION" "run carla-launch doctor"
 }
 """
 
 #: `$SDIR/stopped`: the server was stopped on purpose (`by=WHO`, `at=EPOCH`); written by
-#: `mark_stopped` (server stop, down --server), removed when `start_server` starts it again.
+#: `mark_stopped` (server stop, down --server; not restart), removed by every start (first thing:
+#: a start that fails is a failure, not a stop on purpose).
 STOPPED_FILE = "stopped"
 
 MARK_STOPPED_FUNCTION = r"""

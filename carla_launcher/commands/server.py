@@ -18,6 +18,7 @@ from carla_launcher.jsonout import document, dumps
 from carla_launcher.profile import Profile, load_profile
 from carla_launcher.server import control
 from carla_launcher.server.probe import NotReady
+from carla_launcher.server.state import LOOP_GONE, notes, state_words
 from carla_launcher.term import ProgressLine
 
 T = TypeVar("T")
@@ -173,7 +174,7 @@ def status(profile: str | None, host: str | None, as_json: bool) -> None:
     else:
         for st in results:
             click.echo(_status_line(st))
-            for note in control.notes(st, prof.name):
+            for note in notes(st, prof.name):
                 click.echo(f"{st['host']}: {note}", err=True)
     if not all(st.get("running") for st in results):
         raise SystemExit(1)
@@ -183,14 +184,14 @@ def _status_line(st: dict[str, Any]) -> str:
     if st.get("error"):
         return f"{st['host']}: unknown ({st['error']})"
     if st.get("running"):
-        gone = ", restart loop gone" if st.get("state") == control.LOOP_GONE else ""
+        gone = ", restart loop gone" if st.get("state") == LOOP_GONE else ""
         line = f"{st['host']}: running{gone} on port {st.get('port')}"
         if st.get("since"):
             line += f" since {st['since']}"
         if st.get("pid"):
             line += f" (process group {st['pid']})"
     else:
-        line = f"{st['host']}: {control.state_words(st)}"
+        line = f"{st['host']}: {state_words(st)}"
         if st.get("port"):
             line += f"; port {st['port']}"
     line += f", {st.get('restarts') or 0} restart(s)"

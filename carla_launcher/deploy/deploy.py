@@ -52,8 +52,9 @@ from carla_launcher.deploy.plan import STEPS, HostPlan, plan_host
 from carla_launcher.errors import LauncherError
 from carla_launcher.netaddr import for_url
 from carla_launcher.profile import Profile, read_profile
-from carla_launcher.server.control import parse_status, status_script
+from carla_launcher.server.control import status_script
 from carla_launcher.server.probe import NotReady, wait_ready
+from carla_launcher.server.state import parse_status
 
 
 def say(host: str, text: str) -> None:

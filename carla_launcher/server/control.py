@@ -29,8 +29,8 @@ from carla_launcher.box.shell import (
     prologue,
     q,
 )
-from carla_launcher.jsonout import iso
-from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
+from carla_launcher.server.launch import ORIGIN_PREFIX
+from carla_launcher.server.state import foreign_port_line, parse_status
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 # -- scripts (pure) ------------------------------------------------------------------------------
 def status_script(compose: bool = False) -> str:
-    """Body after `prologue(...)`: prints the facts `parse_status` reads."""
+    """Body after `prologue(...)`: prints the facts `state.parse_status` reads."""
     items = [
         (
             "session",
@@ -52,11 +52,12 @@ def status_script(compose: bool = False) -> str:
         ("config", f'sed -n "s/^{ORIGIN_PREFIX}//p" "$SDIR/launch.sh" | head -n 1'),
         ("port", 'cat "$SDIR/port"'),
         ("busy", 'ports_busy "$(cat "$SDIR/port")"'),
-        ("foreign", 'ports_foreign "$(cat "$SDIR/port")"'),
         ("log", 'echo "$SDIR/server.log"'),
         ("now", "date +%s"),
     ]
-    if compose:
+    if not compose:  # in compose mode docker-proxy (root) holds the ports for our container
+        items.append(("foreign", 'ports_foreign "$(cat "$SDIR/port")"'))
+    else:
         items.append(
             (
                 "compose",
@@ -79,13 +80,18 @@ def start_script() -> str:
     )
 
 
-def stop_script(by: str = "carla-launch") -> str:
+def _mark(by: str | None) -> str:
+    """Note who stopped the server on purpose (`by`); None: a stop on the way to a start
+    (restart), which must not read as "stopped on purpose" when that start fails."""
+    return "" if by is None else MARK_STOPPED_FUNCTION + f"mark_stopped {q(by)}\n"
+
+
+def stop_script(by: str | None = "carla-launch") -> str:
     """Stop the server, first noting who asked (`by`): a stop on purpose, not a crash."""
     return (
         PORT_FUNCTIONS
         + STOP_FUNCTION
-        + MARK_STOPPED_FUNCTION
-        + f"mark_stopped {q(by)}\n"
+        + _mark(by)
         + 'stop_server\necho "stopped=$STOPPED"\necho "foreign=$FOREIGN"\n'
     )
 
@@ -94,177 +100,20 @@ def compose_start_script() -> str:
     from carla_launcher.server.compose import compose_up_script
 
     return (
+        f'rm -f "$SDIR/{STOPPED_FILE}"  # asked to run: not stopped on purpose, even if it fails\n'
         '[ -f "$SDIR/compose.yaml" ] || die "no compose file in $SDIR: run carla-launch '
-        'deploy first"\n' + compose_up_script() + f'rm -f "$SDIR/{STOPPED_FILE}"\n'
-        "echo started=yes\n"
+        'deploy first"\n' + compose_up_script() + "echo started=yes\n"
     )
 
 
-def compose_stop_script(by: str = "carla-launch") -> str:
+def compose_stop_script(by: str | None = "carla-launch") -> str:
     return (
-        PORT_FUNCTIONS + MARK_STOPPED_FUNCTION + f"mark_stopped {q(by)}\n" + 'P="$CL_PROJECT"\n'
+        PORT_FUNCTIONS + _mark(by) + 'P="$CL_PROJECT"\n'
         'docker compose -p "$P" -f "$SDIR/compose.yaml" down -t 10 >&2 || '
         'die "docker compose down failed"\n_port=$(cat "$SDIR/port")\n_i=0\n'
         'while ports_busy "$_port" >/dev/null && [ $_i -lt 200 ]; do sleep 0.1;'
         " _i=$((_i + 1)); done\necho stopped=yes\n"
     )
-
-
-LOOP_GONE = "loop gone"  # CARLA runs, its launch loop does not (no restarts, no clean stop)
-#: Not running, not stopped on purpose, and nothing said why: the tmux session and processes
-#: are gone (the box rebooted, or someone killed them) while the status file says otherwise.
-DIED = "died"
-NOT_STARTED = "not started"  # deployed, never started (no status file)
-
-
-def parse_status(stdout: str) -> dict[str, Any]:
-    """The status script's output -> {running, state, pid, since, restarts, port, ...}.
-
-    `origin` is what the launch script was made from (None: unknown), `foreign_ports` the
-    listeners of other users on N..N+2 as [port, uid] pairs, `stopped` who stopped the server
-    on purpose and when ({by, at}; None while it runs or when nobody asked for the stop).
-    """
-    s = {name: section.lines for name, section in sections.parse(stdout).items()}
-    kv: dict[str, str] = {}
-    for line in s.get("status", []):
-        k, sep, v = line.partition("=")
-        if sep:
-            kv[k.strip()] = v.strip()
-    first = {k: (v[0].strip() if v else "") for k, v in s.items()}
-    session = first.get("session") == "yes"
-    alive = first.get("alive") == "yes"
-    loop = first.get("loop") == "yes"
-    state = kv.get("state") or (
-        "unknown" if session else "not deployed" if first.get("deployed") != "yes" else "stopped"
-    )
-    foreign = [
-        [int(a), int(b)]
-        for a, b in (line.split()[:2] for line in s.get("foreign", []) if len(line.split()) >= 2)
-        if a.isdigit() and b.isdigit()
-    ]
-    marker = _pairs(s.get("stopped"))
-    common = {
-        "deployed": first.get("deployed") == "yes",
-        "ports_busy": _ints(first.get("busy")),
-        "foreign_ports": foreign,
-    }
-    compose = s.get("compose")
-    if compose is not None:
-        states = [line.split("|", 1)[0].strip() for line in compose]
-        running = bool(states) and all(x == "running" for x in states)
-        state = states[0] if states else "stopped"
-        crash = None
-        if not running and states:
-            crash = compose[0].split("|", 1)[-1].strip()
-        stopped = _stopped(marker) if not running else None
-        if stopped is not None:
-            state = "stopped"
-        return {
-            "running": running,
-            "state": state,
-            "pid": None,
-            "since": None,
-            "uptime_s": None,
-            "restarts": None,
-            "port": _int(first.get("port")),
-            "last_crash_line": crash,
-            "last_exit": None,
-            "session": False,
-            "loop": None,
-            "origin": None,
-            "log": None,
-            "stopped": stopped,
-            **common,
-        }
-    started = _int(kv.get("started"))
-    now = _int(first.get("now"))
-    stopped = _stopped(marker) if not alive else None
-    if alive and not loop:  # the loop was killed by hand (or crashed): CARLA still serves
-        state = LOOP_GONE
-    elif stopped is not None and not session:
-        state = "stopped"
-    elif not session and state not in ("exited", "failed", "not deployed"):
-        # gone without a word (a reboot, a kill): the loop's own "stopped" on SIGHUP counts too
-        state = DIED if kv.get("state") else NOT_STARTED
-    running = alive and (state == LOOP_GONE or (session and state == "running"))
-    origin = parse_origin(first.get("config"))
-    return {
-        "running": running,
-        "state": state,
-        "pid": _int(kv.get("pid")),
-        "since": iso(started) if started else None,
-        "uptime_s": (now - started) if running and now and started else None,
-        "restarts": _int(kv.get("restarts")) or 0,
-        "port": _int(kv.get("port")) or _int(first.get("port")),
-        "last_crash_line": kv.get("last_crash") or None,
-        "last_exit": _int(kv.get("last_exit")),
-        "session": session,
-        "loop": loop,
-        "origin": origin,
-        "log": first.get("log"),
-        "stopped": stopped,
-        **common,
-    }
-
-
-def _pairs(lines: list[str] | None) -> dict[str, str] | None:
-    """`key=value` lines as a dict; None when the section is missing (no such file)."""
-    if not lines:
-        return None
-    return {k.strip(): v.strip() for k, sep, v in (ln.partition("=") for ln in lines) if sep}
-
-
-def _stopped(marker: dict[str, str] | None) -> dict[str, Any] | None:
-    """The stop-on-purpose marker as {by, at (ISO 8601)}; None without one."""
-    if marker is None:
-        return None
-    at = _int(marker.get("at"))
-    return {"by": marker.get("by") or None, "at": iso(at) if at else None}
-
-
-def state_words(st: dict[str, Any]) -> str:
-    """A server that does not run, in words: on purpose (who, when) or what ended it."""
-    stopped = st.get("stopped")
-    if stopped:
-        by = f"by {stopped['by']}" if stopped.get("by") else ""
-        at = f"at {stopped['at']}" if stopped.get("at") else ""
-        said = " ".join(x for x in (by, at) if x)
-        return "stopped on purpose" + (f" ({said})" if said else "")
-    if st.get("state") == DIED:
-        return "died unexpectedly (its tmux session and processes are gone: a reboot, or a kill)"
-    state, crash = st.get("state") or "not running", st.get("last_crash_line")
-    return f"{state} ({crash})" if crash else str(state)
-
-
-def notes(st: dict[str, Any], profile_name: str) -> list[str]:
-    """What a status asks the user to do, one line each (loop gone, drift, a foreign port)."""
-    restart = f"run `carla-launch server restart {profile_name}`"
-    out = []
-    if st.get("state") == LOOP_GONE:
-        out.append(f"running, restart loop gone: {restart}")
-    if st.get("drift"):
-        from carla_launcher.server.drift import changed_since_deploy
-
-        out.append(f"{changed_since_deploy(st['drift'])}: {restart}")
-    for port, uid in (st.get("foreign_ports") or [])[:1]:
-        out.append(foreign_port_line(port, uid))
-    return out
-
-
-def foreign_port_line(port: object, uid: object) -> str:
-    """As the box scripts' `foreign_port_error` says it."""
-    return f"port {port} is held by another user's process (uid {uid}): choose another server.port"
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return int(str(text).strip())
-    except (TypeError, ValueError):
-        return None
-
-
-def _ints(text: str | None) -> list[int]:
-    return [int(x) for x in (text or "").split() if x.isdigit()]
 
 
 # -- actions over SSH ----------------------------------------------------------------------------
@@ -323,14 +172,15 @@ def start(profile: Profile, host: str | None = None) -> bool:
     return "started=yes" in out
 
 
-def stop(profile: Profile, host: str | None = None, by: str = "carla-launch") -> bool:
+def stop(profile: Profile, host: str | None = None, by: str | None = "carla-launch") -> bool:
     """Stop the server and wait until its ports are free; True when something was running.
-    `by` (the command that asked) is noted on the box: `status` reports a stop on purpose."""
+    `by` (the command that asked) is noted on the box: `status` reports a stop on purpose
+    (None: not on purpose, a start follows)."""
     return stop_report(profile, host, by)[0]
 
 
 def stop_report(
-    profile: Profile, host: str | None = None, by: str = "carla-launch"
+    profile: Profile, host: str | None = None, by: str | None = "carla-launch"
 ) -> tuple[bool, str | None]:
     """`stop`, and what stands in the way of the next start: another user's listener on
     N..N+2, as a one-line warning (None: nothing)."""
@@ -345,7 +195,8 @@ def stop_report(
 
 
 def restart(profile: Profile, host: str | None = None) -> bool:
-    stop(profile, host, by="carla-launch server restart")
+    """Stop, then start; never noted as a stop on purpose (a failed start is a failure)."""
+    stop(profile, host, by=None)
     return start(profile, host)
 
 

@@ -1,10 +1,13 @@
 """`server uninstall`: take a profile's server off a box, leaving the box as before the deploy.
 
 What goes: the install root (only with the install marker in it: never a tree carla-launch did
-not unpack, wherever it is), what an interrupted deploy left beside it, the launch files (the
+not unpack, wherever it is, nor one another session's launch script still runs from: two
+profiles may share a root), what an interrupted deploy left beside it, the launch files (the
 session folder), the download cache of the profile's package and the deploy's lock; with
 `remove_user`, the server user and its home (only when the deploy created it: the
-`USER_CREATED` file; never root or the login user). The server is stopped first.
+`USER_CREATED` file; never root or the login user). The server is stopped first, under the
+deploy's install lock: a deploy of the same root that runs makes uninstall stop with one line,
+and one that starts meanwhile waits, so an unpack is never removed half-way.
 
 One script does both the listing (`--dry-run`, the question on a terminal) and the removal,
 so that the removal decides again on the box what is safe instead of trusting a list. Scripts
@@ -17,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from carla_launcher.box.facts import LEFTOVERS_FUNCTION
+from carla_launcher.box.progress import size
 from carla_launcher.box.shell import (
+    INSTALL_LOCK,
     MARKER,
     PORT_FUNCTIONS,
     STATE_DIR,
@@ -46,6 +51,22 @@ root_ours() {{  # may $ROOT go? Only a tree with our marker, never / or above th
   case "$_home/" in "${{_real%/}}/"*) WHY="it holds the home folder of $SU"; return 1 ;; esac
   [ -f "$ROOT/{MARKER}" ] || {{
     WHY="not installed by carla-launch (no {MARKER} in it)"; return 1; }}
+  for _l in "$SHOME/{STATE_DIR}"/*/launch.sh; do  # another profile's server runs from it?
+    [ -f "$_l" ] && [ "$_l" != "$SDIR/launch.sh" ] || continue
+    _o=$(sed -n "s/^ROOT=//p" "$_l" | head -n 1)
+    case $_o in "'"*"'") _o=$(printf '%s\n' "$_o" | sed -e "s/^'//; s/'\$//" \
+      -e "s/'\"'\"'/'/g") ;; esac  # undo shlex.quote (server/launch.py writes ROOT=...)
+    [ "$(readlink -f -- "$_o" 2>/dev/null || echo "$_o")" = "$_real" ] || continue
+    _s=${{_l%/launch.sh}}; WHY="used by session ${{_s##*/}}"; SHARED=yes; return 1
+  done
+}}
+lock_root() {{  # hold the deploy's lock of $ROOT (deploy/boxlib.py: lock_install) till the end
+  command -v flock > /dev/null 2>&1 && [ -d "$SHOME/{STATE_DIR}" ] || return 0
+  _lk={INSTALL_LOCK}
+  [ -e "$_lk" ] || as_server touch "$_lk" 2>/dev/null || touch "$_lk" 2>/dev/null
+  exec 9>> "$_lk" || return 0
+  flock -n 9 || die "a deploy of $ROOT runs on this box (pid $(cat "$_lk" 2>/dev/null)): \
+let it finish, then uninstall again"
 }}
 user_ours() {{  # may the server user go? Only one the deploy created, never root or us (WHY)
   [ "$USER_EXISTS" = yes ] || {{ WHY="no such user"; return 1; }}
@@ -55,11 +76,11 @@ user_ours() {{  # may the server user go? Only one the deploy created, never roo
 }}
 remove_user() {{  # userdel -r, once the user's last processes (tmux, a log tail) are gone
   _i=0
-  while [ -n "$(ps -o pid= -u "$SU" 2>/dev/null)" ] && [ $_i -lt 50 ]; do
+  while [ -n "$(user_pids)" ] && [ $_i -lt 50 ]; do
     sleep 0.1; _i=$((_i + 1))
   done
-  _left=$(ps -o pid= -u "$SU" 2>/dev/null | tr -s ' \n' ' ')
-  [ -z "${{_left# }}" ] || die "the user $SU still runs processes ($_left): stop them, or \
+  _left=$(user_pids); _left=${{_left% }}
+  [ -z "$_left" ] || die "the user $SU still runs processes ($_left): stop them, or \
 uninstall without --user"
   _uid=$(id -u "$SU")
   _err=$(userdel -r "$SU" 2>&1) || die "could not remove the user $SU: \
@@ -71,7 +92,9 @@ $(printf '%s\n' "$_err" | tail -n 1)"
 """
 
 _MAIN = rf"""
+SHARED=no
 if [ "$UN_MODE" = remove ]; then
+  lock_root
   if [ "$UN_COMPOSE" = yes ]; then
     if [ -f "$SDIR/compose.yaml" ]; then
       docker compose -p "$CL_PROJECT" -f "$SDIR/compose.yaml" down -t 10 >&2 ||
@@ -92,9 +115,9 @@ un_item "$SDIR" "the launch files and the server log"
 if [ -n "$UN_A" ]; then
   for _f in "$DLDIR/$UN_A" "$DLDIR/$UN_A".*; do un_item "$_f" "the download cache"; done
 fi
-# the deploy's lock of this install root (deploy/boxlib.py: lock_install)
-un_item "$SHOME/{STATE_DIR}/install-$(printf %s "$ROOT" | cksum | cut -d' ' -f1).lock" \
-  "the deploy lock"
+# the deploy's lock of this install root (deploy/boxlib.py: lock_install); the other
+# session's while it shares the root
+[ "$SHARED" = yes ] || un_item {INSTALL_LOCK} "the deploy lock"
 [ "$UN_MODE" = remove ] && rmdir "$DLDIR" "$SHOME/{STATE_DIR}" 2>/dev/null
 if [ "$UN_USER" = yes ]; then
   if ! user_ours; then printf 'user\tkeep\t%s\t%s\n' "$SU" "$WHY"
@@ -153,19 +176,8 @@ def parse(stdout: str) -> Uninstall:
     return out
 
 
-def human(kib: int) -> str:
-    """
-    >>> human(3), human(2048), human(21 * 1024 * 1024)
-    ('3 KB', '2.0 MB', '21.0 GB')
-    """
-    if kib < 1024:
-        return f"{kib} KB"
-    size, unit = kib / 1024, "MB"
-    for bigger in ("GB", "TB"):
-        if size < 1024:
-            break
-        size, unit = size / 1024, bigger
-    return f"{size:.1f} {unit}"
+def _kib(kib: int) -> str:
+    return size(kib * 1024)
 
 
 def render(host: str, found: Uninstall, dry_run: bool) -> list[str]:
@@ -174,9 +186,9 @@ def render(host: str, found: Uninstall, dry_run: bool) -> list[str]:
     verb = "would remove" if dry_run else "removed"
     if found.items:
         if dry_run:
-            total = human(sum(i.kib for i in found.items))
+            total = _kib(sum(i.kib for i in found.items))
             lines.append(f"{host}: would remove {total}:")
-            lines += [f"  {human(i.kib):>9}  {i.path} ({i.what})" for i in found.items]
+            lines += [f"  {_kib(i.kib):>9}  {i.path} ({i.what})" for i in found.items]
         else:
             lines += [f"{host}: removed {i.path} ({i.what})" for i in found.items]
     for path, why in found.kept:

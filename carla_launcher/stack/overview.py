@@ -184,7 +184,7 @@ def problems(facts: dict[str, Any]) -> list[str]:
     """What should run and does not (exit code 1 when any), per host of a pool. A server
     stopped on purpose (`server stop`, `down --server`) is not a problem; one that died or
     exited is."""
-    from carla_launcher.server.control import notes, state_words
+    from carla_launcher.server.state import notes, state_words
 
     out = []
     hosts = facts["hosts"]
@@ -229,7 +229,7 @@ def _yes(flag: Any) -> str:
 
 
 def _server_words(s: dict[str, Any]) -> str:
-    from carla_launcher.server.control import state_words
+    from carla_launcher.server.state import state_words
 
     if s.get("error"):
         return f"unknown: {s['error']}"

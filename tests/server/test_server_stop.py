@@ -28,6 +28,10 @@ def status(b: Box) -> dict:
     return only
 
 
+def status_notes(b: Box) -> str:
+    return b.cli("server", "status", str(b.profile_path)).stderr
+
+
 def status_file(b: Box) -> dict[str, str]:
     lines = (b.session_dir / "status").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if "=" in line)
@@ -161,3 +165,47 @@ def test_box_functions_keep_quiet_about_vanished_processes() -> None:
     done = subprocess.run(["dash", "-c", script], capture_output=True, text=True, check=False)
     assert done.stdout.strip() == "done"
     assert done.stderr == ""
+
+
+@pytest.mark.root
+def test_a_restart_that_cannot_start_is_a_failure_not_a_stop_on_purpose(box: Box) -> None:
+    box.preinstall()
+    box.deploy()
+    python = standin_python()
+    assert python is not None
+    # another user's IPv6-only listener on N+2 beside the server's IPv4 one: the stop works,
+    # the start that follows must refuse
+    listen = (
+        "import socket, time; s = socket.socket(socket.AF_INET6); "
+        "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); s.bind(('::', 2002)); "
+        "s.listen(); time.sleep(600)"
+    )
+    other = subprocess.Popen(
+        ["ip", "netns", "exec", box.netns, "runuser", "-u", "nobody", "--", python, "-c", listen],
+        start_new_session=True,  # runuser forks: its child goes with the group
+    )
+    try:
+        uid = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout)
+        held = f"port 2002 is held by another user's process (uid {uid})"
+        wait_for(lambda: 2002 in box.listening() and held in status_notes(box), 10, "the listener")
+
+        restart = box.cli("server", "restart", str(box.profile_path))
+        assert restart.returncode == 1
+        assert f"{held}: choose another server.port" in restart.stderr
+        assert box.carla_pid() is None
+
+        st = status(box)
+        assert not st["running"] and st["stopped"] is None
+        assert st["state"] == "failed" and st["last_crash_line"] == held
+        done = box.cli("server", "status", str(box.profile_path))
+        assert done.returncode == 1
+        assert f": failed ({held}); port 2000" in done.stdout
+        assert "stopped on purpose" not in done.stdout
+    finally:
+        os.killpg(other.pid, signal.SIGKILL)
+        other.wait()
+    # a stop someone asked for is still one
+    start = box.cli("server", "start", str(box.profile_path))
+    assert start.returncode == 0, start.stderr
+    assert box.cli("server", "stop", str(box.profile_path)).returncode == 0
+    assert status(box)["stopped"]["by"] == "carla-launch server stop"

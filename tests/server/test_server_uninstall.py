@@ -4,17 +4,23 @@ and without a terminal it needs `--yes`."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from carla_launcher.server.uninstall import Item, Uninstall, parse, render
+from carla_launcher.box.shell import prologue
+from carla_launcher.server.probe import probe_version
+from carla_launcher.server.uninstall import Item, Uninstall, parse, render, script
 from tests.harness.netns_box import Box
+from tests.harness.polling import wait_for
 
 
 # -- pure ----------------------------------------------------------------------------------------
@@ -173,3 +179,86 @@ def test_the_login_user_is_never_removed(box_factory) -> None:  # type: ignore[n
     assert f"kept the user {box.user}: it is the login user" in done.stdout
     assert user_exists(box.user) and box.server_home.is_dir()
     assert not box.root.exists()
+
+
+@pytest.mark.root
+def test_a_root_another_profiles_server_uses_is_kept(box: Box) -> None:
+    box.preinstall()
+    box.deploy()
+    other = box.profile_path.with_name("other.yaml")  # same root, its own session and port
+    data = json.loads(json.dumps(box.profile_data))
+    data["server"].update({"tmux_session": "carla2", "port": 2003})
+    other.write_text(json.dumps(data))  # JSON is YAML
+    done = box.cli("deploy", str(other))
+    assert done.returncode == 0, done.stderr
+
+    dry = uninstall(box, "--dry-run")
+    assert f"would keep {box.root}: used by session carla2" in dry.stdout
+    done = uninstall(box, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"kept {box.root}: used by session carla2" in done.stdout
+    assert (box.root / "CarlaUE4.sh").is_file() and not box.session_dir.exists()
+    assert probe_version(box.address, 2003) == "0.9.15"  # the other server runs on
+
+    done = box.cli("server", "uninstall", "--yes", str(other))  # the last one takes it
+    assert done.returncode == 0, done.stderr
+    assert f"removed {box.root} (the CARLA install)" in done.stdout
+    assert not box.root.exists() and "the deploy lock" in done.stdout
+
+
+def install_lock(b: Box) -> Path:
+    """The deploy's lock of the box's root (deploy/boxlib.py: lock_install), by POSIX cksum."""
+    done = subprocess.run(["cksum"], input=str(b.root), capture_output=True, text=True)
+    return b.server_home / ".carla-launch" / f"install-{done.stdout.split()[0]}.lock"
+
+
+@pytest.mark.root
+def test_a_deploy_that_holds_the_install_lock_is_not_undercut(box: Box) -> None:
+    box.preinstall()
+    box.deploy()
+    lock = install_lock(box)
+    before = lock.read_text()  # the pid of the deploy above
+    holder = subprocess.Popen(  # as a deploy does: flock, then its pid in the file
+        ["flock", str(lock), "sh", "-c", f"echo $$ > {lock}; exec sleep 600"],
+        start_new_session=True,
+    )
+    try:
+        pid = wait_for(
+            lambda: (t := lock.read_text()) != before and t.strip().isdigit() and t.strip(),
+            10,
+            "the holder's pid in the lock",
+        )
+        done = uninstall(box, "--yes")
+        assert done.returncode == 1
+        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1, done.stderr
+        assert f"a deploy of {box.root} runs on this box (pid {pid})" in errors[0]
+        assert (box.root / "CarlaUE4.sh").is_file() and box.carla_pid() is not None
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    done = uninstall(box, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert not box.root.exists() and not lock.exists()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox (its ps has no -u)")
+def test_the_user_is_kept_while_it_runs_processes_with_busybox_ps(box: Box, tmp_path: Path) -> None:
+    box.preinstall()
+    (box.server_home / ".carla-launch").mkdir()
+    (box.server_home / ".carla-launch" / "user-created-by-carla-launch").write_text("yes\n")
+    box.run("setsid -f sleep 600 </dev/null >/dev/null 2>&1", user=box.server_user)
+    sleeper = wait_for(lambda: box.server_processes(), 10, "the server user's sleep")[0]
+    tools = tmp_path / "busybox-ps"
+    tools.mkdir()
+    (tools / "ps").symlink_to(shutil.which("busybox") or "busybox")
+    srv = box.profile_data["server"]
+    body = prologue(box.server_user, "carla", srv["package"]["root"]) + script(
+        None, remove_user=True, compose=False, remove=True
+    )
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+    done = subprocess.run(["sh", "-s"], input=body, capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert f"the user {box.server_user} still runs processes ({sleeper})" in done.stderr
+    assert user_exists(box.server_user)
