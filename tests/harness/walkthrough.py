@@ -86,9 +86,11 @@ STEPS: tuple[Step, ...] = (
     Step(
         ("up", "gpu", "-f", "docker-compose.devroute.yaml", "--no-attach"),
         "variants written, agent started, panes ready",
-        "`up` writes the distributed variants, starts the agent of the compose file `-f` names "
-        "(default: `docker-compose.yaml`'s) with docker compose, and builds the local tmux "
-        "session; without `--no-attach`, on a terminal, it attaches at once:",
+        "`up` writes the distributed variants and says what each one did, as `sync` does (the "
+        "simulator removed, how many references now point where, and where the address came "
+        "from), starts the agent of the compose file `-f` names (default: "
+        "`docker-compose.yaml`'s) with docker compose, and builds the local tmux session; "
+        "without `--no-attach`, on a terminal, it attaches at once:",
     ),
     Step(
         ("attach", "gpu"),
