@@ -147,6 +147,11 @@ def _resolve(
     return _for_profile(profile, port, simulator, held_ok)
 
 
+def profile_origin(profile: Profile) -> str:
+    """Where a loaded profile's address comes from, in `sync`'s words (`up` says it too)."""
+    return _for_profile(profile, None, None, held_ok=True).origin
+
+
 def _for_profile(
     profile: Profile, port: int | None, simulator: str | None, held_ok: bool
 ) -> Resolved:

@@ -62,14 +62,11 @@ class Synced:
 def address_origin(profile: Profile, discovered_on: str | None = None) -> str:
     """Where the address of `up`'s variants came from, as `sync` says it (targeting's words);
     `discovered_on`: the host whose address `up` has just found over SSH."""
-    from carla_launcher.targeting import sync_targets
+    from carla_launcher.targeting import profile_origin
 
     if discovered_on and not profile.compose.env_mode:
         return f"address found over SSH on {discovered_on}"
-    try:
-        return sync_targets(None, str(profile.path), None, None)[0].origin
-    except InputError:  # the profile vanished since `up` read it: the facts without the origin
-        return ""
+    return profile_origin(profile)  # the profile `up` loaded: not read a second time
 
 
 def sync_variants(profile: Profile, address: str, port: int, say: Say, origin: str = "") -> Synced:
