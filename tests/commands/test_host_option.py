@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.netns_box import Box
+from tests.harness.netns_box import Box, pool_profile
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -34,21 +34,7 @@ def _running(profile: Path) -> dict[str, bool]:
 def test_host_option_leaves_the_other_hosts_of_a_pool_alone(box_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     a: Box = box_factory(login="user")  # own users: boxes share this machine's /home
     b: Box = box_factory(login="user")
-    _, url, sha = a.install_standin()
-    b.use_package_of(a)
-    config = tmp_path / "pool_ssh_config"
-    config.write_text(a.ssh_config.read_text() + b.ssh_config.read_text())
-    profile = tmp_path / "profiles" / "pool.yaml"
-    profile.parent.mkdir(exist_ok=True)
-    doc = {
-        "remote": {"host": [a.alias, b.alias], "ssh_config": str(config), "connect_timeout": 5},
-        "server": {
-            "os_packages": ["tmux"],
-            "ready_timeout": 30,
-            "package": {"url": url, "sha256": sha},
-        },
-    }
-    profile.write_text(json.dumps(doc))  # JSON is YAML
+    profile = pool_profile([a, b], tmp_path)
     first = _cli(profile, "deploy")
     assert first.returncode == 0, first.stderr
     stopped = _cli(profile, "server", "stop", "--host", b.alias)
@@ -60,6 +46,7 @@ def test_host_option_leaves_the_other_hosts_of_a_pool_alone(box_factory, tmp_pat
     assert b.alias not in again.stdout + again.stderr  # not even connected to
     assert _running(profile) == {a.alias: True, b.alias: False}
 
+    doc = json.loads(profile.read_text())
     doc["server"]["args"] = ["-RenderOffScreen", "-nosound", "-quality-level=Low"]
     profile.write_text(json.dumps(doc))  # JSON is YAML
     started = _cli(profile, "server", "start", "--host", a.alias)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from carla_launcher.server.probe import probe_version
-from tests.harness.netns_box import Box
+from tests.harness.netns_box import Box, pool_profile
 from tests.harness.standin_carla import wait_listening
 
 pytestmark = pytest.mark.root
@@ -209,19 +209,9 @@ def test_pool_deploys_every_host_and_steps_over_busy_ports(box_factory, tmp_path
         ]
     )
     try:
-        _, url, sha = a.install_standin()
-        b.use_package_of(a)
+        profile = pool_profile([a, b], tmp_path)
         for x in (a, b):
             x.preinstall()
-        config = tmp_path / "pool_ssh_config"
-        config.write_text(a.ssh_config.read_text() + b.ssh_config.read_text())
-        profile = tmp_path / "profiles" / "pool.yaml"
-        profile.parent.mkdir(exist_ok=True)
-        profile.write_text(
-            f"remote:\n  host: [{a.alias}, {b.alias}]\n  ssh_config: {config}\n"
-            "  connect_timeout: 5\nserver:\n  os_packages: [tmux]\n  ready_timeout: 30\n"
-            f"  package: {{url: '{url}', sha256: {sha}}}\n"
-        )
         wait_listening(b.address, 2000)
         done = subprocess.run(
             [sys.executable, "-m", "carla_launcher", "deploy", "--json", str(profile)],

@@ -763,6 +763,36 @@ def box(tmp_path: Path) -> Iterator[Box]:
         yield b
 
 
+def pool_profile(boxes: list[Box], folder: Path, **server: Any) -> Path:
+    """`folder/profiles/pool.yaml`: one profile over all `boxes` (a pool), reached through one
+    ssh_config that holds each box's, the stand-in package built on the first and served to
+    all; `server` adds or overrides server fields. Written as JSON (which is YAML), so a test
+    can read it back with json.loads, edit and rewrite it."""
+    first, *rest = boxes
+    _, url, sha = first.install_standin()
+    for b in rest:
+        b.use_package_of(first)
+    config = folder / "pool_ssh_config"
+    config.write_text("".join(b.ssh_config.read_text() for b in boxes))
+    profile = folder / "profiles" / "pool.yaml"
+    profile.parent.mkdir(exist_ok=True)
+    doc = {
+        "remote": {
+            "host": [b.alias for b in boxes],
+            "ssh_config": str(config),
+            "connect_timeout": 5,
+        },
+        "server": {
+            "os_packages": ["tmux"],
+            "ready_timeout": 30,
+            "package": {"url": url, "sha256": sha},
+            **server,
+        },
+    }
+    profile.write_text(json.dumps(doc))
+    return profile
+
+
 @pytest.fixture
 def box_factory(tmp_path: Path) -> Iterator[Any]:
     """`box_factory(login="root")` -> a new Box; all of them are torn down after the test."""

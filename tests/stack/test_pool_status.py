@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from carla_launcher.stack.overview import problems, render
-from tests.harness.netns_box import Box
+from tests.harness.netns_box import Box, pool_profile
 
 RUNNING = {
     "running": True,
@@ -119,23 +119,9 @@ def test_status_of_a_pool_on_two_boxes(box_factory: Any, tmp_path: Path, tmux_so
 
     a: Box = box_factory(login="user")
     b: Box = box_factory(login="user")
-    _, url, sha = a.install_standin()
-    b.use_package_of(a)
+    profile = pool_profile([a, b], tmp_path)
     for x in (a, b):
         x.preinstall()
-    config = tmp_path / "pool_ssh_config"
-    config.write_text(a.ssh_config.read_text() + b.ssh_config.read_text())
-    profile = tmp_path / "profiles" / "pool.yaml"
-    profile.parent.mkdir()
-    doc: dict[str, Any] = {
-        "remote": {"host": [a.alias, b.alias], "ssh_config": str(config), "connect_timeout": 5},
-        "server": {
-            "os_packages": ["tmux"],
-            "ready_timeout": 30,
-            "package": {"url": url, "sha256": sha, "root": "~/CARLA_Leaderboard_20"},
-        },
-    }
-    profile.write_text(json.dumps(doc))  # JSON is YAML
     deploy = subprocess.run(
         [sys.executable, "-m", "carla_launcher", "deploy", str(profile)],
         capture_output=True,
@@ -170,10 +156,12 @@ def test_status_of_a_pool_on_two_boxes(box_factory: Any, tmp_path: Path, tmux_so
     assert rows[f"address {b.alias}"] == b.address
 
     # a third host that refuses connections: one problem naming it; the others still shown
+    config = tmp_path / "pool_ssh_config"  # pool_profile's
     config.write_text(
         config.read_text()
         + f"Host gone\n  HostName 127.0.0.1\n  Port {_closed_port()}\n  User root\n"
     )
+    doc = json.loads(profile.read_text())
     doc["remote"]["host"].append("gone")
     profile.write_text(json.dumps(doc))
     r = _status(profile, "--json")
