@@ -23,7 +23,9 @@ from carla_launcher.errors import InputError
 from carla_launcher.netaddr import address_problem, describe
 from carla_launcher.state import read_json, state_dir, write_json
 
-SERVERS_FILE = "known-servers.json"  # {profile key: {host: {address, port, version, ...}}}
+#: {profile key: {host: {address, port, version, deployed_at, slots: {K: {port, version}}}}}:
+#: the address is the box's; port and version are server 0's, and server K's under `slots`
+SERVERS_FILE = "known-servers.json"
 SESSIONS_FILE = "sessions.json"  # {profile path: {variant, session, env, compose_args}}
 LEGACY_SERVERS = "servers.json"  # {profile key: {host: {address, port, version, deployed}}}
 LEGACY_ADDRESSES = "addresses.json"  # {profile key: address of its first host}
@@ -58,10 +60,11 @@ class ServerRecord:
     """What is known of the server on `host`; None where nothing has been learnt yet."""
 
     host: str
-    address: str | None = None  # what agents use to reach the box
+    address: str | None = None  # what agents use to reach the box (every server on it)
     port: int | None = None  # the RPC port; it moves on a busy box
     version: str | None = None  # CARLA's answer to `version`
     deployed_at: str | None = None  # local time of the last deploy, ISO 8601
+    slot: int = 0  # K: which of the box's servers (`server.gpus`)
 
 
 @dataclass(frozen=True)
@@ -98,10 +101,23 @@ def _raw(profile: Owner) -> dict[str, _Raw]:
     return {str(h): _Raw(e) for h, e in mine.items() if isinstance(e, dict)}
 
 
-def _record(host: str, raw: _Raw) -> ServerRecord:
+def _slot_data(data: dict[str, Any], slot: int) -> dict[str, Any]:
+    """What is stored of server `slot` on a box: its port and version (server 0's are the
+    host's own fields, as before there were several)."""
+    if slot == 0:
+        return data
+    slots = data.get("slots")
+    found = slots.get(str(slot)) if isinstance(slots, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _record(host: str, raw: _Raw, slot: int = 0) -> ServerRecord:
     """The stored fields as a record: an address that is not one is refused, naming the file;
     a port or version of the wrong kind counts as not known."""
     d = raw.data
+    if slot:  # the box's address and deploy time, this server's port and version
+        own = _slot_data(d, slot)
+        d = {"address": d.get("address"), "deployed_at": d.get("deployed_at"), **own}
     address = d.get("address")
     if not isinstance(address, str) or not address:
         address = None
@@ -122,13 +138,14 @@ def _record(host: str, raw: _Raw) -> ServerRecord:
         else None,
         version if isinstance(version, str) and version else None,
         deployed_at if isinstance(deployed_at, str) and deployed_at else None,
+        slot,
     )
 
 
-def server(profile: Owner, host: str) -> ServerRecord:
-    """The record of the server on `host` (all None when nothing is known)."""
+def server(profile: Owner, host: str, slot: int = 0) -> ServerRecord:
+    """The record of server `slot` on `host` (all None when nothing is known)."""
     raw = _raw(profile).get(host)
-    return _record(host, raw) if raw is not None else ServerRecord(host)
+    return _record(host, raw, slot) if raw is not None else ServerRecord(host, slot=slot)
 
 
 def profile_address(profile: Owner) -> str | None:
@@ -149,11 +166,23 @@ def learn(
     port: int | None = None,
     version: str | None = None,
     deployed_at: str | None = None,
+    slot: int = 0,
 ) -> None:
-    """Remember what was just learnt about the server on `host`; what is not given is kept."""
-    new = {"address": address, "port": port, "version": version, "deployed_at": deployed_at}
+    """Remember what was just learnt about server `slot` on `host` (the address and the
+    deploy's time are the box's); what is not given is kept."""
+    box = {"address": address, "deployed_at": deployed_at}
+    own = {"port": port, "version": version}
     mine = {h: {k: v for k, v in r.data.items() if v is not None} for h, r in _raw(profile).items()}
-    mine[host] = {**mine.get(host, {}), **{k: v for k, v in new.items() if v is not None}}
+    entry = {**mine.get(host, {}), **{k: v for k, v in box.items() if v is not None}}
+    if slot == 0:
+        entry.update({k: v for k, v in own.items() if v is not None})
+    else:
+        found = entry.get("slots")
+        slots: dict[str, Any] = found if isinstance(found, dict) else {}
+        old = _slot_data(entry, slot)
+        mine_now = {**old, **{k: v for k, v in own.items() if v is not None}}
+        entry["slots"] = {**slots, str(slot): mine_now}
+    mine[host] = entry
     data = read_json(SERVERS_FILE)
     data[profile.key] = mine
     write_json(SERVERS_FILE, data)

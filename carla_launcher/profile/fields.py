@@ -16,8 +16,8 @@ from typing import Literal
 
 #: text (numbers read as text), path (a local or remote file name), host (one token for ssh:
 #: no spaces, quotes, backslashes, control characters or leading '-'), hosts (a host or a
-#: list of them), int, bool, list (of text)
-Kind = Literal["text", "path", "host", "hosts", "int", "bool", "list"]
+#: list of them), int, bool, list (of text), gpus (`all` or a list of distinct GPU indexes)
+Kind = Literal["text", "path", "host", "hosts", "int", "bool", "list", "gpus"]
 
 # -- character rules: what would turn a value into ssh_config or shell syntax --------------------
 CONTROL = "\\u0000-\\u001f\\u007f"  # newline, tab, escape, ...: never in a value of a profile
@@ -249,6 +249,15 @@ SERVER = Section(
             minimum=0,
             message="must be a GPU index (0, 1, ...), not {value}",
             readme="Troubleshooting",
+        ),
+        Field(
+            "gpus",
+            "gpus",
+            "one server per GPU: a list of indexes ([0, 1]) or all (the box's GPUs that nobody "
+            "else uses); ports go up in steps of 3 from server.port; null: one server",
+            minimum=0,
+            message="must be all or a list of distinct GPU indexes ([0, 1, ...]), not {value}",
+            readme="Parallel evaluation",
         ),
         Field(
             "settings",

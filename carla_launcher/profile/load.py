@@ -72,6 +72,7 @@ class Server:
     tmux_session: str
     user: str  # the non-root user that runs the server when we log in as root
     gpu: int | None  # -graphicsadapter
+    gpus: tuple[int, ...] | str | None  # one server per GPU: indexes, "all", or None (one)
     settings: str | None  # a local CARLA settings .ini to upload
     os_packages: tuple[str, ...]  # what the box needs (Debian names)
     ready_timeout: int  # seconds the readiness probe waits; maps can take minutes
@@ -232,8 +233,14 @@ def _remote(r: Fields) -> Remote:
 
 
 def _server(s: Fields) -> Server:
-    """`server:`: how CARLA is installed and run on the box."""
-    return Server(**_section(s, SERVER))
+    """`server:`: how CARLA is installed and run on the box. `gpu` and `gpus` both name GPUs:
+    one of them, else it is not clear which server gets which GPU."""
+    server = Server(**_section(s, SERVER))
+    if server.gpu is not None and server.gpus is not None:
+        raise s.err("gpus", "give server.gpu (one server) or server.gpus (one per GPU), not both")
+    if server.gpus is not None and server.mode == "compose":
+        raise s.err("gpus", "server.mode: compose runs one server; remove server.gpus")
+    return server
 
 
 def _section(f: Fields, section: Section) -> dict[str, Any]:
@@ -266,6 +273,8 @@ def _value(f: Fields, spec: Field) -> Any:
         return number
     if spec.kind == "list":
         return _items(f, spec)
+    if spec.kind == "gpus":
+        return _gpus(f, spec)
     if spec.kind == "hosts":
         raw = f.get(key, (str, CommentedSeq))
         if isinstance(raw, CommentedSeq):
@@ -275,6 +284,29 @@ def _value(f: Fields, spec: Field) -> Any:
         return f.choice(key, spec.choices, str(spec.default))
     value = f.get(key, str, spec.default)
     return None if value is None else _text(f, spec, value)
+
+
+def _gpus(f: Fields, spec: Field) -> tuple[int, ...] | str | None:
+    """`all`, or a non-empty list of distinct GPU indexes (None: one server, `server.gpu`)."""
+    raw = f.get(spec.key, (str, CommentedSeq))
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if raw.strip().lower() == "all":
+            return "all"
+        raise f.err(spec.key, spec.message.format(value=repr(raw)))
+    found: list[int] = []
+    for i, item in enumerate(raw):
+        ok = isinstance(item, int) and not isinstance(item, bool) and item >= 0
+        if not ok or item in found:
+            why = f"GPU {item} is listed twice" if ok else spec.message.format(value=repr(item))
+            raise InputError(
+                f.path, item_line(raw, i, f.line(spec.key)), why, f"{f.where}.{spec.key}[{i}]"
+            )
+        found.append(item)
+    if not found:
+        raise f.err(spec.key, spec.message.format(value="[]") + "; null: one server")
+    return tuple(found)
 
 
 def _items(f: Fields, spec: Field) -> tuple[str, ...]:

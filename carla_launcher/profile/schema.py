@@ -57,6 +57,13 @@ def field_schema(f: Field) -> dict[str, Any]:
     elif f.kind == "list":
         s["type"] = ["array", "null"]
         s["items"] = text
+    elif f.kind == "gpus":
+        index = {"type": "integer", "minimum": 0}
+        s["anyOf"] = [
+            {"const": "all"},
+            {"type": "array", "items": index, "minItems": 1, "uniqueItems": True},
+            {"type": "null"},
+        ]
     elif f.kind == "hosts":
         s["anyOf"] = [text, {"type": "array", "items": text, "minItems": 1}, {"type": "null"}]
     elif f.choices:

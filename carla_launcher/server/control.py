@@ -117,16 +117,19 @@ def compose_stop_script(by: str | None = "carla-launch") -> str:
 
 
 # -- actions over SSH ----------------------------------------------------------------------------
-def _head(profile: Profile) -> str:
+def _head(profile: Profile, slot: int = 0) -> str:
+    """The prologue of server `slot` (its session and state folder, `server/slots.py`)."""
+    from carla_launcher.server.slots import session_name
+
     srv = profile.server
-    return prologue(srv.user, srv.tmux_session)
+    return prologue(srv.user, session_name(srv.tmux_session, slot))
 
 
 def _timeout(profile: Profile, extra: float = 30) -> float:
     return profile.remote.connect_timeout + extra
 
 
-def server_status(profile: Profile, host: str | None = None) -> dict[str, Any]:
+def server_status(profile: Profile, host: str | None = None, slot: int = 0) -> dict[str, Any]:
     """{host, running, state, pid, since, uptime_s, restarts, port, last_crash_line, drift, ...}.
 
     `drift`: what the profile changed since the deploy, in words (None: unknown, e.g. a launch
@@ -137,8 +140,8 @@ def server_status(profile: Profile, host: str | None = None) -> dict[str, Any]:
 
     host = host or profile.remote.host
     compose = profile.server.mode == "compose"
-    out = check(profile, host, _head(profile) + status_script(compose), _timeout(profile))
-    st = {"host": host, **parse_status(out)}
+    out = check(profile, host, _head(profile, slot) + status_script(compose), _timeout(profile))
+    st = {"host": host, "slot": slot, **parse_status(out)}
     origin = st.pop("origin")
     st["origin"] = dataclasses.asdict(origin) if origin is not None else None
     st["drift"] = drift(profile_origin(profile), origin) if origin is not None else None
@@ -163,24 +166,26 @@ def server_statuses(profile: Profile) -> list[dict[str, Any]]:
     return parallel.each(profile.remote.hosts, one)
 
 
-def start(profile: Profile, host: str | None = None) -> bool:
+def start(profile: Profile, host: str | None = None, slot: int = 0) -> bool:
     """Start the deployed server (no-op when running); True when it was started now."""
     from carla_launcher.box.transport import check
 
     script = compose_start_script() if profile.server.mode == "compose" else start_script()
-    out = check(profile, host, _head(profile) + script, _timeout(profile, 60))
+    out = check(profile, host, _head(profile, slot) + script, _timeout(profile, 60))
     return "started=yes" in out
 
 
-def stop(profile: Profile, host: str | None = None, by: str | None = "carla-launch") -> bool:
+def stop(
+    profile: Profile, host: str | None = None, by: str | None = "carla-launch", slot: int = 0
+) -> bool:
     """Stop the server and wait until its ports are free; True when something was running.
     `by` (the command that asked) is noted on the box: `status` reports a stop on purpose
     (None: not on purpose, a start follows)."""
-    return stop_report(profile, host, by)[0]
+    return stop_report(profile, host, by, slot)[0]
 
 
 def stop_report(
-    profile: Profile, host: str | None = None, by: str | None = "carla-launch"
+    profile: Profile, host: str | None = None, by: str | None = "carla-launch", slot: int = 0
 ) -> tuple[bool, str | None]:
     """`stop`, and what stands in the way of the next start: another user's listener on
     N..N+2, as a one-line warning (None: nothing)."""
@@ -188,16 +193,16 @@ def stop_report(
 
     compose = profile.server.mode == "compose"
     script = compose_stop_script(by) if compose else stop_script(by)
-    out = check(profile, host, _head(profile) + script, _timeout(profile, 60))
+    out = check(profile, host, _head(profile, slot) + script, _timeout(profile, 60))
     foreign = next((ln[8:].split() for ln in out.splitlines() if ln.startswith("foreign=")), [])
     warning = foreign_port_line(*foreign) if len(foreign) == 2 else None
     return "stopped=yes" in out, warning
 
 
-def restart(profile: Profile, host: str | None = None) -> bool:
+def restart(profile: Profile, host: str | None = None, slot: int = 0) -> bool:
     """Stop, then start; never noted as a stop on purpose (a failed start is a failure)."""
-    stop(profile, host, by=None)
-    return start(profile, host)
+    stop(profile, host, by=None, slot=slot)
+    return start(profile, host, slot)
 
 
 def wait_started(
@@ -206,6 +211,7 @@ def wait_started(
     address: str,
     port: int,
     on_progress: Callable[[float, str], None] | None = None,
+    slot: int = 0,
 ) -> str:
     """Probe until CARLA answers (the version), giving up early when the server died."""
     from carla_launcher.errors import LauncherError
@@ -213,7 +219,7 @@ def wait_started(
 
     def abort() -> str | None:
         try:
-            st = server_status(profile, host)
+            st = server_status(profile, host, slot)
         except LauncherError:
             return None
         if not st["running"] and st.get("state") != "restarting":
@@ -233,7 +239,11 @@ def wait_started(
 
 
 def logs_command(
-    profile: Profile, host: str | None = None, lines: int = 50, follow: bool = False
+    profile: Profile,
+    host: str | None = None,
+    lines: int = 50,
+    follow: bool = False,
+    slot: int = 0,
 ) -> list[str]:
     """The command line that shows (or follows) the server log of a box."""
     from carla_launcher.box.ssh import ssh_argv
@@ -248,17 +258,17 @@ def logs_command(
             f'[ -f "$SDIR/server.log" ] || die "no server log in $SDIR (not deployed?)"\n'
             f'exec tail -n {int(lines)}{" -F" if follow else ""} "$SDIR/server.log"'
         )
-    script = _head(profile) + body
+    script = _head(profile, slot) + body
     return ssh_argv(profile, host, command=f"sh -c {shlex.quote(script)}")
 
 
-def attach_command(profile: Profile) -> str:
+def attach_command(profile: Profile, slot: int = 0) -> str:
     """Remote command that attaches read-only to the server's tmux session, as the server user.
 
     For `ssh_argv(profile, tty=True, command=attach_command(profile))`.
     """
     script = (
-        _head(profile) + 'exec_as() { if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then '
+        _head(profile, slot) + 'exec_as() { if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then '
         'exec runuser -u "$SU" -- "$@"; else exec "$@"; fi; }\n'
         'exec_as tmux attach-session -r -t "=$CL_SESSION"\n'
     )
