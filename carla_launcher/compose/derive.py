@@ -17,7 +17,7 @@ from ruamel.yaml.tag import Tag
 
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.comments import append_item, append_key, delete_key
-from carla_launcher.compose.hosts import Rewrite
+from carla_launcher.compose.hosts import ENV_SUFFIX_TEXT, Rewrite
 
 DROP = None  # include action: remove the entry
 
@@ -137,6 +137,10 @@ def _service(name: str, svc: CommentedMap, plan: Plan, out: Derived) -> None:
             for i, new in enumerate(rw.args([str(x) if isinstance(x, str) else x for x in items])):
                 if isinstance(items[i], str):
                     referenced |= _set_item(test, i, new)
+    cname = svc.get("container_name")
+    if rw.env and isinstance(cname, str) and cname and ENV_SUFFIX_TEXT not in cname:
+        svc["container_name"] = _like(cname, cname + ENV_SUFFIX_TEXT)
+        out.changed = True
     overrides = plan.env_file_overrides.get(name)
     if overrides:
         _add_env(svc, overrides, "list")

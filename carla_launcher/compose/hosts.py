@@ -23,6 +23,12 @@ DEFAULT_WORLD_PORT = 2000
 ENV_HOST = "CARLA_LAUNCH_HOST"
 ENV_PORT = "CARLA_LAUNCH_PORT"
 ENV_URL_HOST = "CARLA_LAUNCH_URL_HOST"  # the host as a URL needs it: [fd00::2] for IPv6
+#: Appended to each `container_name:` of an env-mode variant: one variant runs as several
+#: compose projects (a profile per server, several profiles on one folder), and a fixed
+#: container name would make the second `docker compose up` fail or take over the first's.
+#: Unset (a variant run by hand) it is empty and the name is the source's.
+ENV_SUFFIX = "CARLA_LAUNCH_SUFFIX"
+ENV_SUFFIX_TEXT = "${" + ENV_SUFFIX + ":-}"
 # No `: `, `,`, `#`, quotes or braces in the message: it lands in plain YAML scalars and flows.
 _ENV_HINT = "run carla-launch up PROFILE or eval the output of carla-launch env PROFILE"
 ENV_HOST_TEXT = "${" + ENV_HOST + ":?" + _ENV_HINT + "}"
