@@ -1,6 +1,8 @@
 """Shell functions the deploy's box scripts share (apt, download, upload, unpack). Pure text.
 
 They run after the prologue (`box/shell.prologue`: SU, SHOME, DLDIR, ROOT, as_server, die).
+Two locks (flock): one per install root (`lock_install`, fd 9) and one per archive of the
+server user's download cache (`lock_archive`, fd 7), which every install root of the box shares.
 Long work prints `carla-launch-progress PHASE DONE TOTAL` lines (`box/progress.py`) every
 couple of seconds from a background loop (`every`), which this machine renders; the human
 lines are one at the start and one at the end of each phase. Reads of /proc keep quiet when
@@ -26,8 +28,8 @@ every() {  # every SECONDS PHASE TOTAL CMD...: `progress PHASE $(CMD...) TOTAL` 
   _ev_s=$1 _ev_ph=$2 _ev_tot=$3; shift 3
   while :; do
     progress "$_ev_ph" "$("$@" 2>/dev/null)" "$_ev_tot"
-    # sleep outlives a killed loop: it must not hold our stdout or the install lock (fd 9)
-    sleep "$_ev_s" > /dev/null 2>&1 9>&- || return 0
+    # sleep outlives a killed loop: it must not hold our stdout or a lock (fds 9 and 7)
+    sleep "$_ev_s" > /dev/null 2>&1 9>&- 7>&- || return 0
   done
 }
 stop_every() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; return 0; }
@@ -54,17 +56,17 @@ free_kb() { d=$1; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 same_fs() { a=$1; while [ ! -d "$a" ]; do a=$(dirname "$a"); done
   b=$2; while [ ! -d "$b" ]; do b=$(dirname "$b"); done
   [ "$(stat -c %d "$a")" = "$(stat -c %d "$b")" ]; }
-check_disk() {  # $1 bytes still to download, $2 archive size
+check_disk() {  # $1 bytes still to download (0: the archive is in the cache), $2 its size
   _dl_kb=$(( ${1:-0} / 1024 + 1 )); _un_kb=$(( ${2:-0} / 1024 * UNPACK_FACTOR + 1 ))
   _parent=$(dirname "$ROOT")
   if same_fs "$DLDIR" "$_parent"; then
     _need=$((_dl_kb + _un_kb)); _free=$(free_kb "$DLDIR")
     [ "$_free" -ge "$_need" ] || die "not enough disk space for the CARLA package at $_parent: \
-need $(human $((_need * 1024))), have $(human $((_free * 1024)))"
+need $(human $((_need * 1024))), have $(human $((_free * 1024)))$(cache_spare)"
   else
     _free=$(free_kb "$DLDIR")
     [ "$_free" -ge "$_dl_kb" ] || die "not enough disk space for the download at $DLDIR: \
-need $(human $((_dl_kb * 1024))), have $(human $((_free * 1024)))"
+need $(human $((_dl_kb * 1024))), have $(human $((_free * 1024)))$(cache_spare)"
     _free=$(free_kb "$_parent")
     [ "$_free" -ge "$_un_kb" ] || die "not enough disk space to unpack at $_parent: \
 need $(human $((_un_kb * 1024))), have $(human $((_free * 1024)))"
@@ -83,6 +85,47 @@ lock_install() {  # one deploy of $ROOT at a time on this box: the next one wait
   fi
   echo $$ > "$_lk"
 }
+cache_spare() {  # the other archives in the download cache that no deploy uses now, with their
+  # sizes: the room a user may free ("; the download cache ... holds ...", or nothing)
+  _cs=
+  for _cs_r in "$DLDIR"/*.sha256; do
+    _cs_f=${_cs_r%.sha256}
+    [ -f "$_cs_f" ] && [ "${_cs_f##*/}" != "${A:-}" ] || continue
+    _cs_l="$SHOME/.carla-launch/download-${_cs_f##*/}.lock"
+    [ ! -e "$_cs_l" ] || ! command -v flock > /dev/null 2>&1 ||
+      flock -n "$_cs_l" true 2> /dev/null || continue
+    _cs="$_cs${_cs:+, }${_cs_f##*/} ($(human "$(size_of "$_cs_f")"))"
+  done
+  [ -z "$_cs" ] || printf '; the download cache %s holds other archives: %s (%s)' "$DLDIR" "$_cs" \
+    "remove them with carla-launch server uninstall of the profiles that installed them, or rm"
+}
+lock_archive() {  # lock_archive -s|-x: the lock of $A in the box's download cache, which every
+  # install root of the server user shares: shared to unpack it, exclusive to fetch or replace
+  # it; a deploy that must wait says so
+  command -v flock > /dev/null 2>&1 || return 0
+  _al="$SHOME/.carla-launch/download-$A.lock"
+  while :; do
+    [ -e "$_al" ] || as_server touch "$_al" 2>/dev/null || touch "$_al" 2>/dev/null
+    [ -w "$_al" ] || return 0
+    exec 7>> "$_al"
+    if ! flock -n "$1" 7; then
+      echo "waiting for another deploy of $A on this box (pid $(cat "$_al" 2>/dev/null))"
+      flock "$1" 7 || die "could not lock $_al"
+    fi
+    # `server uninstall` removes the lock with the archive, and a lock on a removed file locks
+    # nothing: then take the file that is there now
+    _al_fd=$(stat -L -c %i "/proc/$$/fd/7" 2>/dev/null) || break
+    [ "$_al_fd" = "$(stat -c %i "$_al" 2>/dev/null)" ] && break
+  done
+  echo $$ > "$_al"
+}
+take_archive() {  # true when $A is in the download cache for us already (a deploy we waited for
+  # put it there); else holds the archive's lock, exclusive, to fetch or replace it
+  lock_archive -s
+  verified_here && return 0
+  lock_archive -x
+  verified_here
+}
 private_downloads() {  # the download folder: the server user's, closed to everyone else
   as_server mkdir -p "$DLDIR" || die "cannot create $DLDIR"
   chmod 700 "$DLDIR" 2>/dev/null
@@ -93,17 +136,20 @@ installed_here() {  # does the marker at $ROOT say this very package ($SHA, else
   if [ -n "$SHA" ]; then grep -qx "sha256=$SHA" "$ROOT/MARKER"
   else grep -qxF "url=$URL" "$ROOT/MARKER"; fi
 }
-verified_here() {  # is $A downloaded and checked already (by another deploy, say)?
-  [ -f "$DLDIR/$A" ] && [ -f "$DLDIR/$A.sha256" ] &&
-    { [ -z "$SHA" ] || [ "$(cat "$DLDIR/$A.sha256")" = "$SHA" ]; }
+verified_here() {  # is $A in the download cache, checked, and ours: the same sha256 ($SHA),
+  # or without one from the same place ($ORIGIN; a record older than `from=` is trusted)
+  [ -f "$DLDIR/$A" ] && [ -f "$DLDIR/$A.sha256" ] || return 1
+  if [ -n "$SHA" ]; then [ "$(head -n 1 "$DLDIR/$A.sha256")" = "$SHA" ]; return; fi
+  _vh_from=$(sed -n 's/^from=//p' "$DLDIR/$A.sha256")
+  [ -z "$_vh_from" ] || [ "$_vh_from" = "${ORIGIN:-}" ]
 }
 verify_archive() {  # the sha256 of $1 (default $DLDIR/$A.part, with progress); then it
-  # becomes $DLDIR/$A
+  # becomes $DLDIR/$A, recorded in $DLDIR/$A.sha256: the sum, then `from=` where it came from
   _va_f=${1:-$DLDIR/$A.part}
   _va_size=$(size_of "$_va_f")
   echo "checking the sha256 of $A ($(human "$_va_size"))"
-  rm -f "$DLDIR"/.sha256.*  # a killed check's (we hold the install lock)
-  _va_out="$DLDIR/.sha256.$$"
+  rm -f "$DLDIR/.sha256.$A".*  # a killed check's (we hold the archive's lock)
+  _va_out="$DLDIR/.sha256.$A.$$"
   sha256sum < "$_va_f" > "$_va_out" 2>/dev/null &
   _va_w=$!
   every EVERY checksum "$_va_size" read_pos "$(readlink -f "$_va_f")" "$_va_w" &
@@ -119,8 +165,9 @@ verify_archive() {  # the sha256 of $1 (default $DLDIR/$A.part, with progress); 
 download was deleted (check server.package.sha256 and the URL)"
   fi
   [ -n "$SHA" ] || echo "warning: no server.package.sha256 in the profile; this archive has sha256 $sum"
+  rm -f "$DLDIR/$A.sha256"  # the record of an archive this one replaces
   as_server mv -f "$_va_f" "$DLDIR/$A" || mv -f "$_va_f" "$DLDIR/$A"
-  printf '%s\n' "$sum" | as_server sh -c 'cat > "$1"' sh "$DLDIR/$A.sha256"
+  printf '%s\nfrom=%s\n' "$sum" "${ORIGIN:-}" | as_server sh -c 'cat > "$1"' sh "$DLDIR/$A.sha256"
   echo "checked the sha256 of $A"
 }
 clean_uploads() {  # uploads of deploys that are gone (killed, or their connection lost)

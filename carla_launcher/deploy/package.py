@@ -8,9 +8,12 @@ bad archive is deleted), disk space is checked first, and the archive is unpacke
 temporary folder next to the install root and renamed into place, so a failed run never leaves
 half a tree (and the next run removes what a killed one left). Each deploy uploads into a file
 of its own, moved into place under the lock once checked; the next run removes the uploads of
-deploys that are gone. Archives live in the server
-user's download folder, closed to others (0700, files 0600), and go once unpacked. One deploy
-per install root works at a time (a lock on the box); a second waits, then finds the work done.
+deploys that are gone. Archives live in the server user's download folder, closed to others
+(0700, files 0600), and stay there once unpacked: it is the box's download cache, shared by
+every install root of that user (another profile's root, another version), so an archive is
+fetched once per box; `server uninstall` removes it with the last install that uses it. One
+deploy per install root works at a time (the install lock), and one per archive fetches or
+checks it (the archive lock, which unpacks share); a deploy that waited finds the work done.
 A marker in the root records what was installed; the next run reads it and skips all of this
 without re-hashing gigabytes. Each phase prints progress lines (`box/progress.py`).
 """
@@ -87,23 +90,42 @@ def is_installed(
     return marker_url(marker) == source.url
 
 
+def cache_origin(source: PackageSource) -> str:
+    """Where the cached archive came from: its URL, or the absolute path of the local file.
+    Without a sha256 in the profile, the download cache trusts an archive of the same name
+    only when it came from the same place (`verified_here`: the `from=` line of NAME.sha256)."""
+    if source.kind == "local" and source.local_path is not None:
+        return str(source.local_path)
+    return source.url or ""
+
+
+def _archive_vars(source: PackageSource) -> str:
+    return (
+        f"A={q(source.archive_name or '')}\n"
+        f"URL={q(source.url or '')}\n"
+        f"SHA={q(source.sha256 or '')}\n"
+        f"ORIGIN={q(cache_origin(source))}\n"
+    )
+
+
 def download_script(source: PackageSource, tries: int = TRIES) -> str:
     """Body (after the prologue) of the step that fetches and verifies an http(s) archive.
 
-    Under the install lock; a deploy that waited for another finds the archive fetched (or
-    installed) and stops. curl's own exit code and message end up in the error line.
+    Under the install lock, then the archive's lock (shared while it looks, exclusive to fetch):
+    a deploy that waited for another, of this root or another root of the box, finds the
+    archive fetched (or installed) and stops. curl's own exit code and message end up in the
+    error line.
     """
     return (
         FUNCTIONS
-        + f"""
-A={q(source.archive_name)}
-URL={q(source.url)}
-SHA={q(source.sha256 or "")}
-TRIES={int(tries)}
+        + "\n"
+        + _archive_vars(source)
+        + f"""TRIES={int(tries)}
 lock_install
 if installed_here; then echo "$A is installed at $ROOT already (by another deploy)"; exit 0; fi
-if verified_here; then echo "$A is downloaded and checked already (by another deploy)"; exit 0; fi
 private_downloads
+if take_archive; then echo "$A is in the download cache, downloaded already by another deploy"
+  exit 0; fi
 rm -f "$DLDIR/$A" "$DLDIR/$A.sha256"
 total=$(as_server curl -sSIL --max-time 30 "$URL" 2>/dev/null | tr -d '\\r' |
   awk 'tolower($1) == "content-length:" {{ v = $2 }} END {{ print v + 0 }}')
@@ -166,9 +188,9 @@ def upload_prepare_script(source: PackageSource, size: int, name: str) -> str:
     keeps the mode of the file it replaces)."""
     return (
         FUNCTIONS
-        + f"""
-A={q(source.archive_name)}
-UP="$DLDIR/"{q(name)}
+        + "\n"
+        + _archive_vars(source)
+        + f"""UP="$DLDIR/"{q(name)}
 lock_install
 private_downloads
 clean_uploads
@@ -181,15 +203,14 @@ echo "uploading $A ($(human {int(size)}))"
 
 def upload_finish_script(source: PackageSource, name: str) -> str:
     """After the upload (as the login user): hand the file to the server user, verify it, and
-    it becomes the archive to unpack; a deploy that waited for another finds that work done and
+    it becomes the archive to unpack (under the archive's lock: another root's deploy may be
+    unpacking the cached one); a deploy that waited for another finds that work done and
     removes its own upload."""
     return (
         FUNCTIONS
-        + f"""
-A={q(source.archive_name)}
-URL={q(source.url or "")}
-SHA={q(source.sha256 or "")}
-UP="$DLDIR/"{q(name)}
+        + "\n"
+        + _archive_vars(source)
+        + f"""UP="$DLDIR/"{q(name)}
 # open while we wait for the lock: a deploy that holds it sees this upload in use
 [ -r "$UP" ] || die "the upload $UP is gone (removed by another deploy?); rerun carla-launch deploy"
 exec 8< "$UP"
@@ -198,8 +219,8 @@ umask 077
 if installed_here; then
   rm -f "$UP"; echo "$A is installed at $ROOT already (by another deploy)"; exit 0
 fi
-if verified_here; then
-  rm -f "$UP"; echo "$A is uploaded and checked already (by another deploy)"; exit 0
+if take_archive; then
+  rm -f "$UP"; echo "$A is in the download cache, uploaded already by another deploy"; exit 0
 fi
 if [ "$(id -u)" = 0 ] && [ "$SU" != root ]; then
   chown "$SU" "$UP" || die "cannot hand $UP to $SU"
@@ -215,18 +236,19 @@ def cleanup_script() -> str:
 
 
 def unpack_script(source: PackageSource) -> str:
-    """Unpack the verified archive into a temporary folder, then rename it into place.
+    """Unpack the verified archive into a temporary folder, then rename it into place; the
+    archive stays in the download cache for the box's other install roots.
 
-    Under the install lock; what a killed run left is removed first, and a deploy that waited
-    for another finds the package installed and stops.
+    Under the install lock and the archive's lock, shared (deploys of other roots unpack the
+    same archive at once; none replaces it meanwhile); what a killed run left is removed first,
+    and a deploy that waited for another finds the package installed and stops. The disk check
+    counts the unpacked tree only: the archive is on the disk already.
     """
     return (
         FUNCTIONS
-        + f"""
-A={q(source.archive_name)}
-URL={q(source.url or "")}
-SHA={q(source.sha256 or "")}
-PARENT=$(dirname "$ROOT")
+        + "\n"
+        + _archive_vars(source)
+        + f"""PARENT=$(dirname "$ROOT")
 lock_install
 clean_leftovers
 if installed_here; then echo "$A is installed at $ROOT already (by another deploy)"; exit 0; fi
@@ -234,8 +256,12 @@ if [ -e "$ROOT" ] && [ ! -f "$ROOT/{MARKER}" ]; then
   die "$ROOT exists but was not installed by carla-launch; move it away, or remove \\
 server.package.url to use it as it is"
 fi
+lock_archive -s
 [ -f "$DLDIR/$A" ] && [ -f "$DLDIR/$A.sha256" ] ||
   die "the checked archive $A is no longer in $DLDIR; rerun carla-launch deploy"
+verified_here || die "the archive $A in the download cache $DLDIR is another package (from \\
+$(sed -n 's/^from=//p' "$DLDIR/$A.sha256")); remove it (rm $DLDIR/$A $DLDIR/$A.sha256), or \\
+set server.package.sha256, then rerun carla-launch deploy"
 # the server user owns the tree; a parent it cannot write (e.g. /opt) is handled as root
 sr() {{ as_server "$@" 2>/dev/null || {{ [ "$(id -u)" = 0 ] && "$@"; }}; }}
 sr mkdir -p "$PARENT" || die "cannot create $PARENT"
@@ -247,6 +273,7 @@ cleanup() {{ [ -n "$tmp" ] && rm -rf "$tmp"; [ -n "$old" ] && rm -rf "$old"; rm 
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM PIPE
 size=$(size_of "$DLDIR/$A")
+check_disk 0 "$size"
 echo "unpacking $A ($(human "$size")) into $ROOT"
 case $A in
   *.zip) as_server unzip -q "$DLDIR/$A" -d "$tmp" < /dev/null > /dev/null 2> "$errs" & ;;
@@ -268,13 +295,13 @@ else
   src=${{src%/CarlaUE4.sh}}
 fi
 [ -n "$src" ] || die "$A holds no CarlaUE4.sh (looked at its top two folder levels)"
-sum=$(cat "$DLDIR/$A.sha256")
+sum=$(head -n 1 "$DLDIR/$A.sha256")
 printf 'sha256=%s\\nurl=%s\\narchive=%s\\n' "$sum" "$URL" "$A" |
   as_server sh -c 'cat > "$1"' sh "$src/{MARKER}"
 [ "$src" = "$tmp" ] && tmp=
 if [ -e "$ROOT" ]; then old="$ROOT.old.$$"; sr mv "$ROOT" "$old"; fi
 sr mv "$src" "$ROOT" || die "could not move the unpacked tree to $ROOT"
-as_server rm -f "$DLDIR/$A" "$DLDIR/$A.sha256"
-echo "installed $A at $ROOT"
+echo "installed $A at $ROOT; the archive is kept in the download cache $DLDIR for other \\
+installs on this box"
 """
     )

@@ -3,7 +3,9 @@
 What goes: the install root (only with the install marker in it: never a tree carla-launch did
 not unpack, wherever it is, nor one another session's launch script still runs from: two
 profiles may share a root), what an interrupted deploy left beside it, the launch files (the
-session folder), the download cache of the profile's package and the deploy's lock; with
+session folder), the profile's package in the box's download cache (only when no other install
+root of the server user was installed from it: the cache is shared, and the next deploy of that
+root would fetch it again; nor while a deploy uses it) and the deploy's lock; with
 `remove_user`, the server user and its home (only when the deploy created it: the
 `USER_CREATED` file; never root or the login user). The server is stopped first, under the
 deploy's install lock: a deploy of the same root that runs makes uninstall stop with one line,
@@ -53,12 +55,33 @@ root_ours() {{  # may $ROOT go? Only a tree with our marker, never / or above th
     WHY="not installed by carla-launch (no {MARKER} in it)"; return 1; }}
   for _l in "$SHOME/{STATE_DIR}"/*/launch.sh; do  # another profile's server runs from it?
     [ -f "$_l" ] && [ "$_l" != "$SDIR/launch.sh" ] || continue
-    _o=$(sed -n "s/^ROOT=//p" "$_l" | head -n 1)
-    case $_o in "'"*"'") _o=$(printf '%s\n' "$_o" | sed -e "s/^'//; s/'\$//" \
-      -e "s/'\"'\"'/'/g") ;; esac  # undo shlex.quote (server/launch.py writes ROOT=...)
-    [ "$(readlink -f -- "$_o" 2>/dev/null || echo "$_o")" = "$_real" ] || continue
+    [ "$(launch_root "$_l")" = "$_real" ] || continue
     _s=${{_l%/launch.sh}}; WHY="used by session ${{_s##*/}}"; SHARED=yes; return 1
   done
+}}
+launch_root() {{  # the install root a launch script runs from, as a real path
+  _o=$(sed -n "s/^ROOT=//p" "$1" | head -n 1)
+  case $_o in "'"*"'") _o=$(printf '%s\n' "$_o" | sed -e "s/^'//; s/'\$//" \
+    -e "s/'\"'\"'/'/g") ;; esac  # undo shlex.quote (server/launch.py writes ROOT=...)
+  readlink -f -- "$_o" 2>/dev/null || printf '%s\n' "$_o"
+}}
+cache_user() {{  # another install root of the server user installed from the cached $UN_A (its
+  # marker names the archive and its sha256): the archive stays in the download cache for it
+  _cu_sum=$(head -n 1 "$DLDIR/$UN_A.sha256" 2>/dev/null)
+  for _l in "$SHOME/{STATE_DIR}"/*/launch.sh; do
+    [ -f "$_l" ] && [ "$_l" != "$SDIR/launch.sh" ] || continue
+    _o=$(launch_root "$_l")
+    [ -f "$_o/{MARKER}" ] && grep -qxF "archive=$UN_A" "$_o/{MARKER}" || continue
+    [ -z "$_cu_sum" ] || grep -qxF "sha256=$_cu_sum" "$_o/{MARKER}" || continue
+    printf '%s\n' "$_o"; return 0
+  done
+  return 1
+}}
+cache_busy() {{  # does a deploy fetch or unpack $UN_A now? (deploy/boxlib.py: lock_archive; a
+  # removal holds that lock till the end, so a deploy that starts meanwhile waits)
+  [ -e "$1" ] && command -v flock > /dev/null 2>&1 || return 1
+  exec 7>> "$1" || return 1
+  ! flock -n 7
 }}
 lock_root() {{  # hold the deploy's lock of $ROOT (deploy/boxlib.py: lock_install) till the end
   command -v flock > /dev/null 2>&1 && [ -d "$SHOME/{STATE_DIR}" ] || return 0
@@ -112,8 +135,18 @@ set -f; _ifs=$IFS; IFS='
 for _d in $_lo; do un_item "$_d" "left by an interrupted deploy"; done
 IFS=$_ifs; set +f
 un_item "$SDIR" "the launch files and the server log"
-if [ -n "$UN_A" ]; then
-  for _f in "$DLDIR/$UN_A" "$DLDIR/$UN_A".*; do un_item "$_f" "the download cache"; done
+if [ -n "$UN_A" ]; then  # the download cache, which every install root of $SU shares
+  _al="$SHOME/{STATE_DIR}/download-$UN_A.lock"  # deploy/boxlib.py: lock_archive
+  if _for=$(cache_user); then
+    [ ! -f "$DLDIR/$UN_A" ] ||
+      printf 'keep\t%s\t%s\n' "for $_for, installed from the same archive" "$DLDIR/$UN_A"
+  elif cache_busy "$_al"; then
+    [ ! -f "$DLDIR/$UN_A" ] || printf 'keep\t%s\t%s\n' \
+      "a deploy on this box uses it now (pid $(cat "$_al" 2>/dev/null))" "$DLDIR/$UN_A"
+  else
+    for _f in "$DLDIR/$UN_A" "$DLDIR/$UN_A".*; do un_item "$_f" "the download cache"; done
+    un_item "$_al" "the download cache's lock"
+  fi
 fi
 # the deploy's lock of this install root (deploy/boxlib.py: lock_install); the other
 # session's while it shares the root

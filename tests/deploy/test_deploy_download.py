@@ -1,6 +1,7 @@
 """The CARLA package on boxes that misbehave, for real: a throttled download people can watch,
 a 404, a server that ignores Range, a refused file:// URL, an upload nobody else can read,
-leftovers of a killed unpack, and two deploys of one install root at once.
+leftovers of a killed unpack, and two deploys of one install root at once. (Several install
+roots sharing the box's download cache: test_download_cache.py.)
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def downloads(box: Box) -> Path:
     return box.server_home / ".carla-launch" / "downloads"
 
 
+def cached(box: Box) -> list[str]:
+    """What the box's download cache holds, by name."""
+    return sorted(p.name for p in downloads(box).iterdir())
+
+
 def test_a_long_download_shows_rising_progress_then_checksum_and_unpack(box: Box) -> None:
     pkg = build_package(box.dir / "big", padding=48 << 20)  # random bytes: no compression
     size = pkg.stat().st_size
@@ -77,9 +83,11 @@ def test_a_long_download_shows_rising_progress_then_checksum_and_unpack(box: Box
     text = "\n".join(lines)
     assert f"downloading {pkg.name} (" in text and f"from {srv.url(pkg.name)}" in text
     assert f"checked the sha256 of {pkg.name}" in text
-    assert f"installed {pkg.name} at {box.root}" in text
+    assert f"installed {pkg.name} at {box.root}; the archive is kept in the download cache" in text
     assert not [line for line in lines if any(n in line for n in NOISE)], text
-    assert not any(downloads(box).iterdir())  # the verified archive goes once unpacked
+    # the verified archive stays for the box's other install roots; nothing partial is left
+    assert cached(box) == [pkg.name, f"{pkg.name}.sha256"]
+    assert (downloads(box) / pkg.name).read_bytes() == pkg.read_bytes()
 
 
 def test_a_404_says_curls_code_once_and_is_not_retried(box: Box) -> None:
@@ -119,7 +127,7 @@ def test_a_file_url_is_refused_before_anything_happens_on_the_box(box: Box) -> N
     assert not box.server_home.exists()
 
 
-def test_an_uploaded_archive_is_private_and_gone_after_the_deploy(box: Box) -> None:
+def test_an_uploaded_archive_is_private_and_kept_in_the_download_cache(box: Box) -> None:
     name = "CARLA_local.tar.gz"
     broken = box.dir / "broken" / name  # passes its checksum, fails to unpack: it stays behind
     broken.parent.mkdir()
@@ -136,7 +144,9 @@ def test_an_uploaded_archive_is_private_and_gone_after_the_deploy(box: Box) -> N
     box.write_profile(server={"package": {"url": str(good), "sha256": sha256(good)}})
     done = box.deploy()
     assert "uploading" in done.stderr
-    assert list(downloads(box).iterdir()) == []
+    assert cached(box) == [name, f"{name}.sha256"]  # the good one replaced the broken one
+    assert kept.read_bytes() == good.read_bytes()
+    assert all((downloads(box) / n).stat().st_mode & 0o777 == 0o600 for n in cached(box))
     assert probe_version(box.address, 2000) == "0.9.15"
 
 

@@ -61,7 +61,8 @@ def test_two_deploys_of_one_local_archive_at_once_both_succeed(box: Box) -> None
     assert probe_version(box.address, 2000) == "0.9.15"
     assert beside_root(box) == [box.root.name]  # one installed tree, nothing half-made
     assert (box.root / ".carla-launch-package").read_text().startswith(f"sha256={sha256(pkg)}")
-    assert list(downloads(box).iterdir()) == []  # no partial upload of either deploy stays
+    # the checked archive stays in the download cache; no partial upload of either deploy stays
+    assert sorted(p.name for p in downloads(box).iterdir()) == [pkg.name, f"{pkg.name}.sha256"]
 
 
 def test_an_upload_killed_halfway_is_removed_by_the_next_deploy(box: Box) -> None:
@@ -88,7 +89,8 @@ def test_an_upload_killed_halfway_is_removed_by_the_next_deploy(box: Box) -> Non
 
     done = box.deploy()
     assert f"removing {left} (left by an interrupted upload)" in done.stderr, done.stderr
-    assert list(downloads(box).iterdir()) == []
+    # the checked archive stays in the download cache; no upload is left
+    assert sorted(p.name for p in downloads(box).iterdir()) == [pkg.name, f"{pkg.name}.sha256"]
     assert probe_version(box.address, 2000) == "0.9.15"
 
     # with the package installed, a deploy still tidies what a gone upload left; an upload

@@ -262,3 +262,65 @@ def test_the_user_is_kept_while_it_runs_processes_with_busybox_ps(box: Box, tmp_
     assert done.returncode == 1
     assert f"the user {box.server_user} still runs processes ({sleeper})" in done.stderr
     assert user_exists(box.server_user)
+
+
+@pytest.mark.root
+def test_the_cached_archive_stays_while_another_install_root_came_from_it(box: Box) -> None:
+    box.install_standin()
+    box.deploy()
+    other = box.profile_path.with_name("other.yaml")  # its own root, session and port
+    data = json.loads(json.dumps(box.profile_data))
+    data["server"].update({"tmux_session": "carla2", "port": 2003})
+    data["server"]["package"]["root"] = "~/CARLA_other"
+    other.write_text(json.dumps(data))  # JSON is YAML
+    done = box.cli("deploy", str(other))
+    assert done.returncode == 0, done.stderr
+    second = box.server_home / "CARLA_other"
+    assert box.package_path is not None
+    archive = box.server_home / ".carla-launch" / "downloads" / box.package_path.name
+    why = f"{archive}: for {second}, installed from the same archive"
+
+    dry = uninstall(box, "--dry-run")
+    assert f"would keep {why}" in dry.stdout, dry.stdout
+    done = uninstall(box, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"kept {why}" in done.stdout, done.stdout
+    assert not box.root.exists() and archive.is_file()
+    assert probe_version(box.address, 2003) == "0.9.15"  # the other server runs on
+
+    done = box.cli("server", "uninstall", "--yes", str(other))  # the last one takes it
+    assert done.returncode == 0, done.stderr
+    assert f"removed {archive} (the download cache)" in done.stdout, done.stdout
+    assert not second.exists() and not archive.parent.exists()
+    assert not list((box.server_home / ".carla-launch").glob("download-*.lock"))
+
+
+@pytest.mark.root
+def test_a_cached_archive_a_deploy_uses_now_is_kept(box: Box) -> None:
+    box.install_standin()
+    box.deploy()
+    assert box.package_path is not None
+    name = box.package_path.name
+    archive = box.server_home / ".carla-launch" / "downloads" / name
+    lock = box.server_home / ".carla-launch" / f"download-{name}.lock"  # boxlib: lock_archive
+    before = lock.read_text()  # the pid of the deploy above
+    holder = subprocess.Popen(  # as another root's deploy unpacking it: flock, then its pid
+        ["flock", "-s", str(lock), "sh", "-c", f"echo $$ > {lock}; exec sleep 600"],
+        start_new_session=True,
+    )
+    try:
+        pid = wait_for(
+            lambda: (t := lock.read_text()) != before and t.strip().isdigit() and t.strip(),
+            10,
+            "the holder's pid in the lock",
+        )
+        done = uninstall(box, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert f"kept {archive}: a deploy on this box uses it now (pid {pid})" in done.stdout
+        assert archive.is_file() and not box.root.exists()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    done = uninstall(box, "--yes")
+    assert f"removed {archive} (the download cache)" in done.stdout, done.stdout
+    assert not archive.exists() and not lock.exists()
