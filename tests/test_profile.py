@@ -58,6 +58,7 @@ def test_defaults_and_new_fields(tmp_path: Path) -> None:
     p = read_profile(write(tmp_path, "remote:\n  host: gpu\n"))
     assert p.remote.accept_new_host_key is False  # strict host keys unless said otherwise
     assert p.remote.connect_timeout == 10
+    assert p.remote.tunnel is False  # agents use the address unless the profile says so
     assert p.server.os_packages == DEFAULT_OS_PACKAGES
     assert p.server.ready_timeout == 300 and p.server.user == "carla"
     full = read_profile(
@@ -70,6 +71,7 @@ remote:
   known_hosts: ~/kh
   connect_timeout: 3
   accept_new_host_key: true
+  tunnel: auto
 server:
   os_packages: [tmux, curl]
   ready_timeout: 20
@@ -83,6 +85,7 @@ compose:
     assert full.local_path(full.remote.ssh_config) == tmp_path / "conf" / "ssh_config"
     assert full.server.os_packages == ("tmux", "curl") and full.server.gpu == 1
     assert full.compose.file == "build/docker-compose.yaml"
+    assert full.remote.tunnel == "auto"
     assert p.compose.address == "literal" and not p.compose.env_mode
 
 
@@ -140,6 +143,14 @@ def test_address_and_address_mode(tmp_path: Path) -> None:
         ("remote:\n  host: gpu\n  address: '-oProxyCommand=x'\n", 3, "remote.address", "option"),
         ("remote:\n  host: gpu\n  address: ''\n", 3, "remote.address", "null"),
         ("remote:\n  host: gpu\ncompose:\n  address: envs\n", 4, "compose.address", "literal, env"),
+        ("remote:\n  host: gpu\n  tunnel: yes\n", 3, "remote.tunnel", "true, false or auto"),
+        ("remote:\n  host: gpu\n  tunnel: 1\n", 3, "remote.tunnel", "true, false or auto"),
+        (
+            "remote:\n  connector: local\n  tunnel: true\n",
+            3,
+            "remote.tunnel",
+            "nothing to tunnel to",
+        ),
     ],
 )
 def test_errors_name_file_line_field(

@@ -7,17 +7,28 @@ into, what a service inherits through `extends: file:`) arrives in the `Plan`.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString, ScalarString
+from ruamel.yaml.scalarstring import (
+    DoubleQuotedScalarString,
+    FoldedScalarString,
+    LiteralScalarString,
+    ScalarString,
+)
 from ruamel.yaml.tag import Tag
 
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.comments import append_item, append_key, delete_key
-from carla_launcher.compose.hosts import ENV_SUFFIX_TEXT, Rewrite
+from carla_launcher.compose.hosts import (
+    DOCKER_HOST_NAME,
+    ENV_SUFFIX_TEXT,
+    HOST_GATEWAY,
+    Rewrite,
+)
 
 DROP = None  # include action: remove the entry
 
@@ -80,6 +91,8 @@ def derive(doc: Any, plan: Plan) -> Derived:
             svc = services[name]
             if isinstance(svc, CommentedMap):
                 _service(str(name), svc, plan, out)
+        if plan.rewrite.host_gateway:
+            _host_gateways(services, plan.simulator, out)
     _includes(doc, plan, out)
     return out
 
@@ -226,6 +239,67 @@ def _drop_dependency(svc: CommentedMap, key: str, sim: str) -> bool:
             delete_key(dep, sim)
         return True
     return False
+
+
+# -- host.docker.internal --------------------------------------------------------------------------
+def _host_gateways(services: CommentedMap, sim: str, out: Derived) -> None:
+    """`host.docker.internal:host-gateway` in `extra_hosts:` of every service that names the
+    simulator (of the service whose network it shares, for `network_mode: service:X`), so the
+    address may be a tunnel's end on this machine. An entry of the source for that name stays
+    as it is, and is never doubled."""
+    for name in list(services):
+        if str(name) not in out.referencing:
+            continue
+        owner = _network_owner(services, str(name), sim)
+        svc = services.get(owner) if owner is not None else None
+        if isinstance(svc, CommentedMap) and _add_host_gateway(svc):
+            out.changed = True
+
+
+def _network_owner(services: CommentedMap, name: str, sim: str) -> str | None:
+    """The service whose network stack (and /etc/hosts) `name` uses: itself, or the one its
+    `network_mode: service:X` names (in turn); None for `container:`, `none` or a loop."""
+    seen = {name}
+    while True:
+        svc = services.get(name)
+        mode = svc.get("network_mode") if isinstance(svc, CommentedMap) else None
+        mode = mode.strip() if isinstance(mode, str) else ""
+        if mode == "none" or mode.startswith("container:"):
+            return None
+        if not mode.startswith("service:"):
+            return name
+        name = mode.removeprefix("service:").strip()
+        if name in seen or name == sim or name not in services:
+            return None
+        seen.add(name)
+
+
+def _host_name(entry: Any) -> str:
+    """The host an `extra_hosts` list entry maps: `name:ip`, `name=ip` or `name ip`."""
+    return re.split(r"[:=\s]", str(entry).strip(), maxsplit=1)[0].lower()
+
+
+def _add_host_gateway(svc: CommentedMap) -> bool:
+    """Add HOST_GATEWAY to the service's `extra_hosts` (a list or a mapping, in its form and
+    style); False where the name is there already, or the value is not one compose reads."""
+    hosts = svc.get("extra_hosts")
+    if isinstance(hosts, CommentedSeq):
+        if any(_host_name(item) == DOCKER_HOST_NAME for item in hosts):
+            return False
+        append_item(hosts, _like(hosts[0], HOST_GATEWAY) if len(hosts) else HOST_GATEWAY)
+        return True
+    if isinstance(hosts, CommentedMap):
+        if any(str(k).strip().lower() == DOCKER_HOST_NAME for k in hosts):
+            return False
+        value = HOST_GATEWAY.split(":", 1)[1]
+        append_key(hosts, DOCKER_HOST_NAME, _like(next(iter(hosts.values()), ""), value))
+        return True
+    if hosts is not None:
+        return False  # not a list nor a mapping: compose's own error says so
+    new = CommentedSeq([DoubleQuotedScalarString(HOST_GATEWAY)])
+    new.fa.set_flow_style()
+    _put(svc, "extra_hosts", new)
+    return True
 
 
 # -- inherited through extends: file: -------------------------------------------------------------

@@ -29,6 +29,12 @@ ENV_URL_HOST = "CARLA_LAUNCH_URL_HOST"  # the host as a URL needs it: [fd00::2] 
 #: Unset (a variant run by hand) it is empty and the name is the source's.
 ENV_SUFFIX = "CARLA_LAUNCH_SUFFIX"
 ENV_SUFFIX_TEXT = "${" + ENV_SUFFIX + ":-}"
+#: What env-mode variants add to `extra_hosts:` of the services that name the simulator: the
+#: address may be this machine's end of an SSH tunnel (box/tunnel.py AGENT_HOST), which
+#: containers reach as `host.docker.internal` (Docker >= 20.10 maps `host-gateway` to the
+#: default bridge's gateway; Docker Desktop has the name already, and this entry agrees).
+DOCKER_HOST_NAME = "host.docker.internal"
+HOST_GATEWAY = DOCKER_HOST_NAME + ":host-gateway"
 # No `: `, `,`, `#`, quotes or braces in the message: it lands in plain YAML scalars and flows.
 _ENV_HINT = "run carla-launch up PROFILE or eval the output of carla-launch env PROFILE"
 ENV_HOST_TEXT = "${" + ENV_HOST + ":?" + _ENV_HINT + "}"
@@ -169,6 +175,12 @@ class Rewrite:
         prefixes = [_PROJECT_VAR] + ([re.escape(self.project)] if self.project else [])
         sim = re.escape(self.simulator)
         return re.compile(_BEFORE + rf"(?:{'|'.join(prefixes)})[-_]{sim}[-_]\d+" + _AFTER)
+
+    @property
+    def host_gateway(self) -> bool:
+        """Do the services that name the simulator need `host.docker.internal` (HOST_GATEWAY)?
+        In the env mode (the address may be a tunnel's), and where the literal address is it."""
+        return self.env or self.address.lower() == DOCKER_HOST_NAME
 
     @property
     def new_port(self) -> int | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from carla_launcher.compose.hosts import ENV_HOST, ENV_URL_HOST
+from carla_launcher.compose.hosts import DOCKER_HOST_NAME, ENV_HOST, ENV_URL_HOST
 from carla_launcher.compose.keys import Target
 from carla_launcher.compose.variants import split_header
 from carla_launcher.netaddr import for_url, is_ipv6
@@ -55,8 +55,16 @@ def describe(
     port = target.port if target.port is not None else entry[1] if entry else None
     where = for_url(target.address) + (f":{port}" if port is not None else "")
     pattern = _address_pattern(target.address)
-    count = _added(source_text, body, lambda text: len(pattern.findall(text)))
+
+    def references(text: str) -> int:  # the extra_hosts entry that maps the name is no reference
+        return len(pattern.findall(_GATEWAY_ENTRY.sub("", text)))
+
+    count = _added(source_text, body, references)
     return Facts(simulator, count, where)
+
+
+#: `host.docker.internal:host-gateway` (list form) or `host.docker.internal: host-gateway`
+_GATEWAY_ENTRY = re.compile(re.escape(DOCKER_HOST_NAME) + r"[\"']?\s*[:=]\s*[\"']?host-gateway")
 
 
 def _address_pattern(address: str) -> re.Pattern[str]:

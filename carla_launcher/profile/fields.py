@@ -16,8 +16,9 @@ from typing import Literal
 
 #: text (numbers read as text), path (a local or remote file name), host (one token for ssh:
 #: no spaces, quotes, backslashes, control characters or leading '-'), hosts (a host or a
-#: list of them), int, bool, list (of text), gpus (`all` or a list of distinct GPU indexes)
-Kind = Literal["text", "path", "host", "hosts", "int", "bool", "list", "gpus"]
+#: list of them), int, bool, list (of text), gpus (`all` or a list of distinct GPU indexes),
+#: switch (true, false or auto; `choices` names them as the README's table shows them)
+Kind = Literal["text", "path", "host", "hosts", "int", "bool", "list", "gpus", "switch"]
 
 # -- character rules: what would turn a value into ssh_config or shell syntax --------------------
 CONTROL = "\\u0000-\\u001f\\u007f"  # newline, tab, escape, ...: never in a value of a profile
@@ -41,6 +42,7 @@ DEFAULT_OS_PACKAGES: tuple[str, ...] = (
 )
 
 README_PROFILES = "Profiles"
+README_TUNNELS = "Beyond the box you can reach"
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,17 @@ REMOTE = Section(
             minimum=1,
             maximum=600,
             message="must be between 1 and 600 seconds, not {value}",
+        ),
+        Field(
+            "tunnel",
+            "switch",
+            "agents reach each server through an SSH tunnel (its ports N..N+2 forwarded to "
+            "this machine) instead of its address; auto: when the address does not answer on "
+            "the world port from here",
+            default=False,
+            choices=("false", "true", "auto"),
+            message="must be true, false or auto, not {value!r}",
+            readme=README_TUNNELS,
         ),
     ),
 )

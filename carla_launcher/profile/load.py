@@ -7,7 +7,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -56,6 +56,9 @@ class Remote:
     ssh_config: str | None  # an ssh_config file instead of ~/.ssh/config
     known_hosts: str | None  # a known_hosts file instead of ~/.ssh/known_hosts
     connect_timeout: int  # seconds, for every SSH connection we open
+    # True: agents reach the servers through SSH tunnels; "auto": when the address does not
+    # answer on the world port from here (box/tunnel.py decides); False: at the address
+    tunnel: bool | Literal["auto"]
 
     @property
     def host(self) -> str | None:
@@ -229,6 +232,10 @@ def _remote(r: Fields) -> Remote:
     if address is not None and (problem := address_problem(address)):  # data, never code
         hint = "; write null to discover it" if problem == "empty" else ""
         raise r.err("address", describe(address, problem) + hint)
+    if v["tunnel"] is not False and v["connector"] == "local":
+        raise r.err(
+            "tunnel", "connector: local runs the server here, with nothing to tunnel to; remove it"
+        )
     return Remote(hosts=hosts, **v)
 
 
@@ -275,6 +282,8 @@ def _value(f: Fields, spec: Field) -> Any:
         return _items(f, spec)
     if spec.kind == "gpus":
         return _gpus(f, spec)
+    if spec.kind == "switch":
+        return _switch(f, spec)
     if spec.kind == "hosts":
         raw = f.get(key, (str, CommentedSeq))
         if isinstance(raw, CommentedSeq):
@@ -307,6 +316,17 @@ def _gpus(f: Fields, spec: Field) -> tuple[int, ...] | str | None:
     if not found:
         raise f.err(spec.key, spec.message.format(value="[]") + "; null: one server")
     return tuple(found)
+
+
+def _switch(f: Fields, spec: Field) -> bool | str:
+    """true, false or auto (YAML's booleans, or the word); null: the default."""
+    raw = f.get(spec.key, object)
+    if raw is None:
+        default: bool | str = spec.default  # type: ignore[assignment]  # a switch's default
+        return default
+    if isinstance(raw, bool) or raw == "auto":
+        return raw
+    raise f.err(spec.key, spec.message.format(value=raw))
 
 
 def _items(f: Fields, spec: Field) -> tuple[str, ...]:

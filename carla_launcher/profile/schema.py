@@ -64,6 +64,8 @@ def field_schema(f: Field) -> dict[str, Any]:
             {"type": "array", "items": index, "minItems": 1, "uniqueItems": True},
             {"type": "null"},
         ]
+    elif f.kind == "switch":
+        s["enum"] = [False, True, "auto", None]
     elif f.kind == "hosts":
         s["anyOf"] = [text, {"type": "array", "items": text, "minItems": 1}, {"type": "null"}]
     elif f.choices:

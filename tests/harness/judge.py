@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.compose_loader import load_model
-from tests.harness.oracle import comparable, expected_model
+from tests.harness.oracle import comparable, expected_model, with_host_gateway
 
 
 def judge_variant(
@@ -27,8 +27,11 @@ def judge_variant(
     assert variant.is_file(), (
         f"no variant written; files: {sorted(p.name for p in folder.iterdir())}"
     )
-    want = comparable(expected_model(load_model(source), sim, address, port))
-    assert comparable(load_model(variant, env=env)) == want
+    model = load_model(source)
+    want = expected_model(model, sim, address, port)
+    if env is not None:  # the env mode: the address may be a tunnel's host.docker.internal
+        want = with_host_gateway(want, model)
+    assert comparable(load_model(variant, env=env)) == comparable(want)
     text = variant.read_text()
     for fragment in case.get("text", []):
         assert fragment in text

@@ -22,6 +22,8 @@ API of `Box` (all paths absolute):
   `install_standin(fmt, version=, sha=, padding=)`; `use_package_of(other_box)`; `preinstall()`;
 - `cut_route()`: no default route any more, i.e. a box without internet (ssh and this
   machine's end of the veth still answer);
+- `firewall(allow=(22,))`: a firewall inside the box that drops every connection from outside
+  but to ssh (`firewall_missing()` says why it cannot run here);
 - `deploy(*args, check=True)` and `cli(*args)`: the real CLI in a child process;
 - `carla_pid()`, `server_processes()`, `listening()`; `add_inner_sshd(port)` (a second sshd on
   the box's loopback, only reachable with the box as jump host).
@@ -103,6 +105,14 @@ def missing() -> str | None:
     if done.returncode != 0:
         return f"`ip netns add` fails here: {done.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    return None
+
+
+def firewall_missing() -> str | None:
+    """Why `Box.firewall` cannot run here (None: it can)."""
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (Debian package iptables) for a firewall inside the box"
     return None
 
 
@@ -461,6 +471,34 @@ class Box:
         """No default route: the box reaches this machine's end of the veth (ssh, package
         servers) and nothing beyond, as a box without internet; apt fails to connect at once."""
         _sh(["ip", "-n", self.netns, "route", "del", "default"])
+
+    def firewall(self, allow: tuple[int, ...] = (22,)) -> None:
+        """A firewall inside the box that drops every connection from outside but to the TCP
+        ports in `allow` (ssh): what university boxes and cloud VMs do. Replies to the box's
+        own connections (package downloads) and loopback still pass; ping does not. iptables
+        (nf_tables or legacy) in the box's namespace only; gone with the box. Skips, naming
+        the package, where iptables is missing."""
+        why = firewall_missing()
+        if why:
+            pytest.skip(why)
+        for tool in ("iptables", "ip6tables"):
+            rules = [
+                ["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+                [
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
+                *(["-A", "INPUT", "-p", "tcp", "--dport", str(p), "-j", "ACCEPT"] for p in allow),
+                ["-P", "INPUT", "DROP"],
+            ]
+            for rule in rules:
+                _sh(["ip", "netns", "exec", self.netns, tool, "-w", *rule])
 
     def install_standin(
         self, fmt: str = "tar.gz", *, version: str = "0.9.15", sha: str | None = None, **build: Any

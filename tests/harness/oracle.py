@@ -185,6 +185,33 @@ def expected_model(
     return model
 
 
+#: The entry env-mode variants add to `extra_hosts` (compose's model writes `name=value`).
+HOST_GATEWAY = "host.docker.internal=host-gateway"
+
+
+def with_host_gateway(expected: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """The env address mode's addition to `expected`: every service whose values the contract
+    changed (or the service whose network it shares: `network_mode: service:X`) maps
+    host.docker.internal to host-gateway, unless it maps that name already."""
+    out = copy.deepcopy(expected)
+    services = out["services"]
+    for name, svc in list(services.items()):
+        before = source["services"].get(name) or {}
+        keys = ("environment", "command", "entrypoint", "healthcheck")
+        if all(svc.get(k) == before.get(k) for k in keys):
+            continue
+        mode = svc.get("network_mode") or ""
+        if mode == "none" or mode.startswith("container:"):
+            continue
+        owner = services.get(mode.removeprefix("service:")) if mode.startswith("service:") else svc
+        if owner is None:
+            continue
+        hosts = owner.setdefault("extra_hosts", [])
+        if not any(str(h).split("=", 1)[0] == "host.docker.internal" for h in hosts):
+            hosts.append(HOST_GATEWAY)
+    return out
+
+
 def _used(model: dict[str, Any]) -> dict[str, set[str]]:
     used: dict[str, set[str]] = {
         "networks": set(),
@@ -217,5 +244,12 @@ def comparable(model: dict[str, Any]) -> dict[str, Any]:
             v = {name: cfg for name, cfg in v.items() if name in used[k]}
             if not v:
                 continue
+        if k == "services" and isinstance(v, dict):  # extra_hosts: a set, in any order
+            v = {
+                name: {**svc, "extra_hosts": sorted(svc["extra_hosts"])}
+                if isinstance(svc, dict) and isinstance(svc.get("extra_hosts"), list)
+                else svc
+                for name, svc in v.items()
+            }
         out[k] = v
     return out
