@@ -115,17 +115,23 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "carla-launch up # the only (or the default) profile",
         "carla-launch up gpu -f docker-compose.leaderboard.yaml",
         "carla-launch up gpu -- --build agent # rest goes to `docker compose up`",
+        "carla-launch up pool # server.gpus on a pool: a server per GPU, an agent per server",
     ),
     "attach": (
         "carla-launch attach gpu",
         "carla-launch attach gpu --gpu --rw # a GPU pane; keys reach the server",
+        "carla-launch attach gpu --no-attach # build the windows only (scripts)",
     ),
-    "status": ("carla-launch status gpu", "carla-launch status gpu --json"),
+    "status": (
+        "carla-launch status gpu",
+        "carla-launch status pool --json | jq '.pairs[] | [.host, .slot, .port, .agent.project]'",
+    ),
     "logs": (
         "carla-launch logs gpu # every container of the agent's project",
         "carla-launch logs gpu agent -f -n 20",
+        "carla-launch logs pool --only 1 --host gpu-1 -f # one agent of several",
     ),
-    "down": ("carla-launch down gpu", "carla-launch down gpu --server # the box's server too"),
+    "down": ("carla-launch down gpu", "carla-launch down gpu --server # every server of it too"),
     "sync": (
         "carla-launch sync --profile gpu",
         "carla-launch sync --dir build --address 10.0.0.5",
@@ -142,6 +148,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         'eval "$(carla-launch env gpu)"',
         "carla-launch env gpu --format dotenv > .env.carla",
         "docker compose --env-file .env.carla -f build/docker-compose.distributed.yaml up",
+        "carla-launch env gpu --only 1 --format dotenv # server 1 of several",
     ),
     "server": ("carla-launch server status gpu", "carla-launch server restart gpu"),
     "server start": ("carla-launch server start gpu --host gpu-box-2",),

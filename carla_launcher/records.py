@@ -14,6 +14,7 @@ what is there already: `carla-launch address P` must be able to overwrite a bad 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,9 @@ from carla_launcher.state import read_json, state_dir, write_json
 #: {profile key: {host: {address, port, version, deployed_at, slots: {K: {port, version}}}}}:
 #: the address is the box's; port and version are server 0's, and server K's under `slots`
 SERVERS_FILE = "known-servers.json"
-SESSIONS_FILE = "sessions.json"  # {profile path: {variant, session, env, compose_args}}
+#: {profile path: {variant, session, env, compose_args, agents: [{host, slot, project, variant,
+#: env, compose_args, window}]}}: the top-level variant, env and args are the first agent's
+SESSIONS_FILE = "sessions.json"
 LEGACY_SERVERS = "servers.json"  # {profile key: {host: {address, port, version, deployed}}}
 LEGACY_ADDRESSES = "addresses.json"  # {profile key: address of its first host}
 
@@ -188,42 +191,140 @@ def learn(
     write_json(SERVERS_FILE, data)
 
 
-# -- what `up` left running here (read by down, attach, status) -----------------------------------
+# -- what `up` left running here (read by down, attach, status, logs) ---------------------------
+#: A compose project name as `docker compose -p` accepts it; a window name tmux targets safely.
+PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+WINDOW_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """One agent `up` (or `attach`) started: the server it talks to (host, slot K), its compose
+    project, the variant it runs with its environment and what followed `up P --`, and its
+    window of the local tmux session. `down` removes exactly these projects.
+
+    `host` None and `project` None: a record from before pairs, one agent of the profile's
+    first host, started without `-p` (compose's own project name finds its containers)."""
+
+    host: str | None
+    slot: int
+    project: str | None
+    variant: Path
+    env: dict[str, str]
+    compose_args: tuple[str, ...] = ()
+    window: str = ""
+
+
 @dataclass(frozen=True)
 class SessionRecord:
-    """The variant `up` ran for a profile, its tmux session, the agent's environment, and what
-    followed `up P --` (`--build`, a service): `attach` restarts a dead agent pane with them."""
+    """What `up` left for a profile: its tmux session and its agents (`agents`; one per
+    server). `variant`, `env` and `compose_args` are the first agent's, as records before
+    pairs held them; such a record (no `agents`) reads as that one agent (`pairs`)."""
 
     variant: Path
     session: str
     env: dict[str, str]
     compose_args: tuple[str, ...] = ()
+    agents: tuple[AgentRecord, ...] | None = None  # None: a record from before pairs
+
+    @property
+    def pairs(self) -> tuple[AgentRecord, ...]:
+        """Every agent: the recorded ones, or the one agent of a record from before pairs."""
+        if self.agents is not None:
+            return self.agents
+        return (AgentRecord(None, 0, None, self.variant, self.env, self.compose_args),)
+
+    @classmethod
+    def of(cls, session: str, agents: Sequence[AgentRecord]) -> SessionRecord:
+        """The record of these agents (at least one); the first one's fields on top, for
+        readers of records from before pairs."""
+        first = agents[0]
+        return cls(first.variant, session, first.env, first.compose_args, tuple(agents))
+
+
+def _strings(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: str(v) for k, v in value.items() if isinstance(k, str)}
+
+
+def _args(value: Any) -> tuple[str, ...]:
+    """Each argument is one argv word of `docker compose up`, never a shell line; anything
+    else than a list of strings counts as none."""
+    ok = isinstance(value, list) and all(isinstance(a, str) for a in value)
+    return tuple(value) if ok else ()
+
+
+def _agent(entry: Any) -> AgentRecord | None:
+    """One stored agent, or None when it is not what `up` writes (a project or window name
+    that is not one, a slot that is not a number): such an agent is left alone, not run."""
+    if not isinstance(entry, dict) or not entry.get("variant"):
+        return None
+    host, slot = entry.get("host"), entry.get("slot")
+    project, window = entry.get("project"), entry.get("window") or ""
+    if not isinstance(host, str) or not host:
+        return None
+    if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
+        return None
+    if not isinstance(project, str) or not PROJECT_RE.fullmatch(project):
+        return None
+    if not isinstance(window, str) or (window and not WINDOW_RE.fullmatch(window)):
+        return None
+    return AgentRecord(
+        host,
+        slot,
+        project,
+        Path(str(entry["variant"])),
+        _strings(entry.get("env")),
+        _args(entry.get("compose_args")),
+        window,
+    )
 
 
 def session(profile: Owner) -> SessionRecord | None:
-    """What the last `up` of this profile left (None: nothing). `env` holds only strings, and
-    so does `compose_args`, else it is empty (as in a record from before it existed); each
-    argument is one argv word of `docker compose up`, never a shell line."""
+    """What the last `up` of this profile left (None: nothing). `env` holds only strings;
+    a record from before pairs reads as its one agent (`SessionRecord.pairs`)."""
     entry = read_json(SESSIONS_FILE).get(str(profile.path))
     if not isinstance(entry, dict) or not entry.get("variant"):
         return None
-    env, args = entry.get("env"), entry.get("compose_args")
+    stored = entry.get("agents")
+    agents = None
+    if stored is not None:  # a list of what `up` writes; anything else: no agent to touch
+        found = [_agent(a) for a in stored] if isinstance(stored, list) else []
+        agents = tuple(a for a in found if a is not None)
     return SessionRecord(
         Path(str(entry["variant"])),
         str(entry.get("session") or ""),
-        {k: str(v) for k, v in env.items() if isinstance(k, str)} if isinstance(env, dict) else {},
-        tuple(args) if isinstance(args, list) and all(isinstance(a, str) for a in args) else (),
+        _strings(entry.get("env")),
+        _args(entry.get("compose_args")),
+        agents,
     )
 
 
 def remember_session(profile: Owner, record: SessionRecord) -> None:
-    data = read_json(SESSIONS_FILE)
-    data[str(profile.path)] = {
+    """Keep what `up` (or `attach`) left; a record without agents is kept as one from before
+    pairs (its one agent found by compose's own project name)."""
+    entry: dict[str, Any] = {
         "variant": str(record.variant),
         "session": record.session,
         "env": record.env,
         "compose_args": list(record.compose_args),
     }
+    if record.agents is not None:
+        entry["agents"] = [
+            {
+                "host": a.host,
+                "slot": a.slot,
+                "project": a.project,
+                "variant": str(a.variant),
+                "env": a.env,
+                "compose_args": list(a.compose_args),
+                "window": a.window,
+            }
+            for a in record.agents
+        ]
+    data = read_json(SESSIONS_FILE)
+    data[str(profile.path)] = entry
     write_json(SESSIONS_FILE, data)
 
 

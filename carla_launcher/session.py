@@ -1,7 +1,8 @@
-"""The local tmux session: the remote server's pane beside the agent's pane (libtmux).
+"""The local tmux session: the remote server's pane beside the agent's pane (libtmux), one
+window per server and agent pair (`stack/pairs.py` says why).
 
-`layout` decides what runs where (pure); `ensure_session` makes tmux match it without
-touching a pane that is still running; `attach` hands the terminal to tmux.
+`layout` decides what runs where (pure); `ensure_session` makes one window of tmux match it
+without touching a pane that is still running; `attach` hands the terminal to tmux.
 """
 
 from __future__ import annotations
@@ -125,21 +126,38 @@ def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def pane_states(session: libtmux.Session) -> dict[str, PaneState]:
-    """role -> {alive, exit_status, pid, command, pane_id} for the panes we made."""
+def _state(pane: libtmux.Pane) -> PaneState:
+    return {
+        "alive": pane.pane_dead != "1",
+        "exit_status": _int(pane.pane_dead_status),
+        "pid": _int(pane.pane_pid),
+        "command": pane.pane_start_command or "",
+        "pane_id": pane.pane_id,
+    }
+
+
+def pane_states(session: libtmux.Session, window: str | None = None) -> dict[str, PaneState]:
+    """role -> {alive, exit_status, pid, command, pane_id} for the panes we made, in `window`
+    (None: every window; a role of a later window then hides the earlier one's)."""
     states: dict[str, PaneState] = {}
-    for window in session.windows:
-        for pane in window.panes:  # list-panes: the pane_* fields are fresh
+    for win in session.windows:
+        if window is not None and win.window_name != window:
+            continue
+        for pane in win.panes:  # list-panes: the pane_* fields are fresh
             role = _role(pane)
             if role:
-                states[role] = {
-                    "alive": pane.pane_dead != "1",
-                    "exit_status": _int(pane.pane_dead_status),
-                    "pid": _int(pane.pane_pid),
-                    "command": pane.pane_start_command or "",
-                    "pane_id": pane.pane_id,
-                }
+                states[role] = _state(pane)
     return states
+
+
+def window_states(session: libtmux.Session) -> dict[str, dict[str, PaneState]]:
+    """window name -> its panes' states (`pane_states`), in the session's order."""
+    out: dict[str, dict[str, PaneState]] = {}
+    for win in session.windows:
+        roles = {r: _state(p) for p in win.panes if (r := _role(p))}
+        if roles:
+            out[str(win.window_name)] = roles
+    return out
 
 
 @dataclass
@@ -159,33 +177,40 @@ def ensure_session(
     name: str,
     panes: list[PaneSpec],
     restart: set[str] | frozenset[str] = frozenset(),
+    window: str = WINDOW,
 ) -> EnsureResult:
-    """Make the session hold these panes. Running panes are kept as they are (unless their
-    role is in `restart`); dead ones are started again with their (possibly new) command;
-    missing ones are added."""
+    """Make the session's `window` hold these panes (the session and the window are made when
+    missing). Running panes are kept as they are (unless their role is in `restart`); dead
+    ones are started again with their (possibly new) command; missing ones are added."""
     session = find_session(server, name)
-    if session is None:
+    found_window = _window(session, window) if session is not None else None
+    if session is None or found_window is None:
         first = panes[0]
-        session = _new_session(server, name, first)
-        window = session.active_window
-        _configure(window)
-        pane = _active_pane(window)
+        if session is None:
+            session = _new_session(server, name, first, window)
+        else:
+            _new_window(server, name, window, first)
+        win = _window(session, window)
+        if win is None:  # tmux made it a moment ago
+            raise LookupError(f"tmux window {window!r} of {name!r} was not created")
+        _configure(win)
+        pane = _active_pane(win)
         _mark(pane, first)
         result = EnsureResult(session, created=[first.role])
         existing = {first.role: pane}
     else:
+        win = found_window
         result = EnsureResult(session)
-        window = session.windows.get(window_name=WINDOW, default=None) or session.active_window
         existing = {}
-        for listed in window.panes:
+        for listed in win.panes:
             role = _role(listed)
             if role:
                 existing[role] = listed
-    states = pane_states(session)
+    states = pane_states(session, str(win.window_name))
     for spec in panes:
         found = existing.get(spec.role)
         if found is None:
-            target = existing.get("server") or _active_pane(window)
+            target = existing.get("server") or _active_pane(win)
             direction = PaneDirection.Right if spec.role == "agent" else PaneDirection.Below
             pane = target.split(  # remain-on-exit is already on for this window
                 direction=direction,
@@ -207,39 +232,69 @@ def ensure_session(
     return result
 
 
-def _new_session(server: libtmux.Server, name: str, first: PaneSpec) -> libtmux.Session:
+def _window(session: libtmux.Session, window: str) -> libtmux.Window | None:
+    """The session's window of that name; for the one window of a session made before
+    windows had names that matter, its active window."""
+    found = session.windows.get(window_name=window, default=None)
+    if found is None and window == WINDOW and len(session.windows) == 1:
+        roles = {_role(p) for p in session.windows[0].panes}
+        return session.windows[0] if roles & {"server", "agent"} else None
+    return found
+
+
+def _new_session(
+    server: libtmux.Server, name: str, first: PaneSpec, window: str = WINDOW
+) -> libtmux.Session:
     """Start the session with the first pane's command, remain-on-exit already on."""
     # Raw tmux on purpose: Server.new_session cannot chain a command, and only one tmux
     # command list turns remain-on-exit on before the server notices that a command which
     # fails at once has exited (its pane and message stay).
-    env_args = [a for k, v in first.env.items() for a in ("-e", f"{k}={v}")]
     server.cmd(
         "new-session",
         "-d",
         "-s",
         name,
         "-n",
-        WINDOW,
+        window,
         "-x",
         "200",
         "-y",
         "50",
-        "-c",
-        str(first.cwd),
-        *env_args,
-        first.shell,
+        *_start(first),
         ";",
-        "set-option",
-        "-w",
-        "-t",
-        f"={name}:{WINDOW}",
-        "remain-on-exit",
-        "on",
+        *_remain(name, window),
     )
     session = server.sessions.get(session_name=name)  # raises if tmux did not make it
     if session is None:  # for the type checker: get() without a default never returns None
         raise LookupError(f"tmux session {name!r} was not created")
     return session
+
+
+def _new_window(server: libtmux.Server, name: str, window: str, first: PaneSpec) -> None:
+    """Add a window to the session, as `_new_session` starts one (not selected: `attach`
+    opens the session on the window it had)."""
+    server.cmd(
+        "new-window",
+        "-d",
+        "-t",
+        f"={name}:",
+        "-n",
+        window,
+        *_start(first),
+        ";",
+        *_remain(name, window),
+    )
+
+
+def _start(first: PaneSpec) -> list[str]:
+    env_args = [a for k, v in first.env.items() for a in ("-e", f"{k}={v}")]
+    return ["-c", str(first.cwd), *env_args, first.shell]
+
+
+def _remain(name: str, window: str) -> list[str]:
+    """remain-on-exit for the window, by name: names are `[A-Za-z0-9_-]` (`stack/pairs.py`),
+    nothing tmux reads as a separator in a target."""
+    return ["set-option", "-w", "-t", f"={name}:{window}", "remain-on-exit", "on"]
 
 
 def _active_pane(window: libtmux.Window) -> libtmux.Pane:
@@ -271,6 +326,16 @@ def _respawn(pane: libtmux.Pane, spec: PaneSpec) -> None:
 def _mark(pane: libtmux.Pane, spec: PaneSpec) -> None:
     pane.set_option(ROLE_OPTION, spec.role)
     pane.set_title(spec.title)
+
+
+def kill_window(server: libtmux.Server, name: str, window: str) -> bool:
+    """Close one window of the session (the session goes with its last window)."""
+    session = find_session(server, name)
+    found = _window(session, window) if session is not None else None
+    if found is None:
+        return False
+    found.kill()
+    return True
 
 
 def kill_session(server: libtmux.Server, name: str) -> bool:

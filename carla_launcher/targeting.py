@@ -214,33 +214,3 @@ def sibling_profiles(profile: Profile) -> list[Profile]:
         except InputError:
             continue
     return found
-
-
-def sharing_warning(
-    me: Profile, my_address: str | None, others: list[tuple[Profile, str | None]]
-) -> str | None:
-    """One line when another profile writes the same variants for another box (each `up`
-    would rewrite them for its own box), suggesting the env address mode; else None.
-
-    `others` pairs each profile with its known address (None: not known yet). A warning, not a
-    refusal: using one box after the other from one folder is legitimate, and the profiles
-    alone cannot tell whether both run at once."""
-    clashes = []
-    for other, address in others:
-        if other.compose_dir.resolve() != me.compose_dir.resolve():
-            continue
-        if me.compose.env_mode and other.compose.env_mode:
-            continue
-        if me.compose.env_mode or other.compose.env_mode:
-            clashes.append(f"{other.path.name} (compose.address: {other.compose.address})")
-        elif address is not None and my_address is not None and address != my_address:
-            clashes.append(f"{other.path.name} ({address})")
-        elif address is None and set(other.remote.hosts) != set(me.remote.hosts):
-            clashes.append(f"{other.path.name} (box {other.remote.host})")
-    if not clashes:
-        return None
-    return (
-        f"{', '.join(clashes)} also write{'s' if len(clashes) == 1 else ''} the variants of "
-        f"{me.compose.dir} for another box, so each `up` rewrites them; set "
-        "`compose.address: env` in these profiles to share one variant"
-    )

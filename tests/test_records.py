@@ -56,9 +56,11 @@ def test_what_up_learns_is_what_status_shows(
     tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`up` on a box deployed earlier: the address it discovers, the port and the version it
-    reached are recorded, and `status` shows that address (it said "not known yet")."""
+    reached are recorded, and `status` shows that address (it said "not known yet"); so is
+    each server's of several (its own port and version)."""
     from carla_launcher.box import address as box_address
     from carla_launcher.server import control
+    from carla_launcher.stack import servers
     from carla_launcher.stack import up as stack_up
 
     class Reached(Exception):
@@ -67,14 +69,24 @@ def test_what_up_learns_is_what_status_shows(
     def stop_here(*_: object) -> None:
         raise Reached
 
-    prof = _profile(tmp_path)
+    def running(slot: int, port: int) -> dict[str, Any]:
+        return {"host": "gpu-box", "slot": slot, "port": port, "deployed": True, "running": True}
+
+    prof = _profile(
+        tmp_path, "remote:\n  host: gpu-box\nserver:\n  gpus: [0, 1]\ncompose:\n  address: env\n"
+    )
+    found = servers.Ensured({"gpu-box": [running(0, 2003), running(1, 2006)]})
+    versions = {2003: "0.9.15", 2006: "0.9.16"}
     monkeypatch.setattr(box_address, "discover_address", lambda p, h, *accept: "10.0.0.9")
-    monkeypatch.setattr(stack_up, "ensure_server", lambda p, h, say, done, live: {"port": 2003})
-    monkeypatch.setattr(control, "wait_started", lambda *a: "0.9.15")
-    monkeypatch.setattr(stack_up, "warn_shared_folder", stop_here)  # the next step: syncing
+    monkeypatch.setattr(stack_up, "ensure_servers", lambda *a: found)
+    monkeypatch.setattr(control, "wait_started", lambda p, h, a, port, *_, **__: versions[port])
+    monkeypatch.setattr(stack_up, "sync_variants", stop_here)  # the next step: the variants
     with pytest.raises(Reached):
         stack_up.up(prof, None, print)
     assert records.server(prof, "gpu-box") == ServerRecord("gpu-box", "10.0.0.9", 2003, "0.9.15")
+    assert records.server(prof, "gpu-box", 1) == ServerRecord(
+        "gpu-box", "10.0.0.9", 2006, "0.9.16", slot=1
+    )
     assert _status_rows(prof)["address"] == "10.0.0.9"
     assert records.profile_address(prof) == "10.0.0.9"  # and `sync` writes variants for it
     assert not (state / "addresses.json").exists() and not (state / "servers.json").exists()
@@ -183,3 +195,37 @@ def test_a_session_record_round_trips_and_is_forgotten(tmp_path: Path, state: Pa
     assert records.session(prof) == passed
     records.forget_session(prof)
     assert records.session(prof) is None
+
+
+def test_every_agent_is_kept_and_a_tampered_one_is_left_alone(tmp_path: Path, state: Path) -> None:
+    """`up` records an agent per server (host, slot, compose project, window); `down` takes
+    exactly these down, so one that is not what `up` writes (a project or window that is not
+    a name, a slot that is not a number) is dropped, never run."""
+    prof = _profile(tmp_path)
+    variant = tmp_path / "v.yaml"
+    agents = [
+        records.AgentRecord("gpu-box", k, f"gpu-abc123-{k}", variant, {"K": str(k)}, (), f"w-{k}")
+        for k in (0, 1)
+    ]
+    rec = records.SessionRecord.of("carla-gpu", agents)
+    records.remember_session(prof, rec)
+    assert records.session(prof) == rec and records.session(prof).pairs == tuple(agents)  # type: ignore[union-attr]
+    assert rec.variant == variant and rec.env == {"K": "0"}  # the first, for older readers
+
+    data = json.loads((state / records.SESSIONS_FILE).read_text())
+    stored = data[str(prof.path)]["agents"]
+    good = stored[0]
+    stored[1:] = [
+        {**good, "project": "x; rm -rf ~"},
+        {**good, "project": "-p"},
+        {**good, "window": "a:b.c"},
+        {**good, "slot": True},
+        {**good, "slot": -1},
+        {**good, "host": ""},
+        "not an agent",
+    ]
+    (state / records.SESSIONS_FILE).write_text(json.dumps(data))
+    assert records.session(prof).pairs == (agents[0],)  # type: ignore[union-attr]
+    data[str(prof.path)]["agents"] = "nonsense"  # not a list: no agent at all, not the old kind
+    (state / records.SESSIONS_FILE).write_text(json.dumps(data))
+    assert records.session(prof).pairs == ()  # type: ignore[union-attr]

@@ -86,3 +86,29 @@ def test_attach_uses_switch_client_inside_tmux(tmux, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("TMUX", "/tmp/x,1,0")
     assert sess.attach_argv(tmux, "carla-box")[-3:] == ["switch-client", "-t", "carla-box"]
     assert sess.attach_argv(tmux, "carla-box")[:3] == ["tmux", "-L", tmux.socket_name]
+
+
+def test_a_window_per_pair_each_kept_on_its_own(tmux, tmp_path: Path) -> None:
+    """Several servers: a window each (server beside agent); a window's panes are kept or
+    restarted without touching another window's; one window closes alone."""
+    for n in (0, 1):
+        panes = sess.layout(
+            ["sh", "-c", f"echo server-{n}; sleep 30"],
+            ["sh", "-c", f"echo agent-{n}; sleep 30"],
+            tmp_path,
+        )
+        made = sess.ensure_session(tmux, "carla-box", panes, window=f"box-{n}")
+        assert made.created == ["server", "agent"]
+    found = sess.find_session(tmux, "carla-box")
+    windows = sess.window_states(found)
+    assert list(windows) == ["box-0", "box-1"]
+    assert all(set(w) == {"server", "agent"} for w in windows.values())
+    assert found.active_window.window_name == "box-0"  # attach opens on the first pair
+    first_agent = windows["box-0"]["agent"]["pid"]
+    again = sess.layout(["sh", "-c", "sleep 30"], ["sh", "-c", "echo agent-1b; sleep 30"], tmp_path)
+    redone = sess.ensure_session(tmux, "carla-box", again, restart={"agent"}, window="box-1")
+    assert redone.respawned == ["agent"] and redone.kept == ["server"]
+    assert sess.pane_states(found, "box-0")["agent"]["pid"] == first_agent  # untouched
+    assert sess.kill_window(tmux, "carla-box", "box-1")
+    assert list(sess.window_states(sess.find_session(tmux, "carla-box"))) == ["box-0"]
+    assert not sess.kill_window(tmux, "carla-box", "box-1")

@@ -94,6 +94,22 @@ dead_uploads() {
 }
 """
 
+#: Every server of the profile on the box (`server/slots.py`): its state folder $SDIR (server
+#: 0) and $SDIR-K beside it, one `slot=NAME` line each, then what is there: the launch
+#: script's sha256, the port, the status file's state, whether its tmux session runs.
+SLOTS_SNIPPET = """for _sl_d in "$SDIR" "$SDIR"-[1-9]*; do
+  [ -d "$_sl_d" ] || continue
+  _sl_n=${_sl_d##*/}
+  if [ "$_sl_n" != "$CL_SESSION" ]; then
+    case ${_sl_n#"$CL_SESSION"-} in *[!0-9]*|0*) continue ;; esac
+  fi
+  echo "slot=$_sl_n"
+  [ -f "$_sl_d/launch.sh" ] && echo "launch=$(sha256sum "$_sl_d/launch.sh" | cut -c1-64)"
+  [ -f "$_sl_d/port" ] && echo "port=$(cat "$_sl_d/port")"
+  [ -f "$_sl_d/status" ] && sed -n 's/^state=/state=/p' "$_sl_d/status" | head -n 1
+  [ "$USER_EXISTS" = yes ] && as_server tmux has-session -t "=$_sl_n" && echo session=yes
+done; :"""
+
 _GQ = ",".join(GPU_FIELDS)
 _ICD = " ".join(q(d) for d in VULKAN_ICD_DIRS)
 
@@ -147,6 +163,7 @@ else cat /proc/net/tcp /proc/net/tcp6; fi""",
     "leftovers": LEFTOVERS_FUNCTION + UPLOADS_FUNCTION + "leftovers; dead_uploads",
     "owner": UPLOADS_FUNCTION + "deploy_owner",
     "launch": 'sha256sum "$SDIR/launch.sh" | cut -c1-64',
+    "slots": SLOTS_SNIPPET,
     "status": 'cat "$SDIR/status"; echo; echo "deployed_port=$(cat "$SDIR/port")"',
     "compose": 'echo "compose_sha=$(cat "$SDIR/.compose.sha256")"; '
     'echo "compose_state=$(docker compose -p "$CL_PROJECT" '
@@ -176,6 +193,7 @@ DEPLOY = (
     "tmux",
     "launch",
     "status",
+    "slots",
 )
 
 
@@ -213,6 +231,17 @@ def facts_script(
 
 
 @dataclass(frozen=True)
+class SlotFacts:
+    """One server's state folder on the box (`slots`): server 0's is $SDIR, server K's $SDIR-K."""
+
+    session: str  # its tmux session, and its folder's name
+    launch_sha: str | None = None  # of its launch.sh; None: none there
+    port: int | None = None  # the port its deploy chose
+    state: str | None = None  # its status file's state (running, stopped, ...)
+    running: bool = False  # its tmux session runs
+
+
+@dataclass(frozen=True)
 class BoxFacts:
     """What one round trip told about a box; a fact not asked for keeps its default."""
 
@@ -245,6 +274,7 @@ class BoxFacts:
     status: dict[str, str] = field(default_factory=dict)
     deployed_port: int | None = None
     ps: dict[int, ProcInfo] = field(default_factory=dict)
+    slots: tuple[SlotFacts, ...] = ()  # the profile's server folders (`slots`), in box order
 
     @property
     def login_root(self) -> bool:
@@ -327,6 +357,35 @@ def parse_facts(
         status=status,
         deployed_port=deployed_port,
         ps=ps,
+        slots=parse_slots(lines("slots")),
+    )
+
+
+def parse_slots(lines: list[str]) -> tuple[SlotFacts, ...]:
+    """The `slots` section: a `slot=NAME` line, then its `key=value` lines, per server folder.
+
+    >>> parse_slots(["slot=carla", "launch=" + "a" * 64, "port=2000", "state=running",
+    ...              "session=yes", "slot=carla-1", "port=2003"])[1]
+    SlotFacts(session='carla-1', launch_sha=None, port=2003, state=None, running=False)
+    """
+    found: list[dict[str, str]] = []
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        if not sep:
+            continue
+        if key == "slot":
+            found.append({"slot": value})
+        elif found:
+            found[-1][key] = value
+    return tuple(
+        SlotFacts(
+            d["slot"],
+            d.get("launch") if _is_sha256(d.get("launch", "")) else None,
+            _int(d.get("port", "")),
+            d.get("state") or None,
+            d.get("session") == "yes",
+        )
+        for d in found
     )
 
 

@@ -47,8 +47,9 @@ def deploy(
     Over SSH, with pyinfra, on every host of the profile at once: a server user when logging
     in as root, the OS packages, the CARLA package (download with resume or upload, sha256
     checked before unpacking), a launch script that restarts a crashed server, and a tmux
-    session that survives disconnects. Ends when the server answers CARLA's `version` call,
-    or fails with the tail of its log. Running it again changes nothing that is in place.
+    session that survives disconnects (one of each per free GPU with server.gpus). Ends when
+    every server answers CARLA's `version` call, or fails with the tail of its log. Running it
+    again changes nothing that is in place.
 
     \b
     Exit codes: 0 every server is up, 1 a host failed, 2 bad input.
@@ -83,18 +84,36 @@ def _summary(report: DeployReport) -> None:
             for line in h.log_tail:
                 click.echo(f"  | {line}", err=True)
             continue
+        servers = h.servers or [{"slot": 0, "gpu": None, "port": h.port, "version": h.version}]
         if report.dry_run:
             todo = [f"{s['name']} ({s['why']})" for s in h.steps if s.get("changes")]
-            where = f"{for_url(h.address)}:{h.port}" if h.address else f"port {h.port}"
+            where = ", ".join(_where(h.address, s["port"]) + _gpu(s) for s in servers)
             click.echo(
                 f"{h.host}: would "
                 + ("; ".join(todo) if todo else "change nothing")
-                + f" [server at {where}]"
+                + f" [server{'s' if len(servers) > 1 else ''} at {where}]"
             )
             continue
         changed = ", ".join(s.lower() for s in h.changed) if h.changed else "nothing changed"
-        where = f"{for_url(h.address or '')}:{h.port}"
-        click.echo(f"{h.host}: CARLA {h.version} ready at {where} ({changed})")
+        if len(servers) == 1:
+            click.echo(
+                f"{h.host}: CARLA {h.version} ready at {_where(h.address, h.port)} ({changed})"
+            )
+            continue
+        for s in servers:
+            click.echo(
+                f"{h.host} server {s['slot']}{_gpu(s)}: CARLA {s['version']} ready at "
+                f"{_where(h.address, s['port'])}"
+            )
+        click.echo(f"{h.host}: {len(servers)} servers ({changed})")
+
+
+def _where(address: str | None, port: object) -> str:
+    return f"{for_url(address)}:{port}" if address else f"port {port}"
+
+
+def _gpu(server: dict[str, Any]) -> str:
+    return f" (GPU {server['gpu']})" if server.get("gpu") is not None else ""
 
 
 #: What `deploy --json` keeps of the facts read from a box: who, where, and how it was reached

@@ -34,7 +34,14 @@ def render(env: dict[str, str], fmt: str) -> str:
     help="shell: export lines for eval; dotenv: KEY=VALUE for --env-file; json: an object.",
 )
 @click.option("--host", metavar="HOST", help="One host of a pool (default: the first).")
-def env(profile: str | None, fmt: str, host: str | None) -> None:
+@click.option(
+    "--only",
+    type=click.IntRange(0),
+    default=0,
+    metavar="K",
+    help="Server K of the box (`server.gpus`: its place in the list, from 0; default: 0).",
+)
+def env(profile: str | None, fmt: str, host: str | None, only: int) -> None:
     """Print CARLA_LAUNCH_HOST, CARLA_LAUNCH_PORT and CARLA_LAUNCH_URL_HOST for profile P.
 
     Variants made in the env address mode (`compose.address: env` in the profile, or
@@ -42,7 +49,9 @@ def env(profile: str | None, fmt: str, host: str | None) -> None:
     run, so one committed variant serves every box. `up` and `attach` set them themselves;
     this is for running a variant by hand. The address is the profile's remote.address, else
     the one recorded by `deploy`/`up`/`address`, else discovered over SSH (as `up` finds it);
-    the port is the one recorded by the last deploy or `up`, else server.port.
+    the port is the one recorded by the last deploy or `up`, else server.port. With several
+    servers per box (`server.gpus`), --only K gives server K's port (each agent `up` starts
+    gets its own server's).
     CARLA_LAUNCH_URL_HOST is the address as URLs and host:port need it (bracketed for IPv6).
     """
     from carla_launcher.stack.env import known_env
@@ -53,4 +62,4 @@ def env(profile: str | None, fmt: str, host: str | None) -> None:
             f"not a host of {prof.path.name}: {host!r} (hosts: {', '.join(prof.remote.hosts)})",
             param_hint="--host",
         )
-    click.echo(render(known_env(prof, host), fmt), nl=False)
+    click.echo(render(known_env(prof, host, only), fmt), nl=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from carla_launcher.commands.options import profile_argument
+from carla_launcher.commands.options import chosen_hosts, host_option, profile_argument
 from carla_launcher.profile import load_profile
 
 
@@ -19,12 +19,34 @@ from carla_launcher.profile import load_profile
     metavar="N",
     help="Only the last N lines of each container (default: all).",
 )
-def logs(profile: str | None, services: tuple[str, ...], follow: bool, tail: int | None) -> None:
-    """The logs of the agent's containers: `docker compose logs` of the variant `up` ran.
+@host_option
+@click.option(
+    "--only",
+    type=click.IntRange(0),
+    metavar="K",
+    help="Only the agent of server K (`server.gpus`; its place in the list, from 0).",
+)
+def logs(
+    profile: str | None,
+    services: tuple[str, ...],
+    follow: bool,
+    tail: int | None,
+    host: str | None,
+    only: int | None,
+) -> None:
+    """The logs of the agents' containers: `docker compose logs` of the projects `up` started.
 
-    The server's log is `carla-launch server logs P`. To name a SERVICE, name P before it.
-    Exit 1 when `up` started nothing for P (or `down` ended it).
+    The servers' logs are `carla-launch server logs P`. To name a SERVICE, name P before it.
+    With several servers (`server.gpus`, a pool) each agent's logs come in turn under a
+    `==> HOST server K (PROJECT) <==` header; --follow needs one of them (--only K, and
+    --host H in a pool). Exit 1 when `up` started nothing for P (or `down` ended it).
     """
-    from carla_launcher.stack.logs import agent_logs, show
+    from carla_launcher.stack.logs import agent_logs, show_all
 
-    show(agent_logs(load_profile(profile), services, follow=follow, tail=tail))
+    prof = load_profile(profile)
+    if host is not None:
+        chosen_hosts(prof, host)  # a host of the profile, or a usage error naming them
+    calls = agent_logs(prof, services, follow=follow, tail=tail, host=host, only=only)
+    status = show_all(calls, click.echo, lambda line: click.echo(line, err=True))
+    if status:
+        raise SystemExit(status)

@@ -1,5 +1,12 @@
-"""`carla-launch server start|stop|restart|status|logs|uninstall P`: the deployed server, over
-SSH. `start` and `restart` first apply a profile changed since the deploy (a redeploy)."""
+"""`carla-launch server start|stop|restart|status|logs|uninstall P`: the deployed server(s),
+over SSH. `start` and `restart` first apply a profile changed since the deploy (a redeploy).
+
+With `server.gpus` a host runs several servers (slots, `server/slots.py`): every command covers
+all of them on the chosen hosts, or server K alone with `--only K`; each server's line names it
+("gpu-box server 1 (GPU 1, port 2003): running ..."). `logs` shows every server's log of the
+box in one `tail` (its `==> FILE <==` headers, whose folder is the server's session, tell them
+apart; with `-f` too), so that a crash on one GPU is not missed for looking at another.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,13 @@ from carla_launcher.term import ProgressLine
 
 T = TypeVar("T")
 
+only_option = click.option(
+    "--only",
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="Only server K of each host (server.gpus: K is the GPU's place in the list, 0 first).",
+)
+
 
 def _each(hosts: list[str], fn: Callable[[str], T]) -> list[tuple[str, T | None, str | None]]:
     """fn(host) on every host in parallel: [(host, result, error line)]; one host's failure
@@ -37,102 +51,174 @@ def _each(hosts: list[str], fn: Callable[[str], T]) -> list[tuple[str, T | None,
     return parallel.each(hosts, one)
 
 
+def _several(prof: Profile, found: list[dict[str, Any]]) -> bool:
+    """Are the servers named one by one? With server.gpus, or when a box has more than one."""
+    return prof.server.gpus is not None or any(st.get("slot") for st in found)
+
+
+def label(st: dict[str, Any], several: bool, port: bool = False) -> str:
+    """How a line names a server: its host, and with several servers which one.
+
+    >>> label({"host": "gpu", "slot": 1, "gpu": 1, "port": 2003}, True, port=True)
+    'gpu server 1 (GPU 1, port 2003)'
+    >>> label({"host": "gpu", "slot": 0, "gpu": None}, False)
+    'gpu'
+    """
+    if not several or st.get("slot") is None:
+        return str(st["host"])
+    what = [f"GPU {st['gpu']}"] if st.get("gpu") is not None else []
+    if port and st.get("port"):
+        what.append(f"port {st['port']}")
+    return f"{st['host']} server {st['slot']}" + (f" ({', '.join(what)})" if what else "")
+
+
 @click.group()
 def server() -> None:
-    """Start, stop, restart and inspect the CARLA server that `deploy` set up on a box."""
+    """Start, stop, restart and inspect the CARLA server(s) that `deploy` set up on a box."""
 
 
 @server.command()
 @profile_argument()
 @host_option
+@only_option
 @click.option("--no-wait", is_flag=True, help="Do not wait until the server answers.")
-def start(profile: str | None, host: str | None, no_wait: bool) -> None:
-    """Start the server in its tmux session (no-op when it runs) and wait until it answers.
+def start(profile: str | None, host: str | None, only: int | None, no_wait: bool) -> None:
+    """Start the server(s) in their tmux sessions (no-op when running) and wait until they
+    answer.
 
-    When the profile changed since the deploy (args, port, GPU, settings, restart), the launch
-    script is redeployed first, which also restarts a running server.
+    When the profile changed since the deploy (args, port, GPU(s), settings, restart), the
+    launch scripts are redeployed first, which also restarts running servers.
     """
     prof = load_profile(profile)
-    redeployed = _apply_drift(prof, host)
-    _then_wait(
-        prof,
-        host,
-        lambda p, h: "redeployed" if h in redeployed else control.start(p, h),
-        lambda started: {True: "started", False: "already running"}.get(started, started),
-        no_wait,
-    )
+    _act(prof, chosen_hosts(prof, host), only, control.start_servers, "started", no_wait)
 
 
-def _apply_drift(prof: Profile, host: str | None) -> set[str]:
-    """Redeploy the hosts whose launch script the profile has drifted from; those hosts."""
-    from carla_launcher.stack.up import redeploy_drifted
-
-    if host:
-        try:
-            statuses = [control.server_status(prof, host)]
-        except LauncherError:
-            return set()  # the action itself reports the failure
-    else:
-        statuses = control.server_statuses(prof)
-    return redeploy_drifted(prof, statuses, lambda line: click.echo(line, err=True))
+@server.command()
+@profile_argument()
+@host_option
+@only_option
+@click.option("--no-wait", is_flag=True, help="Do not wait until the server answers.")
+def restart(profile: str | None, host: str | None, only: int | None, no_wait: bool) -> None:
+    """Stop, then start the server(s) (and wait until they answer); a profile changed since
+    the deploy is applied (the launch scripts are redeployed)."""
+    prof = load_profile(profile)
+    _act(prof, chosen_hosts(prof, host), only, control.restart_servers, "restarted", no_wait)
 
 
-def _then_wait(prof: Profile, host: str | None, action: Any, said: Any, no_wait: bool) -> None:
-    """action(prof, h) on every host; then, unless no_wait, wait until each server answers."""
+def _act(
+    prof: Profile,
+    hosts: list[str],
+    only: int | None,
+    action: Callable[[Profile, str, int | None], list[dict[str, Any]]],
+    done_word: str,
+    no_wait: bool,
+) -> None:
+    """Redeploy the drifted hosts, `action` on the others' servers, then wait for each server."""
+    redeployed = _apply_drift(prof, hosts)
     failed = False
-    for h, result, err in _each(chosen_hosts(prof, host), lambda h: action(prof, h)):
-        if err:
-            error(err)
+    ready: set[tuple[str, int | None]] = set()  # (host, slot) to wait for; slot None: all
+    for h, results, err in _each(hosts, lambda h: [] if h in redeployed else action(prof, h, only)):
+        if err or results is None:
+            error(err or f"{h}: no answer")
             failed = True
             continue
-        click.echo(f"{h}: {said(result)}", err=True)
-        if not no_wait:
-            failed |= not _wait(prof, h)
+        if h in redeployed:
+            click.echo(f"{h}: redeployed", err=True)
+            ready.add((h, None))
+        several = _several(prof, results)
+        for r in results:
+            if r["error"]:
+                error(f"{label(r, several)}: {r['error']}")
+                failed = True
+                continue
+            ready.add((h, r["slot"]))
+            said = done_word if r["done"] else "already running"
+            click.echo(f"{label(r, several)}: {said}", err=True)
+    if not no_wait and ready:
+        failed |= not _wait_all(prof, ready, only)
     if failed:
         raise SystemExit(1)
 
 
-def _wait(prof: Profile, host: str) -> bool:
+def _apply_drift(prof: Profile, hosts: list[str]) -> set[str]:
+    """Redeploy the hosts where a server's launch script the profile has drifted from; those
+    hosts (a host that cannot be asked: the action itself reports it)."""
+    from carla_launcher.stack.servers import redeploy_drifted
+
+    statuses = [st for st in control.servers(prof, hosts) if not st.get("error")]
+    return redeploy_drifted(prof, statuses, lambda line: click.echo(line, err=True))
+
+
+def _wait_all(prof: Profile, ready: set[tuple[str, int | None]], only: int | None) -> bool:
+    """Wait until each server of `ready` ((host, slot); slot None: every server of the host,
+    or server `only`) answers, all at once; True when each did. A live progress line only for
+    a single server (several would tear it)."""
+    hosts = list(dict.fromkeys(h for h, _ in sorted(ready, key=str)))
+    found = [
+        st
+        for st in control.servers(prof, hosts)
+        if (st["host"], st.get("slot")) in ready
+        or ((st["host"], None) in ready and (only is None or st.get("slot") in (only, None)))
+    ]
+    several = _several(prof, found)
+    return all(parallel.each(found, lambda st: _wait(prof, st, several, len(found) == 1)))
+
+
+def _wait(prof: Profile, st: dict[str, Any], several: bool, live: bool) -> bool:
+    name = label(st, several)
+    if st.get("error"):
+        error(f"{name}: {st['error']}")
+        return False
     try:
-        st = control.server_status(prof, host)
+        host, slot = st["host"], int(st["slot"])
         port = st.get("port") or prof.server.port
         addr = agent_address(prof, host)
         line = ProgressLine(
-            f"{host}: CARLA at {addr}:{port}",
+            f"{name}: CARLA at {addr}:{port}",
             lambda s: click.echo(s, err=True, nl=False),
-            tty=sys.stderr.isatty(),
+            tty=sys.stderr.isatty() and live,
         )
         try:
-            version = control.wait_started(prof, host, addr, port, line)
+            version = control.wait_started(prof, host, addr, port, line, slot=slot)
         finally:
             line.done()
     except NotReady as e:
-        error(f"{host}: CARLA did not answer: {e}")
+        error(f"{name}: CARLA did not answer: {e}")
         return False
     except LauncherError as e:
         error(str(e))
         return False
-    click.echo(f"{host}: CARLA {version} ready at {addr}:{port}")
+    click.echo(f"{name}: CARLA {version} ready at {addr}:{port}")
     return True
 
 
 @server.command()
 @profile_argument()
 @host_option
-def stop(profile: str | None, host: str | None) -> None:
-    """Stop the server: its whole process group, and wait until its ports are free."""
+@only_option
+def stop(profile: str | None, host: str | None, only: int | None) -> None:
+    """Stop the server(s): each whole process group, and wait until their ports are free."""
     prof = load_profile(profile)
     failed = False
     by = "carla-launch server stop"
-    for h, done, err in _each(chosen_hosts(prof, host), lambda h: control.stop_report(prof, h, by)):
-        if err or done is None:
+    hosts = chosen_hosts(prof, host)
+    for h, results, err in _each(hosts, lambda h: control.stop_servers(prof, h, by, only)):
+        if err or results is None:
             error(err or f"{h}: no answer")
             failed = True
             continue
-        stopped, warning = done
-        click.echo(f"{h}: {'stopped; its ports are free' if stopped else 'was not running'}")
-        if warning:
-            click.echo(f"warning: {h}: {warning}", err=True)
+        several = _several(prof, results)
+        for r in results:
+            name = label(r, several)
+            if r["error"]:
+                error(f"{name}: {r['error']}")
+                failed = True
+                continue
+            click.echo(
+                f"{name}: {'stopped; its ports are free' if r['done'] else 'was not running'}"
+            )
+            if r["warning"]:
+                click.echo(f"warning: {name}: {r['warning']}", err=True)
     if failed:
         raise SystemExit(1)
 
@@ -140,59 +226,64 @@ def stop(profile: str | None, host: str | None) -> None:
 @server.command()
 @profile_argument()
 @host_option
-@click.option("--no-wait", is_flag=True, help="Do not wait until the server answers.")
-def restart(profile: str | None, host: str | None, no_wait: bool) -> None:
-    """Stop, then start the server (and wait until it answers); a profile changed since the
-    deploy is applied (the launch script is redeployed)."""
-    prof = load_profile(profile)
-    redeployed = _apply_drift(prof, host)
-    _then_wait(
-        prof,
-        host,
-        lambda p, h: "redeployed" if h in redeployed else control.restart(p, h),
-        lambda result: result if isinstance(result, str) else "restarted",
-        no_wait,
-    )
-
-
-@server.command()
-@profile_argument()
-@host_option
+@only_option
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print {schema_version, profile, hosts: [...]} (schemas/server-status.schema.json).",
+    help="Print {schema_version, profile, hosts: [one entry per server]} "
+    "(schemas/server-status.schema.json).",
 )
-def status(profile: str | None, host: str | None, as_json: bool) -> None:
-    """Running or not, since when, restarts, port, the last crash line, or who stopped it.
-    Exit 1 if not running (stopped on purpose too: `carla-launch status` accepts that)."""
+def status(profile: str | None, host: str | None, only: int | None, as_json: bool) -> None:
+    """Running or not, since when, restarts, port, the last crash line, or who stopped it:
+    one line per server. Exit 1 if one does not run (stopped on purpose too: `carla-launch
+    status` accepts that)."""
     prof = load_profile(profile)
-    results = [control.server_status(prof, host)] if host else control.server_statuses(prof)
+    results = _only(control.servers(prof, chosen_hosts(prof, host)), only)
     if as_json:
         click.echo(dumps(document(profile=prof.name, hosts=results)))
     else:
+        several = _several(prof, results)
         for st in results:
-            click.echo(_status_line(st))
+            click.echo(_status_line(st, several))
             for note in notes(st, prof.name):
-                click.echo(f"{st['host']}: {note}", err=True)
+                click.echo(f"{label(st, several)}: {note}", err=True)
     if not all(st.get("running") for st in results):
         raise SystemExit(1)
 
 
-def _status_line(st: dict[str, Any]) -> str:
+def _only(found: list[dict[str, Any]], only: int | None) -> list[dict[str, Any]]:
+    """Server `only` of each host (None: all); a host without it says so, as an error entry."""
+    if only is None:
+        return found
+    out: list[dict[str, Any]] = []
+    for h in dict.fromkeys(st["host"] for st in found):
+        mine = [st for st in found if st["host"] == h]
+        kept = [st for st in mine if st.get("slot") == only or st.get("error")]
+        if not kept:
+            listed = ", ".join(str(st["slot"]) for st in mine if st.get("deployed"))
+            why = f"no server {only} here (its servers: {listed or 'none'})"
+            kept = [control.unreachable(h, LauncherError(why))]
+        out += kept
+    return out
+
+
+def _status_line(st: dict[str, Any], several: bool = False) -> str:
+    name = label(st, several, port=True)
     if st.get("error"):
-        return f"{st['host']}: unknown ({st['error']})"
+        return f"{name}: unknown ({st['error']})"
     if st.get("running"):
         gone = ", restart loop gone" if st.get("state") == LOOP_GONE else ""
-        line = f"{st['host']}: running{gone} on port {st.get('port')}"
+        line = f"{name}: running{gone}"
+        if not several:
+            line += f" on port {st.get('port')}"
         if st.get("since"):
             line += f" since {st['since']}"
         if st.get("pid"):
             line += f" (process group {st['pid']})"
     else:
-        line = f"{st['host']}: {state_words(st)}"
-        if st.get("port"):
+        line = f"{name}: {state_words(st)}"
+        if st.get("port") and not several:
             line += f"; port {st['port']}"
     line += f", {st.get('restarts') or 0} restart(s)"
     if st.get("last_crash_line") and st.get("running"):  # not running: state_words said it
@@ -203,6 +294,7 @@ def _status_line(st: dict[str, Any]) -> str:
 @server.command()
 @profile_argument()
 @host_option
+@only_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 @click.option(
     "--lines",
@@ -210,13 +302,14 @@ def _status_line(st: dict[str, Any]) -> str:
     type=click.IntRange(1, 100000),
     default=50,
     show_default=True,
-    help="How many of the last lines.",
+    help="How many of the last lines (of each server's log).",
 )
-def logs(profile: str | None, host: str | None, follow: bool, lines: int) -> None:
-    """Show the server log of the box (the launch loop's notes and CARLA's output)."""
+def logs(profile: str | None, host: str | None, only: int | None, follow: bool, lines: int) -> None:
+    """Show the server log of the box (the launch loop's notes and CARLA's output); with
+    several servers, each one's under a `==> .../SESSION/server.log <==` header."""
     prof = load_profile(profile)
     h = host or prof.remote.host
-    argv = control.logs_command(prof, h, lines, follow)
+    argv = control.logs_command(prof, h, lines, follow, slot=only)
     try:
         rc = proc.call(argv)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Sequence
 
 import click
 
@@ -15,7 +16,8 @@ from carla_launcher.commands.options import (
     profile_argument,
     read_write_option,
 )
-from carla_launcher.errors import display_path
+from carla_launcher.errors import LauncherError, display_path
+from carla_launcher.netaddr import for_url
 from carla_launcher.profile import load_profile
 from carla_launcher.stack import down as stack_down
 from carla_launcher.stack import up as stack_up
@@ -23,6 +25,12 @@ from carla_launcher.stack import up as stack_up
 
 def _say(line: str) -> None:
     click.echo(line, err=True)
+
+
+class PartlyUp(LauncherError):
+    """Some of what the profile asks for is not up, the rest is (exit 1)."""
+
+    exit_code = 1
 
 
 @click.command(cls=PassThroughCommand)
@@ -45,15 +53,18 @@ def up(
     read_write: bool,
     passed: tuple[str, ...],
 ) -> None:
-    """Everything up: server, variants, agent; then the two panes side by side.
+    """Everything up: servers, variants, an agent per server; each pair's panes side by side.
 
-    Deploys the box when it has nothing yet, starts the server when it is stopped, waits until
-    CARLA answers, syncs the distributed variants with the box's address, runs
-    `docker compose -f <variant> up` in a local tmux session named carla-P and attaches.
-    The agent gets CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT for the box, which variants made with
-    `compose.address: env` read (see `carla-launch env P`).
+    Deploys the boxes that have nothing yet, starts the servers that are stopped (every server
+    of `server.gpus` on every host of a pool, at once), waits until CARLA answers, syncs the
+    distributed variants, and runs `docker compose -p PROJECT -f <variant> up` for each server
+    in a local tmux session named carla-P (a window per server), then attaches. Each agent is
+    its own compose project, so another profile's agents are never touched; it gets
+    CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT of its server, which variants made with
+    `compose.address: env` read (see `carla-launch env P`); several servers need that mode.
+    A host that fails is said in one line and the others go on.
     -f picks the compose file when the folder has several; what follows `--` is passed to
-    `docker compose up` (`--build`, a service name) and restarts the agent's pane with it.
+    `docker compose up` (`--build`, a service name) and restarts the agents' panes with it.
     Running it again when all is up changes nothing and says so.
     """
     from carla_launcher.term import ProgressLine, open_board
@@ -75,31 +86,58 @@ def up(
         )
     finally:
         line.done()
-    where = f"{report.address}:{report.port}"
     if report.changed:
         for what in report.done:
             click.echo(f"up: {what}")
     else:
         click.echo("up: everything is already up; nothing changed")
-    name = sess.session_name(prof.key)
-    variant = display_path(report.variant) if report.variant else "?"  # `up` always sets it
-    agent = shlex.join(["docker", "compose", "-f", variant, "up", *passed])
-    click.echo(
-        f"server {report.host} at {where} (CARLA {report.version}); agent: {agent}; session: {name}"
-    )
+    for text in pair_lines(report, passed):
+        click.echo(text)
+    if report.left_out:  # said above, one line each; the pairs that are up stay up
+        up = len(report.pairs)
+        raise PartlyUp(
+            f"not every server is up (the warnings above say why); the {up} that answered "
+            f"run with their agents: carla-launch attach {prof.name}"
+        )
     if attach is None:
         attach = sys.stdin.isatty() and sys.stdout.isatty()
     if attach:
-        sess.attach(sess.tmux_server(), name)
+        sess.attach(sess.tmux_server(), report.session)
     else:
         click.echo(f"attach with: carla-launch attach {prof.name}")
 
 
+def pair_lines(report: stack_up.UpReport, passed: Sequence[str]) -> list[str]:
+    """A line per server and its agent: where the server answers, the agent's command line,
+    and where to see them (one server: the session; several: each one's window)."""
+    variant = display_path(report.variant) if report.variant else "?"  # `up` always sets it
+    several = len(report.pairs) > 1
+    lines = []
+    for pair in report.pairs:
+        s = pair.server
+        agent = shlex.join(["docker", "compose", "-p", pair.project, "-f", variant, "up", *passed])
+        name = f"{s.host} {s.slot}" if several else s.host
+        where = f"window: {pair.window}" if several else f"session: {report.session}"
+        lines.append(
+            f"server {name} at {for_url(s.address)}:{s.port} (CARLA {s.version}); "
+            f"agent: {agent}; {where}"
+        )
+    if several:
+        lines.append(f"session: {report.session}, a window per server (tmux prefix and n, p or w)")
+    return lines
+
+
 @click.command()
 @profile_argument()
-@click.option("--server", "stop_server", is_flag=True, help="Stop the remote server too.")
+@click.option(
+    "--server", "stop_server", is_flag=True, help="Stop the remote servers too (every host)."
+)
 def down(profile: str | None, stop_server: bool) -> None:
-    """Agent containers down and the local session closed (--server: the remote server too)."""
+    """Every agent of the profile down and the local session closed (--server: its servers too).
+
+    Only the compose projects `up` and `attach` started for this profile go: another
+    profile's agents, on the same compose folder or not, keep running.
+    """
     prof = load_profile(profile)
     done = stack_down.down(prof, stop_server, _say)
     for what in done or ["nothing was running"]:

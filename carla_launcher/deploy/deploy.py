@@ -6,8 +6,9 @@ ssh_config per process. The parent (`runner.py`) sends a JSON request on stdin; 
 stderr as lines; the result is one JSON document on stdout.
 
 Sequence, for every host of the profile at once: connect, read the box (one fact script),
-plan (pure, `plan.py`), run the seven steps as pyinfra operations, then probe each server with
-CARLA's own RPC until it answers (or fail with the tail of its log).
+plan (pure, `plan.py`), run the seven steps as pyinfra operations, then probe each server (every
+server of every host, `server.gpus`) with CARLA's own RPC until it answers (or fail with the
+tail of its log).
 """
 
 # ruff: noqa: E402  (gevent must patch the standard library before anything else imports it)
@@ -48,7 +49,7 @@ from carla_launcher.deploy.inputs import (
     make_inventory_data,
 )
 from carla_launcher.deploy.ops import BoxFactsFact, step
-from carla_launcher.deploy.plan import STEPS, HostPlan, plan_host
+from carla_launcher.deploy.plan import STEPS, HostPlan, PlannedServer, plan_host
 from carla_launcher.errors import LauncherError
 from carla_launcher.netaddr import for_url
 from carla_launcher.profile import Profile, read_profile
@@ -225,6 +226,7 @@ def _plan(
             session_dir=plan.session_dir,
             log=plan.log_path,
             steps=[{"name": s.name, "changes": s.changes, "why": s.why} for s in plan.steps],
+            servers=[_server_json(s) for s in plan.servers],
         )
         say(host.name, _gpu_line(facts))
         for w in plan.warnings:
@@ -317,10 +319,50 @@ def _remote(host: Any, script: str, timeout: int = 30) -> tuple[bool, list[str]]
     return bool(ok), list(output.stdout_lines)
 
 
+def _server_json(s: PlannedServer) -> dict[str, Any]:
+    """One server of a host's result (`deploy --json`: hosts[].servers[])."""
+    return {
+        "slot": s.slot,
+        "gpu": s.gpu,
+        "port": s.port,
+        "version": None,
+        "tmux_session": s.session,
+        "log": s.log_path,
+        "error": None,
+    }
+
+
 def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) -> None:
+    """Every server of the host at once; the host is ok when each answered. Its `port` and
+    `version` are the first server's; a failure is the first failing server's, with its log."""
+    entries = {e["slot"]: e for e in result.get("servers", [])}
+    failures: list[tuple[PlannedServer, str, list[str]]] = []
+
+    def one(server: PlannedServer) -> None:
+        version, error, tail = _probe_one(profile, host, plan, server, len(plan.servers) > 1)
+        entry = entries.setdefault(server.slot, _server_json(server))
+        entry.update(version=version, error=error)
+        if error is not None:
+            failures.append((server, error, tail))
+
+    gevent.joinall([gevent.spawn(one, s) for s in plan.servers])
+    if failures:
+        server, error, tail = min(failures, key=lambda f: f[0].slot)
+        who = f"server {server.slot}: " if len(plan.servers) > 1 else ""
+        result.update(error=f"{who}{error}", log_tail=tail, log=server.log_path)
+        return
+    first = plan.servers[0] if plan.servers else None
+    version = entries[first.slot]["version"] if first is not None else None
+    result.update(ok=True, version=version)  # "ready" is said once, by the parent's summary
+
+
+def _probe_one(
+    profile: Profile, host: Any, plan: HostPlan, server: PlannedServer, several: bool
+) -> tuple[str | None, str | None, list[str]]:
+    """Probe one server until it answers: (version, None, []), or (None, why, its log's tail)."""
     srv = profile.server
-    address, port = plan.address or "", plan.port or srv.port
-    status = prologue(srv.user, srv.tmux_session) + status_script(srv.mode == "compose")
+    address, port = plan.address or "", server.port
+    status = prologue(srv.user, server.session) + status_script(srv.mode == "compose")
 
     def abort() -> str | None:
         ok, lines = _remote(host, status)
@@ -341,7 +383,9 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
     def waited(seconds: float, reason: str) -> None:  # the parent paces and words it (as `up`)
         say(host.name, progress.line("ready", seconds, srv.ready_timeout, f"{where} {reason}"))
 
-    say(host.name, f"probing CARLA at {where} (up to {srv.ready_timeout} s)")
+    gpu = f" (GPU {server.gpu})" if server.gpu is not None else ""
+    what = f"CARLA server {server.slot}{gpu}" if several else "CARLA"
+    say(host.name, f"probing {what} at {where} (up to {srv.ready_timeout} s)")
     try:
         version = wait_ready(
             address,
@@ -352,11 +396,9 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
             interval=0.25 if srv.ready_timeout <= 60 else 1.0,
         )
     except NotReady as e:
-        ok, tail = _remote(host, f"tail -n 15 {q(plan.log_path)} 2>/dev/null")
-        result["error"] = f"CARLA did not answer: {e}"
-        result["log_tail"] = tail if ok else []
-        return
-    result.update(ok=True, version=version)  # "ready" is said once, by the parent's summary
+        ok, tail = _remote(host, f"tail -n 15 {q(server.log_path)} 2>/dev/null")
+        return None, f"CARLA did not answer: {e}", tail if ok else []
+    return version, None, []
 
 
 def _disconnect(state: State) -> None:

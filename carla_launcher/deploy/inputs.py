@@ -47,8 +47,11 @@ def local_inputs(profile: Profile) -> LocalInputs:
 def facts_script_for(profile: Profile, archive_name: str | None) -> str:
     """The one fact script a deploy runs on each box before it plans."""
     srv = profile.server
+    names = (*DEPLOY, "compose") if srv.mode == "compose" else DEPLOY
+    if srv.gpus is not None:  # whose processes hold each GPU: one server per free GPU
+        names = (*names, "apps", "ps")
     return facts_script(
-        (*DEPLOY, "compose") if srv.mode == "compose" else DEPLOY,
+        names,
         server_user=srv.user,
         session=srv.tmux_session,
         root=srv.package.root,

@@ -8,11 +8,12 @@ runs); a step with no script has nothing to do and says why. The pyinfra operati
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from carla_launcher.box.facts import BoxFacts
-from carla_launcher.box.ports import NoFreePort, choose_port
+from carla_launcher.box.ports import STRIDE, NoFreePort, choose_port
 from carla_launcher.box.shell import (
     DOWNLOADS,
     PORT_FUNCTIONS,
@@ -35,15 +36,17 @@ from carla_launcher.deploy.package import (
     upload_name,
     upload_prepare_script,
 )
-from carla_launcher.profile import Profile
+from carla_launcher.profile import Profile, Server
 from carla_launcher.profile.fields import walk
 from carla_launcher.server.compose import compose_up_script
+from carla_launcher.server.control import retire_script
 from carla_launcher.server.launch import (
     LaunchConfig,
     launch_origin,
     render_launch_script,
     server_args,
 )
+from carla_launcher.server.slots import choose, described, ports
 
 DEFAULT_SERVER_USER = dict(walk())["server.user"].default
 
@@ -73,17 +76,34 @@ class Step:
         return self.script is not None
 
 
+@dataclass(frozen=True)
+class PlannedServer:
+    """A server the deploy leaves on the box: slot K of `server/slots.py`."""
+
+    slot: int
+    gpu: int | None  # -graphicsadapter; None: the box's default
+    port: int
+    session: str  # its tmux session, and its folder's name
+    session_dir: str  # its state folder: launch.sh, port, status, server.log
+    launch_sha: str  # of its launch.sh (compose.yaml in compose mode) as planned
+
+    @property
+    def log_path(self) -> str:
+        return f"{self.session_dir}/server.log"
+
+
 @dataclass
 class HostPlan:
     host: str
-    port: int | None = None
+    port: int | None = None  # the first server's
     address: str | None = None
     root: str = ""
-    session_dir: str = ""
+    session_dir: str = ""  # the first server's
     steps: list[Step] = field(default_factory=list)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-    launch_sha: str | None = None  # of launch.sh (compose.yaml in compose mode) as planned
+    launch_sha: str | None = None  # the first server's launch.sh (compose.yaml) as planned
+    servers: list[PlannedServer] = field(default_factory=list)  # by slot
 
     @property
     def log_path(self) -> str:
@@ -214,80 +234,135 @@ def plan_host(
         unpack = Step(STEPS[4], head + unpack_script(source), f"unpack into {root}")
         installs = True
 
-    # 6. port and launch script (or compose file)
-    ours_running = srv.tmux_session in facts.tmux_sessions or facts.status.get("state") in (
-        "running",
-        "restarting",
-    )
-    try:
-        plan.port = choose_port(
-            srv.port, facts.listening, facts.deployed_port if ours_running else None
-        )
-    except NoFreePort as e:
-        plan.error = str(e)
+    # 6-7. ports, launch scripts (or the compose file) and the servers
+    if compose:
+        launch, start = _compose_server(plan, srv, facts, local, head, compose_file)
+    else:
+        launch, start = _servers(plan, srv, facts, local, installs)
+    if launch is None or start is None:
         return plan
-    if plan.port != srv.port:
-        plan.warnings.append(f"port {srv.port} (or +1, +2) is taken on the box: using {plan.port}")
-    files: dict[str, str] = {}
-    settings_remote = None
-    if local.settings_text is not None and not compose:
-        settings_remote = f"{facts.session_dir}/{SETTINGS_FILE}"
-        files[SETTINGS_FILE] = local.settings_text
-    package_id = source.package_id
-    if local.settings_text is not None:  # a new settings file changes the script: restart
-        package_id += f"; settings {_sha(local.settings_text)[:16]}"
-    if compose:
-        content = compose_file(plan.port) if compose_file else ""
-        files[COMPOSE_FILE] = content
-    else:
-        args = server_args(srv.args, plan.port, srv.gpu, settings_remote)
-        content = render_launch_script(
-            LaunchConfig(
-                root,
-                facts.session_dir,
-                args,
-                plan.port,
-                srv.restart,
-                package_id,
-                origin=launch_origin(srv, local.settings_text),
-            )
-        )
-        files["launch.sh"] = content
-    files["port"] = f"{plan.port}\n"
-    main_file = COMPOSE_FILE if compose else "launch.sh"
-    digest = _sha(content)
-    plan.launch_sha = digest
-    current = facts.launch_sha if not compose else facts.status.get("compose_sha")
-    if compose:
-        files[".compose.sha256"] = digest + "\n"
-    if current == digest:
-        launch = _noop(STEPS[5], f"{main_file} unchanged")
-    else:
-        launch = Step(
-            STEPS[5], head + _write_files(files), f"write {facts.session_dir}/{main_file}"
-        )
-    if srv.gpu is not None and facts.gpus and srv.gpu >= len(facts.gpus):
-        plan.warnings.append(f"server.gpu is {srv.gpu} but the box has {len(facts.gpus)} GPU(s)")
-
-    # 7. the server
-    running = (
-        srv.tmux_session in facts.tmux_sessions
-        if not compose
-        else facts.status.get("compose_state") == "running"
-    )
-    changed = launch.changes or installs
-    if running and not changed:
-        start = _noop(
-            STEPS[6],
-            f"running in tmux session {srv.tmux_session}"
-            if not compose
-            else "compose service running",
-        )
-    else:
-        why = "restart (launch script changed)" if running else "start"
-        start = Step(STEPS[6], head + (_compose_up() if compose else _start(running, digest)), why)
     plan.steps = [user, packages, upload, fetch, unpack, launch, start]
     return plan
+
+
+def _package_id(source: PackageSource, settings_text: str | None) -> str:
+    """What is installed; a new settings file changes the launch script too: a restart."""
+    if settings_text is None:
+        return source.package_id
+    return source.package_id + f"; settings {_sha(settings_text)[:16]}"
+
+
+def _compose_server(
+    plan: HostPlan,
+    srv: Server,
+    facts: BoxFacts,
+    local: LocalInputs,
+    head: str,
+    compose_file: Callable[[int], str] | None,
+) -> tuple[Step | None, Step | None]:
+    """server.mode: compose: one server, run by docker compose from a compose file of ours."""
+    ours_running = facts.status.get("state") in ("running", "restarting")
+    try:
+        port = choose_port(srv.port, facts.listening, facts.deployed_port if ours_running else None)
+    except NoFreePort as e:
+        plan.error = str(e)
+        return None, None
+    if port != srv.port:
+        plan.warnings.append(f"port {srv.port} (or +1, +2) is taken on the box: using {port}")
+    content = compose_file(port) if compose_file else ""
+    digest = _sha(content)
+    files = {COMPOSE_FILE: content, "port": f"{port}\n", ".compose.sha256": digest + "\n"}
+    plan.port, plan.launch_sha = port, digest
+    plan.servers = [PlannedServer(0, None, port, srv.tmux_session, facts.session_dir, digest)]
+    if facts.status.get("compose_sha") == digest:
+        launch = _noop(STEPS[5], f"{COMPOSE_FILE} unchanged")
+    else:
+        launch = Step(
+            STEPS[5], head + _write_files(files), f"write {facts.session_dir}/{COMPOSE_FILE}"
+        )
+    if facts.status.get("compose_state") == "running" and not launch.changes:
+        return launch, _noop(STEPS[6], "compose service running")
+    return launch, Step(STEPS[6], head + compose_up_script(), "start")
+
+
+def _servers(
+    plan: HostPlan, srv: Server, facts: BoxFacts, local: LocalInputs, installs: bool
+) -> tuple[Step | None, Step | None]:
+    """One launch script and tmux session per server of the profile on this box (one per GPU
+    of `server.gpus`, `server/slots.py`): which ones, their ports, what to write and start;
+    and the servers that run here but are no longer wanted, stopped. Each server's part of a
+    step is a subshell with its own prologue: one `exit` (a server another deploy started)
+    does not skip the next server."""
+    choice = choose(srv, facts)
+    plan.warnings.extend(choice.lines)
+    if choice.error is not None:
+        plan.error = choice.error
+        return None, None
+    try:
+        chosen = ports(srv.port, choice.kept, facts.listening, choice.ours)
+    except NoFreePort as e:
+        plan.error = str(e)
+        return None, None
+    one = srv.gpus is None
+    if srv.gpu is not None and facts.gpus and srv.gpu >= len(facts.gpus):
+        plan.warnings.append(f"server.gpu is {srv.gpu} but the box has {len(facts.gpus)} GPU(s)")
+    package_id = _package_id(local.source, local.settings_text)
+    writes, starts, whys, idle = [], [], [], []
+    home = posixpath.dirname(facts.session_dir)
+    for slot in choice.kept:
+        port, base = chosen[slot.index], srv.port + STRIDE * slot.index
+        if port != base:
+            who = "using" if one else f"{described(slot)} uses"
+            plan.warnings.append(f"port {base} (or +1, +2) is taken on the box: {who} {port}")
+        sdir = posixpath.join(home, slot.session)
+        files: dict[str, str] = {}
+        settings_remote = None
+        if local.settings_text is not None:
+            settings_remote = f"{sdir}/{SETTINGS_FILE}"
+            files[SETTINGS_FILE] = local.settings_text
+        args = server_args(srv.args, port, slot.gpu, settings_remote)
+        origin = launch_origin(srv, local.settings_text, slot)
+        content = render_launch_script(
+            LaunchConfig(
+                facts.package_root, sdir, args, port, srv.restart, package_id, origin=origin
+            )
+        )
+        files["launch.sh"], files["port"] = content, f"{port}\n"
+        digest = _sha(content)
+        plan.servers.append(PlannedServer(slot.index, slot.gpu, port, slot.session, sdir, digest))
+        head = prologue(srv.user, slot.session, srv.package.root)
+        here = choice.on_box.get(slot.index)
+        if here is None or here.launch_sha != digest:
+            writes.append(_subshell(head + _write_files(files), "exit 1"))
+        is_running = here is not None and here.running
+        if is_running and not (installs or here is None or here.launch_sha != digest):
+            idle.append(slot.session)
+            continue
+        starts.append(_subshell(head + _start(is_running, digest), "_cl_failed=1"))
+        verb = "restart (launch script changed)" if is_running else "start"
+        whys.append(verb if one else f"{verb.split(' ')[0]} {described(slot)}")
+    for k, why in sorted(choice.stale.items(), reverse=True):  # first: its GPU and ports go
+        plan.warnings.append(f"server {k} stops and its launch script goes: {why}")
+        head = prologue(srv.user, choice.on_box[k].session, srv.package.root)
+        starts.insert(0, _subshell(head + retire_script(f"server {k}: {why}"), "_cl_failed=1"))
+        whys.insert(0, f"stop server {k}")
+    first = plan.servers[0]
+    plan.port, plan.launch_sha, plan.session_dir = first.port, first.launch_sha, first.session_dir
+    written = ", ".join(f"{s.session_dir}/launch.sh" for s in plan.servers)
+    launch = (
+        Step(STEPS[5], "".join(writes), f"write {written}")
+        if writes
+        else _noop(STEPS[5], "launch.sh unchanged" if one else "launch scripts unchanged")
+    )
+    if not starts:
+        sessions = "s " + ", ".join(idle) if len(idle) > 1 else " " + idle[0]
+        return launch, _noop(STEPS[6], f"running in tmux session{sessions}")
+    script = "_cl_failed=0\n" + "".join(starts) + '[ "$_cl_failed" = 0 ] || exit 1\n'
+    return launch, Step(STEPS[6], script, "; ".join(whys))
+
+
+def _subshell(body: str, on_failure: str) -> str:
+    return f"(\n{body})" + f" || {on_failure}\n"
 
 
 def _sha(text: str) -> str:
@@ -349,7 +424,3 @@ def _start(running: bool, launch_sha: str) -> str:
     # the tmux server outlives us: it must not inherit the lock (fd 9)
     lines.append("( exec 9>&-; start_server ) || exit 1")
     return "\n".join(lines) + "\n"
-
-
-def _compose_up() -> str:
-    return compose_up_script()

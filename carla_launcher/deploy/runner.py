@@ -35,15 +35,17 @@ class HostResult:
     host: str
     ok: bool
     error: str | None = None
-    address: str | None = None
-    port: int | None = None
-    version: str | None = None
+    address: str | None = None  # the box's: every server of it answers there
+    port: int | None = None  # the first server's (`servers`: each one's)
+    version: str | None = None  # the first server's
     changed: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     log_tail: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     log: str | None = None
+    #: every server of the box, by slot: {slot, gpu, port, version, tmux_session, log, error}
+    servers: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> HostResult:
@@ -236,10 +238,19 @@ def deploy(
 
 
 def record(profile: Profile, report: DeployReport) -> None:
-    """Remember where the servers are (address, port, version) for `sync`, `status`, `up`."""
+    """Remember where the servers are (address, and each server's port and version) for
+    `sync`, `status`, `up`."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for h in report.hosts:
-        if h.ok and h.address:
+        if not (h.ok and h.address):
+            continue
+        for s in h.servers or [{"slot": 0, "port": h.port, "version": h.version}]:
             records.learn(
-                profile, h.host, address=h.address, port=h.port, version=h.version, deployed_at=now
+                profile,
+                h.host,
+                address=h.address,
+                port=s.get("port"),
+                version=s.get("version"),
+                deployed_at=now,
+                slot=int(s.get("slot") or 0),
             )

@@ -9,65 +9,47 @@ reported at once, not waited for.
 
 The status also says whether the launch loop still runs (CARLA may outlive it: "loop gone")
 and, from the launch script's config line, what the profile changed since the deploy (`drift`).
+
+With `server.gpus` a box runs several servers of one profile, each in its own state folder
+(`server/slots.py`). `host_servers` and the `*_servers` actions cover all of them in ONE round
+trip: a loop on the box (`slots.each_server`) runs the one-server script once per folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from carla_launcher import parallel
-from carla_launcher.box import sections
 from carla_launcher.box.shell import (
     MARK_STOPPED_FUNCTION,
     PORT_FUNCTIONS,
     START_FUNCTION,
     STOP_FUNCTION,
     STOPPED_FILE,
+    error_line,
     prologue,
     q,
 )
-from carla_launcher.server.launch import ORIGIN_PREFIX
-from carla_launcher.server.state import foreign_port_line, parse_status
+from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
+from carla_launcher.server.slots import (
+    SERVERS_FUNCTION,
+    each_server,
+    parse_servers,
+    session_name,
+    slot_index,
+)
+from carla_launcher.server.state import foreign_port_line, parse_status, status_script
+
+__all__ = ["status_script"]  # with its reader in state.py; callers of the scripts ask here
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
 
 
 # -- scripts (pure) ------------------------------------------------------------------------------
-def status_script(compose: bool = False) -> str:
-    """Body after `prologue(...)`: prints the facts `state.parse_status` reads."""
-    items = [
-        (
-            "session",
-            '[ "$USER_EXISTS" = yes ] && as_server tmux has-session -t "=$CL_SESSION" && echo yes',
-        ),
-        ("deployed", '[ -f "$SDIR/launch.sh" ] || [ -f "$SDIR/compose.yaml" ] && echo yes'),
-        ("status", 'cat "$SDIR/status"'),
-        ("stopped", f'cat "$SDIR/{STOPPED_FILE}"'),
-        ("alive", "server_group_ours && echo yes"),
-        ("loop", "loop_ours && echo yes"),
-        ("config", f'sed -n "s/^{ORIGIN_PREFIX}//p" "$SDIR/launch.sh" | head -n 1'),
-        ("port", 'cat "$SDIR/port"'),
-        ("busy", 'ports_busy "$(cat "$SDIR/port")"'),
-        ("log", 'echo "$SDIR/server.log"'),
-        ("now", "date +%s"),
-    ]
-    if not compose:  # in compose mode docker-proxy (root) holds the ports for our container
-        items.append(("foreign", 'ports_foreign "$(cat "$SDIR/port")"'))
-    else:
-        items.append(
-            (
-                "compose",
-                'docker compose -p "$CL_PROJECT" -f '
-                '"$SDIR/compose.yaml" ps -a --format "{{.State}}|{{.Status}}"',
-            )
-        )
-    return PORT_FUNCTIONS + sections.script(items)
-
-
 def start_script() -> str:
     return (
         PORT_FUNCTIONS
@@ -116,11 +98,21 @@ def compose_stop_script(by: str | None = "carla-launch") -> str:
     )
 
 
+def retire_script(why: str) -> str:
+    """A server the profile no longer asks for on this box: stopped, its launch files removed
+    (`host_servers` no longer lists it; a later deploy may bring it back); its log stays."""
+    return (
+        PORT_FUNCTIONS
+        + STOP_FUNCTION
+        + f"echo {q('stopping ' + why)}\nstop_server\n"
+        + 'as_server rm -f "$SDIR/launch.sh" "$SDIR/port" "$SDIR/status" '
+        f'"$SDIR/{STOPPED_FILE}" "$SDIR/CarlaSettings.ini"\n'
+    )
+
+
 # -- actions over SSH ----------------------------------------------------------------------------
 def _head(profile: Profile, slot: int = 0) -> str:
     """The prologue of server `slot` (its session and state folder, `server/slots.py`)."""
-    from carla_launcher.server.slots import session_name
-
     srv = profile.server
     return prologue(srv.user, session_name(srv.tmux_session, slot))
 
@@ -130,40 +122,201 @@ def _timeout(profile: Profile, extra: float = 30) -> float:
 
 
 def server_status(profile: Profile, host: str | None = None, slot: int = 0) -> dict[str, Any]:
-    """{host, running, state, pid, since, uptime_s, restarts, port, last_crash_line, drift, ...}.
+    """{host, slot, gpu, tmux_session, running, state, pid, since, uptime_s, restarts, port,
+    last_crash_line, drift, ...} of server `slot` on `host`.
 
     `drift`: what the profile changed since the deploy, in words (None: unknown, e.g. a launch
-    script older than the config line, or server.mode: compose).
+    script older than the config line, or server.mode: compose). `gpu`: the one its launch
+    script was made for (None: the default GPU, or not known).
     """
     from carla_launcher.box.transport import check
-    from carla_launcher.server.drift import drift, profile_origin
 
-    host = host or profile.remote.host
+    host = host or profile.remote.host or "localhost"
     compose = profile.server.mode == "compose"
     out = check(profile, host, _head(profile, slot) + status_script(compose), _timeout(profile))
-    st = {"host": host, "slot": slot, **parse_status(out)}
+    return _status(profile, host, slot, out)
+
+
+def _status(profile: Profile, host: str, slot: int, out: str) -> dict[str, Any]:
+    """One server's status-script answer as the dict `server_status` gives."""
+    from carla_launcher.server.drift import drift, profile_origin
+
+    session = session_name(profile.server.tmux_session, slot)
+    st = {"host": host, "slot": slot, "tmux_session": session, **parse_status(out)}
     origin = st.pop("origin")
+    st["gpu"] = origin.gpu if origin is not None else None
     st["origin"] = dataclasses.asdict(origin) if origin is not None else None
-    st["drift"] = drift(profile_origin(profile), origin) if origin is not None else None
+    st["drift"] = drift(profile_origin(profile, slot, origin), origin) if origin else None
     return st
 
 
+def host_servers(profile: Profile, host: str | None = None) -> list[dict[str, Any]]:
+    """Every server of the profile on the box, in ONE round trip, by slot: each as
+    `server_status` gives it. The state folders that hold launch files count (a server the
+    deploy left out, its GPU in use, is absent: slots may have gaps); a box with none gives
+    one dict, server 0's, with `deployed` False (never an empty list)."""
+    from carla_launcher.box.transport import check
+
+    host = host or profile.remote.host or "localhost"
+    compose = profile.server.mode == "compose"
+    script = _head(profile) + each_server(status_script(compose))
+    out = check(profile, host, script, _timeout(profile, 30 * _many(profile)))
+    found = [
+        _status(profile, host, k, text)
+        for name, text, _ in parse_servers(out)
+        if (k := slot_index(profile.server.tmux_session, name)) is not None
+    ]
+    return sorted(found, key=lambda st: int(st["slot"]))
+
+
+def servers(profile: Profile, hosts: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """`host_servers` of every host of the profile (or `hosts`) at once, flattened in host
+    order; a host that cannot be asked is one dict with its `error` (the others go on)."""
+    from carla_launcher.errors import LauncherError
+
+    def one(h: str) -> list[dict[str, Any]]:
+        try:
+            return host_servers(profile, h)
+        except LauncherError as e:
+            return [unreachable(h, e)]
+
+    return [st for found in parallel.each(hosts or profile.remote.hosts, one) for st in found]
+
+
+def unreachable(host: str, e: Exception) -> dict[str, Any]:
+    """A host that could not be asked, as one server dict (`servers`)."""
+    return {
+        "host": host,
+        "slot": None,
+        "gpu": None,
+        "tmux_session": None,
+        "running": False,
+        "state": "unknown",
+        "error": str(e).removeprefix(f"{host}: "),
+    }
+
+
 def server_statuses(profile: Profile) -> list[dict[str, Any]]:
-    """`server_status` of every host of the profile, in parallel; failures as `error`."""
+    """`server_status` of server 0 of every host, in parallel; failures as `error` (`servers`
+    gives every server of every host)."""
     from carla_launcher.errors import LauncherError
 
     def one(h: str) -> dict[str, Any]:
         try:
             return server_status(profile, h)
         except LauncherError as e:
-            return {
-                "host": h,
-                "running": False,
-                "state": "unknown",
-                "error": str(e).removeprefix(f"{h}: "),
-            }
+            return unreachable(h, e)
 
     return parallel.each(profile.remote.hosts, one)
+
+
+def _many(profile: Profile) -> int:
+    """How many servers a box may run for this profile, for time limits (`all`: up to 8)."""
+    gpus = profile.server.gpus
+    return len(gpus) if isinstance(gpus, tuple) else 8 if gpus == "all" else 1
+
+
+def _on_each(
+    profile: Profile, host: str | None, body: str, only: int | None, seconds: float
+) -> list[dict[str, Any]]:
+    """`body` on every server of the box (or server `only`) in one round trip: per server
+    {host, slot, gpu, tmux_session, text (its output), error (one line, None: it went well)}.
+    Raises when the box cannot be asked, or `only` is not one of its servers."""
+    from carla_launcher.box.transport import check
+    from carla_launcher.errors import LauncherError
+
+    host = host or profile.remote.host or "localhost"
+    base = profile.server.tmux_session
+    wanted = session_name(base, only) if only is not None else None
+    count = 1 if only is not None else _many(profile)
+    # its GPU first, from its launch script's config line (before a stop can say anything)
+    gpu = f'sed -n "s/^{ORIGIN_PREFIX}/{_CONFIG}/p" "$SDIR/launch.sh" 2>/dev/null | head -n 1\n'
+    script = _head(profile) + each_server(gpu + body, wanted)
+    out = check(profile, host, script, _timeout(profile, seconds * count))
+    found = [(slot_index(base, name), name, text, rc) for name, text, rc in parse_servers(out)]
+    mine = [f for f in found if f[0] is not None and (only is None or f[0] == only)]
+    if not mine:
+        listed = ", ".join(str(k) for k, *_ in found if k is not None) or "none"
+        raise LauncherError(f"{host}: no server {only} here (its servers: {listed})")
+    return [
+        {
+            "host": host,
+            "slot": k,
+            "gpu": _gpu(text),
+            "tmux_session": name,
+            "text": text,
+            "error": _failed(text, rc),
+        }
+        for k, name, text, rc in sorted(mine, key=lambda f: int(f[0] or 0))
+    ]
+
+
+_CONFIG = "carla-launch-config="
+
+
+def _gpu(text: str) -> int | None:
+    """The GPU a server's launch script was made for, from `_on_each`'s first line."""
+    first = text.split("\n", 1)[0]
+    origin = parse_origin(first[len(_CONFIG) :]) if first.startswith(_CONFIG) else None
+    return origin.gpu if origin is not None else None
+
+
+def _failed(text: str, rc: int | None) -> str | None:
+    """Why one server's part failed, in one line (None: it did not)."""
+    if rc == 0:
+        return None
+    return error_line(text.splitlines(), []) or (
+        f"exit code {rc}" if rc is not None else "cut short"
+    )
+
+
+def _result(found: dict[str, Any], done: bool, warning: str | None = None) -> dict[str, Any]:
+    """One server's part of an action as the caller gets it (its raw output left out)."""
+    kept = {k: v for k, v in found.items() if k != "text"}
+    return {**kept, "done": done and found["error"] is None, "warning": warning}
+
+
+def stop_servers(
+    profile: Profile,
+    host: str | None = None,
+    by: str | None = "carla-launch",
+    only: int | None = None,
+) -> list[dict[str, Any]]:
+    """`stop_report` of every server of the box (or server `only`), in one round trip:
+    [{host, slot, tmux_session, done (it ran and is stopped), warning, error}]."""
+    compose = profile.server.mode == "compose"
+    body = compose_stop_script(by) if compose else stop_script(by)
+    out = []
+    for found in _on_each(profile, host, body, only, 60):
+        done, warning = _stopped(found["text"])
+        out.append(_result(found, done, warning))
+    return out
+
+
+def start_servers(
+    profile: Profile, host: str | None = None, only: int | None = None
+) -> list[dict[str, Any]]:
+    """`start` of every server of the box (or server `only`), in one round trip:
+    [{host, slot, tmux_session, done (started now; False: it ran), warning, error}]."""
+    body = compose_start_script() if profile.server.mode == "compose" else start_script()
+    return [_result(f, "started=yes" in f["text"]) for f in _on_each(profile, host, body, only, 60)]
+
+
+def restart_servers(
+    profile: Profile, host: str | None = None, only: int | None = None
+) -> list[dict[str, Any]]:
+    """`restart` of every server of the box (or server `only`), in one round trip."""
+    compose = profile.server.mode == "compose"
+    stop_body = compose_stop_script(None) if compose else stop_script(None)
+    body = stop_body + (compose_start_script() if compose else start_script())
+    return [_result(f, "started=yes" in f["text"]) for f in _on_each(profile, host, body, only, 90)]
+
+
+def _stopped(out: str) -> tuple[bool, str | None]:
+    """A stop script's answer: was something running, and another user's port, in words."""
+    foreign = next((ln[8:].split() for ln in out.splitlines() if ln.startswith("foreign=")), [])
+    warning = foreign_port_line(*foreign) if len(foreign) == 2 else None
+    return "stopped=yes" in out, warning
 
 
 def start(profile: Profile, host: str | None = None, slot: int = 0) -> bool:
@@ -194,9 +347,7 @@ def stop_report(
     compose = profile.server.mode == "compose"
     script = compose_stop_script(by) if compose else stop_script(by)
     out = check(profile, host, _head(profile, slot) + script, _timeout(profile, 60))
-    foreign = next((ln[8:].split() for ln in out.splitlines() if ln.startswith("foreign=")), [])
-    warning = foreign_port_line(*foreign) if len(foreign) == 2 else None
-    return "stopped=yes" in out, warning
+    return _stopped(out)
 
 
 def restart(profile: Profile, host: str | None = None, slot: int = 0) -> bool:
@@ -243,22 +394,31 @@ def logs_command(
     host: str | None = None,
     lines: int = 50,
     follow: bool = False,
-    slot: int = 0,
+    slot: int | None = 0,
 ) -> list[str]:
-    """The command line that shows (or follows) the server log of a box."""
+    """The command line that shows (or follows) the server log of a box: server `slot`'s, or
+    with None every server's in one `tail` (its `==> FILE <==` headers tell them apart)."""
     from carla_launcher.box.ssh import ssh_argv
 
+    tail = f"tail -n {int(lines)}{' -F' if follow else ''}"
     if profile.server.mode == "compose":
         body = (
             f'exec docker compose -p "$CL_PROJECT" -f "$SDIR/compose.yaml" logs '
             f"--tail {int(lines)}{' -f' if follow else ''}"
         )
+    elif slot is None:
+        body = (
+            SERVERS_FUNCTION + "CL_TOP=${SDIR%/*}; set --\nfor _cl_n in $(cl_servers); do\n"
+            '  [ -f "$CL_TOP/$_cl_n/server.log" ] && set -- "$@" "$CL_TOP/$_cl_n/server.log"\n'
+            'done\n[ $# -gt 0 ] || die "no server log in $SDIR (not deployed?)"\n'
+            f'exec {tail} "$@"'
+        )
     else:
         body = (
             f'[ -f "$SDIR/server.log" ] || die "no server log in $SDIR (not deployed?)"\n'
-            f'exec tail -n {int(lines)}{" -F" if follow else ""} "$SDIR/server.log"'
+            f'exec {tail} "$SDIR/server.log"'
         )
-    script = _head(profile, slot) + body
+    script = _head(profile, slot or 0) + body
     return ssh_argv(profile, host, command=f"sh -c {shlex.quote(script)}")
 
 

@@ -5,6 +5,9 @@ The box's side is the launch script's config line (`launch.LaunchOrigin`), read 
 script in the same round trip; the profile's side is the same record made from the profile
 now. A script without that line (written before it existed) is "unknown", not drift. The port
 compared is the one asked for (`server.port`): the deploy may have chosen the next free one.
+With `server.gpus`, each server (slot K) compares its own line: a changed `server.gpus` is
+drift of every server (a redeploy adds or removes servers), and slot K's GPU is the K-th of
+the list (for `all`, the one its box gave it: which GPUs a box has is the deploy's question).
 
 >>> from carla_launcher.server.launch import LaunchOrigin
 >>> box = LaunchOrigin(("-RenderOffScreen",), 0, 2000, "on-failure", None)
@@ -17,9 +20,10 @@ compared is the one asked for (`server.port`): the deploy may have chosen the ne
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
-from carla_launcher.server.launch import LaunchOrigin, launch_origin, settings_arg
+from carla_launcher.server.launch import Gpus, LaunchOrigin, launch_origin, settings_arg
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -34,7 +38,9 @@ def drift(profile_side: LaunchOrigin, box_side: LaunchOrigin | None) -> list[str
     args = _args_change(box_side.args, profile_side.args)
     if args:
         out.append(f"server.args: {args}")
-    if profile_side.gpu != box_side.gpu:
+    if profile_side.gpus != box_side.gpus:  # its GPU follows: no line of its own for that
+        out.append(f"server.gpus: {_gpus(box_side.gpus)} -> {_gpus(profile_side.gpus)}")
+    elif profile_side.gpu != box_side.gpu:
         out.append(f"server.gpu: {_none(box_side.gpu)} -> {_none(profile_side.gpu)}")
     if profile_side.port != box_side.port:
         out.append(f"server.port: {box_side.port} -> {profile_side.port}")
@@ -85,12 +91,41 @@ def _none(value: int | None) -> str:
     return "none" if value is None else str(value)
 
 
-def profile_origin(profile: Profile) -> LaunchOrigin:
-    """What a deploy made now would record (reads the settings file, as the deploy does)."""
-    named = profile.server.settings or settings_arg(profile.server.args)
+def _gpus(value: Gpus) -> str:
+    """
+    >>> _gpus(None), _gpus("all"), _gpus((0, 1))
+    ('none', 'all', '[0, 1]')
+    """
+    if value is None or isinstance(value, str):
+        return _none(None) if value is None else value
+    return "[" + ", ".join(str(g) for g in value) + "]"
+
+
+def slot_gpu(gpus: Gpus, gpu: int | None, slot: int, box_side: LaunchOrigin | None) -> int | None:
+    """Server `slot`'s GPU as the profile says it (`gpu`: server.gpu, for a profile with one
+    server); for `all`, the one the box recorded.
+
+    >>> slot_gpu((2, 3), None, 1, None), slot_gpu((2, 3), None, 5, None), slot_gpu(None, 1, 0, None)
+    (3, None, 1)
+    """
+    if isinstance(gpus, tuple):
+        return gpus[slot] if slot < len(gpus) else None
+    if gpus == "all":
+        return box_side.gpu if box_side is not None else None
+    return gpu
+
+
+def profile_origin(
+    profile: Profile, slot: int = 0, box_side: LaunchOrigin | None = None
+) -> LaunchOrigin:
+    """What a deploy made now would record for server `slot` (reads the settings file, as the
+    deploy does); `box_side`: what the box's launch script says (for `gpus: all`)."""
+    srv = profile.server
+    named = srv.settings or settings_arg(srv.args)
     text = None
     if named is not None:
         path = profile.local_path(named)
         if path.is_file():
             text = path.read_text(encoding="utf-8")
-    return launch_origin(profile.server, text)
+    origin = launch_origin(srv, text)
+    return dataclasses.replace(origin, gpu=slot_gpu(srv.gpus, srv.gpu, slot, box_side))

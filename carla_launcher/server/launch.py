@@ -10,8 +10,10 @@ log file (and shows it in the pane), restarts after a crash with exponential bac
 takes the whole group down.
 
 The script's second comment line records what it was made from (`LaunchOrigin`: the profile's
-args, GPU, port and restart policy, and the settings file's sha256), so that `server status` can
-tell in the same round trip whether the profile changed since the deploy (`server/drift.py`).
+args, GPU, port and restart policy, the settings file's sha256, and `server.gpus` when set), so
+that `server status` can tell in the same round trip whether the profile changed since the
+deploy (`server/drift.py`). With `server.gpus` each server (slot) has a launch script of its
+own, in its own state folder; its GPU is the slot's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from carla_launcher.box.shell import q
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Server
+    from carla_launcher.server.slots import Slot
+
+Gpus = tuple[int, ...] | str | None  # server.gpus: GPU indexes, "all", or None (one server)
 
 PORT_FLAGS = ("-carla-rpc-port", "-world-port", "-carla-port", "-carla-world-port")
 FIRST_DELAY = 1  # seconds before the first restart; doubles up to MAX_DELAY
@@ -44,28 +49,37 @@ class LaunchOrigin:
     port: int  # server.port, the port asked for
     restart: str
     settings_sha256: str | None  # of the settings file's text; None: no settings file
+    gpus: Gpus = None  # server.gpus as given; `gpu` is then this server's (its slot's) GPU
 
     def line(self) -> str:
-        """The one comment line of the launch script (JSON cannot hold a raw newline).
+        """The one comment line of the launch script (JSON cannot hold a raw newline). `gpus`
+        only when set: the line of a one-server profile stays as it was (no restart for it).
 
         >>> line = LaunchOrigin(("-nosound",), None, 2000, "always", None).line()
         >>> line[:49], parse_origin(line).args
         ('# carla-launch-config: {"args":["-nosound"],"gpu"', ('-nosound',))
+        >>> parse_origin(LaunchOrigin((), 1, 2000, "always", None, (0, 1)).line()).gpus
+        (0, 1)
         """
-        data = {
+        data: dict[str, Any] = {
             "args": list(self.args),
             "gpu": self.gpu,
             "port": self.port,
             "restart": self.restart,
             "settings_sha256": self.settings_sha256,
         }
+        if self.gpus is not None:
+            data["gpus"] = self.gpus if isinstance(self.gpus, str) else list(self.gpus)
         return ORIGIN_PREFIX + json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
-def launch_origin(server: Server, settings_text: str | None) -> LaunchOrigin:
-    """The profile's side: what a deploy made now would record."""
+def launch_origin(
+    server: Server, settings_text: str | None, slot: Slot | None = None
+) -> LaunchOrigin:
+    """The profile's side: what a deploy made now would record (for server `slot`: its GPU)."""
     sha = hashlib.sha256(settings_text.encode()).hexdigest() if settings_text is not None else None
-    return LaunchOrigin(server.args, server.gpu, server.port, server.restart, sha)
+    gpu = slot.gpu if slot is not None else server.gpu
+    return LaunchOrigin(server.args, gpu, server.port, server.restart, sha, server.gpus)
 
 
 def parse_origin(text: str | None) -> LaunchOrigin | None:
@@ -90,7 +104,13 @@ def parse_origin(text: str | None) -> LaunchOrigin | None:
         return None
     if sha is not None and not isinstance(sha, str):
         return None
-    return LaunchOrigin(tuple(args), gpu, port, restart, sha)
+    raw = data.get("gpus")
+    gpus: Gpus = "all" if raw == "all" else None
+    if isinstance(raw, list) and all(isinstance(g, int) and not isinstance(g, bool) for g in raw):
+        gpus = tuple(raw)
+    elif raw not in (None, "all"):
+        return None
+    return LaunchOrigin(tuple(args), gpu, port, restart, sha, gpus)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """What a server's status means: the status script's answer as data, in words, and what to do. Pure.
 
-`server/control.py` asks the box (`status_script`); this module reads the answer
-(`parse_status`), says a server that does not run in words (`state_words`) and lists what the
-user should do about it (`notes`). `status`, `server status` and the deploy's readiness wait
-share these, so a state means the same everywhere.
+`server/control.py` asks the box with `status_script` (here, beside its reader); this module
+reads the answer (`parse_status`), says a server that does not run in words (`state_words`)
+and lists what the user should do about it (`notes`). `status`, `server status` and the
+deploy's readiness wait share these, so a state means the same everywhere.
 """
 
 from __future__ import annotations
@@ -11,15 +11,47 @@ from __future__ import annotations
 from typing import Any
 
 from carla_launcher.box import sections
+from carla_launcher.box.shell import PORT_FUNCTIONS, STOPPED_FILE
 from carla_launcher.jsonout import iso
 from carla_launcher.server.drift import changed_since_deploy
-from carla_launcher.server.launch import parse_origin
+from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
 
 LOOP_GONE = "loop gone"  # CARLA runs, its launch loop does not (no restarts, no clean stop)
 #: Not running, not stopped on purpose, and nothing said why: the tmux session and processes
 #: are gone (the box rebooted, or someone killed them) while the status file says otherwise.
 DIED = "died"
 NOT_STARTED = "not started"  # deployed, never started (no status file)
+
+
+def status_script(compose: bool = False) -> str:
+    """Body after `prologue(...)`: prints the facts `state.parse_status` reads."""
+    items = [
+        (
+            "session",
+            '[ "$USER_EXISTS" = yes ] && as_server tmux has-session -t "=$CL_SESSION" && echo yes',
+        ),
+        ("deployed", '[ -f "$SDIR/launch.sh" ] || [ -f "$SDIR/compose.yaml" ] && echo yes'),
+        ("status", 'cat "$SDIR/status"'),
+        ("stopped", f'cat "$SDIR/{STOPPED_FILE}"'),
+        ("alive", "server_group_ours && echo yes"),
+        ("loop", "loop_ours && echo yes"),
+        ("config", f'sed -n "s/^{ORIGIN_PREFIX}//p" "$SDIR/launch.sh" | head -n 1'),
+        ("port", 'cat "$SDIR/port"'),
+        ("busy", 'ports_busy "$(cat "$SDIR/port")"'),
+        ("log", 'echo "$SDIR/server.log"'),
+        ("now", "date +%s"),
+    ]
+    if not compose:  # in compose mode docker-proxy (root) holds the ports for our container
+        items.append(("foreign", 'ports_foreign "$(cat "$SDIR/port")"'))
+    else:
+        items.append(
+            (
+                "compose",
+                'docker compose -p "$CL_PROJECT" -f '
+                '"$SDIR/compose.yaml" ps -a --format "{{.State}}|{{.Status}}"',
+            )
+        )
+    return PORT_FUNCTIONS + sections.script(items)
 
 
 def parse_status(stdout: str) -> dict[str, Any]:

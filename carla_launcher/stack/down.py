@@ -1,12 +1,20 @@
-"""`carla-launch down`: the agent's containers down and the local window closed; with
-`--server`, the servers too. What `up` recorded of the session is forgotten."""
+"""`carla-launch down`: every agent of the profile down and the local session closed; with
+`--server`, every server of the profile too.
+
+Only the compose projects that `up` and `attach` recorded for this profile are taken down, so
+another profile's agents, on the same compose folder or not, keep running. An agent whose
+`docker compose down` failed stays recorded, so that a second `down` tries it again.
+"""
 
 from __future__ import annotations
 
-from carla_launcher import proc, records
+from typing import Any
+
+from carla_launcher import parallel, records
 from carla_launcher import session as sess
+from carla_launcher.errors import LauncherError
 from carla_launcher.profile import Profile
-from carla_launcher.stack.env import compose_environ
+from carla_launcher.stack import agents
 from carla_launcher.stack.variants import Say
 
 
@@ -14,27 +22,48 @@ def down(profile: Profile, stop_server: bool, say: Say) -> list[str]:
     """What was taken down, one line each (empty: nothing was running)."""
     done = []
     found = records.session(profile)
-    variant = found.variant if found is not None else None
-    if variant is not None and variant.is_file():
-        result = proc.run(
-            ["docker", "compose", "-f", str(variant), "down"],
-            None,
-            cwd=str(variant.parent),
-            env=compose_environ(profile),
-        )
-        if not result.ok:
-            lines = result.stderr.strip().splitlines()
-            last = lines[-1] if lines else f"exit status {result.rc}"
-            say(f"warning: docker compose down: {last}")
-        else:
-            done.append(f"agent containers of {variant.name} removed")
+    recorded = list(found.pairs) if found is not None else []
+    left = []
+    for agent, err in zip(recorded, agents.down_all(recorded), strict=True):
+        if err is not None:
+            say(f"warning: docker compose down of {agent.project or agent.variant.name}: {err}")
+            left.append(agent)
+            continue
+        own = f" (project {agent.project})" if agent.project else ""
+        done.append(f"agent containers of {agent.variant.name} removed{own}")
     if sess.kill_session(sess.tmux_server(), sess.session_name(profile.key)):
         done.append("local session closed")
     if stop_server:
-        from carla_launcher.server import control
+        done += _stop_servers(profile, say)
+    if found is not None and left:
+        records.remember_session(profile, records.SessionRecord.of(found.session, left))
+    else:
+        records.forget_session(profile)
+    return done
 
-        for host in profile.remote.hosts:
-            if control.stop(profile, host, by="carla-launch down --server"):
-                done.append(f"server on {host} stopped")
-    records.forget_session(profile)
+
+def _stop_servers(profile: Profile, say: Say) -> list[str]:
+    """Every server of the profile on every host, each host in one round trip, all at once."""
+    from carla_launcher.server import control
+
+    def stop(host: str) -> list[dict[str, Any]] | str:
+        try:
+            return control.stop_servers(profile, host, by="carla-launch down --server")
+        except LauncherError as e:
+            return str(e).removeprefix(f"{host}: ")
+
+    hosts = list(profile.remote.hosts)
+    done = []
+    for host, got in zip(hosts, parallel.each(hosts, stop), strict=True):
+        if isinstance(got, str):
+            say(f"warning: {host}: {got}; its servers may still run")
+            continue
+        for r in got:
+            which = f"server {r.get('slot')}" if len(got) > 1 else "server"
+            if r.get("error"):
+                say(f"warning: {host} {which}: {r['error']}")
+            elif r.get("done"):
+                done.append(f"{which} on {host} stopped")
+            if r.get("warning"):
+                say(f"warning: {r['warning']}")
     return done

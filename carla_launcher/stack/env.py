@@ -1,16 +1,17 @@
-"""The agent's environment: CARLA_LAUNCH_HOST/PORT (and the URL form of the host).
+"""An agent's environment: CARLA_LAUNCH_HOST/PORT of its server (and the URL form of the host).
 
-An env-mode variant (`compose.address: env`) reads the box from these when it runs, so
+An env-mode variant (`compose.address: env`) reads the server from these when it runs, so
 `up`, `attach`, `down`, `status` and `carla-launch env` must all agree on them: they are
-built here, once, from an address and a port.
+built here, once, from an address and a port (and, per agent, the container-name suffix of
+`stack/pairs.py`), and read back from the records through `checked_env`.
 """
 
 from __future__ import annotations
 
-import os
+import re
 
 from carla_launcher import records
-from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT, ENV_URL_HOST
+from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT, ENV_SUFFIX, ENV_URL_HOST
 from carla_launcher.errors import InputError, LauncherError
 from carla_launcher.netaddr import address_problem, for_url
 from carla_launcher.profile import Profile
@@ -31,40 +32,35 @@ def agent_env(address: str, port: int) -> dict[str, str]:
     return {ENV_HOST: address, ENV_PORT: str(port), ENV_URL_HOST: for_url(address)}
 
 
-def remembered_env(profile: Profile) -> dict[str, str] | None:
-    """CARLA_LAUNCH_HOST/PORT that `up` gave the agent (None: nothing remembered, or not
-    what `up` writes: then it is found again rather than passed on)."""
-    found = records.session(profile)
-    env = found.env if found is not None else {}
-    if not {ENV_HOST, ENV_PORT} <= set(env):
-        return None
-    host, port = env[ENV_HOST], env[ENV_PORT]
-    if address_problem(host) or not port.isdigit():
-        return None
-    return agent_env(host, int(port))
+def checked_env(env: dict[str, str]) -> dict[str, str]:
+    """What `up` gave an agent, as far as it is what `up` writes (read back from a record
+    outside the profile): a tampered address, port or container-name suffix is left out."""
+    out: dict[str, str] = {}
+    host, port = env.get(ENV_HOST), env.get(ENV_PORT)
+    if host is not None and port is not None and not address_problem(host) and port.isdigit():
+        out.update(agent_env(host, int(port)))
+    suffix = env.get(ENV_SUFFIX)
+    if suffix is not None and re.fullmatch(r"-[a-z0-9][a-z0-9_-]*", suffix):
+        out[ENV_SUFFIX] = suffix
+    return out
 
 
-def known_env(profile: Profile, host: str | None = None) -> dict[str, str]:
-    """CARLA_LAUNCH_HOST/PORT as `up` finds them, without deploying anything: remote.address,
-    else the recorded or discovered address; the recorded port (it moves on a busy box), else
-    server.port."""
+def known_env(profile: Profile, host: str | None = None, slot: int = 0) -> dict[str, str]:
+    """CARLA_LAUNCH_HOST/PORT of server `slot` on `host` as `up` finds them, without deploying
+    anything: remote.address, else the recorded or discovered address; the recorded port (it
+    moves on a busy box), else the one asked for (server.port, plus 3 per server before it)."""
     from carla_launcher.box.address import agent_address
+    from carla_launcher.box.ports import STRIDE
 
     host = host or first_host(profile)
-    port = records.server(profile, host).port or profile.server.port
+    port = records.server(profile, host, slot).port or profile.server.port + STRIDE * slot
     return agent_env(agent_address(profile, host), port)
 
 
-def known_env_or_none(profile: Profile, host: str) -> dict[str, str]:
+def known_env_or_none(profile: Profile, host: str, slot: int = 0) -> dict[str, str]:
     """known_env, or none when it cannot be found: an env-mode agent then says itself that
     CARLA_LAUNCH_HOST is not set (attach must not fail for the agent's sake)."""
     try:
-        return known_env(profile, host)
+        return known_env(profile, host, slot)
     except LauncherError:
         return {}
-
-
-def compose_environ(profile: Profile) -> dict[str, str]:
-    """The environment for `docker compose -f VARIANT ...` of what `up` started (down, ps):
-    an env-mode variant does not even load without CARLA_LAUNCH_HOST."""
-    return {**os.environ, **(remembered_env(profile) or {})}

@@ -10,20 +10,26 @@ from pathlib import Path
 
 from carla_launcher import session as sess
 from carla_launcher.profile import Profile
+from carla_launcher.records import AgentRecord
+from carla_launcher.stack.env import first_host
 
 
-def agent_argv(variant: Path, compose_args: Sequence[str] = ()) -> list[str]:
-    """`docker compose -f VARIANT up`, then what the user gave after `up P --` (`--build`, a
-    service): each an argv word, never joined into a shell line."""
-    return ["docker", "compose", "-f", str(variant), "up", *compose_args]
+def agent_argv(
+    variant: Path, compose_args: Sequence[str] = (), project: str | None = None
+) -> list[str]:
+    """`docker compose -p PROJECT -f VARIANT up`, then what the user gave after `up P --`
+    (`--build`, a service): each an argv word, never joined into a shell line. The project
+    (`stack/pairs.py`) keeps each agent's containers apart from every other agent's."""
+    named = ["-p", project] if project is not None else []
+    return ["docker", "compose", *named, "-f", str(variant), "up", *compose_args]
 
 
-def server_pane_argv(profile: Profile, host: str, read_write: bool) -> list[str]:
-    """`ssh -t box tmux attach -r ...`: the server's own tmux session, seen from here."""
+def server_pane_argv(profile: Profile, host: str, read_write: bool, slot: int = 0) -> list[str]:
+    """`ssh -t box tmux attach -r ...`: server `slot`'s own tmux session, seen from here."""
     from carla_launcher.box.ssh import ssh_argv
     from carla_launcher.server.control import attach_command
 
-    remote = attach_command(profile)
+    remote = attach_command(profile, slot)
     if read_write:  # read-only by default: a stray Ctrl-C must not kill the server
         remote = remote.replace("attach-session -r ", "attach-session ")
     return ssh_argv(profile, host, tty=True, command=remote)
@@ -44,15 +50,37 @@ def session_panes(
     read_write: bool,
     env: dict[str, str] | None = None,
     compose_args: Sequence[str] = (),
+    project: str | None = None,
+    slot: int = 0,
 ) -> list[sess.PaneSpec]:
-    """The panes of the window; `env` and `compose_args` go to the agent's pane only."""
+    """The panes of one pair's window: server `slot` on `host` and its agent; `env`,
+    `compose_args` and `project` go to the agent's pane only."""
     return sess.layout(
-        server_pane_argv(profile, host, read_write),
-        agent_argv(variant, compose_args) if variant else None,
+        server_pane_argv(profile, host, read_write, slot),
+        agent_argv(variant, compose_args, project) if variant else None,
         variant.parent if variant else profile.compose_dir,
         gpu_argv=gpu_argv(profile) if gpu else None,
         env=sess.pane_env(),
-        server_title=f"CARLA server on {host}",
-        agent_title=f"agent: {variant.name}" if variant else "agent",
+        server_title=f"CARLA server {slot} on {host}" if slot else f"CARLA server on {host}",
+        agent_title=f"agent: {variant.name}" + (f" ({project})" if project else "")
+        if variant
+        else "agent",
         agent_env=env,
+    )
+
+
+def pair_panes(
+    profile: Profile, agent: AgentRecord, *, gpu: bool, read_write: bool
+) -> list[sess.PaneSpec]:
+    """The window of one recorded pair: its server's pane beside its agent's, as `up` ran it."""
+    return session_panes(
+        profile,
+        agent.host or first_host(profile),
+        agent.variant,
+        gpu=gpu,
+        read_write=read_write,
+        env=agent.env,
+        compose_args=agent.compose_args,
+        project=agent.project,
+        slot=agent.slot,
     )

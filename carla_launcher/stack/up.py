@@ -1,8 +1,11 @@
-"""`carla-launch up`: server running, variants synced, agent started, panes side by side.
+"""`carla-launch up`: every server running, variants synced, one agent per server, each pair
+in its window of the local session.
 
-The imperative shell that strings the parts together; each step reports what it did, so that
-a second `up` can say "nothing to do". What it learns of the server (address, port, version)
-is recorded, so that `status`, `env` and `sync` see the box `up` reached.
+The imperative shell that strings the parts together: the servers (`stack/servers.py`), the
+variants (`stack/variants.py`), the pairs (`stack/pairs.py`, pure) and their agents. Each step
+reports what it did, so that a second `up` can say "nothing to do". What it learns of each
+server (address, port, version) is recorded, and so is every agent it starts, so that
+`status`, `env`, `down` and `logs` see what `up` reached.
 """
 
 from __future__ import annotations
@@ -10,98 +13,58 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from carla_launcher import records
 from carla_launcher import session as sess
 from carla_launcher.box.ssh import RemoteError
+from carla_launcher.errors import InputError
 from carla_launcher.profile import Profile
-from carla_launcher.stack.env import agent_env, first_host, remembered_env
-from carla_launcher.stack.panes import session_panes
+from carla_launcher.stack import agents
+from carla_launcher.stack.pairs import (
+    Pair,
+    agent_record,
+    env_mode_refusal,
+    left_over,
+    pairs_of,
+)
+from carla_launcher.stack.panes import pair_panes
+from carla_launcher.stack.servers import Live, answering, ensure_servers
+from carla_launcher.stack.servers import ensure_server as ensure_server  # for one server's callers
+from carla_launcher.stack.servers import redeploy_drifted as redeploy_drifted  # `server start`
 from carla_launcher.stack.variants import (
     Say,
     address_origin,
     choose_variant,
+    refuse_shared_folder,
     sync_variants,
-    warn_shared_folder,
 )
-from carla_launcher.term import Board
-
-Live = Callable[[], Board | None] | None  # opens the deploy's live rows (None: plain lines)
 
 
 @dataclass
 class UpReport:
-    host: str
-    address: str
-    port: int
-    version: str | None = None
+    """What `up` reached: every pair, the variant their agents run, the tmux session, what
+    this run changed and what it left out (a host or server that failed, in one line each)."""
+
+    pairs: list[Pair]
+    session: str
     variant: Path | None = None
-    done: list[str] = field(default_factory=list)  # what this run changed
+    done: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.done)
 
 
-def ensure_server(
-    profile: Profile, host: str, say: Say, report_done: list[str], live: Live = None
-) -> dict[str, Any]:
-    """Deploy when the box has nothing or the profile changed since, start when stopped; the
-    server's status after it."""
-    from carla_launcher.server import control
-
-    st = control.server_status(profile, host)
-    if not st.get("deployed"):
-        say(f"{host}: not deployed yet: deploying (this downloads the CARLA package once)")
-        _deploy(profile, say, live=live, hosts=[host])
-        report_done.append("deployed the server")
-        st = control.server_status(profile, host)
-    elif redeploy_drifted(profile, [st], say, live):
-        report_done.append("redeployed the launch script (the profile changed)")
-        st = control.server_status(profile, host)
-    elif not st.get("running"):
-        control.start(profile, host)
-        report_done.append("started the server")
-        st = control.server_status(profile, host)
-    return st
-
-
-def redeploy_drifted(
-    profile: Profile, statuses: list[dict[str, Any]], say: Say, live: Live = None
-) -> set[str]:
-    """Redeploy when the profile changed since a box's launch script was written (the deploy
-    rewrites it and starts or restarts the server); the hosts that had drifted. Only those are
-    deployed: another host's server, perhaps stopped on purpose, is left as it is."""
-    from carla_launcher.server.drift import changed_since_deploy
-
-    drifted = [st for st in statuses if st.get("drift")]
-    for st in drifted:
-        say(f"{st['host']}: {changed_since_deploy(st['drift'])}: redeploying the launch script")
-    if drifted:
-        _deploy(profile, say, probe=False, live=live, hosts=[st["host"] for st in drifted])
-    return {st["host"] for st in drifted}
-
-
-def _deploy(
-    profile: Profile,
-    say: Say,
-    probe: bool = True,
-    live: Live = None,
-    hosts: list[str] | None = None,
-) -> None:
-    """The deploy, shown as live rows when `live` opens a board (a terminal), else as lines."""
-    from carla_launcher.deploy.runner import deploy
-
-    board = live() if live is not None else None
-    try:
-        report = deploy(profile, on_line=say, probe=probe, board=board, hosts=hosts)
-    finally:
-        if board is not None:
-            board.close()
-    failed = [h for h in report.hosts if not h.ok]
-    if failed:
-        raise RemoteError(f"deploy failed on {failed[0].host}: {failed[0].error}")
+def refuse_early(profile: Profile) -> None:
+    """What `up` refuses before it touches a box (exit 2): several servers declared with
+    literal variants, and another profile's variants in the same folder."""
+    gpus = profile.server.gpus
+    declared = len(profile.remote.hosts) * (len(gpus) if isinstance(gpus, tuple) else 1)
+    line = env_mode_refusal(profile, declared)
+    if line:
+        raise InputError(profile.path, None, line, "compose.address")
+    refuse_shared_folder(profile)
 
 
 def up(
@@ -115,48 +78,117 @@ def up(
     compose_args: Sequence[str] = (),
     live: Live = None,
 ) -> UpReport:
-    """`compose_args` go to `docker compose up` (and restart the agent's pane); `live` opens the
-    deploy's progress board when `up` has to deploy."""
-    from carla_launcher.box.address import agent_address
-    from carla_launcher.server import control
-
-    host = first_host(profile)
-    done: list[str] = []
-    known = profile.remote.address or records.server(profile, host).address  # before a deploy
-    st = ensure_server(profile, host, say, done, live)
-    address = agent_address(profile, host)  # the deploy's, else found over SSH (and remembered)
-    port = int(st.get("port") or profile.server.port)
-    version = control.wait_started(profile, host, address, port, progress)
-    records.learn(profile, host, address=address, port=port, version=version)
-    report = UpReport(host, address, port, version, done=done)
-    warn_shared_folder(profile, address, say)
-    origin = address_origin(profile, None if known else host)
-    synced = sync_variants(profile, address, port, say, origin)
-    done += synced.lines
+    """`compose_args` go to `docker compose up` (and restart the agents' panes); `live` opens
+    the deploy's progress board when `up` has to deploy."""
+    refuse_early(profile)
+    hosts = list(profile.remote.hosts)
+    known = {h: profile.remote.address or records.server(profile, h).address for h in hosts}
+    ensured = ensure_servers(profile, hosts, say, live)
+    left = [f"{h}: {why}" for h, why in ensured.failed.items()] + ensured.lines
+    reached, lines = answering(profile, ensured.statuses, progress, ensured.said)
+    left += lines
+    for line in left:
+        say(f"warning: {line}; its agent is not started")
+    if not reached:
+        raise RemoteError(left[0] if left else "no server of the profile is running")
+    refusal = env_mode_refusal(profile, len(reached))  # `gpus: all` found several
+    if refusal:
+        raise InputError(profile.path, None, refusal, "compose.address")
+    pairs = pairs_of(profile, reached)
+    first = reached[0]
+    origin = address_origin(profile, None if known.get(first.host) else first.host)
+    synced = sync_variants(profile, first.address, first.port, say, origin)
+    done = [*ensured.done, *synced.lines]
     variant = choose_variant(profile.compose_dir, synced.variants, compose)
-    report.variant = variant
-    server = sess.tmux_server()
     name = sess.session_name(profile.key)
-    env = agent_env(address, port)
-    # an env-mode variant stays the same when the address moves: its agent must restart anyway
-    moved = remembered_env(profile) not in (None, env)
-    rerun = variant in synced.written or moved or bool(compose_args)
-    restart = {"agent"} if rerun else set()
-    panes = session_panes(
+    found = records.session(profile)
+    before = list(found.pairs) if found is not None else []
+    asked = {h: {int(st.get("slot") or 0) for st in sts} for h, sts in ensured.statuses.items()}
+    gone, kept = left_over(before, pairs, asked, hosts)
+    done += _take_down(gone, {p.window for p in pairs}, name, say)
+    started = _start_agents(
         profile,
-        host,
+        pairs,
         variant,
+        {a.project: a for a in before},
+        rerun=variant in synced.written,
+        compose_args=tuple(compose_args),
         gpu=gpu,
         read_write=read_write,
-        env=env,
-        compose_args=tuple(compose_args),
     )
-    result = sess.ensure_session(server, name, panes, restart=restart)
-    if result.created:
-        done.append("opened panes: " + ", ".join(result.created))
-    if result.respawned:
-        done.append("restarted panes: " + ", ".join(result.respawned))
-    records.remember_session(
-        profile, records.SessionRecord(variant, name, env, tuple(compose_args))
-    )
-    return report
+    done += started.lines
+    records.remember_session(profile, records.SessionRecord.of(name, [*started.agents, *kept]))
+    return UpReport(pairs, name, variant, done, left)
+
+
+def _take_down(
+    gone: Sequence[records.AgentRecord], windows: set[str], name: str, say: Say
+) -> list[str]:
+    """Remove the agents whose server is gone, and their windows (not one a pair now uses)."""
+    done = []
+    for agent, err in zip(gone, agents.down_all(gone), strict=True):
+        where = f"{agent.host} server {agent.slot}" if agent.host else "the profile's server"
+        if err is not None:
+            say(f"warning: docker compose down of the agent of {where}: {err}")
+            continue
+        done.append(f"removed the agent of {where} (that server is not there any more)")
+        window = agent.window or sess.WINDOW
+        if window not in windows:
+            sess.kill_window(sess.tmux_server(), name, window)
+    return done
+
+
+@dataclass
+class Started:
+    agents: list[records.AgentRecord]
+    lines: list[str]
+
+
+def _start_agents(
+    profile: Profile,
+    pairs: Sequence[Pair],
+    variant: Path,
+    before: dict[str | None, records.AgentRecord],
+    *,
+    rerun: bool,
+    compose_args: tuple[str, ...],
+    gpu: bool,
+    read_write: bool,
+) -> Started:
+    """Each pair's window: its server's pane beside its agent's. A running agent is kept
+    unless its variant was written now, its server moved, or `up P --` passed arguments;
+    kept, it keeps the arguments it was started with."""
+    server = sess.tmux_server()
+    name = sess.session_name(profile.key)
+    out = Started([], [])
+    opened: list[str] = []
+    created: list[str] = []
+    respawned: list[str] = []
+    for n, pair in enumerate(pairs):
+        old = before.get(pair.project)
+        again = (
+            rerun
+            or bool(compose_args)
+            or old is None
+            or old.env != pair.env
+            or old.variant.resolve() != variant.resolve()
+        )
+        args = compose_args if again or old is None else old.compose_args
+        agent = agent_record(pair, variant, args)
+        panes = pair_panes(profile, agent, gpu=gpu and n == 0, read_write=read_write)
+        restart = {"agent"} if again else set()
+        result = sess.ensure_session(server, name, panes, restart=restart, window=pair.window)
+        where = f" ({pair.window})" if len(pairs) > 1 else ""
+        if len(pairs) > 1 and len(result.created) == len(panes):
+            opened.append(pair.window)  # a new window: said once, not pane by pane
+        else:
+            created += [r + where for r in result.created]
+        respawned += [r + where for r in result.respawned]
+        out.agents.append(agent)
+    if opened:
+        out.lines.append("opened windows (a server beside its agent): " + ", ".join(opened))
+    if created:
+        out.lines.append("opened panes: " + ", ".join(created))
+    if respawned:
+        out.lines.append("restarted panes: " + ", ".join(respawned))
+    return out

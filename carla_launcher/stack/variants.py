@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from carla_launcher import records
 from carla_launcher.compose.discover import variant_name
 from carla_launcher.errors import InputError, LauncherError
 from carla_launcher.profile import Profile
@@ -104,16 +103,46 @@ def sync_variants(profile: Profile, address: str, port: int, say: Say, origin: s
     return Synced(sorted(set(variants)), written, lines)
 
 
-def warn_shared_folder(profile: Profile, address: str, say: Say) -> None:
-    """Two profiles with literal addresses on one compose folder overwrite each other's variants."""
-    from carla_launcher.targeting import sharing_warning, sibling_profiles
+def _clash(me: Profile, other: Profile) -> str | None:
+    """Why `other` writes other variants of my compose folder than mine (None: it does not).
+    Env-mode variants are the same for every server; a literal one holds one server's address
+    and port, so two profiles agree only when they name the same box and port."""
+    if other.compose_dir.resolve() != me.compose_dir.resolve():
+        return None
+    if me.compose.env_mode and other.compose.env_mode:
+        return None
+    if me.compose.env_mode != other.compose.env_mode:
+        return f"compose.address: {other.compose.address}"
+    if set(other.remote.hosts) != set(me.remote.hosts):
+        return f"box {other.remote.host}"
+    if other.remote.address != me.remote.address:
+        return f"address {other.remote.address or 'found over SSH'}"
+    if other.server.port != me.server.port:
+        return f"server.port {other.server.port}"
+    if other.server.gpus != me.server.gpus or other.server.gpu != me.server.gpu:
+        return "another GPU"
+    return None
 
-    def known(other: Profile) -> str | None:
-        try:
-            return other.remote.address or records.profile_address(other)
-        except InputError:
-            return None  # another profile's bad state is said when that profile is used
 
-    line = sharing_warning(profile, address, [(o, known(o)) for o in sibling_profiles(profile)])
+def shared_folder_refusal(me: Profile, others: list[Profile]) -> str | None:
+    """One line when another profile of the folder writes the same variants for another server
+    (each `up` would point the other's agents at its own server), with the fix; else None."""
+    clashes = [f"{o.path.name} ({why})" for o in others if (why := _clash(me, o))]
+    if not clashes:
+        return None
+    return (
+        f"{', '.join(clashes)} also write{'s' if len(clashes) == 1 else ''} the variants of "
+        f"{me.compose.dir} for another server, and each `up` would point the other's agent at "
+        "its own server: set `compose.address: env` in these profiles (one variant, each agent "
+        "with its own server's address)"
+    )
+
+
+def refuse_shared_folder(profile: Profile) -> None:
+    """`up` refuses (exit 2) to write variants that another profile's agent runs for another
+    server; in the env address mode they share the variant and each gets its own address."""
+    from carla_launcher.targeting import sibling_profiles
+
+    line = shared_folder_refusal(profile, sibling_profiles(profile))
     if line:
-        say(f"warning: {line}")
+        raise InputError(profile.path, None, line, "compose.address")

@@ -246,6 +246,10 @@ def test_box_outputs_follow_their_schemas(box: Box, tmux_socket: str) -> None:
     panes = {p["role"]: p for p in doc["session"]["panes"]}
     assert set(panes) == {"server", "gpu"}
     assert panes["server"]["description"].startswith("the CARLA server's tmux session")
+    assert {p["window"] for p in doc["session"]["panes"]} == {"carla"}  # one server: one window
+    (pair,) = doc["pairs"]  # every server beside its agent: none started by `up` here
+    assert (pair["host"], pair["slot"], pair["port"], pair["agent"]) == (box.alias, 0, 2000, None)
+    assert pair["server"]["running"] and pair["address"] == box.address
     assert len(r.stdout) < 8000 and "as_server" not in r.stdout  # no remote script in it
     sess.kill_session(sess.tmux_server(), sess.session_name(prof.key))
 

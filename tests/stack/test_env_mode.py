@@ -16,7 +16,6 @@ import pytest
 from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT, ENV_URL_HOST
 from carla_launcher.profile import load_profile, read_profile
 from carla_launcher.records import learn
-from carla_launcher.targeting import sharing_warning
 from tests.harness.agent import AGENT as E2E_AGENT
 from tests.harness.agent import VERSION_CALL, cli, pane_text
 from tests.harness.cli import SIMPLE_COMPOSE as COMPOSE
@@ -141,73 +140,91 @@ def _profiles(tmp_path: Path, files: dict[str, str]) -> dict[str, object]:
     return {k: read_profile(tmp_path / "profiles" / f"{k}.yaml") for k in files}
 
 
-def test_two_literal_profiles_on_one_folder_warn(tmp_path: Path) -> None:
+def test_refused_when_a_sibling_profile_writes_the_variants_for_another_server(
+    tmp_path: Path,
+) -> None:
+    from carla_launcher.stack.variants import shared_folder_refusal
+
+    literal = "remote:\n  host: box-a\n  address: 10.0.0.1\n"
     p = _profiles(
         tmp_path,
         {
-            "a": "remote:\n  host: box-a\n  address: 10.0.0.1\n",
-            "b": "remote:\n  host: box-b\n  address: 10.0.0.2\n",
-            "c": "remote:\n  host: box-c\n  address: 10.0.0.3\ncompose:\n  dir: other\n",
-            "d": "remote:\n  host: box-a\n  address: 10.0.0.1\n",
+            "a": literal,
+            "same": literal,  # the same server: the same variants, nothing to refuse
+            "port": literal + "server:\n  port: 2010\n  tmux_session: carla2\n",
+            "box": "remote:\n  host: box-b\n",
+            "env": "remote:\n  host: box-a\ncompose:\n  address: env\n",
+            "elsewhere": "remote:\n  host: box-b\ncompose:\n  dir: other\n",
         },
     )
-    line = sharing_warning(p["a"], "10.0.0.1", [(p[k], p[k].remote.address) for k in "bcd"])
-    assert line is not None and "\n" not in line
-    assert "b.yaml (10.0.0.2)" in line and "c.yaml" not in line and "d.yaml" not in line
-    assert "compose.address: env" in line
-    # the other's address unknown yet: another box is enough to tell
-    assert sharing_warning(p["a"], "10.0.0.1", [(p["b"], None)]) is not None
-
-
-def test_env_profiles_share_a_folder_without_warning(tmp_path: Path) -> None:
-    env = "compose:\n  address: env\n"
-    p = _profiles(
-        tmp_path,
-        {
-            "a": "remote:\n  host: box-a\n" + env,
-            "b": "remote:\n  host: box-b\n" + env,
-            "c": "remote:\n  host: box-c\n",
-        },
+    others = [p[k] for k in ("same", "port", "box", "env", "elsewhere")]
+    line = shared_folder_refusal(p["a"], others)  # type: ignore[arg-type]
+    assert line == (
+        "port.yaml (server.port 2010), box.yaml (box box-b), env.yaml (compose.address: env) "
+        "also write the variants of build for another server, and each `up` would point the "
+        "other's agent at its own server: set `compose.address: env` in these profiles (one "
+        "variant, each agent with its own server's address)"
     )
-    assert sharing_warning(p["a"], "10.0.0.1", [(p["b"], "10.0.0.2")]) is None
-    mixed = sharing_warning(p["a"], "10.0.0.1", [(p["c"], None)])
-    assert mixed is not None and "c.yaml (compose.address: literal)" in mixed
+    assert shared_folder_refusal(p["a"], [p["same"], p["elsewhere"]]) is None  # type: ignore[arg-type]
 
 
-def test_up_warns_when_a_sibling_profile_writes_the_same_variants(tmp_path: Path) -> None:
-    from carla_launcher.stack.variants import warn_shared_folder
-
+def test_up_refuses_before_touching_a_box(tmp_path: Path, run: Cli) -> None:
+    """Two literal profiles of one folder for two servers on one box (the cross-wiring of the
+    issue), and several servers with literal variants: one line, exit 2, no SSH."""
     write_files(
         tmp_path,
         {
-            "profiles/a.yaml": "remote:\n  host: box-a\n",
-            "profiles/b.yaml": "remote:\n  host: box-b\n",
-            "profiles/broken.yaml": "remote: [\n",
+            "build/docker-compose.yaml": COMPOSE,
+            "profiles/gpu.yaml": "remote:\n  host: gpu-box\n",
+            "profiles/gpu2.yaml": "remote:\n  host: gpu-box\nserver:\n  port: 2010\n",
+            "profiles/many.yaml": "remote:\n  host: [box-a, box-b]\ncompose:\n  dir: many\n",
+            "many/docker-compose.yaml": COMPOSE,
         },
-    )  # skipped, not an error
-    learn(load_profile("b", tmp_path), "box-b", address="10.0.0.2")
-    said: list[str] = []
-    warn_shared_folder(load_profile("a", tmp_path), "10.0.0.1", said.append)
-    assert len(said) == 1 and said[0].startswith("warning: b.yaml (10.0.0.2) also writes"), said
+    )
+    r = run("up", "gpu2", "--no-attach")
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith(
+        "error: profiles/gpu2.yaml: compose.address: gpu.yaml (server.port 2000) also writes "
+        "the variants of build for another server"
+    ), r.stderr
+    assert r.stderr.count("\n") == 1 and "compose.address: env" in r.stderr
+    many = run("up", "many", "--no-attach")
+    assert many.exit_code == 2, many.output
+    assert many.stderr == (
+        "error: profiles/many.yaml: compose.address: 2 servers (server.gpus, or a pool of "
+        "hosts) need one variant for many addresses: set `compose.address: env` in the "
+        "profile (each agent then gets its own server's CARLA_LAUNCH_HOST/PORT)\n"
+    )
+    assert not (tmp_path / "build" / VARIANT).exists()
 
 
 def test_the_agent_env_up_used_is_remembered_for_down_and_attach(tmp_path: Path) -> None:
-    from carla_launcher.records import SessionRecord, remember_session
-    from carla_launcher.stack.env import agent_env, compose_environ, remembered_env
+    """Each agent's environment is recorded (down, status and attach run its project with it:
+    an env-mode variant does not load without it), and read back only as far as it is what
+    `up` writes."""
+    from carla_launcher import records
+    from carla_launcher.compose.hosts import ENV_SUFFIX
+    from carla_launcher.stack.env import checked_env
+    from carla_launcher.stack.pairs import agent_environ
 
     write_files(tmp_path, {"profiles/gpu.yaml": "remote:\n  host: gpu-box\n"})
     prof = load_profile("gpu", tmp_path)
-    assert remembered_env(prof) is None
-    remember_session(prof, SessionRecord(tmp_path / VARIANT, "s", agent_env("10.0.0.7", 2003)))
-    assert remembered_env(prof) == {
+
+    def remembered(env: dict[str, str]) -> dict[str, str]:
+        agent = records.AgentRecord("gpu-box", 1, "gpu-abc-1", tmp_path / VARIANT, env)
+        records.remember_session(prof, records.SessionRecord.of("s", [agent]))
+        (found,) = records.session(prof).pairs  # type: ignore[union-attr]
+        return checked_env(found.env)
+
+    assert remembered(agent_environ("10.0.0.7", 2003, "gpu-abc-1")) == {
         ENV_HOST: "10.0.0.7",
         ENV_PORT: "2003",
         ENV_URL_HOST: "10.0.0.7",
+        ENV_SUFFIX: "-gpu-abc-1",
     }
-    assert compose_environ(prof)[ENV_HOST] == "10.0.0.7"
-    tampered = SessionRecord(tmp_path / VARIANT, "s", agent_env("$(id)", 2003))
-    remember_session(prof, tampered)  # tampered state
-    assert remembered_env(prof) is None
+    tampered = {ENV_HOST: "$(id)", ENV_PORT: "2003", ENV_SUFFIX: "-x;rm"}  # tampered state
+    assert remembered(tampered) == {}
+    assert remembered({ENV_HOST: "10.0.0.7", ENV_PORT: "20o3"}) == {}
 
 
 # -- (c) end to end: two boxes, one committed env-mode variant, each up reaches its own box ---
@@ -244,12 +261,13 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
         assert "${" + ENV_HOST in committed
         stamp = variant.stat().st_mtime_ns
 
-        for n, box in enumerate((a, b)):  # a compose project per user, as on two machines
-            env = {**base, "COMPOSE_PROJECT_NAME": f"e2e{n}"}
+        for box in (a, b):  # each profile's agent is its own compose project
+            env = base
             up = cli(proj, env, "up", box.profile_path.stem, "--no-attach")
             assert up.returncode == 0, up.stderr + up.stdout
             assert "also write" not in up.stderr, up.stderr  # env mode: no clash warning
             assert f"-f {Path('build') / VARIANT} up" in up.stdout
+            assert f"-p {read_profile(profiles[box.n]).key.lower()} -f" in up.stdout
             printed = cli(proj, env, "env", box.profile_path.stem, "--format", "dotenv")
             assert printed.stdout == (
                 f"{ENV_HOST}={box.address}\n{ENV_PORT}=2000\n{ENV_URL_HOST}={box.address}\n"
@@ -270,9 +288,8 @@ def test_two_boxes_share_one_env_variant(tmp_path: Path, box_factory: Any, docke
             other = b if box is a else a
             assert other.address not in text
 
-        for n, box in enumerate((a, b)):
-            env = {**base, "COMPOSE_PROJECT_NAME": f"e2e{n}"}
-            down = cli(proj, env, "down", box.profile_path.stem, "--server")
+        for box in (a, b):
+            down = cli(proj, base, "down", box.profile_path.stem, "--server")
             assert down.returncode == 0, down.stderr
             assert "agent containers of" in down.stdout, down.stdout + down.stderr
         assert dockerd.docker("ps", "-aq").stdout.strip() == ""
