@@ -152,7 +152,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "server": ("carla-launch server status gpu", "carla-launch server restart gpu"),
     "server start": ("carla-launch server start gpu --host gpu-box-2",),
-    "server stop": ("carla-launch server stop gpu",),
+    "server stop": ("carla-launch server stop gpu", "carla-launch server stop gpu --only 1"),
     "server restart": ("carla-launch server restart gpu --no-wait",),
     "server status": ("carla-launch server status gpu --json",),
     "server logs": ("carla-launch server logs gpu -f -n 200",),
