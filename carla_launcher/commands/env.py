@@ -7,7 +7,7 @@ import shlex
 
 import click
 
-from carla_launcher.commands.options import profile_argument
+from carla_launcher.commands.options import only_option, profile_argument
 from carla_launcher.profile import load_profile
 
 FORMATS = ("shell", "dotenv", "json")
@@ -34,13 +34,7 @@ def render(env: dict[str, str], fmt: str) -> str:
     help="shell: export lines for eval; dotenv: KEY=VALUE for --env-file; json: an object.",
 )
 @click.option("--host", metavar="HOST", help="One host of a pool (default: the first).")
-@click.option(
-    "--only",
-    type=click.IntRange(0),
-    default=0,
-    metavar="K",
-    help="Server K of the box (`server.gpus`: its place in the list, from 0; default: 0).",
-)
+@only_option("Server K of the box", 0)
 def env(profile: str | None, fmt: str, host: str | None, only: int) -> None:
     """Print CARLA_LAUNCH_HOST, CARLA_LAUNCH_PORT and CARLA_LAUNCH_URL_HOST for profile P.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from carla_launcher.commands.options import chosen_hosts, host_option, profile_argument
+from carla_launcher.commands.options import chosen_hosts, host_option, only_option, profile_argument
 from carla_launcher.profile import load_profile
 
 
@@ -20,12 +20,7 @@ from carla_launcher.profile import load_profile
     help="Only the last N lines of each container (default: all).",
 )
 @host_option
-@click.option(
-    "--only",
-    type=click.IntRange(0),
-    metavar="K",
-    help="Only the agent of server K (`server.gpus`; its place in the list, from 0).",
-)
+@only_option("Only the agent of server K")
 def logs(
     profile: str | None,
     services: tuple[str, ...],

@@ -67,6 +67,21 @@ gpu_pane_option = click.option(
     "--gpu", is_flag=True, help="A third pane with `carla-launch gpu P --watch`."
 )
 host_option = click.option("--host", metavar="HOST", help="One host of a pool (default: all).")
+
+
+def only_option(what: str, default: int | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """`--only K`: server K of each host (`server.gpus`: K is the GPU's place in the list,
+    0 first); `what` says what K picks in this command."""
+    return click.option(
+        "--only",
+        type=click.IntRange(min=0),
+        default=default,
+        metavar="K",
+        help=f"{what} (server.gpus: K is the GPU's place in the list, 0 first"
+        + (f"; default: {default})." if default is not None else ")."),
+    )
+
+
 accept_new_host_key_option = click.option(
     "--accept-new-host-key",
     is_flag=True,

@@ -19,7 +19,12 @@ import click
 from carla_launcher import parallel, proc
 from carla_launcher.box.address import agent_address
 from carla_launcher.commands.messages import error
-from carla_launcher.commands.options import chosen_hosts, host_option, profile_argument
+from carla_launcher.commands.options import (
+    chosen_hosts,
+    host_option,
+    only_option,
+    profile_argument,
+)
 from carla_launcher.errors import LauncherError
 from carla_launcher.jsonout import document, dumps
 from carla_launcher.profile import Profile, load_profile
@@ -30,12 +35,7 @@ from carla_launcher.term import ProgressLine
 
 T = TypeVar("T")
 
-only_option = click.option(
-    "--only",
-    type=click.IntRange(min=0),
-    metavar="K",
-    help="Only server K of each host (server.gpus: K is the GPU's place in the list, 0 first).",
-)
+ONLY = only_option("Only server K of each host")
 
 
 def _each(hosts: list[str], fn: Callable[[str], T]) -> list[tuple[str, T | None, str | None]]:
@@ -80,7 +80,7 @@ def server() -> None:
 @server.command()
 @profile_argument()
 @host_option
-@only_option
+@ONLY
 @click.option("--no-wait", is_flag=True, help="Do not wait until the server answers.")
 def start(profile: str | None, host: str | None, only: int | None, no_wait: bool) -> None:
     """Start the server(s) in their tmux sessions (no-op when running) and wait until they
@@ -96,7 +96,7 @@ def start(profile: str | None, host: str | None, only: int | None, no_wait: bool
 @server.command()
 @profile_argument()
 @host_option
-@only_option
+@ONLY
 @click.option("--no-wait", is_flag=True, help="Do not wait until the server answers.")
 def restart(profile: str | None, host: str | None, only: int | None, no_wait: bool) -> None:
     """Stop, then start the server(s) (and wait until they answer); a profile changed since
@@ -195,7 +195,7 @@ def _wait(prof: Profile, st: dict[str, Any], several: bool, live: bool) -> bool:
 @server.command()
 @profile_argument()
 @host_option
-@only_option
+@ONLY
 def stop(profile: str | None, host: str | None, only: int | None) -> None:
     """Stop the server(s): each whole process group, and wait until their ports are free."""
     prof = load_profile(profile)
@@ -226,7 +226,7 @@ def stop(profile: str | None, host: str | None, only: int | None) -> None:
 @server.command()
 @profile_argument()
 @host_option
-@only_option
+@ONLY
 @click.option(
     "--json",
     "as_json",
@@ -294,7 +294,7 @@ def _status_line(st: dict[str, Any], several: bool = False) -> str:
 @server.command()
 @profile_argument()
 @host_option
-@only_option
+@ONLY
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 @click.option(
     "--lines",
