@@ -6,29 +6,21 @@ into, what a service inherits through `extends: file:`) arrives in the `Plan`.
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import (
-    DoubleQuotedScalarString,
-    FoldedScalarString,
     LiteralScalarString,
-    ScalarString,
 )
 from ruamel.yaml.tag import Tag
 
 from carla_launcher.compose import yamlio
 from carla_launcher.compose.comments import append_item, append_key, delete_key
-from carla_launcher.compose.hosts import (
-    DOCKER_HOST_NAME,
-    ENV_SUFFIX_TEXT,
-    HOST_GATEWAY,
-    Rewrite,
-)
+from carla_launcher.compose.gateway import add_host_gateways
+from carla_launcher.compose.hosts import ENV_SUFFIX_TEXT, Rewrite
+from carla_launcher.compose.yamlio import like
 
 DROP = None  # include action: remove the entry
 
@@ -91,8 +83,10 @@ def derive(doc: Any, plan: Plan) -> Derived:
             svc = services[name]
             if isinstance(svc, CommentedMap):
                 _service(str(name), svc, plan, out)
-        if plan.rewrite.host_gateway:
-            _host_gateways(services, plan.simulator, out)
+        if plan.rewrite.host_gateway and add_host_gateways(
+            services, plan.simulator, out.referencing, plan.rewrite
+        ):
+            out.changed = True
     _includes(doc, plan, out)
     return out
 
@@ -123,7 +117,7 @@ def _service(name: str, svc: CommentedMap, plan: Plan, out: Derived) -> None:
             new = rw.env_value(str(key), str(value))
             if new != str(value):
                 _owner(env, key)[key] = (
-                    int(new) if isinstance(value, int) and new.isdigit() else _like(value, new)
+                    int(new) if isinstance(value, int) and new.isdigit() else like(value, new)
                 )
                 referenced = True
     for key in ("command", "entrypoint"):
@@ -131,7 +125,7 @@ def _service(name: str, svc: CommentedMap, plan: Plan, out: Derived) -> None:
         if isinstance(value, str):
             new = rw.shell(value)
             if new != value:
-                svc[key] = _like(value, new)
+                svc[key] = like(value, new)
                 referenced = True
         elif isinstance(value, CommentedSeq):
             items = list(value)
@@ -143,7 +137,7 @@ def _service(name: str, svc: CommentedMap, plan: Plan, out: Derived) -> None:
     if isinstance(hc, CommentedMap):
         test = hc.get("test")
         if isinstance(test, str) and rw.shell(test) != test:
-            hc["test"] = _like(test, rw.shell(test))
+            hc["test"] = like(test, rw.shell(test))
             referenced = True
         elif isinstance(test, CommentedSeq):
             items = list(test)
@@ -152,7 +146,7 @@ def _service(name: str, svc: CommentedMap, plan: Plan, out: Derived) -> None:
                     referenced |= _set_item(test, i, new)
     cname = svc.get("container_name")
     if rw.env and isinstance(cname, str) and cname and ENV_SUFFIX_TEXT not in cname:
-        svc["container_name"] = _like(cname, cname + ENV_SUFFIX_TEXT)
+        svc["container_name"] = like(cname, cname + ENV_SUFFIX_TEXT)
         out.changed = True
     overrides = plan.env_file_overrides.get(name)
     if overrides:
@@ -185,33 +179,8 @@ def _set_item(seq: CommentedSeq, i: int, new: str) -> bool:
     old = seq[i]
     if new == old:
         return False
-    seq[i] = _like(old, new)  # item assignment keeps the item's comment
+    seq[i] = like(old, new)  # item assignment keeps the item's comment
     return True
-
-
-def _like(old: Any, new: str) -> Any:
-    """The new text in the old scalar's style (quotes, block scalar, chomping, folds)."""
-    if not isinstance(old, ScalarString):
-        return new
-    styled = type(old)(new)
-    if hasattr(old, "comment"):
-        styled.comment = old.comment
-    folds = getattr(old, "fold_pos", None)  # a slot ruamel sets only on folded scalars it read
-    if isinstance(old, FoldedScalarString) and folds:
-        styled.fold_pos = _moved_positions(str(old), new, folds)
-    return styled
-
-
-def _moved_positions(old: str, new: str, positions: list[int]) -> list[int]:
-    """Where the folds of a `>` scalar land after some words of it were replaced."""
-    moved = []
-    ops = difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
-    for p in positions:
-        for tag, i1, i2, j1, _ in ops:
-            if tag == "equal" and i1 <= p < i2:
-                moved.append(j1 + p - i1)
-                break
-    return moved
 
 
 def _dep_name(item: Any) -> str:
@@ -239,67 +208,6 @@ def _drop_dependency(svc: CommentedMap, key: str, sim: str) -> bool:
             delete_key(dep, sim)
         return True
     return False
-
-
-# -- host.docker.internal --------------------------------------------------------------------------
-def _host_gateways(services: CommentedMap, sim: str, out: Derived) -> None:
-    """`host.docker.internal:host-gateway` in `extra_hosts:` of every service that names the
-    simulator (of the service whose network it shares, for `network_mode: service:X`), so the
-    address may be a tunnel's end on this machine. An entry of the source for that name stays
-    as it is, and is never doubled."""
-    for name in list(services):
-        if str(name) not in out.referencing:
-            continue
-        owner = _network_owner(services, str(name), sim)
-        svc = services.get(owner) if owner is not None else None
-        if isinstance(svc, CommentedMap) and _add_host_gateway(svc):
-            out.changed = True
-
-
-def _network_owner(services: CommentedMap, name: str, sim: str) -> str | None:
-    """The service whose network stack (and /etc/hosts) `name` uses: itself, or the one its
-    `network_mode: service:X` names (in turn); None for `container:`, `none` or a loop."""
-    seen = {name}
-    while True:
-        svc = services.get(name)
-        mode = svc.get("network_mode") if isinstance(svc, CommentedMap) else None
-        mode = mode.strip() if isinstance(mode, str) else ""
-        if mode == "none" or mode.startswith("container:"):
-            return None
-        if not mode.startswith("service:"):
-            return name
-        name = mode.removeprefix("service:").strip()
-        if name in seen or name == sim or name not in services:
-            return None
-        seen.add(name)
-
-
-def _host_name(entry: Any) -> str:
-    """The host an `extra_hosts` list entry maps: `name:ip`, `name=ip` or `name ip`."""
-    return re.split(r"[:=\s]", str(entry).strip(), maxsplit=1)[0].lower()
-
-
-def _add_host_gateway(svc: CommentedMap) -> bool:
-    """Add HOST_GATEWAY to the service's `extra_hosts` (a list or a mapping, in its form and
-    style); False where the name is there already, or the value is not one compose reads."""
-    hosts = svc.get("extra_hosts")
-    if isinstance(hosts, CommentedSeq):
-        if any(_host_name(item) == DOCKER_HOST_NAME for item in hosts):
-            return False
-        append_item(hosts, _like(hosts[0], HOST_GATEWAY) if len(hosts) else HOST_GATEWAY)
-        return True
-    if isinstance(hosts, CommentedMap):
-        if any(str(k).strip().lower() == DOCKER_HOST_NAME for k in hosts):
-            return False
-        value = HOST_GATEWAY.split(":", 1)[1]
-        append_key(hosts, DOCKER_HOST_NAME, _like(next(iter(hosts.values()), ""), value))
-        return True
-    if hosts is not None:
-        return False  # not a list nor a mapping: compose's own error says so
-    new = CommentedSeq([DoubleQuotedScalarString(HOST_GATEWAY)])
-    new.fa.set_flow_style()
-    _put(svc, "extra_hosts", new)
-    return True
 
 
 # -- inherited through extends: file: -------------------------------------------------------------
@@ -419,7 +327,7 @@ def _includes(doc: CommentedMap, plan: Plan, out: Derived) -> None:
                 if new is DROP:
                     del inc[i]
                 else:
-                    inc[i] = _like(item, new)
+                    inc[i] = like(item, new)
                 out.changed = True
         elif isinstance(item, CommentedMap) and "path" in item:
             path = item["path"]
@@ -431,7 +339,7 @@ def _includes(doc: CommentedMap, plan: Plan, out: Derived) -> None:
                         if new is DROP:
                             del path[j]
                         else:
-                            path[j] = _like(path[j], new)
+                            path[j] = like(path[j], new)
                         out.changed = True
                 if not len(path):
                     del inc[i]
@@ -440,7 +348,7 @@ def _includes(doc: CommentedMap, plan: Plan, out: Derived) -> None:
                 if new is DROP:
                     del inc[i]
                 else:
-                    item["path"] = _like(path, new)
+                    item["path"] = like(path, new)
                 out.changed = True
     if not len(inc):
         delete_key(doc, "include")

@@ -148,7 +148,8 @@ class Rewrite:
         return cls(ENV_HOST_TEXT, host_names, world_port, None, simulator, project, True, dotenv)
 
     @cached_property
-    def _url_address(self) -> str:
+    def url_address(self) -> str:
+        """The address as URLs and host:port write it (bracketed IPv6, or its variable)."""
         return ENV_URL_HOST_TEXT if self.env else for_url(self.address)
 
     @cached_property
@@ -247,7 +248,7 @@ class Rewrite:
             if (before.endswith("/") or text[end : end + 1] == "/") and not url:
                 continue  # a path component
             port = re.match(r":(\d+)(?![\d.])", text[end:])
-            new = self._url_address if url or port else self.address
+            new = self.url_address if url or port else self.address
             if port and self.port_text is not None and int(port.group(1)) == self.world_port:
                 new += ":" + self.port_text
                 end += port.end()

@@ -37,6 +37,7 @@ DERIVATION_MODULES = (
     "dotenv",
     "environ",
     "fields",
+    "gateway",
     "hosts",
     "keys",
     "project",

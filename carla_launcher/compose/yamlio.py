@@ -277,3 +277,33 @@ def line_of(node: Any, key: Any = None) -> int | None:
         return line + 1
     except (AttributeError, KeyError, TypeError):
         return None
+
+
+# -- keeping a scalar's style when its text changes ----------------------------------------------
+def like(old: Any, new: str) -> Any:
+    """The new text in the old scalar's style (quotes, block scalar, chomping, folds)."""
+    from ruamel.yaml.scalarstring import FoldedScalarString, ScalarString
+
+    if not isinstance(old, ScalarString):
+        return new
+    styled = type(old)(new)
+    if hasattr(old, "comment"):
+        styled.comment = old.comment
+    folds = getattr(old, "fold_pos", None)  # a slot ruamel sets only on folded scalars it read
+    if isinstance(old, FoldedScalarString) and folds:
+        styled.fold_pos = _moved_positions(str(old), new, folds)
+    return styled
+
+
+def _moved_positions(old: str, new: str, positions: list[int]) -> list[int]:
+    """Where the folds of a `>` scalar land after some words of it were replaced."""
+    import difflib  # not at import: a current folder's `sync --check` never loads it
+
+    moved = []
+    ops = difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+    for p in positions:
+        for tag, i1, i2, j1, _ in ops:
+            if tag == "equal" and i1 <= p < i2:
+                moved.append(j1 + p - i1)
+                break
+    return moved
