@@ -111,6 +111,12 @@ def test_address_and_address_mode(tmp_path: Path) -> None:
             "server.tmux_session",
             "letters",
         ),
+        (  # the session of server 1 of a profile whose session is carla (server.gpus)
+            "remote:\n  host: gpu\nserver:\n  tmux_session: carla-1\n",
+            4,
+            "server.tmux_session",
+            "not ending in '-' and digits (NAME-K is the session of server K of session NAME)",
+        ),
         ("remote:\n  host: gpu\nserver:\n  restart: sometimes\n", 4, "server.restart", "one of"),
         (
             "remote:\n  host: gpu\nserver:\n  package:\n    sha256: abc\n",

@@ -80,6 +80,7 @@ GOOD = [
     "remote:\n  host: gpu\nserver:\n  package:\n    url: https://x/c.tar.gz\n    root: /opt/c\n",
     "remote:\n  host: gpu\nserver:\n  os_packages: []\n  args: []\ncompose:\n  address: env\n",
     "remote:\n  host: gpu\n  user: null\nserver: null\ncompose:\n",
+    "remote:\n  host: gpu\nserver:\n  tmux_session: carla2-x_v2\n",
 ]
 BAD = [
     "remote:\n  user: carla\n",  # no host
@@ -95,6 +96,7 @@ BAD = [
     "remote:\n  host: gpu\nserver:\n  port: 65534\n",
     "remote:\n  host: gpu\nserver:\n  user: root\n",
     "remote:\n  host: gpu\nserver:\n  tmux_session: 'a:b'\n",
+    "remote:\n  host: gpu\nserver:\n  tmux_session: carla-1\n",  # server 1 of carla's
     "remote:\n  host: gpu\nserver:\n  package:\n    url: file:///etc/shadow\n",
     "remote:\n  host: gpu\nserver:\n  package:\n    url: ftp://x/c.tar\n",
     "remote:\n  host: gpu\nserver:\n  package:\n    sha256: abc\n",

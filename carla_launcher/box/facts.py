@@ -4,8 +4,8 @@ Each fact is a shell snippet (run as one section of `sections.script`, after dep
 `prologue`, so "who runs the server" and "where is the package" mean what deploy means) and a
 reader of its section. A caller asks for the facts it needs (`DEPLOY`, `DOCTOR`, `GPU`,
 `ADDRESS`) and gets them in ONE round trip, over any transport (OpenSSH, `connector: local`,
-or pyinfra in the deploy child). To add a fact about the box: a snippet in `_SNIPPETS`, a field
-in `BoxFacts`, a line in `parse_facts`.
+or pyinfra in the deploy child). To add a fact about the box: a snippet in `box/snippets.py`
+(`SNIPPETS`), a field in `BoxFacts`, a line in `parse_facts`.
 """
 
 from __future__ import annotations
@@ -26,153 +26,10 @@ from carla_launcher.box.parsers import (
     parse_owner,
     parse_packages,
 )
-from carla_launcher.box.shell import MARKER, prologue, q
+from carla_launcher.box.shell import prologue, q
+from carla_launcher.box.snippets import ENV, NEED_ROOT, NEEDS, SNIPPETS
 from carla_launcher.nvidia.roles import ProcInfo, parse_ps, with_roles
-from carla_launcher.nvidia.smi import APP_FIELDS, GPU_FIELDS, MIG_FIELD, Gpu, GpuReport, smi_report
-
-#: The Vulkan loader's ICD folders; NVIDIA's driver installs `nvidia_icd.json` into one of them.
-VULKAN_ICD_DIRS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d")
-
-#: What a login shell adds to PATH (~/.local/bin, ~/bin) and NVIDIA's /usr/local/nvidia/bin,
-#: which non-interactive ssh commands miss; C locale for stable tool output.
-_ENV = (
-    'PATH="$HOME/.local/bin:$HOME/bin:$PATH:/usr/local/nvidia/bin:/usr/sbin:/sbin"; export PATH\n'
-    "LC_ALL=C; export LC_ALL\n"
-)
-
-#: `leftovers`: what an interrupted unpack or upgrade of $ROOT left beside it, one a line: the
-#: unpack folder (`.carla-launch-unpack.BASENAME.XXXXXX`, or without BASENAME as older versions
-#: named it) and an old tree moved aside (`$ROOT.old.PID`, ours when it holds our marker).
-#: Deploy's unpack script makes these names; a deploy removes them (`deploy/boxlib.py`).
-LEFTOVERS_FUNCTION = f"""
-leftovers() {{  # no programs run: the facts script stays one quick round trip
-  _lo_r=${{ROOT%/}}
-  _lo_p=${{_lo_r%/*}} _lo_b=${{_lo_r##*/}}
-  for _lo_d in "$_lo_p/.carla-launch-unpack.$_lo_b."?????? \\
-      "$_lo_p/.carla-launch-unpack."?????? "$_lo_r".old.[0-9]*; do
-    [ -d "$_lo_d" ] && [ ! -L "$_lo_d" ] || continue
-    case $_lo_d in "$_lo_r".old.*) [ -f "$_lo_d/{MARKER}" ] || continue ;; esac
-    printf '%s\\n' "$_lo_d"
-  done
-}}
-"""
-
-#: Who uploads: each deploy uploads a local archive to a name of its own,
-#: `NAME.upload-OWNER.part` (`deploy/package.py`), OWNER being `PID.START` of the process that
-#: lives as long as the deploy's connection to the box (`deploy_owner`: the first sshd or
-#: dropbear above this shell, or the deploy itself, a python, with `connector: local`), or
-#: `tTOKEN` (a token of the deploy) when there is none. `dead_uploads` prints the uploads whose
-#: deploy is gone: its process ended (or its pid now names another), or, for a token, an hour
-#: without a write. Reads /proc only: no programs run, except `find` for a token's age.
-UPLOADS_FUNCTION = r"""
-pid_born() {  # field 22 of /proc/$1/stat: when $1 started (clock ticks since boot)
-  { read -r _pb_l < "/proc/$1/stat"; } 2>/dev/null || return 1
-  set -- ${_pb_l##*) }
-  [ $# -ge 20 ] && echo "${20}"
-}
-deploy_owner() {
-  _do_p=$$ _do_n=0
-  while [ "$_do_p" -gt 1 ] && [ $_do_n -lt 16 ]; do
-    { read -r _do_l < "/proc/$_do_p/stat"; } 2>/dev/null || return 1
-    _do_c=${_do_l#*\(}; _do_c=${_do_c%\)*}
-    case $_do_c in sshd*|dropbear*|python*) echo "$_do_p.$(pid_born "$_do_p")"; return ;; esac
-    set -- ${_do_l##*) }
-    _do_p=$2 _do_n=$((_do_n + 1))
-  done
-  return 1
-}
-dead_uploads() {
-  for _du_f in "$DLDIR"/*.upload-*.part; do
-    [ -f "$_du_f" ] && [ ! -L "$_du_f" ] || continue
-    _du_o=${_du_f##*.upload-}; _du_o=${_du_o%.part}
-    case $_du_o in
-      [0-9]*.[0-9]*) [ "$(pid_born "${_du_o%%.*}")" = "${_du_o#*.}" ] && continue ;;
-      *) [ -n "$(find "$_du_f" -mmin +60 2>/dev/null)" ] || continue ;;
-    esac
-    printf '%s\n' "$_du_f"
-  done
-}
-"""
-
-#: Every server of the profile on the box (`server/slots.py`): its state folder $SDIR (server
-#: 0) and $SDIR-K beside it, one `slot=NAME` line each, then what is there: the launch
-#: script's sha256, the port, the status file's state, whether its tmux session runs.
-SLOTS_SNIPPET = """for _sl_d in "$SDIR" "$SDIR"-[1-9]*; do
-  [ -d "$_sl_d" ] || continue
-  _sl_n=${_sl_d##*/}
-  if [ "$_sl_n" != "$CL_SESSION" ]; then
-    case ${_sl_n#"$CL_SESSION"-} in *[!0-9]*|0*) continue ;; esac
-  fi
-  echo "slot=$_sl_n"
-  [ -f "$_sl_d/launch.sh" ] && echo "launch=$(sha256sum "$_sl_d/launch.sh" | cut -c1-64)"
-  [ -f "$_sl_d/port" ] && echo "port=$(cat "$_sl_d/port")"
-  [ -f "$_sl_d/status" ] && sed -n 's/^state=/state=/p' "$_sl_d/status" | head -n 1
-  [ "$USER_EXISTS" = yes ] && as_server tmux has-session -t "=$_sl_n" && echo session=yes
-done; :"""
-
-_GQ = ",".join(GPU_FIELDS)
-_ICD = " ".join(q(d) for d in VULKAN_ICD_DIRS)
-
-#: name -> snippet. `{packages}` and `{archive}` are filled in by `facts_script`.
-_SNIPPETS: dict[str, str] = {
-    "id": "id -u; id -un",
-    "user": 'printf "%s\\n%s\\n%s\\n" "$SU" "$SHOME" "$USER_EXISTS"',
-    "paths": 'printf "%s\\n%s\\n" "$ROOT" "$SDIR"',
-    "ssh": 'printf "%s\\n" "${SSH_CONNECTION:-}"',
-    "ip": "ip -o addr show",
-    "hostname": "hostname -I",
-    "gpus": f"""if command -v nvidia-smi >/dev/null 2>&1; then
-  f='{_GQ},{MIG_FIELD}'
-  out=$(nvidia-smi --query-gpu=$f --format=csv,noheader,nounits 2>&1); rc=$?
-  case $out in *'not a valid field'*)
-    f='{_GQ}'
-    out=$(nvidia-smi --query-gpu=$f --format=csv,noheader,nounits 2>&1); rc=$?;;
-  esac
-  echo "fields=$f"; printf '%s\\n' "$out"; (exit $rc)
-else
-  echo 'nvidia-smi: not found'; (exit 127)
-fi""",
-    "apps": f"""if command -v nvidia-smi >/dev/null 2>&1; then
-  CL_APPS=$(nvidia-smi --query-compute-apps={",".join(APP_FIELDS)} \\
-    --format=csv,noheader,nounits 2>&1); rc=$?
-  printf '%s\\n' "$CL_APPS"; (exit $rc)
-else CL_APPS=; (exit 127); fi""",
-    "ps": """pids=$(printf '%s\\n' "${CL_APPS:-}" | awk -F', *' '$2 ~ /^[0-9]+$/ {print $2}')
-for p in $pids; do
-  c=0; grep -qE 'docker|containerd|libpod|kubepods|/lxc/' /proc/$p/cgroup 2>/dev/null && c=1
-  ps -o pid=,user=,args= -p $p 2>/dev/null | awk -v c=$c '{ $1 = $1 " " c; print }'
-done; :""",
-    "vulkan": f"""for d in {_ICD}; do ls -1 "$d"/*.json 2>/dev/null; done
-for f in $(printf %s "${{VK_ICD_FILENAMES:-}}:${{VK_DRIVER_FILES:-}}" | tr : " "); do
-  [ -f "$f" ] && echo "$f"; done
-if command -v vulkaninfo >/dev/null 2>&1; then
-  echo vulkaninfo=yes
-  timeout 8 vulkaninfo --summary 2>&1 | grep -E 'deviceName|driverName|ERROR' | head -n 8
-else echo vulkaninfo=no; fi; :""",
-    "disk": """d=$ROOT; while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
-df -Pk "$d" 2>&1""",
-    "ports": """if command -v ss >/dev/null 2>&1 && { ss -ltnpH 2>/dev/null || ss -ltnH; }; then :
-else cat /proc/net/tcp /proc/net/tcp6; fi""",
-    "privilege": 'if [ "$(id -u)" = 0 ]; then echo root; '
-    "elif sudo -n true 2>/dev/null; then echo sudo; else echo none; fi",
-    "packages": "{packages}",
-    "root": '[ -e "$ROOT" ] && echo exists; [ -f "$ROOT/CarlaUE4.sh" ] && echo carla; :',
-    "marker": f'head -c 2000 "$ROOT/{MARKER}"',
-    "download": 'a={archive}; [ -n "$a" ] && cat "$DLDIR/$a.sha256"',
-    "tmux": '[ "$USER_EXISTS" = yes ] && as_server tmux list-sessions -F "#{session_name}"',
-    "leftovers": LEFTOVERS_FUNCTION + UPLOADS_FUNCTION + "leftovers; dead_uploads",
-    "owner": UPLOADS_FUNCTION + "deploy_owner",
-    "launch": 'sha256sum "$SDIR/launch.sh" | cut -c1-64',
-    "slots": SLOTS_SNIPPET,
-    "status": 'cat "$SDIR/status"; echo; echo "deployed_port=$(cat "$SDIR/port")"',
-    "compose": 'echo "compose_sha=$(cat "$SDIR/.compose.sha256")"; '
-    'echo "compose_state=$(docker compose -p "$CL_PROJECT" '
-    '-f "$SDIR/compose.yaml" ps --format "{{.State}}" | head -n 1)"',
-}
-#: Facts whose snippet reads $ROOT (the prologue then needs the install root).
-_NEED_ROOT = frozenset({"paths", "disk", "root", "marker", "leftovers"})
-#: Facts another one reads a shell variable of (`ps` reads what `apps` printed).
-_NEEDS = {"ps": ("apps",)}
+from carla_launcher.nvidia.smi import GPU_FIELDS, Gpu, GpuReport, smi_report
 
 ADDRESS = ("id", "ssh", "ip", "hostname")
 GPU = ("id", "user", "gpus", "apps", "ps")
@@ -209,13 +66,13 @@ def facts_script(
     """The script that prints the named facts as sections, in one round trip."""
     wanted: list[str] = []
     for name in names:
-        for n in (*_NEEDS.get(name, ()), name):
-            if n not in _SNIPPETS:
+        for n in (*NEEDS.get(name, ()), name):
+            if n not in SNIPPETS:
                 raise ValueError(f"no such box fact: {n}")
             if n not in wanted:
                 wanted.append(n)
-    if root is None and _NEED_ROOT & set(wanted):
-        raise ValueError(f"facts {sorted(_NEED_ROOT & set(wanted))} need the install root")
+    if root is None and NEED_ROOT & set(wanted):
+        raise ValueError(f"facts {sorted(NEED_ROOT & set(wanted))} need the install root")
     dpkg = (
         "if command -v dpkg-query >/dev/null; then "
         f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' "
@@ -224,10 +81,10 @@ def facts_script(
         else "echo '?dpkg'"
     )
     items = [
-        (n, _SNIPPETS[n].replace("{packages}", dpkg).replace("{archive}", q(archive or "")))
+        (n, SNIPPETS[n].replace("{packages}", dpkg).replace("{archive}", q(archive or "")))
         for n in wanted
     ]
-    return prologue(server_user, session, root) + _ENV + sections.script(items)
+    return prologue(server_user, session, root) + ENV + sections.script(items)
 
 
 @dataclass(frozen=True)
@@ -262,6 +119,7 @@ class BoxFacts:
     launcher: bool = False  # CarlaUE4.sh at the install root
     marker: dict[str, str] | None = None  # deploy's install marker; None: none there
     download_verified: str | None = None  # sha256 of a verified archive not yet unpacked
+    download_origin: str | None = None  # where that archive came from (URL or local path)
     leftovers: tuple[str, ...] = ()  # what an interrupted unpack, upgrade or upload left (paths)
     upload_owner: str | None = None  # PID.START of what serves this deploy on the box
     icd_files: tuple[str, ...] = ()
@@ -317,6 +175,7 @@ def parse_facts(
     marker = parse_marker(s["marker"].text) if s.get("marker", empty).rc == 0 else None
     root = [ln.strip() for ln in lines("root")]
     download = [ln.strip() for ln in lines("download") if _is_sha256(ln.strip())]
+    origin = [ln.strip()[5:] for ln in lines("download") if ln.strip().startswith("from=")]
     launch = [ln.strip() for ln in lines("launch") if len(ln.strip()) == 64]
     status = parse_key_values(lines("status") + lines("compose"))
     deployed_port = _int(status.pop("deployed_port", ""))
@@ -345,6 +204,7 @@ def parse_facts(
         launcher="carla" in root,
         marker=marker,
         download_verified=download[0] if download else None,
+        download_origin=(origin[0] or None) if origin else None,  # "": trusted (verified_here)
         leftovers=tuple(ln for ln in s.get("leftovers", empty).text.splitlines() if ln.strip()),
         upload_owner=parse_owner(lines("owner")),
         icd_files=icd,

@@ -20,6 +20,10 @@ USER_CREATED = "user-created-by-carla-launch"
 #: The deploy's lock of the install root $ROOT, a shell word (deploy/boxlib.py: lock_install;
 #: `server uninstall` holds it while removing)
 INSTALL_LOCK = f'"$SHOME/{STATE_DIR}/install-$(printf %s "$ROOT" | cksum | cut -d\' \' -f1).lock"'
+#: The lock of the archive $A in the server user's download cache, a shell word (deploy/boxlib.py:
+#: lock_archive, shared by every install root of the user; `server uninstall` removes it with
+#: the archive)
+DOWNLOAD_LOCK = f'"$SHOME/{STATE_DIR}/download-$A.lock"'
 
 
 def q(value: object) -> str:

@@ -11,9 +11,9 @@ a process vanishes between two looks: a box script prints our lines, never a she
 
 from __future__ import annotations
 
-from carla_launcher.box.facts import LEFTOVERS_FUNCTION, UPLOADS_FUNCTION
 from carla_launcher.box.progress import PROGRESS_FUNCTION
-from carla_launcher.box.shell import MARKER
+from carla_launcher.box.shell import DOWNLOAD_LOCK, MARKER
+from carla_launcher.box.snippets import LEFTOVERS_FUNCTION, UPLOADS_FUNCTION
 
 EVERY = 2  # seconds between two progress lines of one phase
 UNPACK_FACTOR = 3  # room for the unpacked tree, as a multiple of the archive (xz packs ~2-3x)
@@ -91,7 +91,7 @@ cache_spare() {  # the other archives in the download cache that no deploy uses 
   for _cs_r in "$DLDIR"/*.sha256; do
     _cs_f=${_cs_r%.sha256}
     [ -f "$_cs_f" ] && [ "${_cs_f##*/}" != "${A:-}" ] || continue
-    _cs_l="$SHOME/.carla-launch/download-${_cs_f##*/}.lock"
+    _cs_l=$(A=${_cs_f##*/}; echo DOWNLOAD_LOCK)
     [ ! -e "$_cs_l" ] || ! command -v flock > /dev/null 2>&1 ||
       flock -n "$_cs_l" true 2> /dev/null || continue
     _cs="$_cs${_cs:+, }${_cs_f##*/} ($(human "$(size_of "$_cs_f")"))"
@@ -103,7 +103,7 @@ lock_archive() {  # lock_archive -s|-x: the lock of $A in the box's download cac
   # install root of the server user shares: shared to unpack it, exclusive to fetch or replace
   # it; a deploy that must wait says so
   command -v flock > /dev/null 2>&1 || return 0
-  _al="$SHOME/.carla-launch/download-$A.lock"
+  _al=DOWNLOAD_LOCK
   while :; do
     [ -e "$_al" ] || as_server touch "$_al" 2>/dev/null || touch "$_al" 2>/dev/null
     [ -w "$_al" ] || return 0
@@ -193,4 +193,5 @@ FUNCTIONS = (
     + _FUNCTIONS.replace("UNPACK_FACTOR", str(UNPACK_FACTOR))
     .replace("EVERY", str(EVERY))
     .replace("MARKER", MARKER)
+    .replace("DOWNLOAD_LOCK", DOWNLOAD_LOCK)
 )

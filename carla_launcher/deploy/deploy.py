@@ -21,7 +21,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +49,12 @@ from carla_launcher.deploy.inputs import (
 )
 from carla_launcher.deploy.ops import BoxFactsFact, step
 from carla_launcher.deploy.plan import STEPS, HostPlan, PlannedServer, plan_host
+from carla_launcher.deploy.result import blank_host, gpu_line, only_hosts, planned, server_json
 from carla_launcher.errors import LauncherError
 from carla_launcher.netaddr import for_url
 from carla_launcher.profile import Profile, read_profile
-from carla_launcher.server.control import status_script
 from carla_launcher.server.probe import NotReady, wait_ready
+from carla_launcher.server.scripts import status_script
 from carla_launcher.server.state import parse_status
 
 
@@ -96,15 +96,6 @@ def make_state(profile: Profile, accept_new_host_key: bool) -> State:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def only_hosts(profile: Profile, hosts: list[str] | None) -> Profile:
-    """The profile narrowed to some of its hosts (`server start --host H` redeploys H only: the
-    others, perhaps stopped on purpose, are left as they are); None: all of them."""
-    if not hosts:
-        return profile
-    kept = tuple(h for h in profile.remote.hosts if h in hosts)
-    return replace(profile, remote=replace(profile.remote, hosts=kept))
-
-
 def run(request: dict[str, Any]) -> dict[str, Any]:
     """Connect, read, plan, act, probe: the whole deploy for every host of the profile."""
     t0 = time.monotonic()
@@ -115,14 +106,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"profile": profile.name, "dry_run": dry, "hosts": {}, "timings": {}}
     hosts = out["hosts"]
     for name in profile.remote.hosts:
-        hosts[name] = {
-            "host": name,
-            "ok": False,
-            "error": None,
-            "changed": [],
-            "steps": [],
-            "warnings": [],
-        }
+        hosts[name] = blank_host(name)
     if profile.remote.connector == "local":  # pyinfra calls this machine "@local"
         hosts["@local"] = hosts.pop(profile.remote.hosts[0])
 
@@ -217,18 +201,8 @@ def _plan(
         plan = plan_host(profile, host.name, facts, local, address, compose_for_port)
         plan.warnings.extend(compose_warnings)
         plans[host] = plan
-        hosts[host.name].update(
-            facts=facts.to_json(),
-            address=address,
-            port=plan.port,
-            warnings=plan.warnings,
-            root=plan.root,
-            session_dir=plan.session_dir,
-            log=plan.log_path,
-            steps=[{"name": s.name, "changes": s.changes, "why": s.why} for s in plan.steps],
-            servers=[_server_json(s) for s in plan.servers],
-        )
-        say(host.name, _gpu_line(facts))
+        hosts[host.name].update(planned(facts, address, plan))
+        say(host.name, gpu_line(facts))
         for w in plan.warnings:
             say(host.name, f"warning: {w}")
         if plan.error:
@@ -285,15 +259,6 @@ def _changed(state: State, host: Any) -> list[str]:
     return names
 
 
-def _gpu_line(facts: BoxFacts) -> str:
-    if not facts.gpus:
-        return "no NVIDIA GPU found (nvidia-smi missing or failing)"
-    gpus = "; ".join(
-        f"{g.index}: {g.name}, {g.used_mib}/{g.total_mib} MiB used" for g in facts.gpus
-    )
-    return f"{len(facts.gpus)} GPU(s), driver {facts.gpus[0].driver}: {gpus}"
-
-
 def _op_error(state: State, host: Any) -> str | None:
     """The one line that says why a host's step failed."""
     for op_hash in state.get_op_order():
@@ -319,19 +284,6 @@ def _remote(host: Any, script: str, timeout: int = 30) -> tuple[bool, list[str]]
     return bool(ok), list(output.stdout_lines)
 
 
-def _server_json(s: PlannedServer) -> dict[str, Any]:
-    """One server of a host's result (`deploy --json`: hosts[].servers[])."""
-    return {
-        "slot": s.slot,
-        "gpu": s.gpu,
-        "port": s.port,
-        "version": None,
-        "tmux_session": s.session,
-        "log": s.log_path,
-        "error": None,
-    }
-
-
 def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) -> None:
     """Every server of the host at once; the host is ok when each answered. Its `port` and
     `version` are the first server's; a failure is the first failing server's, with its log."""
@@ -340,7 +292,7 @@ def _probe(profile: Profile, host: Any, plan: HostPlan, result: dict[str, Any]) 
 
     def one(server: PlannedServer) -> None:
         version, error, tail = _probe_one(profile, host, plan, server, len(plan.servers) > 1)
-        entry = entries.setdefault(server.slot, _server_json(server))
+        entry = entries.setdefault(server.slot, server_json(server))
         entry.update(version=version, error=error)
         if error is not None:
             failures.append((server, error, tail))

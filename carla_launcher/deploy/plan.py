@@ -2,32 +2,23 @@
 
 The plan is a fixed list of steps (the same on every host, as pyinfra wants for parallel
 runs); a step with no script has nothing to do and says why. The pyinfra operations in
-`ops.py` only run these scripts, so a dry run is simply the plan printed.
+`ops.py` only run these scripts (their bodies: `scripts.py`), so a dry run is simply the plan
+printed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from carla_launcher.box.facts import BoxFacts
 from carla_launcher.box.ports import STRIDE, NoFreePort, choose_port
-from carla_launcher.box.shell import (
-    DOWNLOADS,
-    PORT_FUNCTIONS,
-    START_FUNCTION,
-    STATE_DIR,
-    STOP_FUNCTION,
-    USER_CREATED,
-    prologue,
-    q,
-)
+from carla_launcher.box.shell import DOWNLOADS, STATE_DIR, prologue
 from carla_launcher.deploy.apt import apt_script
-from carla_launcher.deploy.boxlib import FUNCTIONS
 from carla_launcher.deploy.package import (
     PackageSource,
+    cache_origin,
     cleanup_script,
     download_script,
     is_installed,
@@ -36,16 +27,23 @@ from carla_launcher.deploy.package import (
     upload_name,
     upload_prepare_script,
 )
+from carla_launcher.deploy.scripts import (
+    create_user_script,
+    sha256_text,
+    start_under_lock,
+    subshell,
+    write_files,
+)
 from carla_launcher.profile import Profile, Server
 from carla_launcher.profile.fields import walk
 from carla_launcher.server.compose import compose_up_script
-from carla_launcher.server.control import retire_script
 from carla_launcher.server.launch import (
     LaunchConfig,
     launch_origin,
     render_launch_script,
     server_args,
 )
+from carla_launcher.server.scripts import retire_script
 from carla_launcher.server.slots import choose, described, ports
 
 DEFAULT_SERVER_USER = dict(walk())["server.user"].default
@@ -153,7 +151,7 @@ def plan_host(
 
     # 1. the server user
     if facts.login_root and not facts.server_user_exists:  # compose mode keeps its files there too
-        user = Step(STEPS[0], head + _create_user(), f"create {facts.server_user}")
+        user = Step(STEPS[0], head + create_user_script(), f"create {facts.server_user}")
     else:
         user = _noop(STEPS[0], f"the server runs as {facts.server_user}")
 
@@ -213,8 +211,10 @@ def plan_host(
                 "away, or remove server.package.url to use it as it is"
             )
             return plan
-        verified = facts.download_verified is not None and (
-            source.sha256 is None or facts.download_verified == source.sha256
+        verified = facts.download_verified is not None and (  # as the box's `verified_here`
+            facts.download_verified == source.sha256
+            if source.sha256
+            else facts.download_origin in (None, cache_origin(source))
         )
         if verified:
             fetch = _noop(STEPS[3], "downloaded and checked before")
@@ -249,7 +249,7 @@ def _package_id(source: PackageSource, settings_text: str | None) -> str:
     """What is installed; a new settings file changes the launch script too: a restart."""
     if settings_text is None:
         return source.package_id
-    return source.package_id + f"; settings {_sha(settings_text)[:16]}"
+    return source.package_id + f"; settings {sha256_text(settings_text)[:16]}"
 
 
 def _compose_server(
@@ -270,7 +270,7 @@ def _compose_server(
     if port != srv.port:
         plan.warnings.append(f"port {srv.port} (or +1, +2) is taken on the box: using {port}")
     content = compose_file(port) if compose_file else ""
-    digest = _sha(content)
+    digest = sha256_text(content)
     files = {COMPOSE_FILE: content, "port": f"{port}\n", ".compose.sha256": digest + "\n"}
     plan.port, plan.launch_sha = port, digest
     plan.servers = [PlannedServer(0, None, port, srv.tmux_session, facts.session_dir, digest)]
@@ -278,7 +278,7 @@ def _compose_server(
         launch = _noop(STEPS[5], f"{COMPOSE_FILE} unchanged")
     else:
         launch = Step(
-            STEPS[5], head + _write_files(files), f"write {facts.session_dir}/{COMPOSE_FILE}"
+            STEPS[5], head + write_files(files), f"write {facts.session_dir}/{COMPOSE_FILE}"
         )
     if facts.status.get("compose_state") == "running" and not launch.changes:
         return launch, _noop(STEPS[6], "compose service running")
@@ -328,23 +328,23 @@ def _servers(
             )
         )
         files["launch.sh"], files["port"] = content, f"{port}\n"
-        digest = _sha(content)
+        digest = sha256_text(content)
         plan.servers.append(PlannedServer(slot.index, slot.gpu, port, slot.session, sdir, digest))
         head = prologue(srv.user, slot.session, srv.package.root)
         here = choice.on_box.get(slot.index)
         if here is None or here.launch_sha != digest:
-            writes.append(_subshell(head + _write_files(files), "exit 1"))
+            writes.append(subshell(head + write_files(files), "exit 1"))
         is_running = here is not None and here.running
         if is_running and not (installs or here is None or here.launch_sha != digest):
             idle.append(slot.session)
             continue
-        starts.append(_subshell(head + _start(is_running, digest), "_cl_failed=1"))
+        starts.append(subshell(head + start_under_lock(is_running, digest), "_cl_failed=1"))
         verb = "restart (launch script changed)" if is_running else "start"
         whys.append(verb if one else f"{verb.split(' ')[0]} {described(slot)}")
     for k, why in sorted(choice.stale.items(), reverse=True):  # first: its GPU and ports go
         plan.warnings.append(f"server {k} stops and its launch script goes: {why}")
         head = prologue(srv.user, choice.on_box[k].session, srv.package.root)
-        starts.insert(0, _subshell(head + retire_script(f"server {k}: {why}"), "_cl_failed=1"))
+        starts.insert(0, subshell(head + retire_script(f"server {k}: {why}"), "_cl_failed=1"))
         whys.insert(0, f"stop server {k}")
     first = plan.servers[0]
     plan.port, plan.launch_sha, plan.session_dir = first.port, first.launch_sha, first.session_dir
@@ -359,68 +359,3 @@ def _servers(
         return launch, _noop(STEPS[6], f"running in tmux session{sessions}")
     script = "_cl_failed=0\n" + "".join(starts) + '[ "$_cl_failed" = 0 ] || exit 1\n'
     return launch, Step(STEPS[6], script, "; ".join(whys))
-
-
-def _subshell(body: str, on_failure: str) -> str:
-    return f"(\n{body})" + f" || {on_failure}\n"
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_files(files: dict[str, str]) -> str:
-    out = [
-        'as_server mkdir -p "$SDIR" || die "cannot create $SDIR"',
-        # a temporary name of our own: two deploys at once must not move each other's file
-        'put() { as_server sh -c \'cat > "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"\' sh "$SDIR/$1"; }',
-    ]
-    for name, text in files.items():
-        out.append(f"printf '%s' {q(text)} | put {q(name)} || die {q('cannot write ' + name)}")
-    out.append('chmod 755 "$SDIR/launch.sh" 2>/dev/null')
-    out.append('echo "wrote the launch files in $SDIR"')
-    return "\n".join(out) + "\n"
-
-
-def _create_user() -> str:
-    """useradd, and the marker that says carla-launch made the user; a user that another
-    deploy made meanwhile is fine (and not ours to mark)."""
-    return f"""echo "creating the user $SU for the server (CARLA refuses root)"
-made=no tries=0
-while :; do
-  if msg=$(useradd -m -s /bin/bash "$SU" 2>&1); then made=yes; break; fi
-  if getent passwd "$SU" > /dev/null 2>&1; then
-    echo "the user $SU exists already (another deploy made it)"; break
-  fi
-  tries=$((tries + 1))  # /etc/passwd may be locked a moment by another useradd
-  [ $tries -lt 5 ] || die "could not create the user $SU: $msg"
-  sleep 1
-done
-if [ $made = yes ]; then
-  SHOME=$(getent passwd "$SU" | cut -d: -f6)
-  as_server mkdir -p "$SHOME/{STATE_DIR}" &&
-    echo "carla-launch deploy created this user on $(date -u +%Y-%m-%dT%H:%M:%SZ)" |
-    as_server sh -c 'cat > "$1"' sh "$SHOME/{STATE_DIR}/{USER_CREATED}" ||
-    die "could not write $SHOME/{STATE_DIR}/{USER_CREATED}"
-fi
-"""
-
-
-def _start(running: bool, launch_sha: str) -> str:
-    """Stop what runs, start the launch loop; under the install lock, so that a second deploy
-    at the same time finds the server it would start running (on the same launch script)."""
-    lines = [FUNCTIONS, PORT_FUNCTIONS, STOP_FUNCTION, START_FUNCTION, "lock_install"]
-    if running:
-        lines.append('echo "restarting the server: its launch script changed"')
-    else:
-        lines.append(
-            'if as_server tmux has-session -t "=$CL_SESSION" 2>/dev/null && '
-            f'[ "$(sha256sum "$SDIR/launch.sh" 2>/dev/null | cut -c1-64)" = {q(launch_sha)} ]; '
-            'then echo "CARLA runs already in tmux session $CL_SESSION (another deploy '
-            'started it)"; exit 0; fi'
-        )
-    lines.append("stop_server")
-    lines.append('echo "starting CARLA in tmux session $CL_SESSION as $SU"')
-    # the tmux server outlives us: it must not inherit the lock (fd 9)
-    lines.append("( exec 9>&-; start_server ) || exit 1")
-    return "\n".join(lines) + "\n"

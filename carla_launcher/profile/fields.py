@@ -241,10 +241,15 @@ SERVER = Section(
         Field(
             "tmux_session",
             "text",
-            "tmux session on the box that runs the server",
+            "tmux session on the box that runs the server; server K of server.gpus runs in "
+            "NAME-K, so NAME does not end in -digits",
             default="carla",
-            pattern="^[A-Za-z0-9_-]{1,64}$",
-            message="letters, digits, '-' and '_' only, not {value!r}",
+            # carla-1 would be server 1 of another profile's session carla
+            pattern="^(?!.*-[0-9]+$)[A-Za-z0-9_-]{1,64}$",
+            message=(
+                "letters, digits, '-' and '_' only, and not ending in '-' and digits (NAME-K "
+                "is the session of server K of session NAME), not {value!r}"
+            ),
         ),
         Field(
             "user",

@@ -13,6 +13,7 @@ and, from the launch script's config line, what the profile changed since the de
 With `server.gpus` a box runs several servers of one profile, each in its own state folder
 (`server/slots.py`). `host_servers` and the `*_servers` actions cover all of them in ONE round
 trip: a loop on the box (`slots.each_server`) runs the one-server script once per folder.
+The scripts themselves are pure, in `server/scripts.py`.
 """
 
 from __future__ import annotations
@@ -23,17 +24,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from carla_launcher import parallel
-from carla_launcher.box.shell import (
-    MARK_STOPPED_FUNCTION,
-    PORT_FUNCTIONS,
-    START_FUNCTION,
-    STOP_FUNCTION,
-    STOPPED_FILE,
-    error_line,
-    prologue,
-    q,
-)
+from carla_launcher.box.shell import error_line, prologue
 from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
+from carla_launcher.server.scripts import (
+    compose_start_script,
+    compose_stop_script,
+    start_script,
+    status_script,
+    stop_script,
+)
 from carla_launcher.server.slots import (
     SERVERS_FUNCTION,
     each_server,
@@ -41,76 +40,12 @@ from carla_launcher.server.slots import (
     session_name,
     slot_index,
 )
-from carla_launcher.server.state import foreign_port_line, parse_status, status_script
-
-__all__ = ["status_script"]  # with its reader in state.py; callers of the scripts ask here
+from carla_launcher.server.state import foreign_port_line, parse_status
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
 
 
-# -- scripts (pure) ------------------------------------------------------------------------------
-def start_script() -> str:
-    return (
-        PORT_FUNCTIONS
-        + STOP_FUNCTION
-        + START_FUNCTION
-        + (
-            'if as_server tmux has-session -t "=$CL_SESSION" 2>/dev/null; then echo already=yes; '
-            "else stop_server; start_server; echo started=yes; fi\n"
-        )
-    )
-
-
-def _mark(by: str | None) -> str:
-    """Note who stopped the server on purpose (`by`); None: a stop on the way to a start
-    (restart), which must not read as "stopped on purpose" when that start fails."""
-    return "" if by is None else MARK_STOPPED_FUNCTION + f"mark_stopped {q(by)}\n"
-
-
-def stop_script(by: str | None = "carla-launch") -> str:
-    """Stop the server, first noting who asked (`by`): a stop on purpose, not a crash."""
-    return (
-        PORT_FUNCTIONS
-        + STOP_FUNCTION
-        + _mark(by)
-        + 'stop_server\necho "stopped=$STOPPED"\necho "foreign=$FOREIGN"\n'
-    )
-
-
-def compose_start_script() -> str:
-    from carla_launcher.server.compose import compose_up_script
-
-    return (
-        f'rm -f "$SDIR/{STOPPED_FILE}"  # asked to run: not stopped on purpose, even if it fails\n'
-        '[ -f "$SDIR/compose.yaml" ] || die "no compose file in $SDIR: run carla-launch '
-        'deploy first"\n' + compose_up_script() + "echo started=yes\n"
-    )
-
-
-def compose_stop_script(by: str | None = "carla-launch") -> str:
-    return (
-        PORT_FUNCTIONS + _mark(by) + 'P="$CL_PROJECT"\n'
-        'docker compose -p "$P" -f "$SDIR/compose.yaml" down -t 10 >&2 || '
-        'die "docker compose down failed"\n_port=$(cat "$SDIR/port")\n_i=0\n'
-        'while ports_busy "$_port" >/dev/null && [ $_i -lt 200 ]; do sleep 0.1;'
-        " _i=$((_i + 1)); done\necho stopped=yes\n"
-    )
-
-
-def retire_script(why: str) -> str:
-    """A server the profile no longer asks for on this box: stopped, its launch files removed
-    (`host_servers` no longer lists it; a later deploy may bring it back); its log stays."""
-    return (
-        PORT_FUNCTIONS
-        + STOP_FUNCTION
-        + f"echo {q('stopping ' + why)}\nstop_server\n"
-        + 'as_server rm -f "$SDIR/launch.sh" "$SDIR/port" "$SDIR/status" '
-        f'"$SDIR/{STOPPED_FILE}" "$SDIR/CarlaSettings.ini"\n'
-    )
-
-
-# -- actions over SSH ----------------------------------------------------------------------------
 def _head(profile: Profile, slot: int = 0) -> str:
     """The prologue of server `slot` (its session and state folder, `server/slots.py`)."""
     srv = profile.server

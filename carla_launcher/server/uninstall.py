@@ -1,13 +1,14 @@
 """`server uninstall`: take a profile's server off a box, leaving the box as before the deploy.
 
 What goes: the install root (only with the install marker in it: never a tree carla-launch did
-not unpack, wherever it is, nor one another session's launch script still runs from: two
+not unpack, wherever it is, nor one another profile's launch script still runs from: two
 profiles may share a root), what an interrupted deploy left beside it, the launch files (the
-session folder), the profile's package in the box's download cache (only when no other install
-root of the server user was installed from it: the cache is shared, and the next deploy of that
-root would fetch it again; nor while a deploy uses it) and the deploy's lock; with
-`remove_user`, the server user and its home (only when the deploy created it: the
-`USER_CREATED` file; never root or the login user). The server is stopped first, under the
+state folder of every server of the profile: SESSION, and SESSION-K of server K, also one a
+deploy retired that holds only its log), the profile's package in the box's download cache (only
+when no other install root of the server user was installed from it: the cache is shared, and
+the next deploy of that root would fetch it again; nor while a deploy uses it) and the deploy's
+lock; with `remove_user`, the server user and its home (only when the deploy created it: the
+`USER_CREATED` file; never root or the login user). Every server is stopped first, under the
 deploy's install lock: a deploy of the same root that runs makes uninstall stop with one line,
 and one that starts meanwhile waits, so an unpack is never removed half-way.
 
@@ -21,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from carla_launcher.box.facts import LEFTOVERS_FUNCTION
 from carla_launcher.box.progress import size
 from carla_launcher.box.shell import (
+    DOWNLOAD_LOCK,
     INSTALL_LOCK,
     MARKER,
     PORT_FUNCTIONS,
@@ -33,6 +34,7 @@ from carla_launcher.box.shell import (
     prologue,
     q,
 )
+from carla_launcher.box.snippets import LEFTOVERS_FUNCTION
 
 if TYPE_CHECKING:
     from carla_launcher.profile import Profile
@@ -54,10 +56,14 @@ root_ours() {{  # may $ROOT go? Only a tree with our marker, never / or above th
   [ -f "$ROOT/{MARKER}" ] || {{
     WHY="not installed by carla-launch (no {MARKER} in it)"; return 1; }}
   for _l in "$SHOME/{STATE_DIR}"/*/launch.sh; do  # another profile's server runs from it?
-    [ -f "$_l" ] && [ "$_l" != "$SDIR/launch.sh" ] || continue
+    [ -f "$_l" ] && ! own_dir "${{_l%/launch.sh}}" || continue
     [ "$(launch_root "$_l")" = "$_real" ] || continue
     _s=${{_l%/launch.sh}}; WHY="used by session ${{_s##*/}}"; SHARED=yes; return 1
   done
+}}
+own_dir() {{  # is folder $1 one of this profile's servers': $SDIR, or $SDIR-K (K: digits)?
+  [ "$1" = "$SDIR" ] && return 0
+  case ${{1#"$SDIR"-}} in "$1"|''|0*|*[!0-9]*) return 1 ;; esac
 }}
 launch_root() {{  # the install root a launch script runs from, as a real path
   _o=$(sed -n "s/^ROOT=//p" "$1" | head -n 1)
@@ -65,19 +71,19 @@ launch_root() {{  # the install root a launch script runs from, as a real path
     -e "s/'\"'\"'/'/g") ;; esac  # undo shlex.quote (server/launch.py writes ROOT=...)
   readlink -f -- "$_o" 2>/dev/null || printf '%s\n' "$_o"
 }}
-cache_user() {{  # another install root of the server user installed from the cached $UN_A (its
+cache_user() {{  # another install root of the server user installed from the cached $A (its
   # marker names the archive and its sha256): the archive stays in the download cache for it
-  _cu_sum=$(head -n 1 "$DLDIR/$UN_A.sha256" 2>/dev/null)
+  _cu_sum=$(head -n 1 "$DLDIR/$A.sha256" 2>/dev/null)
   for _l in "$SHOME/{STATE_DIR}"/*/launch.sh; do
-    [ -f "$_l" ] && [ "$_l" != "$SDIR/launch.sh" ] || continue
+    [ -f "$_l" ] && ! own_dir "${{_l%/launch.sh}}" || continue
     _o=$(launch_root "$_l")
-    [ -f "$_o/{MARKER}" ] && grep -qxF "archive=$UN_A" "$_o/{MARKER}" || continue
+    [ -f "$_o/{MARKER}" ] && grep -qxF "archive=$A" "$_o/{MARKER}" || continue
     [ -z "$_cu_sum" ] || grep -qxF "sha256=$_cu_sum" "$_o/{MARKER}" || continue
     printf '%s\n' "$_o"; return 0
   done
   return 1
 }}
-cache_busy() {{  # does a deploy fetch or unpack $UN_A now? (deploy/boxlib.py: lock_archive; a
+cache_busy() {{  # does a deploy fetch or unpack $A now? (deploy/boxlib.py: lock_archive; a
   # removal holds that lock till the end, so a deploy that starts meanwhile waits)
   [ -e "$1" ] && command -v flock > /dev/null 2>&1 || return 1
   exec 7>> "$1" || return 1
@@ -123,8 +129,11 @@ if [ "$UN_MODE" = remove ]; then
       docker compose -p "$CL_PROJECT" -f "$SDIR/compose.yaml" down -t 10 >&2 ||
         die "docker compose down failed"
     fi
-  else
-    stop_server
+  else  # every server of the profile: $SDIR, and $SDIR-K of server K (server.gpus)
+    for _d in "$SDIR" "$SDIR"-[1-9]*; do
+      [ "$_d" = "$SDIR" ] || {{ [ -d "$_d" ] && own_dir "$_d"; }} || continue
+      ( CL_SESSION=${{_d##*/}}; SDIR=$_d; stop_server ) || exit 1
+    done
   fi
 fi
 if root_ours; then un_item "$ROOT" "the CARLA install"
@@ -134,17 +143,19 @@ set -f; _ifs=$IFS; IFS='
 '
 for _d in $_lo; do un_item "$_d" "left by an interrupted deploy"; done
 IFS=$_ifs; set +f
-un_item "$SDIR" "the launch files and the server log"
-if [ -n "$UN_A" ]; then  # the download cache, which every install root of $SU shares
-  _al="$SHOME/{STATE_DIR}/download-$UN_A.lock"  # deploy/boxlib.py: lock_archive
+for _d in "$SDIR" "$SDIR"-[1-9]*; do  # also the folders of servers a deploy retired (logs)
+  own_dir "$_d" && un_item "$_d" "the launch files and the server log"
+done
+if [ -n "$A" ]; then  # the download cache, which every install root of $SU shares
+  _al={DOWNLOAD_LOCK}  # deploy/boxlib.py: lock_archive
   if _for=$(cache_user); then
-    [ ! -f "$DLDIR/$UN_A" ] ||
-      printf 'keep\t%s\t%s\n' "for $_for, installed from the same archive" "$DLDIR/$UN_A"
+    [ ! -f "$DLDIR/$A" ] ||
+      printf 'keep\t%s\t%s\n' "for $_for, installed from the same archive" "$DLDIR/$A"
   elif cache_busy "$_al"; then
-    [ ! -f "$DLDIR/$UN_A" ] || printf 'keep\t%s\t%s\n' \
-      "a deploy on this box uses it now (pid $(cat "$_al" 2>/dev/null))" "$DLDIR/$UN_A"
+    [ ! -f "$DLDIR/$A" ] || printf 'keep\t%s\t%s\n' \
+      "a deploy on this box uses it now (pid $(cat "$_al" 2>/dev/null))" "$DLDIR/$A"
   else
-    for _f in "$DLDIR/$UN_A" "$DLDIR/$UN_A".*; do un_item "$_f" "the download cache"; done
+    for _f in "$DLDIR/$A" "$DLDIR/$A".*; do un_item "$_f" "the download cache"; done
     un_item "$_al" "the download cache's lock"
   fi
 fi
@@ -164,7 +175,7 @@ fi
 def script(archive: str | None, remove_user: bool, compose: bool, remove: bool) -> str:
     """The body after `prologue(user, session, root)`: lists (remove=False) or removes."""
     settings = (
-        f"UN_A={q(archive or '')}\n"
+        f"A={q(archive or '')}\n"
         f"UN_USER={'yes' if remove_user else 'no'}\n"
         f"UN_COMPOSE={'yes' if compose else 'no'}\n"
         f"UN_MODE={'remove' if remove else 'show'}\n"

@@ -228,3 +228,19 @@ def test_parse_facts_reads_every_section() -> None:
     assert f.marker == {"sha256": "a" * 64, "url": "https://x/y.tar.xz"} and f.launcher
     assert [lst.port for lst in f.listeners] == [2000] and f.tmux_sessions == ("carla",)
     assert replace(f.gpu, processes=()).gpus == f.gpu.gpus
+
+
+@pytest.mark.parametrize(
+    ("record", "origin"),
+    [
+        (["from=http://10.0.0.1/a/CARLA.tar.gz"], "http://10.0.0.1/a/CARLA.tar.gz"),
+        (["from="], None),  # nothing said: trusted, as the box's verified_here does
+        ([], None),  # a record older than `from=`
+    ],
+)
+def test_the_cached_archive_says_its_sum_and_where_it_came_from(
+    record: list[str], origin: str | None
+) -> None:
+    out = "\n".join(["##carla-launch## download", "c" * 64, *record, "##carla-launch## rc 0"])
+    f = parse_facts(out)
+    assert (f.download_verified, f.download_origin) == ("c" * 64, origin)

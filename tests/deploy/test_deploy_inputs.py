@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from carla_launcher.box.facts import UPLOADS_FUNCTION, facts_script, parse_facts
+from carla_launcher.box.facts import facts_script, parse_facts
+from carla_launcher.box.snippets import UPLOADS_FUNCTION
 from carla_launcher.deploy.inputs import key_is_encrypted, make_inventory_data
 from carla_launcher.profile import Profile, read_profile
 

@@ -23,8 +23,8 @@ from carla_launcher.deploy.package import PackageSource, package_source
 from carla_launcher.deploy.plan import STEPS, LocalInputs, plan_host
 from carla_launcher.errors import InputError
 from carla_launcher.profile import Profile, read_profile
-from carla_launcher.server.control import start_script, status_script, stop_script
 from carla_launcher.server.launch import LaunchConfig, render_launch_script, server_args
+from carla_launcher.server.scripts import start_script, status_script, stop_script
 
 SHA = "ab" * 32
 
@@ -140,6 +140,23 @@ def test_without_a_url_the_root_must_hold_carla(profile: Profile) -> None:
 def test_a_verified_download_is_not_fetched_again(profile: Profile) -> None:
     plan = plan_host(profile, "gpu", fresh(download_verified=SHA), local(profile), None)
     assert not plan.steps[3].changes and plan.steps[4].changes
+
+
+def test_without_a_sha256_a_cached_archive_is_taken_only_from_the_same_place(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "gpu.yaml"
+    p.write_text("remote: {host: gpu}\nserver: {package: {url: 'http://10.0.0.1/a/C.tar.gz'}}\n")
+    prof = read_profile(p)
+    cached = {"download_verified": SHA}
+    for origin, fetched in (
+        ("http://10.0.0.1/a/C.tar.gz", False),  # the same URL: downloaded before
+        (None, False),  # a record that does not say where from (older deploys): trusted
+        ("http://10.0.0.1/b/C.tar.gz", True),  # same name, another URL: downloaded anew
+    ):
+        plan = plan_host(prof, "gpu", fresh(**cached, download_origin=origin), local(prof), None)
+        assert plan.error is None and plan.steps[3].changes is fetched, origin
+        assert plan.steps[4].changes
 
 
 def test_a_local_archive_is_uploaded(profile: Profile, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from carla_launcher.box import sections
 from carla_launcher.box.shell import prologue
-from carla_launcher.server.control import status_script
+from carla_launcher.server.scripts import status_script
 from carla_launcher.server.state import notes, parse_status
 
 

@@ -324,3 +324,40 @@ def test_a_cached_archive_a_deploy_uses_now_is_kept(box: Box) -> None:
     done = uninstall(box, "--yes")
     assert f"removed {archive} (the download cache)" in done.stdout, done.stdout
     assert not archive.exists() and not lock.exists()
+
+
+@pytest.mark.root
+def test_uninstall_stops_and_removes_every_server_of_the_profile(box_factory) -> None:  # type: ignore[no-untyped-def]
+    from tests.deploy.test_deploy_gpus import fake_smi_on_box
+
+    box: Box = box_factory(login="user")
+    fake_smi_on_box(box, "two-t4-idle")
+    box.preinstall()
+    box.write_profile(server={"gpus": "all"})
+    box.deploy()
+    first, top = box.session_dir, box.session_dir.parent
+    second = top / f"{first.name}-1"
+    assert (second / "launch.sh").is_file() and {2000, 2003} <= box.listening()
+    retired = top / f"{first.name}-5"  # what a deploy leaves of a server it retired: its log
+    retired.mkdir()
+    (retired / "server.log").write_text("an old server's log\n")
+    others = top / f"{first.name}2"  # another profile's session folder: not this profile's
+    others.mkdir()
+    (others / "server.log").write_text("another profile's log\n")
+    subprocess.run(["chown", "-R", f"{box.server_user}:", str(retired), str(others)], check=True)
+
+    dry = uninstall(box, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"{box.root} (the CARLA install)" in dry.stdout, dry.stdout  # not "used by carla-1"
+    for folder in (first, second, retired):
+        assert f"{folder} (the launch files and the server log)" in dry.stdout
+    assert str(others) not in dry.stdout and box.carla_pid() is not None
+
+    done = uninstall(box, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "kept" not in done.stdout, done.stdout
+    assert not box.root.exists()
+    assert not first.exists() and not second.exists() and not retired.exists()
+    assert (others / "server.log").is_file()
+    assert not set(range(2000, 2006)) & box.listening()
+    assert box.carla_pid() is None
