@@ -14,9 +14,10 @@ what is there already: `carla-launch address P` must be able to overwrite a bad 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +29,8 @@ from carla_launcher.state import read_json, state_dir, write_json
 #: the address is the box's; port and version are server 0's, and server K's under `slots`
 SERVERS_FILE = "known-servers.json"
 #: {profile path: {variant, session, env, compose_args, agents: [{host, slot, project, variant,
-#: env, compose_args, window}]}}: the top-level variant, env and args are the first agent's
+#: env, compose_args, window, tunnel}]}}: the top-level variant, env and args are the first
+#: agent's; `tunnel` {bind, local_port, remote_port, why} or null (`TunnelRecord`)
 SESSIONS_FILE = "sessions.json"
 LEGACY_SERVERS = "servers.json"  # {profile key: {host: {address, port, version, deployed}}}
 LEGACY_ADDRESSES = "addresses.json"  # {profile key: address of its first host}
@@ -198,13 +200,26 @@ WINDOW_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
+class TunnelRecord:
+    """The SSH tunnel an agent reaches its server through (`box/tunnel.py` Forward): local
+    ports LP..LP+2 on `bind` here to N..N+2 on the box, chosen once by `up` so that a second
+    `up` and `attach` reuse them; `why` it goes through one, in `up`'s words."""
+
+    bind: str
+    local_port: int
+    remote_port: int
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class AgentRecord:
     """One agent `up` (or `attach`) started: the server it talks to (host, slot K), its compose
     project, the variant it runs with its environment and what followed `up P --`, and its
     window of the local tmux session. `down` removes exactly these projects.
 
     `host` None and `project` None: a record from before pairs, one agent of the profile's
-    first host, started without `-p` (compose's own project name finds its containers)."""
+    first host, started without `-p` (compose's own project name finds its containers).
+    `tunnel`: the SSH tunnel its server is reached through (None: at its address)."""
 
     host: str | None
     slot: int
@@ -213,6 +228,7 @@ class AgentRecord:
     env: dict[str, str]
     compose_args: tuple[str, ...] = ()
     window: str = ""
+    tunnel: TunnelRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +271,29 @@ def _args(value: Any) -> tuple[str, ...]:
     return tuple(value) if ok else ()
 
 
+def _port(value: Any) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65533
+    return value if ok else None
+
+
+def _tunnel(value: Any) -> TunnelRecord | None:
+    """A stored tunnel, or None when it is not what `up` writes: its bind address lands in
+    an ssh command line, so it must be an IP address (the docker bridge's), its ports a
+    triple that fits below 65536."""
+    if not isinstance(value, dict):
+        return None
+    bind = value.get("bind")
+    lp, rp = _port(value.get("local_port")), _port(value.get("remote_port"))
+    if not isinstance(bind, str) or lp is None or rp is None:
+        return None
+    try:
+        ipaddress.ip_address(bind)
+    except ValueError:
+        return None
+    why = value.get("why")
+    return TunnelRecord(bind, lp, rp, why if isinstance(why, str) else "")
+
+
 def _agent(entry: Any) -> AgentRecord | None:
     """One stored agent, or None when it is not what `up` writes (a project or window name
     that is not one, a slot that is not a number): such an agent is left alone, not run."""
@@ -278,6 +317,7 @@ def _agent(entry: Any) -> AgentRecord | None:
         _strings(entry.get("env")),
         _args(entry.get("compose_args")),
         window,
+        _tunnel(entry.get("tunnel")),
     )
 
 
@@ -320,6 +360,7 @@ def remember_session(profile: Owner, record: SessionRecord) -> None:
                 "env": a.env,
                 "compose_args": list(a.compose_args),
                 "window": a.window,
+                "tunnel": asdict(a.tunnel) if a.tunnel is not None else None,
             }
             for a in record.agents
         ]

@@ -20,6 +20,8 @@ from libtmux.constants import PaneDirection
 SOCKET_ENV = "CARLA_LAUNCH_TMUX_SOCKET"  # a private tmux socket (-L NAME), for tests and CI
 ROLE_OPTION = "@carla_role"
 WINDOW = "carla"
+#: How much of the pane it splits a pane below the server takes (the agent takes half).
+SPLIT_SIZE = {"gpu": "30%", "tunnel": "20%"}
 # Passed into panes explicitly: a tmux server started earlier has its own, older environment.
 PASS_ENV = (
     "PATH",
@@ -47,7 +49,7 @@ _ENDED = (
 
 @dataclass(frozen=True)
 class PaneSpec:
-    role: str  # server | agent | gpu
+    role: str  # server | agent | tunnel | gpu
     title: str
     argv: tuple[str, ...]
     cwd: Path
@@ -75,14 +77,19 @@ def layout(
     server_title: str = "server",
     agent_title: str = "agent",
     agent_env: dict[str, str] | None = None,
+    tunnel_argv: Sequence[str] | None = None,
+    tunnel_title: str = "tunnel",
 ) -> list[PaneSpec]:
-    """The panes of the session, in order: server, agent, then the optional GPU watch.
-    `agent_env` goes to the agent pane only (e.g. the box's address for env-mode variants)."""
+    """The panes of the session, in order: server, agent, the server's SSH tunnel, then the
+    optional GPU watch. `agent_env` goes to the agent pane only (e.g. the box's address for
+    env-mode variants)."""
     env = dict(env or {})
     panes = [PaneSpec("server", server_title, tuple(server_argv), cwd, env)]
     if agent_argv:
         agent = {**env, **(agent_env or {})}
         panes.append(PaneSpec("agent", agent_title, tuple(agent_argv), cwd, agent))
+    if tunnel_argv:
+        panes.append(PaneSpec("tunnel", tunnel_title, tuple(tunnel_argv), cwd, env))
     if gpu_argv:
         panes.append(PaneSpec("gpu", "gpu", tuple(gpu_argv), cwd, env))
     return panes
@@ -217,7 +224,7 @@ def ensure_session(
                 shell=spec.shell,
                 start_directory=str(spec.cwd),
                 environment=spec.env or None,
-                size="30%" if spec.role == "gpu" else None,
+                size=SPLIT_SIZE.get(spec.role),
             )
             _mark(pane, spec)
             existing[spec.role] = pane
@@ -335,6 +342,32 @@ def kill_window(server: libtmux.Server, name: str, window: str) -> bool:
     if found is None:
         return False
     found.kill()
+    return True
+
+
+def _pane(server: libtmux.Server, name: str, window: str, role: str) -> libtmux.Pane | None:
+    session = find_session(server, name)
+    found = _window(session, window) if session is not None else None
+    if found is None:
+        return None
+    return next((p for p in found.panes if _role(p) == role), None)
+
+
+def pane_text(server: libtmux.Server, name: str, window: str, role: str) -> str:
+    """What the pane of that role shows (its scroll-back too); "" when there is none."""
+    pane = _pane(server, name, window, role)
+    if pane is None:
+        return ""
+    return "\n".join(pane.capture_pane(start="-") or [])
+
+
+def kill_pane(server: libtmux.Server, name: str, window: str, role: str) -> bool:
+    """Close the window's pane of that role (its processes get SIGHUP, as when the session
+    closes); False when there is none."""
+    pane = _pane(server, name, window, role)
+    if pane is None:
+        return False
+    pane.kill()
     return True
 
 

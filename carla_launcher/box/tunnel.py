@@ -146,6 +146,42 @@ def route(
     return "tunnel" if box_listening else None
 
 
+def why_tunnel(setting: bool | str, *, reach: Reach | None = None, address: bool = True) -> str:
+    """Why a server goes through a tunnel, in the words of `up`'s line about it (`route` said
+    `tunnel`): the setting, no address known, or what the address got from here."""
+    if setting is True:
+        return "remote.tunnel: true"
+    if not address:
+        return "no address of the box is known that answers from here"
+    if reach == "refused":
+        return "the address refuses the port while the server listens"
+    return "the address does not answer from here"
+
+
+def reuse_port(
+    recorded: Forward | None,
+    wanted: Forward,
+    *,
+    ours_alive: bool,
+    listening: Iterable[int],
+) -> bool:
+    """Whether the tunnel keeps the local ports an earlier `up` chose (`recorded`): the same
+    server port on the same address here, and those ports still ours (the tunnel's pane runs)
+    or free. `wanted` is the forward without a local port chosen (`local_port` 0)."""
+    if recorded is None:
+        return False
+    if (recorded.bind, recorded.remote_port) != (wanted.bind, wanted.remote_port):
+        return False
+    return ours_alive or not triple(recorded.local_port) & set(listening)
+
+
+def describe(forward: Forward, host: str) -> str:
+    """`172.17.0.1:2000 -> gpu-box:2000`: where the tunnel listens, where it goes (the first
+    port of each triple: the world port)."""
+    bind = f"[{forward.bind}]" if ":" in forward.bind else forward.bind
+    return f"{bind}:{forward.local_port} -> {host}:{forward.remote_port}"
+
+
 # -- the docker bridge's gateway: where the tunnel listens --------------------------------------
 def gateway_of_inspect(text: str) -> tuple[str | None, str | None]:
     """(the IPv4 gateway, the interface name) of docker's default network from `docker network

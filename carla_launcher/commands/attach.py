@@ -35,7 +35,8 @@ def attach(
     agent pane runs the compose variant that `up` used, as its own compose project, with the
     CARLA_LAUNCH_HOST/PORT that `up` gave it (env-mode variants read them). Panes that still
     run are kept, so attaching again never restarts anything; an agent pane that ended is
-    started again as `up` started it, with what followed `up P --` (`--build`, a service).
+    started again as `up` started it, with what followed `up P --` (`--build`, a service);
+    so is an SSH tunnel's pane (`remote.tunnel`), on the local ports `up` chose for it.
     An agent it starts is recorded as `up`'s are: `down` removes it, `status` shows it.
     Refuses, before building anything, when stdout is not a terminal (use --no-attach) or no
     server of the profile runs (exit 1: start them with `up`).

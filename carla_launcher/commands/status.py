@@ -16,6 +16,7 @@ from carla_launcher.stack.report import pairs, problems, render
 PANE_DESCRIPTIONS = {
     "server": "the CARLA server's tmux session on the box, over ssh",
     "agent": "the agent's containers: docker compose up of the variant",
+    "tunnel": "the SSH tunnel to the server's ports (ssh -N -L, started again when it ends)",
     "gpu": "GPU use, refreshed every second: carla-launch gpu --watch",
 }
 
@@ -32,10 +33,13 @@ def status(profile: str | None, as_json: bool) -> None:
     server GPU and address rows; a host that cannot be reached is one problem, not a hidden
     pool. Each server of `server.gpus` gets its own row, and so does the agent `up` started
     for it (its own compose project: another profile's agents never show here); `--json`
-    lists them as `pairs`, one shape however many.
+    lists them as `pairs`, one shape however many. An agent that reaches its server through
+    an SSH tunnel (`remote.tunnel`) gets a tunnel row: where it listens here, where it goes,
+    how many of its three ports listen and whether its pane runs; the server is asked through it.
 
     Exits 1 when something is not as the profile asks: something that should run does not
-    (server down, its restart loop gone, agent containers or a pane of the session ended), or
+    (server down, its restart loop gone, agent containers or a pane of the session ended, an
+    SSH tunnel down), or
     is out of date (variants stale, a launch script older than the profile's last edit, a port
     of the server held by someone else). A server stopped with `server stop` or
     `down --server` is stopped on purpose, not a problem.

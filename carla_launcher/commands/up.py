@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import click
 
 from carla_launcher import session as sess
+from carla_launcher.box.tunnel import describe
 from carla_launcher.commands.options import (
     PassThroughCommand,
     compose_file_option,
@@ -62,6 +63,10 @@ def up(
     its own compose project, so another profile's agents are never touched; it gets
     CARLA_LAUNCH_HOST/CARLA_LAUNCH_PORT of its server, which variants made with
     `compose.address: env` read (see `carla-launch env P`); several servers need that mode.
+    With `remote.tunnel` (true, or auto: when the address does not answer on the world port
+    from here) each server gets an SSH tunnel in a pane of its window, CARLA is awaited
+    through it, and its agent gets host.docker.internal and the tunnel's local port; a
+    tunnel needs `compose.address: env`, and keeps its local ports on the next `up`.
     A host that fails is said in one line and the others go on.
     -f picks the compose file when the folder has several; what follows `--` is passed to
     `docker compose up` (`--build`, a service name) and restarts the agents' panes with it.
@@ -108,8 +113,9 @@ def up(
 
 
 def pair_lines(report: stack_up.UpReport, passed: Sequence[str]) -> list[str]:
-    """A line per server and its agent: where the server answers, the agent's command line,
-    and where to see them (one server: the session; several: each one's window)."""
+    """A line per server and its agent: where the agent reaches the server, the agent's
+    command line, and where to see them (one server: the session; several: each one's
+    window); before it, for a server reached through an SSH tunnel, a line about the tunnel."""
     variant = display_path(report.variant) if report.variant else "?"  # `up` always sets it
     several = len(report.pairs) > 1
     lines = []
@@ -118,8 +124,13 @@ def pair_lines(report: stack_up.UpReport, passed: Sequence[str]) -> list[str]:
         agent = shlex.join(["docker", "compose", "-p", pair.project, "-f", variant, "up", *passed])
         name = f"{s.host} {s.slot}" if several else s.host
         where = f"window: {pair.window}" if several else f"session: {report.session}"
+        if s.tunnel is not None:
+            lines.append(
+                f"{pair.label}: through an SSH tunnel, {describe(s.tunnel, s.host)} ({s.why})"
+            )
+        address, port = s.agent_address
         lines.append(
-            f"server {name} at {for_url(s.address)}:{s.port} (CARLA {s.version}); "
+            f"server {name} at {for_url(address)}:{port} (CARLA {s.version}); "
             f"agent: {agent}; {where}"
         )
     if several:
@@ -136,7 +147,8 @@ def down(profile: str | None, stop_server: bool) -> None:
     """Every agent of the profile down and the local session closed (--server: its servers too).
 
     Only the compose projects `up` and `attach` started for this profile go: another
-    profile's agents, on the same compose folder or not, keep running.
+    profile's agents, on the same compose folder or not, keep running. The SSH tunnels go
+    with the session; nothing is left listening on their local ports.
     """
     prof = load_profile(profile)
     done = stack_down.down(prof, stop_server, _say)

@@ -6,5 +6,6 @@ once), `attach` builds the windows without changing anything, `down` takes the a
 `overview` gathers what `status` shows and `report` says it. `pairs` is the pure model of
 which agent talks to which server (compose project, window, environment), `agents` runs
 compose for a recorded agent, `env` is what an agent gets, `panes` what runs in a window,
-`variants` which variant runs. The state they leave lives in `records`.
+`variants` which variant runs, `tunnels` the SSH tunnels of servers whose ports do not answer
+from here (`remote.tunnel`). The state they leave lives in `records`.
 """

@@ -4,7 +4,8 @@ It starts nothing that `down` does not know: it refuses before building anything
 server of the profile runs (`commands/attach.py` refuses first when there is no terminal to
 attach to), and every agent it starts is recorded as `up` records its own. Panes that still
 run are kept, so attaching twice never restarts an agent; a dead agent pane is started again
-as `up` started it: its project, its variant, its environment and what followed `up P --`.
+as `up` started it: its project, its variant, its environment and what followed `up P --`;
+so is a dead tunnel pane, on the local ports `up` chose for it.
 """
 
 from __future__ import annotations
@@ -81,16 +82,29 @@ def _variant(profile: Profile, recorded: AgentRecord | None, compose: str | None
     return choose_variant(profile.compose_dir, variants, compose) if variants else None
 
 
-def _new_agent(profile: Profile, st: dict[str, Any], variant: Path) -> AgentRecord | None:
-    """The agent `up` would start for this server (its project, window and env), for a server
-    without a recorded agent; None when its address cannot be found (its window then shows the
-    server alone: an agent without its server's address would talk to no one)."""
+def _new_agent(
+    profile: Profile, st: dict[str, Any], variant: Path, taken: list[int]
+) -> AgentRecord | None:
+    """The agent `up` would start for this server (its project, window and env, its SSH
+    tunnel when `remote.tunnel` says so), for a server without a recorded agent; None when
+    it can be reached neither way (its window then shows the server alone: an agent without
+    its server's address would talk to no one). `taken`: the tunnels' local ports so far."""
+    from carla_launcher.stack.tunnels import forward_for_attach
+
     host, slot = st["host"], int(st.get("slot") or 0)
     env = known_env_or_none(profile, host, slot)
-    if not env:
+    port = int(st.get("port") or env.get("CARLA_LAUNCH_PORT") or profile.server.port)
+    address = env.get("CARLA_LAUNCH_HOST")
+    try:
+        tunnel = forward_for_attach(profile, st, address, taken)
+    except LauncherError:  # no docker bridge: the agent could not run either
+        tunnel = None
+    if tunnel is None and address is None:
         return None
-    port = int(st.get("port") or env["CARLA_LAUNCH_PORT"])
-    reached = Reached(host, slot, st.get("gpu"), env["CARLA_LAUNCH_HOST"], port)
+    fwd, why = tunnel if tunnel is not None else (None, "")
+    if fwd is not None:
+        taken.append(fwd.local_port)
+    reached = Reached(host, slot, st.get("gpu"), address, port, tunnel=fwd, why=why)
     (pair,) = pairs_of(profile, [reached])
     return agent_record(pair, variant)
 
@@ -109,10 +123,11 @@ def attach_session(
     out = Attached(sess.session_name(profile.key))
     server = sess.tmux_server()
     agents: list[AgentRecord] = []
+    taken = [a.tunnel.local_port for a in recorded.values() if a.tunnel is not None]
     for n, st in enumerate(running):
         host, slot = st["host"], int(st.get("slot") or 0)
         old = recorded.pop((host, slot), None)
-        agent = _agent(profile, st, old, _variant(profile, old, compose))
+        agent = _agent(profile, st, old, _variant(profile, old, compose), taken)
         first = gpu and n == 0  # the GPU watch: in the first window
         if agent is None:  # no variant yet, or no address: the server's pane only
             panes = session_panes(profile, host, None, gpu=first, read_write=read_write, slot=slot)
@@ -135,7 +150,11 @@ def attach_session(
 
 
 def _agent(
-    profile: Profile, st: dict[str, Any], old: AgentRecord | None, variant: Path | None
+    profile: Profile,
+    st: dict[str, Any],
+    old: AgentRecord | None,
+    variant: Path | None,
+    taken: list[int],
 ) -> AgentRecord | None:
     """The agent of this server's window: the recorded one; with another variant (COMPOSE),
     the same project without `up`'s arguments; for a server without one, what `up` would
@@ -143,7 +162,9 @@ def _agent(
     if variant is None:
         return old
     if old is None:
-        return _new_agent(profile, st, variant)
+        return _new_agent(profile, st, variant, taken)
     if variant.resolve() == old.variant.resolve():
         return old
-    return AgentRecord(old.host, old.slot, old.project, variant, old.env, (), old.window)
+    return AgentRecord(
+        old.host, old.slot, old.project, variant, old.env, (), old.window, old.tunnel
+    )

@@ -1,5 +1,6 @@
-"""`carla-launch down`: every agent of the profile down and the local session closed; with
-`--server`, every server of the profile too.
+"""`carla-launch down`: every agent of the profile down and the local session closed, and with
+it the SSH tunnels (their loops get HUP and end their ssh; nothing may listen on their local
+ports afterwards); with `--server`, every server of the profile too.
 
 Only the compose projects that `up` and `attach` recorded for this profile are taken down, so
 another profile's agents, on the same compose folder or not, keep running. An agent whose
@@ -14,7 +15,7 @@ from carla_launcher import parallel, records
 from carla_launcher import session as sess
 from carla_launcher.errors import LauncherError
 from carla_launcher.profile import Profile
-from carla_launcher.stack import agents
+from carla_launcher.stack import agents, tunnels
 from carla_launcher.stack.variants import Say
 
 
@@ -33,6 +34,14 @@ def down(profile: Profile, stop_server: bool, say: Say) -> list[str]:
         done.append(f"agent containers of {agent.variant.name} removed{own}")
     if sess.kill_session(sess.tmux_server(), sess.session_name(profile.key)):
         done.append("local session closed")
+    opened = [a.tunnel for a in recorded if a.tunnel is not None]
+    held = tunnels.close_leftovers(opened)
+    for line in held:
+        say(f"warning: {line}")
+    if opened and not held:
+        ports = ", ".join(f"{t.bind}:{t.local_port}-{t.local_port + 2}" for t in opened)
+        some = "SSH tunnels" if len(opened) > 1 else "SSH tunnel"
+        done.append(f"{some} closed: nothing listens on {ports}")
     if stop_server:
         done += _stop_servers(profile, say)
     if found is not None and left:

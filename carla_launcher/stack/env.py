@@ -47,12 +47,19 @@ def checked_env(env: dict[str, str]) -> dict[str, str]:
 
 def known_env(profile: Profile, host: str | None = None, slot: int = 0) -> dict[str, str]:
     """CARLA_LAUNCH_HOST/PORT of server `slot` on `host` as `up` finds them, without deploying
-    anything: remote.address, else the recorded or discovered address; the recorded port (it
-    moves on a busy box), else the one asked for (server.port, plus 3 per server before it)."""
+    anything: the end of its SSH tunnel when `up` opened one (host.docker.internal and the
+    local port); else remote.address, else the recorded or discovered address; the recorded
+    port (it moves on a busy box), else the one asked for (server.port, plus 3 per server
+    before it)."""
     from carla_launcher.box.address import agent_address
     from carla_launcher.box.ports import STRIDE
+    from carla_launcher.box.tunnel import AGENT_HOST
 
     host = host or first_host(profile)
+    found = records.session(profile)
+    for a in found.pairs if found is not None else ():
+        if a.tunnel is not None and (a.host or first_host(profile), a.slot) == (host, slot):
+            return agent_env(AGENT_HOST, a.tunnel.local_port)
     port = records.server(profile, host, slot).port or profile.server.port + STRIDE * slot
     return agent_env(agent_address(profile, host), port)
 

@@ -4,8 +4,10 @@ place, gathered in parallel, for every server of every host and every agent `up`
 `gather` collects (I/O, each part and each host guarded so one failure does not hide the
 rest); `problems` and `render` (`stack/report.py`) are pure. The servers' address is the one
 recorded by whatever learnt it (deploy, `up`, `address`), read from `records` like everyone
-else reads it. Each agent is asked about by its own compose project (`stack/agents.py`), so
-another profile's containers never show up here.
+else reads it; a server whose agent goes through an SSH tunnel is asked through it, and the
+tunnel's local ports are looked at here (`stack/tunnels.py` facts). Each agent is asked about
+by its own compose project (`stack/agents.py`), so another profile's containers never show
+up here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from carla_launcher import session as sess
 from carla_launcher.errors import InputError, LauncherError
 from carla_launcher.profile import Profile
 from carla_launcher.records import AgentRecord
-from carla_launcher.stack import agents
+from carla_launcher.stack import agents, tunnels
 from carla_launcher.stack.report import problems, render
 
 __all__ = ["gather", "problems", "render"]
@@ -40,23 +42,34 @@ def _address(profile: Profile, host: str) -> tuple[str | None, str | None]:
         return None, str(e)
 
 
-def _servers(profile: Profile, host: str, address: str | None) -> list[dict[str, Any]]:
-    """Every server of the profile on `host` (one round trip) and, for each one that runs
-    where its address is known, the CARLA version it answers with (all asked at once)."""
+def _servers(
+    profile: Profile, host: str, address: str | None, through: dict[int, tuple[str, int]]
+) -> list[dict[str, Any]]:
+    """Every server of the profile on `host` (one round trip) and, for each one that runs,
+    the CARLA version it answers with (all asked at once): through its agent's SSH tunnel
+    (`through`: slot -> the tunnel's end here), else at its address when that is known.
+    Without a tunnel of `up`, `remote.tunnel: true` asks nothing (the address is not how
+    agents reach it), and `auto` does not count an address that does not answer as a
+    problem (`up` would go through a tunnel)."""
     from carla_launcher.server import control
     from carla_launcher.server.probe import NotReady, probe_version
 
     found = control.host_servers(profile, host)
+    setting = profile.remote.tunnel
 
     def version(st: dict[str, Any]) -> dict[str, Any]:
         st = {k: v for k, v in st.items() if k != "host"}
         st["version"] = None
-        if st.get("running") and address:
-            port = int(st.get("port") or profile.server.port)
+        slot = int(st.get("slot") or 0)
+        port = int(st.get("port") or profile.server.port)
+        tunnel = through.get(slot)
+        at = tunnel or ((address, port) if address and setting is not True else None)
+        if st.get("running") and at is not None:
             try:
-                st["version"] = probe_version(address, port, timeout=3)
+                st["version"] = probe_version(at[0], at[1], timeout=3)
             except NotReady as e:
-                st["probe_error"] = str(e)
+                if tunnel is not None or setting is False:
+                    st["probe_error"] = str(e)
         return st
 
     return parallel.each(found, version)
@@ -119,19 +132,26 @@ def gather(profile: Profile) -> dict[str, Any]:
     hosts = list(profile.remote.hosts) or ["localhost"]
     known = {h: _address(profile, h) for h in hosts}  # the state file only: no SSH
     recorded = _recorded(profile)
+    first = hosts[0]
+    through: dict[str, dict[int, tuple[str, int]]] = {h: {} for h in hosts}
+    for a in recorded:
+        if a.tunnel is not None:
+            through.setdefault(a.host or first, {})[a.slot] = (a.tunnel.bind, a.tunnel.local_port)
     parts: list[tuple[str, str, Part]] = []
     for h in hosts:
-        parts.append(("servers", h, partial(_servers, profile, h, known[h][0])))
+        parts.append(("servers", h, partial(_servers, profile, h, known[h][0], through[h])))
         parts.append(("gpu", h, partial(_server_gpu, profile, h)))
     parts += [(f"agent {n}", "", partial(agents.agent_state, a)) for n, a in enumerate(recorded)]
     parts += [
         ("daemon", "", lambda: _daemon(profile)),
         ("session", "", lambda: _session(profile)),
+        ("tunnels", "", lambda: tunnels.facts(recorded)),
     ]
     done = parallel.each(parts, lambda part: _guarded(part[2], part[1]))
     got = {(name, host): facts for (name, host, _), facts in zip(parts, done, strict=True)}
     states = [got[(f"agent {n}", "")] for n in range(len(recorded))]
-    first = hosts[0]
+    found = got[("tunnels", "")]
+    tunnel_facts = found if isinstance(found, list) else [None] * len(recorded)
     return {
         "profile": profile.name,
         "hosts": [_host(h, known[h], got[("servers", h)], got[("gpu", h)]) for h in hosts],
@@ -139,8 +159,14 @@ def gather(profile: Profile) -> dict[str, Any]:
         "agent": _all_agents(states),
         "session": got[("session", "")],
         "agents": [
-            {"host": a.host or first, "slot": a.slot, "window": a.window or sess.WINDOW, **st}
-            for a, st in zip(recorded, states, strict=True)
+            {
+                "host": a.host or first,
+                "slot": a.slot,
+                "window": a.window or sess.WINDOW,
+                **st,
+                "tunnel": tunnel,
+            }
+            for a, st, tunnel in zip(recorded, states, tunnel_facts, strict=True)
         ],
     }
 

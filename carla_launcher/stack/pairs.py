@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from carla_launcher.box.tunnel import AGENT_HOST, Forward
 from carla_launcher.compose.hosts import ENV_SUFFIX
-from carla_launcher.records import AgentRecord
+from carla_launcher.records import AgentRecord, TunnelRecord
 from carla_launcher.session import WINDOW
 from carla_launcher.stack.env import agent_env
 
@@ -95,16 +96,43 @@ def env_mode_refusal(profile: Profile, servers: int) -> str | None:
     )
 
 
+def tunnel_refusal(profile: Profile, tunnels: int) -> str | None:
+    """Why `up` cannot run agents through `tunnels` SSH tunnels from literal variants (None:
+    it can). A literal variant would have to hold this machine's tunnel port, which only means
+    something while `up`'s tunnel runs, and `sync` and the daemon write the box's address back
+    into it; an env-mode variant reads the tunnel's end from the agent's environment."""
+    if profile.compose.env_mode or not tunnels:
+        return None
+    return (
+        "agents reach the server through an SSH tunnel (remote.tunnel), which needs variants "
+        "that read where it ends: set `compose.address: env` in the profile"
+    )
+
+
 @dataclass(frozen=True)
 class Reached:
-    """A server `up` reached: where it runs and what answered."""
+    """A server `up` reached: where it runs and what answered. `address` is the box's (None:
+    not known, and not needed: its agent goes through `tunnel`); `tunnel` the SSH tunnel its
+    agent reaches it through (None: at the address), and `why` it goes through one."""
 
     host: str
     slot: int
     gpu: int | None
-    address: str
+    address: str | None
     port: int
     version: str | None = None
+    tunnel: Forward | None = None
+    why: str = ""
+
+    @property
+    def agent_address(self) -> tuple[str, int]:
+        """Where its agent connects: the tunnel's end on this machine, as containers name it
+        (`host.docker.internal`, its local port), else the box's address and the port."""
+        if self.tunnel is not None:
+            return AGENT_HOST, self.tunnel.local_port
+        if self.address is None:  # `up` never pairs a server it reaches neither way
+            raise ValueError(f"{self.host} server {self.slot}: no address and no tunnel")
+        return self.address, self.port
 
 
 @dataclass(frozen=True)
@@ -135,7 +163,7 @@ def pairs_of(profile: Profile, servers: Sequence[Reached]) -> list[Pair]:
     out = []
     for s in servers:
         project = project_name(profile.key, s.host, s.slot, named=named, pool=pool)
-        env = agent_environ(s.address, s.port, project)
+        env = agent_environ(*s.agent_address, project)
         out.append(Pair(s, project, window_name(s.host, s.slot, named=named), env))
     return out
 
@@ -143,8 +171,10 @@ def pairs_of(profile: Profile, servers: Sequence[Reached]) -> list[Pair]:
 def agent_record(pair: Pair, variant: Path, compose_args: Sequence[str] = ()) -> AgentRecord:
     """What `down`, `status`, `logs` and `attach` need to know of the pair's agent."""
     s = pair.server
+    fwd = s.tunnel
+    tunnel = TunnelRecord(fwd.bind, fwd.local_port, fwd.remote_port, s.why) if fwd else None
     return AgentRecord(
-        s.host, s.slot, pair.project, variant, pair.env, tuple(compose_args), pair.window
+        s.host, s.slot, pair.project, variant, pair.env, tuple(compose_args), pair.window, tunnel
     )
 
 

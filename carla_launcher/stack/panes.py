@@ -1,6 +1,9 @@
-"""What runs in the local tmux window: the server's pane, the agent's, optionally the GPUs'.
+"""What runs in the local tmux window: the server's pane, the agent's, the server's SSH tunnel
+when its agent reaches it through one, optionally the GPUs'.
 
-Pure: argv lists and pane specs only; `session.ensure_session` makes them real.
+Pure: argv lists and pane specs only (the tunnel's reads the profile's ssh_config path, which
+writes that file when it changed, as every ssh command line does); `session.ensure_session`
+makes them real.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from carla_launcher import session as sess
+from carla_launcher.box.tunnel import Forward, describe
 from carla_launcher.profile import Profile
-from carla_launcher.records import AgentRecord
+from carla_launcher.records import AgentRecord, TunnelRecord
 from carla_launcher.stack.env import first_host
 
 
@@ -35,6 +39,19 @@ def server_pane_argv(profile: Profile, host: str, read_write: bool, slot: int = 
     return ssh_argv(profile, host, tty=True, command=remote)
 
 
+def tunnel_pane_argv(profile: Profile, host: str, forward: Forward) -> list[str]:
+    """The server's tunnel in its keep-alive loop (`box/tunnel.py`): ssh again a second after
+    it ends, ended with the pane (HUP) or the session."""
+    from carla_launcher.box.tunnel import keepalive_argv
+    from carla_launcher.box.tunnel_local import tunnel_command
+
+    return keepalive_argv(tunnel_command(profile, host, forward))
+
+
+def forward_of(tunnel: TunnelRecord) -> Forward:
+    return Forward(tunnel.bind, tunnel.local_port, tunnel.remote_port)
+
+
 def gpu_argv(profile: Profile) -> list[str]:
     from carla_launcher.gpu.watch import watch_argv
 
@@ -52,9 +69,10 @@ def session_panes(
     compose_args: Sequence[str] = (),
     project: str | None = None,
     slot: int = 0,
+    tunnel: Forward | None = None,
 ) -> list[sess.PaneSpec]:
-    """The panes of one pair's window: server `slot` on `host` and its agent; `env`,
-    `compose_args` and `project` go to the agent's pane only."""
+    """The panes of one pair's window: server `slot` on `host`, its agent and its tunnel (when
+    `tunnel` is given); `env`, `compose_args` and `project` go to the agent's pane only."""
     return sess.layout(
         server_pane_argv(profile, host, read_write, slot),
         agent_argv(variant, compose_args, project) if variant else None,
@@ -66,6 +84,8 @@ def session_panes(
         if variant
         else "agent",
         agent_env=env,
+        tunnel_argv=tunnel_pane_argv(profile, host, tunnel) if tunnel else None,
+        tunnel_title=f"tunnel: {describe(tunnel, host)}" if tunnel else "tunnel",
     )
 
 
@@ -83,4 +103,5 @@ def pair_panes(
         compose_args=agent.compose_args,
         project=agent.project,
         slot=agent.slot,
+        tunnel=forward_of(agent.tunnel) if agent.tunnel else None,
     )

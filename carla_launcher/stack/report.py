@@ -1,9 +1,10 @@
 """What `carla-launch status` says of the facts `overview.gather` collected. Pure.
 
-`pairs` puts each server beside the agent `up` started for it (one shape however many);
-`problems` lists what should run and does not (exit 1 when any), naming the host and the
-server they are about; `render` is the table. A profile with one server keeps the table it
-always had; with several, each server and each agent gets its own row.
+`pairs` puts each server beside the agent `up` started for it and the SSH tunnel that agent
+goes through (one shape however many); `problems` lists what should run and does not (exit 1
+when any), naming the host and the server they are about; `render` is the table. A profile
+with one server keeps the table it always had; with several, each server and each agent gets
+its own row.
 """
 
 from __future__ import annotations
@@ -20,26 +21,39 @@ def _slot(server: dict[str, Any]) -> int | None:
 def pairs(facts: dict[str, Any]) -> list[dict[str, Any]]:
     """Every server of every host with its agent (None: none started), then the agents whose
     server is not there (its host could not be asked, or the server is gone): {host, slot,
-    gpu, port, address, server, agent}. The agent's project and window are in `agent`."""
+    gpu, port, address, server, agent, tunnel}. The agent's project and window are in
+    `agent`; `tunnel` is the SSH tunnel its agent goes through (None: none), with its pane's
+    state and whether it is up (its pane runs and all three of its ports listen)."""
     agents = {(a["host"], a["slot"]): a for a in facts.get("agents", [])}
+    windows = (facts.get("session") or {}).get("windows") or {}
     out = []
     for h in facts["hosts"]:
         for st in h.get("servers") or [h["server"]]:
             slot = _slot(st)
             if slot is None:  # the host could not be asked: its agents come below
                 continue
-            out.append(_pair(h, slot, st, agents.pop((h["host"], slot), None)))
+            out.append(_pair(h, slot, st, agents.pop((h["host"], slot), None), windows))
     by_host = {h["host"]: h for h in facts["hosts"]}
     for (host, slot), agent in agents.items():
         h = by_host.get(host, {"host": host, "address": None, "server": {}})
         failed = h["server"] if h["server"].get("error") else None
-        out.append(_pair(h, slot, failed, agent))
+        out.append(_pair(h, slot, failed, agent, windows))
     return out
 
 
 def _pair(
-    h: dict[str, Any], slot: int, server: dict[str, Any] | None, agent: dict[str, Any] | None
+    h: dict[str, Any],
+    slot: int,
+    server: dict[str, Any] | None,
+    agent: dict[str, Any] | None,
+    windows: dict[str, Any],
 ) -> dict[str, Any]:
+    tunnel = agent.get("tunnel") if agent else None
+    if tunnel is not None and agent is not None:
+        pane = (windows.get(str(agent.get("window"))) or {}).get("tunnel")
+        alive = pane.get("alive") if pane else None
+        listens = len(tunnel.get("listening") or []) == len(tunnel.get("ports") or [0])
+        tunnel = {**tunnel, "pane_alive": alive, "up": bool(alive) and listens}
     return {
         "host": h["host"],
         "slot": slot,
@@ -47,8 +61,28 @@ def _pair(
         "port": server.get("port") if server else None,
         "address": h.get("address"),
         "server": server,
-        "agent": {k: v for k, v in agent.items() if k not in ("host", "slot")} if agent else None,
+        "agent": {k: v for k, v in agent.items() if k not in ("host", "slot", "tunnel")}
+        if agent
+        else None,
+        "tunnel": tunnel,
     }
+
+
+def tunnel_problem(tunnel: dict[str, Any]) -> str | None:
+    """Why a pair's tunnel is down, in a few words (None: it is up)."""
+    if tunnel.get("up"):
+        return None
+    if tunnel.get("pane_alive") is None:
+        return "its pane is gone"
+    if not tunnel.get("pane_alive"):
+        return "its pane ended"
+    ports = tunnel.get("ports") or []
+    return (
+        f"nothing listens on {tunnel.get('bind')}:{ports[0]}-{ports[-1]} yet (its ssh is "
+        "reconnecting, or cannot log in: its pane says why)"
+        if ports
+        else "no ports"
+    )
 
 
 def _many_on(h: dict[str, Any]) -> bool:
@@ -66,21 +100,28 @@ def _server_label(h: dict[str, Any], slot: int | None, pool: bool) -> str:
     return " ".join(parts)
 
 
-def _agent_label(p: dict[str, Any], many: bool, pool: bool) -> str:
+def _agent_label(p: dict[str, Any], many: bool, pool: bool, what: str = "agent") -> str:
     if not many:
-        return "agent"
-    return f"agent {p['host']} {p['slot']}" if pool else f"agent {p['slot']}"
+        return what
+    return f"{what} {p['host']} {p['slot']}" if pool else f"{what} {p['slot']}"
+
+
+def _tunnel_label(p: dict[str, Any], many: bool, pool: bool) -> str:
+    return _agent_label(p, many, pool, "tunnel")
 
 
 def problems(facts: dict[str, Any]) -> list[str]:
     """What should run and does not (exit code 1 when any), per server of each host. A server
     stopped on purpose (`server stop`, `down --server`) is not a problem; one that died or
-    exited is."""
+    exited is. A server asked through its agent's tunnel while that tunnel is down is not
+    said not to answer: the tunnel's line says why."""
     from carla_launcher.server.state import notes, state_words
 
     out = []
     hosts = facts["hosts"]
     pool = len(hosts) > 1
+    found = pairs(facts)
+    cut = {(p["host"], p["slot"]) for p in found if p["tunnel"] and not p["tunnel"]["up"]}
     for h in hosts:
         only = f" --host {h['host']}" if pool else ""
         for server in h.get("servers") or [h["server"]]:
@@ -94,13 +135,12 @@ def problems(facts: dict[str, Any]) -> list[str]:
                     f"{name}: not running: {state_words(server)}; "
                     f"start it with `carla-launch server start {facts['profile']}{only}{one}`"
                 )
-            elif server.get("probe_error"):
+            elif server.get("probe_error") and (h["host"], slot) not in cut:
                 out.append(f"{name}: running but not answering ({server['probe_error']})")
             if not server.get("error"):  # restart loop gone, profile changed, a foreign port
                 out += [f"{name}: {note}" for note in notes(server, facts["profile"])]
     session = facts["session"]
     windows = session.get("windows") or {}
-    found = pairs(facts)
     many = len([p for p in found if p["agent"]]) > 1
     for p in found:
         agent = p["agent"]
@@ -111,9 +151,17 @@ def problems(facts: dict[str, Any]) -> list[str]:
                 f"{_agent_label(p, many, pool)}: its containers are not all running"
                 + (f" ({agent['error']})" if agent.get("error") else "")
             )
+        why = tunnel_problem(p["tunnel"]) if p["tunnel"] else None
+        if why:
+            out.append(
+                f"{_tunnel_label(p, many, pool)}: down: {why}; `carla-launch attach "
+                f"{facts['profile']}` starts it again"
+            )
     for window, panes in windows.items():
         where = f" of window {window}" if len(windows) > 1 else ""
         for role, pane in panes.items():
+            if role == "tunnel":  # said with its pair, above
+                continue
             if not pane.get("alive"):
                 out.append(
                     f"session: the {role} pane{where} ended (exit status {pane.get('exit_status')})"
@@ -181,6 +229,17 @@ def _agent_words(a: dict[str, Any], many: bool) -> str:
     return f"{variant}{project}: {states}"
 
 
+def _tunnel_words(p: dict[str, Any]) -> str:
+    """`172.17.0.1:2000 -> gpu-box:2000, up (3 of 3 ports listen, pane running; why)`."""
+    t = p["tunnel"]
+    bind = f"[{t['bind']}]" if ":" in str(t["bind"]) else t["bind"]
+    where = f"{bind}:{t['local_port']} -> {p['host']}:{t['remote_port']}"
+    pane = {None: "no pane", True: "pane running", False: "pane ended"}[t.get("pane_alive")]
+    listening = f"{len(t.get('listening') or [])} of {len(t.get('ports') or [])} ports listen"
+    why = f"; {t['why']}" if t.get("why") else ""
+    return f"{where}, {'up' if t.get('up') else 'down'} ({listening}, {pane}{why})"
+
+
 def _session_words(se: dict[str, Any]) -> str:
     if not se.get("exists"):
         return f"{se.get('name')}: none"
@@ -218,6 +277,8 @@ def render(facts: dict[str, Any]) -> list[str]:
     started = [p for p in pairs(facts) if p["agent"]]
     for p in started:
         rows.append((_agent_label(p, len(started) > 1, pool), _agent_words(p["agent"], True)))
+        if p["tunnel"]:
+            rows.append((_tunnel_label(p, len(started) > 1, pool), _tunnel_words(p)))
     if not started:
         rows.append(("agent", "not started by carla-launch up"))
     rows.append(("session", _session_words(se)))

@@ -1,5 +1,6 @@
 """The servers `up` needs: every server of the profile on every host, deployed, started and
-answering, each recorded (address, port, version) so that `status`, `env` and `sync` see them.
+answering (through its SSH tunnel where its agent goes through one, `stack/tunnels.py`), each
+recorded (address, port, version) so that `status`, `env` and `sync` see them.
 
 The imperative shell of `up`'s first half. Hosts are asked at once (`parallel.each`); one
 deploy covers every host that has nothing yet or whose launch script the profile has drifted
@@ -8,16 +9,19 @@ from; a host that fails says why in one line and the others go on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from carla_launcher import parallel, records
-from carla_launcher.box.ports import STRIDE
 from carla_launcher.box.ssh import RemoteError
-from carla_launcher.errors import LauncherError
+from carla_launcher.box.tunnel import Forward, Reach
+from carla_launcher.errors import InputError, LauncherError
 from carla_launcher.profile import Profile
-from carla_launcher.stack.pairs import Reached
+from carla_launcher.records import AgentRecord
+from carla_launcher.stack import tunnels
+from carla_launcher.stack.pairs import Reached, tunnel_refusal
+from carla_launcher.stack.tunnels import Key, Routed, world_port
 from carla_launcher.stack.variants import Say
 from carla_launcher.term import Board
 
@@ -187,57 +191,137 @@ def ensure_server(
     return got.statuses[host][0]
 
 
+@dataclass
+class Answered:
+    """What `answering` found: the servers that answered (host and slot order), a line for
+    each that did not, and what it started (the SSH tunnels), in words."""
+
+    reached: list[Reached] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+
+
+def _addresses(profile: Profile, hosts: Sequence[str], lines: list[str]) -> dict[str, str | None]:
+    """Each host's address (in turn: learn() rewrites one file). One that cannot be found is a
+    line, unless `remote.tunnel` may carry its agents: a tunnel needs none (None)."""
+    from carla_launcher.box.address import agent_address
+
+    out: dict[str, str | None] = {}
+    for host in hosts:
+        try:
+            out[host] = agent_address(profile, host)
+        except LauncherError as e:
+            if profile.remote.tunnel is False:
+                lines.append(f"{host}: {str(e).removeprefix(f'{host}: ')}")
+            else:
+                out[host] = None
+    return out
+
+
+def _routes(
+    profile: Profile,
+    todo: list[tuple[str, dict[str, Any]]],
+    addresses: Mapping[str, str | None],
+    recorded: Mapping[Key, AgentRecord],
+    progress: Progress,
+    read_write: bool,
+    out: Answered,
+    reach: Callable[[str, int], Reach] | None,
+) -> dict[Key, tuple[Forward, str]]:
+    """The tunnels of the servers in `todo` whose agents go through one (`stack/tunnels.py`),
+    their panes started; the servers that cannot be told leave `todo` with a line."""
+    from carla_launcher.box.ports import NoFreePort
+
+    def one(item: tuple[str, dict[str, Any]]) -> Routed | str:
+        host, st = item
+        old = recorded.get((host, _slot(st)))
+        return tunnels.decide(
+            profile, host, st, addresses[host], old.tunnel if old else None, progress, reach
+        )
+
+    chosen: dict[Key, Routed] = {}
+    for (host, st), got in zip(list(todo), parallel.each(todo, one), strict=True):
+        if isinstance(got, str):
+            out.lines.append(got)
+            todo.remove((host, st))
+        else:
+            chosen[(host, _slot(st))] = got
+    wanted = {
+        (h, _slot(st)): world_port(profile, st) for h, st in todo if chosen[(h, _slot(st))].tunnel
+    }
+    refusal = tunnel_refusal(profile, len(wanted))
+    if refusal:
+        raise InputError(profile.path, None, refusal, "compose.address")
+    try:
+        fwds = tunnels.forwards(profile, wanted, recorded)
+    except NoFreePort as e:
+        raise LauncherError(f"no free local ports for an SSH tunnel: {e}") from None
+    out.done += tunnels.open_panes(profile, fwds, recorded, read_write=read_write)
+    return {k: (fwd, chosen[k].why) for k, fwd in fwds.items()}
+
+
+def _slot(st: Mapping[str, Any]) -> int:
+    return int(st.get("slot") or 0)
+
+
 def answering(
     profile: Profile,
     statuses: dict[str, list[dict[str, Any]]],
     progress: Progress = None,
     said: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
-) -> tuple[list[Reached], list[str]]:
+    recorded: Mapping[Key, AgentRecord] | None = None,
+    read_write: bool = False,
+    reach: Callable[[str, int], Reach] | None = None,
+) -> Answered:
     """Wait until each running server answers (all at once), then record what each said: the
     servers that answered, in host and slot order, and a line for each one that did not (but
-    those in `said`, whose failure to start was said already)."""
-    from carla_launcher.box.address import agent_address
+    those in `said`, whose failure to start was said already). A server whose agent goes
+    through an SSH tunnel (`remote.tunnel`) gets it first, in its pair's window (`recorded`:
+    the agents of the last `up`, whose tunnels keep their local ports), and answers through it.
+    `reach`: `auto`'s TCP check (`tunnels.EarlyReach`: started early)."""
     from carla_launcher.server import control
 
-    addresses: dict[str, str] = {}
-    lines: list[str] = []
-    for host in statuses:  # in turn: learn() rewrites one file
-        try:
-            addresses[host] = agent_address(profile, host)
-        except LauncherError as e:
-            lines.append(f"{host}: {str(e).removeprefix(f'{host}: ')}")
+    out = Answered()
+    addresses = _addresses(profile, list(statuses), out.lines)
     todo: list[tuple[str, dict[str, Any]]] = []
     for host, sts in statuses.items():
         for st in sts if host in addresses else []:
             if st.get("running"):
                 todo.append((host, st))
-            elif st.get("deployed") and (host, int(st.get("slot") or 0)) not in said:
-                lines.append(f"{host} server {st.get('slot')}: not running ({st.get('state')})")
+            elif st.get("deployed") and (host, _slot(st)) not in said:
+                out.lines.append(f"{host} server {st.get('slot')}: not running ({st.get('state')})")
+    through = _routes(profile, todo, addresses, recorded or {}, progress, read_write, out, reach)
     many = len(todo) > 1
 
     def wait(item: tuple[str, dict[str, Any]]) -> Reached | str:
         host, st = item
-        slot = int(st.get("slot") or 0)
-        port = int(st.get("port") or profile.server.port + STRIDE * slot)
+        slot = _slot(st)
+        port = world_port(profile, st)
+        address = addresses[host]
+        fwd, why = through.get((host, slot), (None, ""))
         said = progress
         if progress is not None and many:  # one line for all: it names the server it waits on
 
             def said(waited: float, reason: str) -> None:
                 progress(waited, f"{host} server {slot}: {reason}")
 
+        if fwd is not None and not tunnels.wait_listening(fwd, tunnels.listen_timeout(profile)):
+            return tunnels.not_listening(profile, host, slot, fwd)
+        probe = (fwd.bind, fwd.local_port) if fwd is not None else (address, port)
+        if probe[0] is None:  # no address: only a tunnel reaches it (`_addresses`)
+            return f"{host} server {slot}: no address to reach it at"
         try:
-            version = control.wait_started(profile, host, addresses[host], port, said, slot=slot)
+            version = control.wait_started(profile, host, probe[0], probe[1], said, slot=slot)
         except LauncherError as e:
             return f"{host} server {slot}: {str(e).removeprefix(f'{host}: ')}"
         gpu = st.get("gpu")
         return Reached(
-            host, slot, gpu if isinstance(gpu, int) else None, addresses[host], port, version
+            host, slot, gpu if isinstance(gpu, int) else None, address, port, version, fwd, why
         )
 
-    reached: list[Reached] = []
     for got in parallel.each(todo, wait):
         if isinstance(got, str):
-            lines.append(got)
+            out.lines.append(got)
             continue
         records.learn(
             profile,
@@ -247,5 +331,5 @@ def answering(
             version=got.version,
             slot=got.slot,
         )
-        reached.append(got)
-    return reached, lines
+        out.reached.append(got)
+    return out

@@ -26,11 +26,13 @@ from carla_launcher.stack.pairs import (
     env_mode_refusal,
     left_over,
     pairs_of,
+    tunnel_refusal,
 )
 from carla_launcher.stack.panes import pair_panes
 from carla_launcher.stack.servers import Live, answering, ensure_servers
 from carla_launcher.stack.servers import ensure_server as ensure_server  # for one server's callers
 from carla_launcher.stack.servers import redeploy_drifted as redeploy_drifted  # `server start`
+from carla_launcher.stack.tunnels import EarlyReach, early_targets
 from carla_launcher.stack.variants import (
     Say,
     address_origin,
@@ -58,10 +60,13 @@ class UpReport:
 
 def refuse_early(profile: Profile) -> None:
     """What `up` refuses before it touches a box (exit 2): several servers declared with
-    literal variants, and another profile's variants in the same folder."""
+    literal variants, tunnels (`remote.tunnel: true`) with literal variants, and another
+    profile's variants in the same folder."""
     gpus = profile.server.gpus
     declared = len(profile.remote.hosts) * (len(gpus) if isinstance(gpus, tuple) else 1)
-    line = env_mode_refusal(profile, declared)
+    line = env_mode_refusal(profile, declared) or tunnel_refusal(
+        profile, declared if profile.remote.tunnel is True else 0
+    )
     if line:
         raise InputError(profile.path, None, line, "compose.address")
     refuse_shared_folder(profile)
@@ -83,10 +88,27 @@ def up(
     refuse_early(profile)
     hosts = list(profile.remote.hosts)
     known = {h: profile.remote.address or records.server(profile, h).address for h in hosts}
-    ensured = ensure_servers(profile, hosts, say, live)
-    left = [f"{h}: {why}" for h, why in ensured.failed.items()] + ensured.lines
-    reached, lines = answering(profile, ensured.statuses, progress, ensured.said)
-    left += lines
+    found = records.session(profile)
+    before = list(found.pairs) if found is not None else []
+    recorded = {(a.host, a.slot): a for a in before if a.host is not None}
+    reopened = any(a.tunnel for a in before)  # a second `up` keeps its tunnels: nothing to ask
+    early = EarlyReach([] if reopened else early_targets(profile, known))
+    try:
+        ensured = ensure_servers(profile, hosts, say, live)
+        left = [f"{h}: {why}" for h, why in ensured.failed.items()] + ensured.lines
+        answered = answering(
+            profile,
+            ensured.statuses,
+            progress,
+            ensured.said,
+            recorded,
+            read_write=read_write,
+            reach=early.reach,
+        )
+    finally:
+        early.close()
+    reached = answered.reached
+    left += answered.lines
     for line in left:
         say(f"warning: {line}; its agent is not started")
     if not reached:
@@ -97,12 +119,10 @@ def up(
     pairs = pairs_of(profile, reached)
     first = reached[0]
     origin = address_origin(profile, None if known.get(first.host) else first.host)
-    synced = sync_variants(profile, first.address, first.port, say, origin)
-    done = [*ensured.done, *synced.lines]
+    synced = sync_variants(profile, *first.agent_address, say, origin)
+    done = [*ensured.done, *answered.done, *synced.lines]
     variant = choose_variant(profile.compose_dir, synced.variants, compose)
     name = sess.session_name(profile.key)
-    found = records.session(profile)
-    before = list(found.pairs) if found is not None else []
     asked = {h: {int(st.get("slot") or 0) for st in sts} for h, sts in ensured.statuses.items()}
     gone, kept = left_over(before, pairs, asked, hosts)
     done += _take_down(gone, {p.window for p in pairs}, name, say)
@@ -164,6 +184,7 @@ def _start_agents(
     opened: list[str] = []
     created: list[str] = []
     respawned: list[str] = []
+    closed: list[str] = []
     for n, pair in enumerate(pairs):
         old = before.get(pair.project)
         again = (
@@ -184,6 +205,8 @@ def _start_agents(
         else:
             created += [r + where for r in result.created]
         respawned += [r + where for r in result.respawned]
+        if pair.server.tunnel is None and sess.kill_pane(server, name, pair.window, "tunnel"):
+            closed.append(pair.label)  # a tunnel of an earlier `up`: it reaches the address now
         out.agents.append(agent)
     if opened:
         out.lines.append("opened windows (a server beside its agent): " + ", ".join(opened))
@@ -191,4 +214,8 @@ def _start_agents(
         out.lines.append("opened panes: " + ", ".join(created))
     if respawned:
         out.lines.append("restarted panes: " + ", ".join(respawned))
+    if closed:
+        out.lines.append(
+            "closed the SSH tunnel (its agent reaches the address): " + ", ".join(closed)
+        )
     return out

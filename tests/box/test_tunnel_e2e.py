@@ -24,8 +24,10 @@ from carla_launcher.box.tunnel_local import (
     tunnel_command,
 )
 from carla_launcher.profile import read_profile
+from carla_launcher.records import TunnelRecord
 from carla_launcher.server.probe import NotReady, probe_version
 from carla_launcher.stack.env import agent_env
+from carla_launcher.stack.tunnels import close_leftovers
 from tests.harness.agent import VERSION_CALL
 from tests.harness.cli import Cli, write_files
 from tests.harness.dockerd import DockerDaemon
@@ -185,3 +187,25 @@ services:
             subprocess.run([*up, "down"], env=env, capture_output=True, timeout=120, check=False)
         assert agent.returncode == 0, agent.stderr + loop.output()
         assert agent.stdout.strip() == "0.9.15"
+
+
+def test_a_tunnel_whose_loop_was_killed_outright_is_ended_by_down(box: Box, tmp_path: Path) -> None:
+    """A loop killed with SIGKILL cannot end its ssh, which goes on forwarding: what `down`
+    does after the session closed (`stack/tunnels.py` close_leftovers) ends it, and only it."""
+    serving_behind_a_firewall(box, "ssh")
+    profile = read_profile(box.profile_path)
+    assert profile.remote.host is not None
+    fwd = Forward("127.0.0.1", local_port(2000, listening_ports()), 2000)
+    argv = keepalive_argv(tunnel_command(profile, profile.remote.host, fwd))
+    with running(argv, tmp_path / "tunnel.log") as loop:
+        lp = fwd.local_port
+        wait_for(lambda: version_at("127.0.0.1", lp), 30, "the tunnel", loop.output)
+        orphan = loop.ssh()
+        assert orphan is not None
+        os.kill(loop.proc.pid, signal.SIGKILL)  # the loop only: its ssh runs on
+        loop.proc.wait(10)
+        assert not gone(orphan) and version_at("127.0.0.1", lp) == "0.9.15"
+        record = TunnelRecord(fwd.bind, lp, 2000)
+        assert close_leftovers([record]) == []
+        assert gone(orphan)
+        assert not triple(lp) & listening_ports()

@@ -250,6 +250,7 @@ def test_box_outputs_follow_their_schemas(box: Box, tmux_socket: str) -> None:
     (pair,) = doc["pairs"]  # every server beside its agent: none started by `up` here
     assert (pair["host"], pair["slot"], pair["port"], pair["agent"]) == (box.alias, 0, 2000, None)
     assert pair["server"]["running"] and pair["address"] == box.address
+    assert pair["tunnel"] is None  # remote.tunnel is off (with one: tests/stack/test_tunnel_up.py)
     assert len(r.stdout) < 8000 and "as_server" not in r.stdout  # no remote script in it
     sess.kill_session(sess.tmux_server(), sess.session_name(prof.key))
 
