@@ -286,7 +286,8 @@ def answering(
     todo: list[tuple[str, dict[str, Any]]] = []
     for host, sts in statuses.items():
         for st in sts if host in addresses else []:
-            if st.get("running"):
+            # its session runs: just started, its loop has not written "running" yet
+            if st.get("running") or st.get("session"):
                 todo.append((host, st))
             elif st.get("deployed") and (host, _slot(st)) not in said:
                 out.lines.append(f"{host} server {st.get('slot')}: not running ({st.get('state')})")
