@@ -116,6 +116,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "carla-launch up gpu -f docker-compose.leaderboard.yaml",
         "carla-launch up gpu -- --build agent # rest goes to `docker compose up`",
         "carla-launch up pool # server.gpus on a pool: a server per GPU, an agent per server",
+        "carla-launch up gpu # with remote.tunnel: auto, an SSH tunnel if the box's ports are shut",
     ),
     "attach": (
         "carla-launch attach gpu",
@@ -125,6 +126,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "status": (
         "carla-launch status gpu",
         "carla-launch status pool --json | jq '.pairs[] | [.host, .slot, .port, .agent.project]'",
+        "carla-launch status gpu --json | jq '.pairs[].tunnel | [.bind, .local_port, .up]'",
     ),
     "logs": (
         "carla-launch logs gpu # every container of the agent's project",
