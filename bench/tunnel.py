@@ -24,13 +24,13 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.up import carla_launch
 from carla_launcher.profile import read_profile
 from carla_launcher.stack.pairs import Reached, pairs_of
 from tests.harness.dockerd import DockerDaemon
@@ -62,21 +62,6 @@ def main() -> None:
             finally:
                 subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
     print(json.dumps(results, indent=2))
-
-
-def carla_launch(env: dict[str, str], cwd: Path, *a: str) -> subprocess.CompletedProcess[str]:
-    """`carla-launch A...` as a user runs it; a failure ends the benchmark with its output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "carla_launcher", *a],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"carla-launch {' '.join(a)} failed: {done.stderr}{done.stdout}")
-    return done
 
 
 def prepare(box: Box, tmp: Path, docker: DockerDaemon, env: dict[str, str]) -> tuple[str, str]:

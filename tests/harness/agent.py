@@ -52,28 +52,26 @@ def cli(
     )
 
 
-def pane_text(socket: str, session: str, role: str) -> str:
+ROLE_FORMAT = "#{pane_id} #{@carla_role}"
+
+
+def pane_id(socket: str, session: str, role: str) -> str | None:
+    """The id of the session's first pane with this role (`@carla_role`), or None."""
     panes = subprocess.run(
-        [
-            "tmux",
-            "-L",
-            socket,
-            "list-panes",
-            "-s",
-            "-t",
-            session,
-            "-F",
-            "#{pane_id} #{@carla_role}",
-        ],
+        ["tmux", "-L", socket, "list-panes", "-s", "-t", session, "-F", ROLE_FORMAT],
         capture_output=True,
         text=True,
     ).stdout
-    for line in panes.splitlines():
-        pane_id, _, r = line.partition(" ")
-        if r == role:
-            return subprocess.run(
-                ["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", pane_id],
-                capture_output=True,
-                text=True,
-            ).stdout
-    return ""
+    return next((ln.split()[0] for ln in panes.splitlines() if ln.endswith(f" {role}")), None)
+
+
+def pane_text(socket: str, session: str, role: str) -> str:
+    """What the pane with this role shows, its scrollback included ("" when there is none)."""
+    found = pane_id(socket, session, role)
+    if found is None:
+        return ""
+    return subprocess.run(
+        ["tmux", "-L", socket, "capture-pane", "-p", "-J", "-S", "-", "-t", found],
+        capture_output=True,
+        text=True,
+    ).stdout

@@ -22,52 +22,26 @@ import pytest
 from carla_launcher.profile import read_profile
 from tests.harness.agent import VERSION_CALL, cli
 from tests.harness.netns_box import Box
+from tests.harness.parallel import ENV_AGENT, agent_reports, containers
 from tests.harness.polling import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
 
-# An agent for the env address mode: the variant points CARLA_SIM_HOST and CARLA_SIM_PORT at
-# CARLA_LAUNCH_HOST/PORT; it asks that server for its version every 2 s and says what it got.
-# No `name:`, no published port: one variant runs as several compose projects at once.
-AGENT = """\
-services:
-  carla-simulator:
-    image: carlasim/carla:0.9.15
-  agent:
-    image: {image}
-    init: true
-    container_name: cross_agent
-    environment:
-      - CARLA_SIM_HOST=carla-simulator
-      - CARLA_SIM_PORT=2000
-    depends_on: [carla-simulator]
-    command:
-      - sh
-      - -c
-      - |
-        while :; do
-          reply=$$(printf '{call}' | nc -w 3 $$CARLA_SIM_HOST $$CARLA_SIM_PORT \\
-            | grep -o '0\\.9\\.[0-9]*')
-          echo "agent: connected to $$CARLA_SIM_HOST:$$CARLA_SIM_PORT, CARLA $$reply"
-          sleep 2
-        done
-"""
-REPORT = re.compile(r"agent: connected to (\S+):(\d+), CARLA (\S*)")
+# The env-mode agent of tests/harness/parallel.py (it prints the address and port it asked and
+# the version that answered), with a fixed container_name: one variant runs as two projects.
+AGENT = ENV_AGENT.replace(
+    "    init: true\n", "    init: true\n    container_name: cross_agent\n", 1
+)
+assert "container_name" in AGENT
 
 
 def _ids(dockerd: Any, project: str, *, running: bool = False) -> list[str]:
-    label = f"label=com.docker.compose.project={project}"
-    args = ["ps", "-q", "--no-trunc", "--filter", label, *([] if running else ["-a"])]
-    return sorted(dockerd.docker(*args).stdout.split())
+    return sorted(containers(dockerd, project, every=not running))
 
 
 def _reports(dockerd: Any, project: str) -> list[tuple[str, int, str]]:
     """(address, port, version) of every line the project's agent printed, in order."""
-    out = []
-    for cid in _ids(dockerd, project):
-        logs = dockerd.docker("logs", cid, check=False)
-        out += [(a, int(p), v) for a, p, v in REPORT.findall(logs.stdout + logs.stderr)]
-    return out
+    return [(r.address, r.port, r.version) for r in agent_reports(dockerd, project)]
 
 
 def _answered(dockerd: Any, project: str, after: int = 0) -> list[tuple[str, int, str]]:

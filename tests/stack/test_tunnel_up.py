@@ -42,7 +42,7 @@ from carla_launcher.stack.pairs import Reached, agent_record, pairs_of
 from carla_launcher.stack.panes import pair_panes
 from carla_launcher.stack.report import pairs, problems, render
 from carla_launcher.stack.up import UpReport, refuse_early
-from tests.harness.agent import cli, pane_text
+from tests.harness.agent import cli, pane_id, pane_text
 from tests.harness.dockerd import DockerDaemon
 from tests.harness.netns_box import Box
 from tests.harness.parallel import (
@@ -344,6 +344,7 @@ def test_up_reaches_a_firewalled_box_through_a_tunnel_and_down_closes_it(
 
     # its pane ended (Ctrl-C ends the loop): a problem, until `attach` starts it again
     pane = pane_id(tmux_socket, session, "tunnel")
+    assert pane is not None
     subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", pane, "C-c"], check=True)
     wait_for(lambda: not triple(lp) & listening_ports(), 15, "the tunnel's ports to close")
     code, status = _status(box, env)
@@ -364,23 +365,3 @@ def test_up_reaches_a_firewalled_box_through_a_tunnel_and_down_closes_it(
     )
     assert not triple(lp) & listening_ports()
     assert _ssh_of(fwd) == []
-
-
-def pane_id(socket: str, session: str, role: str) -> str:
-    panes = subprocess.run(
-        [
-            "tmux",
-            "-L",
-            socket,
-            "list-panes",
-            "-s",
-            "-t",
-            session,
-            "-F",
-            "#{pane_id} #{@carla_role}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return next(line.split()[0] for line in panes.splitlines() if line.endswith(f" {role}"))
