@@ -192,6 +192,7 @@ def parallel(runs: int, tmp: Path, docker: DockerDaemon, env: dict[str, str]) ->
         carla_launch(env, folder, "deploy", str(one))
         carla_launch(env, folder, "deploy", str(pool))
         carla_launch(env, folder, "up", str(pool), "--no-attach")
+        all_up(env, folder, pool)  # the agents' containers may still be starting
         status = json.loads(carla_launch(env, folder, "status", str(pool), "--json").stdout)
         if len(status.get("pairs", [])) != 3:
             raise SystemExit(f"the pool runs {len(status.get('pairs', []))} pairs, not 3")

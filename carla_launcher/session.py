@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TypedDict
 
 import libtmux
-from libtmux.constants import PaneDirection
 
 SOCKET_ENV = "CARLA_LAUNCH_TMUX_SOCKET"  # a private tmux socket (-L NAME), for tests and CI
 ROLE_OPTION = "@carla_role"
@@ -169,14 +168,14 @@ def window_states(session: libtmux.Session) -> dict[str, dict[str, PaneState]]:
 
 @dataclass
 class EnsureResult:
-    session: libtmux.Session
     created: list[str] = field(default_factory=list)
     respawned: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.respawned)
+        return bool(self.created or self.respawned or self.closed)
 
 
 def ensure_session(
@@ -185,112 +184,93 @@ def ensure_session(
     panes: list[PaneSpec],
     restart: set[str] | frozenset[str] = frozenset(),
     window: str = WINDOW,
+    close: set[str] | frozenset[str] = frozenset(),
 ) -> EnsureResult:
     """Make the session's `window` hold these panes (the session and the window are made when
     missing). Running panes are kept as they are (unless their role is in `restart`); dead
-    ones are started again with their (possibly new) command; missing ones are added."""
-    session = find_session(server, name)
-    found_window = _window(session, window) if session is not None else None
-    if session is None or found_window is None:
+    ones are started again with their (possibly new) command; missing ones are added; those
+    of a role in `close` are closed. At most three tmux calls (a window of `up` costs about
+    what one costs): what is there, the window when missing, then every change at once."""
+    rows = _rows(server, name)
+    win = _window_id(rows, window)
+    result = EnsureResult()
+    existing: dict[str, tuple[str, bool]] = {}  # role -> (pane id, alive)
+    if win is None:
         first = panes[0]
-        if session is None:
-            session = _new_session(server, name, first, window)
-        else:
-            _new_window(server, name, window, first)
-        win = _window(session, window)
-        if win is None:  # tmux made it a moment ago
-            raise LookupError(f"tmux window {window!r} of {name!r} was not created")
-        _configure(win)
-        pane = _active_pane(win)
-        _mark(pane, first)
-        result = EnsureResult(session, created=[first.role])
-        existing = {first.role: pane}
+        make = (
+            ["new-window", "-d", "-t", f"={name}:"]
+            if rows
+            else ["new-session", "-d", "-s", name, "-x", "200", "-y", "50"]
+        )
+        # one command list: remain-on-exit is on before tmux notices that a command which
+        # fails at once has exited (its pane and message stay)
+        target = f"={name}:{window}"
+        made = _tmux(
+            server,
+            [*make, "-n", window, "-P", "-F", "#{pane_id}", *_start(first)],
+            _remain(name, window),
+            ["set-option", "-w", "-t", target, "pane-border-status", "top"],
+            ["set-option", "-w", "-t", target, "pane-border-format", " #{pane_title} "],
+            *_marked(target, first),
+        )
+        existing[first.role] = (made[0].strip(), True)
+        result.created.append(first.role)
     else:
-        win = found_window
-        result = EnsureResult(session)
-        existing = {}
-        for listed in win.panes:
-            role = _role(listed)
-            if role:
-                existing[role] = listed
-    states = pane_states(session, str(win.window_name))
+        existing = {r[3]: (r[2], r[4]) for r in rows if r[0] == win and r[3]}
+    server_pane = existing.get("server", (None,))[0] or next(
+        (r[2] for r in rows if r[0] == win and r[5]), f"={name}:{window}"
+    )
+    todo: list[list[str]] = []
     for spec in panes:
-        found = existing.get(spec.role)
-        if found is None:
-            target = existing.get("server") or _active_pane(win)
-            direction = PaneDirection.Right if spec.role == "agent" else PaneDirection.Below
-            pane = target.split(  # remain-on-exit is already on for this window
-                direction=direction,
-                shell=spec.shell,
-                start_directory=str(spec.cwd),
-                environment=spec.env or None,
-                size=SPLIT_SIZE.get(spec.role),
-            )
-            _mark(pane, spec)
-            existing[spec.role] = pane
+        pane, alive = existing.get(spec.role, (None, False))
+        if pane is None:  # split beside the server (it is the active pane until it ends)
+            size = ["-l", SPLIT_SIZE[spec.role]] if spec.role in SPLIT_SIZE else []
+            side = "-h" if spec.role == "agent" else "-v"
+            todo += [["split-window", "-t", server_pane, side, *size, *_start(spec)]]
+            todo += [*_marked(f"={name}:{window}", spec), ["select-pane", "-t", server_pane]]
             result.created.append(spec.role)
         elif spec.role in result.created:
             continue
-        elif _alive(states, spec.role) and spec.role not in restart:
+        elif alive and spec.role not in restart:
             result.kept.append(spec.role)
         else:
-            _respawn(found, spec)
+            todo += [["respawn-pane", "-k", "-t", pane, *_start(spec)], *_marked(pane, spec)]
             result.respawned.append(spec.role)
+    for role in sorted(close - {s.role for s in panes}):
+        if role in existing:
+            todo.append(["kill-pane", "-t", existing[role][0]])
+            result.closed.append(role)
+    if todo:
+        _tmux(server, *todo)
     return result
 
 
-def _window(session: libtmux.Session, window: str) -> libtmux.Window | None:
-    """The session's window of that name; for the one window of a session made before
-    windows had names that matter, its active window."""
-    found = session.windows.get(window_name=window, default=None)
-    if found is None and window == WINDOW and len(session.windows) == 1:
-        roles = {_role(p) for p in session.windows[0].panes}
-        return session.windows[0] if roles & {"server", "agent"} else None
+def _rows(server: libtmux.Server, name: str) -> list[tuple[str, str, str, str, bool, bool]]:
+    """(window id, window name, pane id, role, alive, active) of each pane of the session, in
+    one tmux call; [] when there is no such session (or no tmux server)."""
+    fmt = "#{window_id} #{window_name} #{pane_id} #{pane_dead} #{pane_active} #{@carla_role}"
+    got = server.cmd("list-panes", "-s", "-t", f"={name}", "-F", fmt)
+    rows = [line.split(" ", 5) for line in got.stdout if line.count(" ") >= 5]
+    return [(w, n, p, role, dead != "1", act == "1") for w, n, p, dead, act, role in rows]
+
+
+def _window_id(rows: list[tuple[str, str, str, str, bool, bool]], window: str) -> str | None:
+    """The id of the session's window of that name; for the one window of a session made
+    before windows had names that matter, that window."""
+    found = next((r[0] for r in rows if r[1] == window), None)
+    if found is None and window == WINDOW and len({r[0] for r in rows}) == 1:
+        return rows[0][0] if {r[3] for r in rows} & {"server", "agent"} else None
     return found
 
 
-def _new_session(
-    server: libtmux.Server, name: str, first: PaneSpec, window: str = WINDOW
-) -> libtmux.Session:
-    """Start the session with the first pane's command, remain-on-exit already on."""
-    # Raw tmux on purpose: Server.new_session cannot chain a command, and only one tmux
-    # command list turns remain-on-exit on before the server notices that a command which
-    # fails at once has exited (its pane and message stay).
-    server.cmd(
-        "new-session",
-        "-d",
-        "-s",
-        name,
-        "-n",
-        window,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        *_start(first),
-        ";",
-        *_remain(name, window),
-    )
-    session = server.sessions.get(session_name=name)  # raises if tmux did not make it
-    if session is None:  # for the type checker: get() without a default never returns None
-        raise LookupError(f"tmux session {name!r} was not created")
-    return session
-
-
-def _new_window(server: libtmux.Server, name: str, window: str, first: PaneSpec) -> None:
-    """Add a window to the session, as `_new_session` starts one (not selected: `attach`
-    opens the session on the window it had)."""
-    server.cmd(
-        "new-window",
-        "-d",
-        "-t",
-        f"={name}:",
-        "-n",
-        window,
-        *_start(first),
-        ";",
-        *_remain(name, window),
-    )
+def _tmux(server: libtmux.Server, *commands: list[str]) -> list[str]:
+    """Several tmux commands in one tmux call (`;` between them); their output. A failure
+    stops the list and raises, with tmux's words."""
+    argv = [a for c in commands for a in (";", *c)][1:]
+    got = server.cmd(*argv)
+    if got.stderr:
+        raise libtmux.exc.LibTmuxException(f"tmux {commands[0][0]}: {' '.join(got.stderr)}")
+    return list(got.stdout)
 
 
 def _start(first: PaneSpec) -> list[str]:
@@ -304,35 +284,22 @@ def _remain(name: str, window: str) -> list[str]:
     return ["set-option", "-w", "-t", f"={name}:{window}", "remain-on-exit", "on"]
 
 
-def _active_pane(window: libtmux.Window) -> libtmux.Pane:
-    pane = window.active_pane
-    if pane is None:  # tmux keeps an active pane in every live window
-        raise LookupError(f"tmux window {window.window_id} has no active pane")
-    return pane
+def _marked(target: str, spec: PaneSpec) -> list[list[str]]:
+    """The commands that store the pane's role on it and give it its title."""
+    return [
+        ["set-option", "-p", "-t", target, ROLE_OPTION, spec.role],
+        ["select-pane", "-t", target, "-T", spec.title],
+    ]
 
 
-def _alive(states: dict[str, PaneState], role: str) -> bool:
-    """A pane tmux did not report on counts as running: it is kept, not restarted."""
-    state = states.get(role)
-    return state is None or state["alive"]
-
-
-def _configure(window: libtmux.Window) -> None:
-    window.set_option("remain-on-exit", "on")  # a finished pane keeps its output and says why
-    window.set_option("pane-border-status", "top")
-    window.set_option("pane-border-format", " #{pane_title} ")
-
-
-def _respawn(pane: libtmux.Pane, spec: PaneSpec) -> None:
-    pane.respawn(
-        kill=True, start_directory=spec.cwd, environment=spec.env or None, shell=spec.shell
-    )
-    _mark(pane, spec)
-
-
-def _mark(pane: libtmux.Pane, spec: PaneSpec) -> None:
-    pane.set_option(ROLE_OPTION, spec.role)
-    pane.set_title(spec.title)
+def _window(session: libtmux.Session, window: str) -> libtmux.Window | None:
+    """The session's window of that name; for the one window of a session made before
+    windows had names that matter, its active window."""
+    found = session.windows.get(window_name=window, default=None)
+    if found is None and window == WINDOW and len(session.windows) == 1:
+        roles = {_role(p) for p in session.windows[0].panes}
+        return session.windows[0] if roles & {"server", "agent"} else None
+    return found
 
 
 def kill_window(server: libtmux.Server, name: str, window: str) -> bool:

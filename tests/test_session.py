@@ -112,3 +112,26 @@ def test_a_window_per_pair_each_kept_on_its_own(tmux, tmp_path: Path) -> None:
     assert sess.kill_window(tmux, "carla-box", "box-1")
     assert list(sess.window_states(sess.find_session(tmux, "carla-box"))) == ["box-0"]
     assert not sess.kill_window(tmux, "carla-box", "box-1")
+
+
+def test_a_pane_of_a_role_asked_closed_goes_and_the_server_pane_stays_active(
+    tmux, tmp_path: Path
+) -> None:
+    """An earlier `up`'s SSH tunnel pane closes when its agent no longer needs it; the others
+    are kept, and attach still opens on the server's pane."""
+    panes = sess.layout(
+        ["sh", "-c", "echo server; sleep 30"],
+        ["sh", "-c", "echo agent; sleep 30"],
+        tmp_path,
+        tunnel_argv=["sh", "-c", "echo tunnel; sleep 30"],
+    )
+    made = sess.ensure_session(tmux, "carla-box", panes, window="box-0")
+    assert made.created == ["server", "agent", "tunnel"]
+    active = sess.find_session(tmux, "carla-box").active_window.active_pane
+    assert active is not None and sess._role(active) == "server"
+    without = panes[:2]
+    closed = sess.ensure_session(tmux, "carla-box", without, window="box-0", close={"tunnel"})
+    assert closed.closed == ["tunnel"] and sorted(closed.kept) == ["agent", "server"]
+    assert set(sess.pane_states(sess.find_session(tmux, "carla-box"))) == {"server", "agent"}
+    again = sess.ensure_session(tmux, "carla-box", without, window="box-0", close={"tunnel"})
+    assert not again.changed

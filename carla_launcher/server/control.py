@@ -12,7 +12,8 @@ and, from the launch script's config line, what the profile changed since the de
 
 With `server.gpus` a box runs several servers of one profile, each in its own state folder
 (`server/slots.py`). `host_servers` and the `*_servers` actions cover all of them in ONE round
-trip: a loop on the box (`slots.each_server`) runs the one-server script once per folder.
+trip: on the box (`slots.each_server`) the one-server script runs in each folder, all
+at the same time.
 The scripts themselves are pure, in `server/scripts.py`.
 """
 
@@ -24,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from carla_launcher import parallel
+from carla_launcher.box.sections import MARK as SECTION_MARK
 from carla_launcher.box.shell import error_line, prologue
 from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
 from carla_launcher.server.scripts import (
@@ -229,12 +231,24 @@ def stop_servers(
 
 
 def start_servers(
-    profile: Profile, host: str | None = None, only: int | None = None
+    profile: Profile, host: str | None = None, only: int | None = None, status: bool = False
 ) -> list[dict[str, Any]]:
     """`start` of every server of the box (or server `only`), in one round trip:
-    [{host, slot, tmux_session, done (started now; False: it ran), warning, error}]."""
-    body = compose_start_script() if profile.server.mode == "compose" else start_script()
-    return [_result(f, "started=yes" in f["text"]) for f in _on_each(profile, host, body, only, 60)]
+    [{host, slot, tmux_session, done (started now; False: it ran), warning, error}]; with
+    `status`, also each server's `status` after it, as `host_servers` gives it (one round trip
+    fewer for `up`; a server just started may still say "stopped", its `session` runs)."""
+    compose = profile.server.mode == "compose"
+    body = compose_start_script() if compose else start_script()
+    if status:  # the status also of a server whose start failed; the start's exit code stays
+        body = f"(\n{body}\n)\n_cl_rc=$?\n{status_script(compose)}exit $_cl_rc\n"
+    out = []
+    for f in _on_each(profile, host, body, only, 60):
+        started = "started=yes" in f["text"].split(SECTION_MARK, 1)[0]
+        got = _result(f, started)
+        if status:
+            got["status"] = _status(profile, f["host"], f["slot"], f["text"])
+        out.append(got)
+    return out
 
 
 def restart_servers(

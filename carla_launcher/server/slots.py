@@ -199,19 +199,28 @@ cl_servers() {
 
 def each_server(body: str, only: str | None = None) -> str:
     """After server 0's prologue: `body` once per server of the profile on the box (or for
-    session `only`), in a subshell with that server's CL_SESSION and SDIR, its output and
-    errors after a `SERVER_MARK NAME` line, its exit code after it. Every server is named,
+    session `only`), each in a subshell with that server's CL_SESSION and SDIR, all at the
+    same time (a box's servers are independent: own session, folder and ports), so asking a
+    box of N servers costs about what one costs. Each part's output goes to a file of its own;
+    when all are done they are printed in the box's order, each after a `SERVER_MARK NAME`
+    line and followed by its exit code (`parse_servers` reads them). Every server is named,
     also those not asked for, so that a caller can say which there are."""
+    mark, rc = q(SERVER_MARK), q(SERVER_RC)
     return (
         SERVERS_FUNCTION
-        + "CL_TOP=${SDIR%/*}\nfor _cl_n in $(cl_servers); do\n"
-        + f"  printf '\\n%s%s\\n' {q(SERVER_MARK)} \"$_cl_n\"\n"
+        + "CL_TOP=${SDIR%/*}; _cl_all=$(cl_servers)\n"
+        + '_cl_tmp=$(mktemp -d) || die "cannot create a temporary folder on the box"\n'
+        + "for _cl_n in $_cl_all; do\n"
         + (f'  [ "$_cl_n" = {q(only)} ] || continue\n' if only is not None else "")
-        + '  (\nCL_SESSION=$_cl_n; SDIR="$CL_TOP/$_cl_n"\n'
+        + '  ( (\nCL_SESSION=$_cl_n; SDIR="$CL_TOP/$_cl_n"\n'
         + body
-        + "\n  ) 2>&1\n"
-        + f"  printf '\\n%s%s\\n' {q(SERVER_RC)} \"$?\"\n"
-        + "done\nexit 0\n"
+        + '\n  ) > "$_cl_tmp/$_cl_n" 2>&1; echo "$?" > "$_cl_tmp/$_cl_n.rc" ) &\n'
+        + "done\nwait\n"
+        + "for _cl_n in $_cl_all; do\n"
+        + f"  printf '\\n%s%s\\n' {mark} \"$_cl_n\"\n"
+        + '  [ -f "$_cl_tmp/$_cl_n.rc" ] || continue\n'
+        + f'  cat "$_cl_tmp/$_cl_n"; printf \'\\n%s%s\\n\' {rc} "$(cat "$_cl_tmp/$_cl_n.rc")"\n'
+        + 'done\nrm -rf "$_cl_tmp"\nexit 0\n'
     )
 
 

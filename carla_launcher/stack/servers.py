@@ -123,7 +123,8 @@ def _asked(profile: Profile, hosts: Sequence[str]) -> tuple[dict[str, list[Any]]
 
 def ensure_servers(profile: Profile, hosts: Sequence[str], say: Say, live: Live = None) -> Ensured:
     """Deploy the hosts that have nothing yet or drifted (one deploy for all of them), start
-    the servers that are stopped (all at once), and ask each host again."""
+    the servers that are stopped (all at once: each host's start also says its servers'
+    status), and ask the deployed hosts again."""
     from carla_launcher.server import control
 
     out = Ensured()
@@ -151,7 +152,7 @@ def ensure_servers(profile: Profile, hosts: Sequence[str], say: Say, live: Live 
 
     def start(host: str) -> list[dict[str, Any]] | str:
         try:
-            return control.start_servers(profile, host)
+            return control.start_servers(profile, host, status=True)
         except LauncherError as e:
             return str(e).removeprefix(f"{host}: ")
 
@@ -160,6 +161,7 @@ def ensure_servers(profile: Profile, hosts: Sequence[str], say: Say, live: Live 
         if isinstance(got, str):
             out.failed[host] = got
             continue
+        statuses[host] = [r["status"] for r in got]  # after the start, from its round trip
         started += sum(1 for r in got if r.get("done"))
         for r in got:  # the host's other servers still count; this one's line says why
             if r.get("error"):
@@ -168,7 +170,7 @@ def ensure_servers(profile: Profile, hosts: Sequence[str], say: Say, live: Live 
     if started:
         out.done.append("started the server" + (f"s ({started})" if started > 1 else ""))
     again = [h for h in statuses if h not in out.failed]
-    changed = set(fresh) | set(drifted) | set(stopped)
+    changed = set(fresh) | set(drifted)  # the deploy started their servers: ask again
     asked, lost = _asked(profile, [h for h in again if h in changed])
     out.failed.update(lost)
     out.statuses = {h: asked.get(h, statuses[h]) for h in again if h not in lost}

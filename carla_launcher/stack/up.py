@@ -198,15 +198,17 @@ def _start_agents(
         agent = agent_record(pair, variant, args)
         panes = pair_panes(profile, agent, gpu=gpu and n == 0, read_write=read_write)
         restart = {"agent"} if again else set()
-        result = sess.ensure_session(server, name, panes, restart=restart, window=pair.window)
+        # a tunnel of an earlier `up` closes: its agent reaches the address now
+        close = {"tunnel"} if pair.server.tunnel is None else set()
+        result = sess.ensure_session(server, name, panes, restart, pair.window, close)
         where = f" ({pair.window})" if len(pairs) > 1 else ""
         if len(pairs) > 1 and len(result.created) == len(panes):
             opened.append(pair.window)  # a new window: said once, not pane by pane
         else:
             created += [r + where for r in result.created]
         respawned += [r + where for r in result.respawned]
-        if pair.server.tunnel is None and sess.kill_pane(server, name, pair.window, "tunnel"):
-            closed.append(pair.label)  # a tunnel of an earlier `up`: it reaches the address now
+        if result.closed:
+            closed.append(pair.label)
         out.agents.append(agent)
     if opened:
         out.lines.append("opened windows (a server beside its agent): " + ", ".join(opened))
