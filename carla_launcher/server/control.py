@@ -133,20 +133,6 @@ def unreachable(host: str, e: Exception) -> dict[str, Any]:
     }
 
 
-def server_statuses(profile: Profile) -> list[dict[str, Any]]:
-    """`server_status` of server 0 of every host, in parallel; failures as `error` (`servers`
-    gives every server of every host)."""
-    from carla_launcher.errors import LauncherError
-
-    def one(h: str) -> dict[str, Any]:
-        try:
-            return server_status(profile, h)
-        except LauncherError as e:
-            return unreachable(h, e)
-
-    return parallel.each(profile.remote.hosts, one)
-
-
 def _many(profile: Profile) -> int:
     """How many servers a box may run for this profile, for time limits (`all`: up to 8)."""
     gpus = profile.server.gpus
@@ -219,8 +205,10 @@ def stop_servers(
     by: str | None = "carla-launch",
     only: int | None = None,
 ) -> list[dict[str, Any]]:
-    """`stop_report` of every server of the box (or server `only`), in one round trip:
-    [{host, slot, tmux_session, done (it ran and is stopped), warning, error}]."""
+    """Stop every server of the box (or server `only`) and wait until its ports are free, in
+    one round trip: [{host, slot, tmux_session, done (it ran and is stopped), warning (another
+    user's listener on N..N+2, in words), error}]. `by` (the command that asked) is noted on
+    the box, so `status` reports a stop on purpose (None: not on purpose, a start follows)."""
     compose = profile.server.mode == "compose"
     body = compose_stop_script(by) if compose else stop_script(by)
     out = []
@@ -233,7 +221,7 @@ def stop_servers(
 def start_servers(
     profile: Profile, host: str | None = None, only: int | None = None, status: bool = False
 ) -> list[dict[str, Any]]:
-    """`start` of every server of the box (or server `only`), in one round trip:
+    """Start every deployed server of the box (or server `only`), in one round trip:
     [{host, slot, tmux_session, done (started now; False: it ran), warning, error}]; with
     `status`, also each server's `status` after it, as `host_servers` gives it (one round trip
     fewer for `up`; a server just started may still say "stopped", its `session` runs)."""
@@ -254,7 +242,8 @@ def start_servers(
 def restart_servers(
     profile: Profile, host: str | None = None, only: int | None = None
 ) -> list[dict[str, Any]]:
-    """`restart` of every server of the box (or server `only`), in one round trip."""
+    """Stop, then start, every server of the box (or server `only`), in one round trip; never
+    noted as a stop on purpose (a failed start is a failure)."""
     compose = profile.server.mode == "compose"
     stop_body = compose_stop_script(None) if compose else stop_script(None)
     body = stop_body + (compose_start_script() if compose else start_script())
@@ -266,43 +255,6 @@ def _stopped(out: str) -> tuple[bool, str | None]:
     foreign = next((ln[8:].split() for ln in out.splitlines() if ln.startswith("foreign=")), [])
     warning = foreign_port_line(*foreign) if len(foreign) == 2 else None
     return "stopped=yes" in out, warning
-
-
-def start(profile: Profile, host: str | None = None, slot: int = 0) -> bool:
-    """Start the deployed server (no-op when running); True when it was started now."""
-    from carla_launcher.box.transport import check
-
-    script = compose_start_script() if profile.server.mode == "compose" else start_script()
-    out = check(profile, host, _head(profile, slot) + script, _timeout(profile, 60))
-    return "started=yes" in out
-
-
-def stop(
-    profile: Profile, host: str | None = None, by: str | None = "carla-launch", slot: int = 0
-) -> bool:
-    """Stop the server and wait until its ports are free; True when something was running.
-    `by` (the command that asked) is noted on the box: `status` reports a stop on purpose
-    (None: not on purpose, a start follows)."""
-    return stop_report(profile, host, by, slot)[0]
-
-
-def stop_report(
-    profile: Profile, host: str | None = None, by: str | None = "carla-launch", slot: int = 0
-) -> tuple[bool, str | None]:
-    """`stop`, and what stands in the way of the next start: another user's listener on
-    N..N+2, as a one-line warning (None: nothing)."""
-    from carla_launcher.box.transport import check
-
-    compose = profile.server.mode == "compose"
-    script = compose_stop_script(by) if compose else stop_script(by)
-    out = check(profile, host, _head(profile, slot) + script, _timeout(profile, 60))
-    return _stopped(out)
-
-
-def restart(profile: Profile, host: str | None = None, slot: int = 0) -> bool:
-    """Stop, then start; never noted as a stop on purpose (a failed start is a failure)."""
-    stop(profile, host, by=None, slot=slot)
-    return start(profile, host, slot)
 
 
 def wait_started(
