@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import tempfile
@@ -30,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.up import carla_launch
+from bench.up import carla_launch, isolate_home
 from carla_launcher.profile import read_profile
 from carla_launcher.stack.pairs import Reached, pairs_of
 from tests.harness.dockerd import DockerDaemon
@@ -48,13 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     sock = f"cl-bench-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        home.mkdir()
-        os.environ.update(
-            HOME=str(home),
-            XDG_STATE_HOME=str(home / ".local" / "state"),
-            XDG_CONFIG_HOME=str(home / ".config"),
-        )
+        isolate_home(Path(tmp))
         with DockerDaemon(Path(tmp) / "docker") as docker:
             env = {**docker.environ(), "CARLA_LAUNCH_TMUX_SOCKET": sock}
             try:

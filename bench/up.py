@@ -43,6 +43,18 @@ GOAL_PARALLEL_RATIO = 1.5  # up of 3 servers on 2 boxes / up of 1 server on 1 bo
 GOAL_STATUS_S = 2.0
 
 
+def isolate_home(tmp: Path) -> None:
+    """A HOME and XDG folders inside `tmp`, for this process and every child (as
+    tests/harness/cli.py does): the records `up` writes never land in the user's own."""
+    home = tmp / "home"
+    home.mkdir()
+    os.environ.update(
+        HOME=str(home),
+        XDG_STATE_HOME=str(home / ".local" / "state"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
@@ -50,14 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     sock = f"cl-bench-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        home.mkdir()
-        # like tests/harness/cli.py's isolated HOME, for this process and every child
-        os.environ.update(
-            HOME=str(home),
-            XDG_STATE_HOME=str(home / ".local" / "state"),
-            XDG_CONFIG_HOME=str(home / ".config"),
-        )
+        isolate_home(Path(tmp))
         results: dict[str, Any] = {"runs": args.runs}
         with DockerDaemon(Path(tmp) / "docker") as docker:
             env = {**docker.environ(), "CARLA_LAUNCH_TMUX_SOCKET": sock}
