@@ -15,4 +15,5 @@ pytest_plugins = [
     "tests.harness.dockerd",
     "tests.harness.daemon",
     "tests.harness.tmux",
+    "tests.harness.slurm",
 ]
