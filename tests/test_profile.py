@@ -15,12 +15,13 @@ from carla_launcher.profile import (
     Package,
     Remote,
     Server,
+    Slurm,
     find_profile,
     load_profile,
     parse_profile,
     read_profile,
 )
-from carla_launcher.profile.fields import COMPOSE, PACKAGE, REMOTE, SERVER, Section
+from carla_launcher.profile.fields import COMPOSE, PACKAGE, REMOTE, SERVER, SLURM, Section
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -253,6 +254,7 @@ def test_the_objects_have_exactly_the_fields_of_the_table() -> None:
 
     assert attrs(Remote) == keys(REMOTE) - {"host"} | {"hosts"}
     assert attrs(Server) == keys(SERVER) and attrs(Package) == keys(PACKAGE)
+    assert attrs(Slurm) == keys(SLURM)
     assert attrs(ComposeSettings) == keys(COMPOSE)
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Server))
 

@@ -65,6 +65,34 @@ _LOOP = (
 )
 
 
+# The loop of a server whose place changes (a Slurm job: `server/slurm.py`): each round asks
+# the login node where the job runs ($ask prints "ADDRESS PORT"; nothing while none runs),
+# checks the answer is an address and a port (it comes from the box: data, never options),
+# forwards LP..LP+2 there through the login node, and runs $watch there, which returns when
+# the job ended or moved: ssh then ends, and the next round goes where the new job runs.
+# Arguments: BIND LP ASK WATCH HOST, then the ssh command line without forwards or host.
+_FOLLOW = (
+    "trap 'kill \"$pid\" 2>/dev/null; exit 0' TERM HUP INT\n"
+    "bind=$1 lp=$2 ask=$3 watch=$4 host=$5; shift 5; pid=\n"
+    'case $bind in *:*) bind="[$bind]" ;; esac\n'
+    "while :; do\n"
+    '  target=$("$@" -- "$host" "$ask" 2>/dev/null </dev/null)\n'
+    "  addr=${target% *}; port=${target##* }\n"
+    '  case "$addr/$port" in\n'
+    "    /*|*/|*[!A-Za-z0-9./-]*|-*|*/*[!0-9]*)\n"
+    f'      echo "{LOOP_NAME}: no job of this server runs yet; again in {RESTART_PAUSE_S} s" >&2\n'
+    f"      sleep {RESTART_PAUSE_S} & pid=$!; wait $pid; continue ;;\n"
+    "  esac\n"
+    f'  echo "{LOOP_NAME}: to $addr:$port" >&2\n'
+    '  "$@" -L "$bind:$lp:$addr:$port" -L "$bind:$((lp + 1)):$addr:$((port + 1))" \\\n'
+    '    -L "$bind:$((lp + 2)):$addr:$((port + 2))" -- "$host" "$watch $addr $port" & pid=$!\n'
+    '  wait "$pid"; rc=$?\n'
+    f'  echo "{LOOP_NAME}: ssh ended (exit $rc); again in {RESTART_PAUSE_S} s" >&2\n'
+    f"  sleep {RESTART_PAUSE_S} & pid=$!; wait $pid\n"
+    "done\n"
+)
+
+
 @dataclass(frozen=True)
 class Forward:
     """One server's forward: LP..LP+2 on `bind` here to N..N+2 on the box."""
@@ -72,6 +100,12 @@ class Forward:
     bind: str  # the local address it listens on (the docker bridge's gateway)
     local_port: int  # LP: agents connect to AGENT_HOST:LP
     remote_port: int  # N: the server's world port on the box
+
+    def listens(self) -> list[str]:
+        """The local ends of the `-L` values, `BIND:LP+i:` (whatever the remote end: a Slurm
+        job's changes), by which `down` finds an ssh of ours that still holds them."""
+        bind = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return [f"{bind}:{self.local_port + i}:" for i in range(PORTS)]
 
     def specs(self) -> list[str]:
         """The `-L` values: BIND:LP+i:127.0.0.1:N+i for i in 0..2 (an IPv6 bind bracketed)."""
@@ -97,6 +131,29 @@ def keepalive_argv(argv: Sequence[str]) -> list[str]:
     """`argv` run again a second after each end, for as long as the loop runs: a command line
     for `session.PaneSpec` (or a plain subprocess). The values stay arguments of `sh -c`."""
     return ["sh", "-c", _LOOP, LOOP_NAME, *argv]
+
+
+def follow_argv(ssh_config: str, host: str, forward: Forward, ask: str, watch: str) -> list[str]:
+    """The tunnel of a server whose place changes (a Slurm job on some compute node, reached
+    through the login node `host`): a loop that asks where it runs (`ask`: a remote command
+    printing "ADDRESS PORT"), forwards LP..LP+2 there, and follows it when it moves (`watch`:
+    a remote command that returns then, given ADDRESS PORT as its last two words). A command
+    line for `session.PaneSpec`; every value stays an argument of `sh -c`."""
+    base = ["ssh", "-F", ssh_config, "-T"]
+    for option in SSH_OPTIONS:
+        base += ["-o", option]
+    return [
+        "sh",
+        "-c",
+        _FOLLOW,
+        LOOP_NAME,
+        forward.bind,
+        str(forward.local_port),
+        ask,
+        watch,
+        host,
+        *base,
+    ]
 
 
 def local_port(remote_port: int, listening: Iterable[int], taken: Iterable[int] = ()) -> int:

@@ -30,6 +30,7 @@ from carla_launcher.jsonout import document, dumps
 from carla_launcher.profile import Profile, load_profile
 from carla_launcher.server import control
 from carla_launcher.server.probe import NotReady
+from carla_launcher.server.slurm import job_words
 from carla_launcher.server.state import LOOP_GONE, notes, state_words
 from carla_launcher.term import ProgressLine
 
@@ -169,6 +170,8 @@ def _wait(prof: Profile, st: dict[str, Any], several: bool, live: bool) -> bool:
     if st.get("error"):
         error(f"{name}: {st['error']}")
         return False
+    if prof.server.mode == "slurm":
+        return _wait_job(prof, st, name, live)
     try:
         host, slot = st["host"], int(st["slot"])
         port = st.get("port") or prof.server.port
@@ -189,6 +192,30 @@ def _wait(prof: Profile, st: dict[str, Any], several: bool, live: bool) -> bool:
         error(str(e))
         return False
     click.echo(f"{name}: CARLA {version} ready at {addr}:{port}")
+    return True
+
+
+def _wait_job(prof: Profile, st: dict[str, Any], name: str, live: bool) -> bool:
+    """server.mode: slurm: wait until the server's job runs (it may queue), then say where.
+    CARLA itself is probed by `up`, through a tunnel via the login node: compute nodes are
+    rarely reachable from here."""
+    line = ProgressLine(
+        f"{name}: Slurm job",
+        lambda s: click.echo(s, err=True, nl=False),
+        tty=sys.stderr.isatty() and live,
+    )
+    try:
+        found = control.wait_placed(prof, st["host"], int(st["slot"]), line)
+    except LauncherError as e:
+        error(f"{name}: {str(e).removeprefix(st['host'] + ': ')}")
+        return False
+    finally:
+        line.done()
+    job = (found or {}).get("job") or {}
+    click.echo(
+        f"{name}: {job_words(job)}, CARLA at {job['address']}:{job['port']} there; "
+        f"`carla-launch up {prof.name}` reaches it through the login node"
+    )
     return True
 
 
@@ -286,6 +313,8 @@ def _status_line(st: dict[str, Any], several: bool = False) -> str:
         if st.get("port") and not several:
             line += f"; port {st['port']}"
     line += f", {st.get('restarts') or 0} restart(s)"
+    if st.get("job") and st.get("running"):  # server.mode: slurm (not running: said above)
+        line += f"; {job_words(st['job'])}"
     if st.get("last_crash_line") and st.get("running"):  # not running: state_words said it
         line += f"; last crash: {st['last_crash_line']}"
     return line

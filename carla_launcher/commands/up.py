@@ -141,9 +141,13 @@ def pair_lines(report: stack_up.UpReport, passed: Sequence[str]) -> list[str]:
 @click.command()
 @profile_argument()
 @click.option(
-    "--server", "stop_server", is_flag=True, help="Stop the remote servers too (every host)."
+    "--server/--keep-server",
+    "stop_server",
+    default=None,
+    help="Stop the remote servers too (every host). server.mode: slurm does by default, "
+    "cancelling their jobs (they hold the cluster's GPUs); --keep-server keeps them.",
 )
-def down(profile: str | None, stop_server: bool) -> None:
+def down(profile: str | None, stop_server: bool | None) -> None:
     """Every agent of the profile down and the local session closed (--server: its servers too).
 
     Only the compose projects `up` and `attach` started for this profile go: another
@@ -151,6 +155,8 @@ def down(profile: str | None, stop_server: bool) -> None:
     with the session; nothing is left listening on their local ports.
     """
     prof = load_profile(profile)
+    if stop_server is None:
+        stop_server = prof.server.mode == "slurm"
     done = stack_down.down(prof, stop_server, _say)
     for what in done or ["nothing was running"]:
         click.echo(f"down: {what}")

@@ -130,7 +130,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         _execute(state, runnable, plans, hosts)
         lap("ops")
         ready = [h for h in runnable if not hosts[h.name]["error"]]
-        if request.get("probe", True):
+        # a Slurm job runs when Slurm says: `up` and `server status` follow it, not the deploy
+        if request.get("probe", True) and profile.server.mode != "slurm":
             gevent.joinall(
                 [gevent.spawn(_probe, profile, h, plans[h], hosts[h.name]) for h in ready]
             )
@@ -202,7 +203,8 @@ def _plan(
         plan.warnings.extend(compose_warnings)
         plans[host] = plan
         hosts[host.name].update(planned(facts, address, plan))
-        say(host.name, gpu_line(facts))
+        if profile.server.mode != "slurm":  # a login node has no GPU: Slurm's nodes do
+            say(host.name, gpu_line(facts))
         for w in plan.warnings:
             say(host.name, f"warning: {w}")
         if plan.error:
@@ -314,7 +316,7 @@ def _probe_one(
     """Probe one server until it answers: (version, None, []), or (None, why, its log's tail)."""
     srv = profile.server
     address, port = plan.address or "", server.port
-    status = prologue(srv.user, server.session) + status_script(srv.mode == "compose")
+    status = prologue(srv.user, server.session) + status_script(srv.mode)
 
     def abort() -> str | None:
         ok, lines = _remote(host, status)

@@ -45,6 +45,7 @@ from carla_launcher.server.launch import (
 )
 from carla_launcher.server.scripts import retire_script
 from carla_launcher.server.slots import choose, described, ports
+from carla_launcher.server.slurm import LOGIN_NODE_PACKAGES, render_job_loop
 
 DEFAULT_SERVER_USER = dict(walk())["server.user"].default
 
@@ -157,6 +158,8 @@ def plan_host(
 
     # 2. OS packages
     wanted = ("tmux",) if compose else srv.os_packages
+    if srv.mode == "slurm":  # the login node runs the loop and unpacks; the nodes run CARLA
+        wanted = tuple(p for p in srv.os_packages if p in LOGIN_NODE_PACKAGES)
     if facts.packages is None:
         plan.warnings.append("no dpkg on the box: OS packages not checked")
         missing: list[str] = []
@@ -303,7 +306,7 @@ def _servers(
     except NoFreePort as e:
         plan.error = str(e)
         return None, None
-    one = srv.gpus is None
+    one = len(choice.kept) == 1 and srv.gpus is None
     if srv.gpu is not None and facts.gpus and srv.gpu >= len(facts.gpus):
         plan.warnings.append(f"server.gpu is {srv.gpu} but the box has {len(facts.gpus)} GPU(s)")
     package_id = _package_id(local.source, local.settings_text)
@@ -322,10 +325,13 @@ def _servers(
             files[SETTINGS_FILE] = local.settings_text
         args = server_args(srv.args, port, slot.gpu, settings_remote)
         origin = launch_origin(srv, local.settings_text, slot)
-        content = render_launch_script(
-            LaunchConfig(
-                facts.package_root, sdir, args, port, srv.restart, package_id, origin=origin
-            )
+        cfg = LaunchConfig(
+            facts.package_root, sdir, args, port, srv.restart, package_id, origin=origin
+        )
+        content = (  # Slurm's launch script submits the server as a job (`server/slurm.py`)
+            render_job_loop(cfg, srv.slurm, slot.session)
+            if srv.mode == "slurm"
+            else render_launch_script(cfg)
         )
         files["launch.sh"], files["port"] = content, f"{port}\n"
         digest = sha256_text(content)

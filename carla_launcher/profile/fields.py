@@ -43,6 +43,7 @@ DEFAULT_OS_PACKAGES: tuple[str, ...] = (
 
 README_PROFILES = "Profiles"
 README_TUNNELS = "Beyond the box you can reach"
+README_SLURM = "Servers as Slurm jobs"
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,97 @@ PACKAGE = Section(
     ),
 )
 
+#: sbatch options carla-launch sets itself (the job's name, where its output goes, how it is
+#: submitted): another value would break status, logs or stop.
+SBATCH_OURS = (
+    "-J",
+    "--job-name",
+    "-o",
+    "--output",
+    "-e",
+    "--error",
+    "--open-mode",
+    "--parsable",
+    "-a",
+    "--array",
+    "--wrap",
+    "-W",
+    "--wait",
+)
+
+SLURM = Section(
+    "slurm",
+    "the sbatch jobs that run the servers (server.mode: slurm; remote.host is the login node)",
+    (
+        Field(
+            "jobs",
+            "int",
+            "how many servers: one sbatch job each, with one GPU (Slurm picks node and GPU)",
+            default=1,
+            minimum=1,
+            maximum=64,
+            message="must be between 1 and 64 jobs, not {value}",
+            readme=README_SLURM,
+        ),
+        Field(
+            "partition",
+            "text",
+            "sbatch --partition; null: the cluster's default partition",
+            pattern="^[A-Za-z0-9_.,-]{1,64}$",
+            message="not a partition name (letters, digits, _ . , -): {value!r}",
+            readme=README_SLURM,
+        ),
+        Field(
+            "account",
+            "text",
+            "sbatch --account; null: your default account",
+            pattern="^[A-Za-z0-9_.-]{1,64}$",
+            message="not an account name (letters, digits, _ . -): {value!r}",
+            readme=README_SLURM,
+        ),
+        Field(
+            "time",
+            "text",
+            "sbatch --time of each job (MINUTES, HH:MM:SS, D-HH:MM:SS); null: the partition's "
+            "limit",
+            pattern="^(?:[0-9]+-)?[0-9]+(?::[0-9]+){0,2}$|^(?:UNLIMITED|INFINITE|unlimited|infinite)$",
+            message="not a Slurm time limit (MINUTES, HH:MM:SS or D-HH:MM:SS): {value!r}",
+            readme=README_SLURM,
+        ),
+        Field(
+            "gres",
+            "text",
+            "sbatch --gres of each job",
+            default="gpu:1",
+            pattern="^[A-Za-z0-9_:.,=-]{1,128}$",
+            message="not a Slurm gres (gpu:1, gpu:a100:1): {value!r}",
+            readme=README_SLURM,
+        ),
+        Field(
+            "queue_timeout",
+            "int",
+            "seconds `up` and `server start` wait for a queued job to run; then they go on "
+            "without it (it stays queued: a later `up` picks it up)",
+            default=600,
+            minimum=1,
+            message="must be at least 1 second, not {value}",
+            readme=README_SLURM,
+        ),
+        Field(
+            "sbatch",
+            "list",
+            "more sbatch options, one per item, written as #SBATCH lines: [--qos=high, "
+            "--constraint=a100]",
+            default=(),
+            pattern=f'^--?[A-Za-z][^"{CONTROL}]*$',
+            readme=README_SLURM,
+            message="not an sbatch option (it starts with - or --, without a double quote): "
+            "{value!r}",
+        ),
+    ),
+    readme=README_SLURM,
+)
+
 SERVER = Section(
     "server",
     "how CARLA is installed and run on the box",
@@ -209,11 +301,13 @@ SERVER = Section(
             "mode",
             "text",
             "package: a CARLA archive installed by `deploy`; compose: the simulator service of "
-            "compose.file, run on the box",
+            "compose.file, run on the box; slurm: the package, run as Slurm jobs from the login "
+            "node remote.host",
             default="package",
-            choices=("package", "compose"),
+            choices=("package", "compose", "slurm"),
         ),
         PACKAGE,
+        SLURM,
         Field(
             "args",
             "list",

@@ -3,6 +3,7 @@ every error is one line naming the file, the line and the field (exit code 2).""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from carla_launcher.profile.fields import (
     PACKAGE,
     PATH_REFUSED,
     REMOTE,
+    SBATCH_OURS,
     SERVER,
+    SLURM,
     TOKEN_REFUSED,
     Field,
     Section,
@@ -41,6 +44,19 @@ class Package:
     url: str | None  # http(s):// URL or a local path (uploaded)
     sha256: str | None
     root: str
+
+
+@dataclass(frozen=True)
+class Slurm:
+    """server.slurm: the sbatch options of each server's job (server.mode: slurm)."""
+
+    jobs: int  # how many servers: one job each
+    partition: str | None
+    account: str | None
+    time: str | None
+    gres: str
+    queue_timeout: int  # seconds to wait for a queued job to run (it stays queued after)
+    sbatch: tuple[str, ...]  # more options, one #SBATCH line each
 
 
 @dataclass(frozen=True)
@@ -67,8 +83,9 @@ class Remote:
 
 @dataclass(frozen=True)
 class Server:
-    mode: str  # package | compose
+    mode: str  # package | compose | slurm
     package: Package
+    slurm: Slurm
     args: tuple[str, ...]
     port: int
     restart: str  # no | on-failure | always
@@ -211,6 +228,7 @@ def parse_profile(text: str, path: Path) -> Profile:
     remote = _remote(top.sub("remote"))
     server = _server(top.sub("server"))
     compose = ComposeSettings(**_section(top.sub("compose"), COMPOSE))
+    remote = _slurm_remote(top, remote, server)
     top.done()
     return Profile(
         name=path.stem, path=path.absolute(), remote=remote, server=server, compose=compose
@@ -247,7 +265,53 @@ def _server(s: Fields) -> Server:
         raise s.err("gpus", "give server.gpu (one server) or server.gpus (one per GPU), not both")
     if server.gpus is not None and server.mode == "compose":
         raise s.err("gpus", "server.mode: compose runs one server; remove server.gpus")
+    if server.mode == "slurm":
+        for key in ("gpu", "gpus"):
+            if getattr(server, key) is not None:
+                raise s.err(
+                    key,
+                    "server.mode: slurm lets Slurm pick each server's GPU; remove it (several "
+                    "servers: server.slurm.jobs)",
+                )
+        _refuse_our_sbatch(s.sub("slurm"), server.slurm)
     return server
+
+
+def _refuse_our_sbatch(f: Fields, slurm: Slurm) -> None:
+    """An sbatch option carla-launch sets itself (the job's name, its output) is refused: the
+    loop finds, logs and cancels its jobs by them."""
+    seq = f.get("sbatch", CommentedSeq, None)
+    if seq is None:
+        return
+    for i, option in enumerate(slurm.sbatch):
+        name = option.split("=", 1)[0].split()[0]
+        if name in SBATCH_OURS:
+            raise InputError(
+                f.path,
+                item_line(seq, i, f.line("sbatch")),
+                f"{name} is set by carla-launch (it finds, logs and cancels its jobs by it); "
+                "remove it",
+                f"{f.where}.sbatch[{i}]",
+            )
+
+
+def _slurm_remote(top: Fields, remote: Remote, server: Server) -> Remote:
+    """server.mode: slurm reaches its compute nodes through the login node: always a tunnel,
+    from one login node (a `remote.tunnel: false` is refused, not ignored)."""
+    if server.mode != "slurm":
+        return remote
+    r = top.sub("remote")
+    if remote.connector == "local":
+        raise r.err("connector", "server.mode: slurm needs the login node over ssh: remove it")
+    if len(remote.hosts) > 1:
+        raise r.err("host", "server.mode: slurm takes one login node as remote.host, not a list")
+    if remote.tunnel is not True and r.get("tunnel", object) is not None:
+        raise r.err(
+            "tunnel",
+            "server.mode: slurm always reaches its compute nodes through an SSH tunnel via the "
+            "login node; remove remote.tunnel",
+        )
+    return dataclasses.replace(remote, tunnel=True)
 
 
 def _section(f: Fields, section: Section) -> dict[str, Any]:
@@ -257,7 +321,9 @@ def _section(f: Fields, section: Section) -> dict[str, Any]:
     for spec in section.fields:
         if isinstance(spec, Section):
             sub = _section(f.sub(spec.key), spec)
-            values[spec.key] = Package(**sub) if spec is PACKAGE else sub
+            values[spec.key] = (
+                Package(**sub) if spec is PACKAGE else Slurm(**sub) if spec is SLURM else sub
+            )
         else:
             values[spec.key] = _value(f, spec)
     f.done()

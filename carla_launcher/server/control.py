@@ -28,15 +28,10 @@ from carla_launcher import parallel
 from carla_launcher.box.sections import MARK as SECTION_MARK
 from carla_launcher.box.shell import error_line, prologue
 from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
-from carla_launcher.server.scripts import (
-    compose_start_script,
-    compose_stop_script,
-    start_script,
-    status_script,
-    stop_script,
-)
+from carla_launcher.server.scripts import restart_body, start_body, status_script, stop_body
 from carla_launcher.server.slots import (
     SERVERS_FUNCTION,
+    count,
     each_server,
     parse_servers,
     session_name,
@@ -69,8 +64,8 @@ def server_status(profile: Profile, host: str | None = None, slot: int = 0) -> d
     from carla_launcher.box.transport import check
 
     host = host or profile.remote.host or "localhost"
-    compose = profile.server.mode == "compose"
-    out = check(profile, host, _head(profile, slot) + status_script(compose), _timeout(profile))
+    script = _head(profile, slot) + status_script(profile.server.mode)
+    out = check(profile, host, script, _timeout(profile))
     return _status(profile, host, slot, out)
 
 
@@ -95,8 +90,7 @@ def host_servers(profile: Profile, host: str | None = None) -> list[dict[str, An
     from carla_launcher.box.transport import check
 
     host = host or profile.remote.host or "localhost"
-    compose = profile.server.mode == "compose"
-    script = _head(profile) + each_server(status_script(compose))
+    script = _head(profile) + each_server(status_script(profile.server.mode))
     out = check(profile, host, script, _timeout(profile, 30 * _many(profile)))
     found = [
         _status(profile, host, k, text)
@@ -135,8 +129,7 @@ def unreachable(host: str, e: Exception) -> dict[str, Any]:
 
 def _many(profile: Profile) -> int:
     """How many servers a box may run for this profile, for time limits (`all`: up to 8)."""
-    gpus = profile.server.gpus
-    return len(gpus) if isinstance(gpus, tuple) else 8 if gpus == "all" else 1
+    return count(profile.server) or 8
 
 
 def _on_each(
@@ -151,11 +144,11 @@ def _on_each(
     host = host or profile.remote.host or "localhost"
     base = profile.server.tmux_session
     wanted = session_name(base, only) if only is not None else None
-    count = 1 if only is not None else _many(profile)
+    many = 1 if only is not None else _many(profile)
     # its GPU first, from its launch script's config line (before a stop can say anything)
     gpu = f'sed -n "s/^{ORIGIN_PREFIX}/{_CONFIG}/p" "$SDIR/launch.sh" 2>/dev/null | head -n 1\n'
     script = _head(profile) + each_server(gpu + body, wanted)
-    out = check(profile, host, script, _timeout(profile, seconds * count))
+    out = check(profile, host, script, _timeout(profile, seconds * many))
     found = [(slot_index(base, name), name, text, rc) for name, text, rc in parse_servers(out)]
     mine = [f for f in found if f[0] is not None and (only is None or f[0] == only)]
     if not mine:
@@ -209,8 +202,7 @@ def stop_servers(
     one round trip: [{host, slot, tmux_session, done (it ran and is stopped), warning (another
     user's listener on N..N+2, in words), error}]. `by` (the command that asked) is noted on
     the box, so `status` reports a stop on purpose (None: not on purpose, a start follows)."""
-    compose = profile.server.mode == "compose"
-    body = compose_stop_script(by) if compose else stop_script(by)
+    body = stop_body(profile.server.mode, by)
     out = []
     for found in _on_each(profile, host, body, only, 60):
         done, warning = _stopped(found["text"])
@@ -225,10 +217,10 @@ def start_servers(
     [{host, slot, tmux_session, done (started now; False: it ran), warning, error}]; with
     `status`, also each server's `status` after it, as `host_servers` gives it (one round trip
     fewer for `up`; a server just started may still say "stopped", its `session` runs)."""
-    compose = profile.server.mode == "compose"
-    body = compose_start_script() if compose else start_script()
+    mode = profile.server.mode
+    body = start_body(mode)
     if status:  # the status also of a server whose start failed; the start's exit code stays
-        body = f"(\n{body}\n)\n_cl_rc=$?\n{status_script(compose)}exit $_cl_rc\n"
+        body = f"(\n{body}\n)\n_cl_rc=$?\n{status_script(mode)}exit $_cl_rc\n"
     out = []
     for f in _on_each(profile, host, body, only, 60):
         started = "started=yes" in f["text"].split(SECTION_MARK, 1)[0]
@@ -244,9 +236,7 @@ def restart_servers(
 ) -> list[dict[str, Any]]:
     """Stop, then start, every server of the box (or server `only`), in one round trip; never
     noted as a stop on purpose (a failed start is a failure)."""
-    compose = profile.server.mode == "compose"
-    stop_body = compose_stop_script(None) if compose else stop_script(None)
-    body = stop_body + (compose_start_script() if compose else start_script())
+    body = restart_body(profile.server.mode)
     return [_result(f, "started=yes" in f["text"]) for f in _on_each(profile, host, body, only, 90)]
 
 
@@ -288,6 +278,56 @@ def wait_started(
         should_abort=abort,
         abort_every=5.0,
     )
+
+
+#: How often `wait_placed` asks the login node about a queued job.
+PLACED_POLL_S = 1.0
+
+
+def wait_placed(
+    profile: Profile,
+    host: str,
+    slot: int = 0,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> dict[str, Any] | None:
+    """Until server `slot` has a place to run: a Slurm server's job must run first
+    (`server.mode: slurm`; its status then). A box's server has its place: None at once,
+    without asking. A job may queue for hours: the progress says why it waits and its place
+    in line; Ctrl-C ends the wait, not the job. Raises when the server stops meanwhile, keeps
+    failing, or its job is still queued after `server.slurm.queue_timeout` (it stays so)."""
+    import time
+
+    from carla_launcher.errors import LauncherError
+    from carla_launcher.server.slurm import job_words
+
+    if profile.server.mode != "slurm":
+        return None
+    start = time.monotonic()
+    limit = profile.server.slurm.queue_timeout
+    while True:
+        st = server_status(profile, host, slot)
+        if st["running"] and st.get("job"):
+            return st
+        job = st.get("job")
+        waited = time.monotonic() - start
+        if job and job.get("state") == "PENDING" and waited > limit:
+            raise LauncherError(
+                f"{host}: {job_words(job)} after server.slurm.queue_timeout "
+                f"({limit} s); it stays queued: `carla-launch up {profile.name}` again once "
+                "it runs (`carla-launch status` shows it)"
+            )
+        state = st.get("state")
+        if state not in ("pending", "restarting", "running"):
+            why = st.get("last_crash_line") or state
+            raise LauncherError(f"{host}: not running ({why})")
+        if (st.get("restarts") or 0) >= 3:
+            raise LauncherError(
+                f"{host}: its job keeps ending (last: {st.get('last_crash_line')}); see "
+                f"`carla-launch server logs {profile.name} --only {slot}`"
+            )
+        if on_progress is not None:
+            on_progress(waited, job_words(job) if job else str(state))
+        time.sleep(PLACED_POLL_S)
 
 
 def logs_command(
@@ -334,3 +374,14 @@ def attach_command(profile: Profile, slot: int = 0) -> str:
         'exec_as tmux attach-session -r -t "=$CL_SESSION"\n'
     )
     return f"sh -c {shlex.quote(script)}"
+
+
+def follow_commands(profile: Profile, slot: int = 0) -> tuple[str, str]:
+    """The remote commands a Slurm server's tunnel follows its job with (`box/tunnel.py`
+    follow_argv): one prints "ADDRESS PORT" of the running job, the other returns when that
+    changes (given ADDRESS PORT as its last two words)."""
+    from carla_launcher.server.slurm import target_script, watch_script
+
+    ask = _head(profile, slot) + target_script()
+    watch = _head(profile, slot) + watch_script()
+    return f"sh -c {shlex.quote(ask)}", f"sh -c {shlex.quote(watch)} _"

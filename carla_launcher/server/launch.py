@@ -149,6 +149,15 @@ def server_args(
     return tuple(kept + extra)
 
 
+def without_port(args: tuple[str, ...]) -> tuple[str, ...]:
+    """`args` without their port flags (a Slurm job adds the port it chose on its node).
+
+    >>> without_port(("-nosound", "-carla-rpc-port=2000", "--world-port=2000"))
+    ('-nosound',)
+    """
+    return tuple(a for a in args if _flag_name(a) not in PORT_FLAGS)
+
+
 def settings_arg(args: tuple[str, ...]) -> str | None:
     """The file a `-carla-settings=FILE` argument names, if any."""
     for a in args:

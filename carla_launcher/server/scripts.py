@@ -17,14 +17,18 @@ from carla_launcher.box.shell import (
     STOPPED_FILE,
     q,
 )
+from carla_launcher.server.slurm import cancel_script
 from carla_launcher.server.state import status_script
 
 __all__ = [
     "compose_start_script",
     "compose_stop_script",
+    "restart_body",
     "retire_script",
+    "start_body",
     "start_script",
     "status_script",  # with its reader in state.py; callers of the scripts ask here
+    "stop_body",
     "stop_script",
 ]
 
@@ -55,6 +59,23 @@ def stop_script(by: str | None = "carla-launch") -> str:
         + _mark(by)
         + 'stop_server\necho "stopped=$STOPPED"\necho "foreign=$FOREIGN"\n'
     )
+
+
+def start_body(mode: str) -> str:
+    """Start one server of a profile whose `server.mode` is `mode`."""
+    return compose_start_script() if mode == "compose" else start_script()
+
+
+def stop_body(mode: str, by: str | None = "carla-launch") -> str:
+    """Stop one server (`by`: as `stop_script`); Slurm's also cancels every job of it."""
+    if mode == "compose":
+        return compose_stop_script(by)
+    return stop_script(by) + (cancel_script() if mode == "slurm" else "")
+
+
+def restart_body(mode: str) -> str:
+    """Stop, then start; never noted as a stop on purpose (a failed start is a failure)."""
+    return stop_body(mode, None) + start_body(mode)
 
 
 def compose_start_script() -> str:

@@ -56,10 +56,23 @@ def slot_index(base: str, session: str) -> int | None:
     return int(rest) if rest != session and rest.isdigit() and rest[0] != "0" else None
 
 
+def count(server: Server) -> int | None:
+    """How many servers the profile asks for on each box (None: `gpus: all`, the box's GPUs
+    decide): one per GPU of `server.gpus`, one per job of `server.slurm.jobs`, else one."""
+    if server.mode == "slurm":
+        return server.slurm.jobs
+    if isinstance(server.gpus, tuple):
+        return len(server.gpus)
+    return None if server.gpus == "all" else 1
+
+
 def declared(server: Server, box_gpus: Sequence[int] | None = None) -> list[Slot]:
     """The servers the profile asks for on a box whose GPU indexes are `box_gpus` (None: not
-    known). `gpus: all` on a box whose GPUs are not known is one server on the default GPU."""
+    known). `gpus: all` on a box whose GPUs are not known is one server on the default GPU.
+    In `server.mode: slurm` the box is the login node and Slurm picks each job's GPU."""
     base = server.tmux_session
+    if server.mode == "slurm":
+        return [Slot(k, None, session_name(base, k)) for k in range(server.slurm.jobs)]
     if server.gpus is None:
         return [Slot(0, server.gpu, base)]
     gpus = list(box_gpus or []) if isinstance(server.gpus, str) else list(server.gpus)

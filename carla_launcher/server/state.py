@@ -15,6 +15,7 @@ from carla_launcher.box.shell import PORT_FUNCTIONS, STOPPED_FILE
 from carla_launcher.jsonout import iso
 from carla_launcher.server.drift import changed_since_deploy
 from carla_launcher.server.launch import ORIGIN_PREFIX, parse_origin
+from carla_launcher.server.slurm import job_words, parse_job, status_items
 
 LOOP_GONE = "loop gone"  # CARLA runs, its launch loop does not (no restarts, no clean stop)
 #: Not running, not stopped on purpose, and nothing said why: the tmux session and processes
@@ -23,8 +24,10 @@ DIED = "died"
 NOT_STARTED = "not started"  # deployed, never started (no status file)
 
 
-def status_script(compose: bool = False) -> str:
-    """Body after `prologue(...)`: prints the facts `state.parse_status` reads."""
+def status_script(mode: str = "package") -> str:
+    """Body after `prologue(...)`: prints the facts `state.parse_status` reads (`mode`: the
+    profile's `server.mode`; Slurm's adds the job's sections, `server/slurm.py`)."""
+    compose = mode == "compose"
     items = [
         (
             "session",
@@ -51,6 +54,8 @@ def status_script(compose: bool = False) -> str:
                 '"$SDIR/compose.yaml" ps -a --format "{{.State}}|{{.Status}}"',
             )
         )
+    if mode == "slurm":
+        items += status_items()
     return PORT_FUNCTIONS + sections.script(items)
 
 
@@ -71,6 +76,9 @@ def parse_status(stdout: str) -> dict[str, Any]:
     first = {k: (v[0].strip() if v else "") for k, v in s.items()}
     session = first.get("session") == "yes"
     alive = first.get("alive") == "yes"
+    job = parse_job(kv, s) if "job" in s else None  # server.mode: slurm
+    if "job" in s:  # the server runs while its job does (on a node, not here)
+        alive = job is not None and job["state"] == "RUNNING"
     loop = first.get("loop") == "yes"
     state = kv.get("state") or (
         "unknown" if session else "not deployed" if first.get("deployed") != "yes" else "stopped"
@@ -121,6 +129,7 @@ def parse_status(stdout: str) -> dict[str, Any]:
         state = DIED if kv.get("state") else NOT_STARTED
     running = alive and (state == LOOP_GONE or (session and state == "running"))
     origin = parse_origin(first.get("config"))
+    more = {"job": job} if "job" in s else {}
     return {
         "running": running,
         "state": state,
@@ -137,6 +146,7 @@ def parse_status(stdout: str) -> dict[str, Any]:
         "log": first.get("log"),
         "stopped": stopped,
         **common,
+        **more,
     }
 
 
@@ -169,6 +179,8 @@ def state_words(st: dict[str, Any]) -> str:
         at = f"at {stopped['at']}" if stopped.get("at") else ""
         said = " ".join(x for x in (by, at) if x)
         return "stopped on purpose" + (f" ({said})" if said else "")
+    if st.get("job") and st.get("state") in ("pending", "restarting", "running"):
+        return f"{st['state']} ({job_words(st['job'])})"
     if st.get("state") == DIED:
         return "died unexpectedly (its tmux session and processes are gone: a reboot, or a kill)"
     state, crash = st.get("state") or "not running", st.get("last_crash_line")

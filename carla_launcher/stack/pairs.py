@@ -37,9 +37,11 @@ if TYPE_CHECKING:
 
 
 def several(profile: Profile) -> bool:
-    """Whether the profile declares several servers: a pool of hosts, or `server.gpus`
-    (even one GPU: the names must not change when a box has fewer free GPUs today)."""
-    return len(profile.remote.hosts) > 1 or profile.server.gpus is not None
+    """Whether the profile declares several servers: a pool of hosts, `server.gpus` (even one
+    GPU: the names must not change when a box has fewer free GPUs today), or Slurm jobs."""
+    srv = profile.server
+    many_jobs = srv.mode == "slurm" and srv.slurm.jobs > 1
+    return len(profile.remote.hosts) > 1 or srv.gpus is not None or many_jobs
 
 
 def _slug(text: str) -> str:

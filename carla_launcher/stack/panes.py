@@ -39,12 +39,19 @@ def server_pane_argv(profile: Profile, host: str, read_write: bool, slot: int = 
     return ssh_argv(profile, host, tty=True, command=remote)
 
 
-def tunnel_pane_argv(profile: Profile, host: str, forward: Forward) -> list[str]:
+def tunnel_pane_argv(profile: Profile, host: str, forward: Forward, slot: int = 0) -> list[str]:
     """The server's tunnel in its keep-alive loop (`box/tunnel.py`): ssh again a second after
-    it ends, ended with the pane (HUP) or the session."""
-    from carla_launcher.box.tunnel import keepalive_argv
+    it ends, ended with the pane (HUP) or the session. A Slurm server's follows its job from
+    node to node through the login node `host` (`follow_argv`)."""
+    from carla_launcher.box.tunnel import follow_argv, keepalive_argv
     from carla_launcher.box.tunnel_local import tunnel_command
 
+    if profile.server.mode == "slurm":
+        from carla_launcher.box.ssh import ssh_config_file
+        from carla_launcher.server.control import follow_commands
+
+        ask, watch = follow_commands(profile, slot)
+        return follow_argv(str(ssh_config_file(profile)), host, forward, ask, watch)
     return keepalive_argv(tunnel_command(profile, host, forward))
 
 
@@ -84,7 +91,7 @@ def session_panes(
         if variant
         else "agent",
         agent_env=env,
-        tunnel_argv=tunnel_pane_argv(profile, host, tunnel) if tunnel else None,
+        tunnel_argv=tunnel_pane_argv(profile, host, tunnel, slot) if tunnel else None,
         tunnel_title=f"tunnel: {describe(tunnel, host)}" if tunnel else "tunnel",
     )
 

@@ -180,6 +180,7 @@ def _yes(flag: Any) -> str:
 
 
 def _server_words(s: dict[str, Any]) -> str:
+    from carla_launcher.server.slurm import job_words
     from carla_launcher.server.state import state_words
 
     if s.get("error"):
@@ -194,6 +195,8 @@ def _server_words(s: dict[str, Any]) -> str:
     detail += f", restarts {s.get('restarts') or 0}, port {s.get('port')}"
     if s.get("version"):
         detail += f", CARLA {s['version']}"
+    if s.get("job"):  # server.mode: slurm
+        detail += f"; {job_words(s['job'])}"
     if s.get("last_crash_line"):
         detail += f"; last crash: {s['last_crash_line']}"
     return f"{_yes(s.get('running'))} ({detail})"

@@ -210,6 +210,9 @@ def _addresses(profile: Profile, hosts: Sequence[str], lines: list[str]) -> dict
 
     out: dict[str, str | None] = {}
     for host in hosts:
+        if profile.server.mode == "slurm":  # the login node's address reaches no job
+            out[host] = None
+            continue
         try:
             out[host] = agent_address(profile, host)
         except LauncherError as e:
@@ -308,6 +311,10 @@ def answering(
             def said(waited: float, reason: str) -> None:
                 progress(waited, f"{host} server {slot}: {reason}")
 
+        try:  # a Slurm server's job runs first (it may queue); a box's server has its place
+            control.wait_placed(profile, host, slot, said)
+        except LauncherError as e:
+            return f"{host} server {slot}: {str(e).removeprefix(f'{host}: ')}"
         if fwd is not None and not tunnels.wait_listening(fwd, tunnels.listen_timeout(profile)):
             return tunnels.not_listening(profile, host, slot, fwd)
         probe = (fwd.bind, fwd.local_port) if fwd is not None else (address, port)

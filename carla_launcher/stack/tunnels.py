@@ -34,6 +34,8 @@ Progress = Callable[[float, str], None] | None
 AUTO_PAUSE_S = 1.0
 #: How often `wait_listening` and `close_leftovers` look at this machine's listening ports.
 POLL_S = 0.1
+#: Why a Slurm server's agent goes through a tunnel, in `up`'s words.
+SLURM_WHY = "server.mode: slurm: compute nodes are reached through the login node"
 #: How long `down` waits for the tunnels' ports to close after their panes went.
 CLOSE_WAIT_S = 5.0
 
@@ -76,6 +78,8 @@ def decide(
     port = world_port(profile, st)
     if route(setting, local=profile.remote.connector == "local") == "direct":
         return Routed()
+    if profile.server.mode == "slurm":
+        return Routed(True, SLURM_WHY)
     if recorded is not None and recorded.remote_port == port:
         return Routed(True, recorded.why or why_tunnel(setting))
     if setting is True or address is None:
@@ -119,13 +123,14 @@ def early_targets(profile: Profile, known: Mapping[str, str | None]) -> list[tup
 
     if profile.remote.tunnel != "auto" or profile.remote.connector == "local":
         return []
-    gpus = profile.server.gpus
-    count = len(gpus) if isinstance(gpus, tuple) else 1
+    from carla_launcher.server.slots import count
+
     out = []
+    many = count(profile.server) or 1
     for host, address in known.items():
         if not address:
             continue
-        for slot in range(count):
+        for slot in range(many):
             port = records.server(profile, host, slot).port
             out.append((address, port or profile.server.port + STRIDE * slot))
     return out
@@ -322,17 +327,19 @@ def facts(agents: Sequence[AgentRecord]) -> list[dict[str, Any] | None]:
 
 # -- down ---------------------------------------------------------------------------------------
 def _own_ssh(forward: Forward) -> list[Any]:
-    """This machine's ssh processes that hold this forward as our tunnels run it (the `-L`
-    specs and `ControlPath=none` of `box/tunnel.py`): what a loop killed with SIGKILL leaves."""
+    """This machine's ssh processes that hold this forward's local ports as our tunnels run it
+    (`-L` values from its three local ends, `ControlPath=none`, `box/tunnel.py`): what a loop
+    killed with SIGKILL leaves."""
     import psutil
 
-    specs = set(forward.specs())
+    ends = forward.listens()
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         argv = proc.info.get("cmdline") or []
         if proc.info.get("name") != "ssh" or "ControlPath=none" not in argv:
             continue
-        if specs <= {argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-L"}:
+        held = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-L"]
+        if all(any(h.startswith(end) for h in held) for end in ends):
             found.append(proc)
     return found
 

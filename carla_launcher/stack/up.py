@@ -62,8 +62,9 @@ def refuse_early(profile: Profile) -> None:
     """What `up` refuses before it touches a box (exit 2): several servers declared with
     literal variants, tunnels (`remote.tunnel: true`) with literal variants, and another
     profile's variants in the same folder."""
-    gpus = profile.server.gpus
-    declared = len(profile.remote.hosts) * (len(gpus) if isinstance(gpus, tuple) else 1)
+    from carla_launcher.server.slots import count
+
+    declared = len(profile.remote.hosts) * (count(profile.server) or 1)
     line = env_mode_refusal(profile, declared) or tunnel_refusal(
         profile, declared if profile.remote.tunnel is True else 0
     )

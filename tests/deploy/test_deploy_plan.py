@@ -287,7 +287,7 @@ def test_every_script_is_valid_posix_sh(profile: Profile, tmp_path: Path) -> Non
         head + status_script(),
         head + start_script(),
         head + stop_script(),
-        head + status_script(compose=True),
+        head + status_script("compose"),
     ]
     for script in filter(None, scripts):
         done = subprocess.run(

@@ -16,7 +16,9 @@ from carla_launcher.server.state import notes, parse_status
 
 
 def _sections(compose: bool) -> set[str]:
-    script = prologue("nobody", "cl-test-ports") + status_script(compose)
+    script = prologue("nobody", "cl-test-ports") + status_script(
+        "compose" if compose else "package"
+    )
     done = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30)
     return set(sections.parse(done.stdout))
 
