@@ -19,7 +19,7 @@ from carla_launcher.deploy.runner import DeployReport
 from carla_launcher.deploy.runner import deploy as run_deploy
 from carla_launcher.jsonout import document, dumps, seconds
 from carla_launcher.netaddr import for_url
-from carla_launcher.profile import load_profile
+from carla_launcher.profile import Profile, load_profile
 from carla_launcher.term import open_board
 
 
@@ -72,12 +72,12 @@ def deploy(
     if as_json:
         click.echo(dumps(to_json(report)))
     else:
-        _summary(report)
+        _summary(report, prof)
     if not report.ok:
         raise SystemExit(1)
 
 
-def _summary(report: DeployReport) -> None:
+def _summary(report: DeployReport, prof: Profile) -> None:
     for h in report.hosts:
         if not h.ok:
             error(f"{h.host}: {h.error or 'failed'}")
@@ -95,6 +95,13 @@ def _summary(report: DeployReport) -> None:
             )
             continue
         changed = ", ".join(s.lower() for s in h.changed) if h.changed else "nothing changed"
+        if prof.server.mode == "slurm":  # Slurm runs the jobs when it decides: not probed here
+            click.echo(
+                f"{h.host}: {len(servers)} server(s) submitted as Slurm jobs from this login "
+                f"node ({changed}); `carla-launch server status {prof.name}` shows where they "
+                f"run, `carla-launch up {prof.name}` reaches them"
+            )
+            continue
         if len(servers) == 1:
             click.echo(
                 f"{h.host}: CARLA {h.version} ready at {_where(h.address, h.port)} ({changed})"

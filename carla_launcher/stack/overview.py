@@ -79,6 +79,15 @@ def _server_gpu(profile: Profile, host: str) -> dict[str, Any]:
     from carla_launcher.gpu.remote import box_report
     from carla_launcher.gpu.vram import server_vram
 
+    if profile.server.mode == "slurm":  # a login node: the GPUs are the compute nodes'
+        return {
+            "status": "not-asked",
+            "message": "the compute nodes' (Slurm gives each job its own): not read from the "
+            "login node",
+            "server_mib": None,
+            "gpus": [],
+        }
+
     report = box_report(profile, host, timeout=15)
     count, mib = server_vram(report)
     return {

@@ -197,7 +197,11 @@ def test_server_start_and_stop_of_a_job_also_when_its_loop_was_killed(
         compose={"address": "env"},
     )
     prof = str(box.profile_path)
-    assert box.cli("deploy", prof).returncode == 0
+    deploy = box.cli("deploy", prof)
+    assert deploy.returncode == 0, deploy.stderr
+    # a job runs when Slurm says: the deploy does not claim a server it did not see answer
+    assert "1 server(s) submitted as Slurm jobs from this login node" in deploy.stdout
+    assert "ready" not in deploy.stdout and "GPU" not in deploy.stderr, deploy.stderr
     start = box.cli("server", "start", prof)
     assert start.returncode == 0, start.stderr + start.stdout
     (job,) = _ours(cluster, box.server_user).values()
