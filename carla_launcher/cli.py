@@ -117,6 +117,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "carla-launch up gpu -- --build agent # rest goes to `docker compose up`",
         "carla-launch up pool # server.gpus on a pool: a server per GPU, an agent per server",
         "carla-launch up gpu # with remote.tunnel: auto, an SSH tunnel if the box's ports are shut",
+        "carla-launch up cluster # server.mode: slurm: sbatch jobs, tunnels via the login node",
     ),
     "attach": (
         "carla-launch attach gpu",
@@ -127,6 +128,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "carla-launch status gpu",
         "carla-launch status pool --json | jq '.pairs[] | [.host, .slot, .port, .agent.project]'",
         "carla-launch status gpu --json | jq '.pairs[].tunnel | [.bind, .local_port, .up]'",
+        "carla-launch status cluster --json | jq '.hosts[].servers[].job | [.id, .state, .node]'",
     ),
     "logs": (
         "carla-launch logs gpu # every container of the agent's project",

@@ -287,6 +287,8 @@ def forward_for_attach(
     port = world_port(profile, st)
     if setting is False or profile.remote.connector == "local":
         return None
+    if profile.server.mode == "slurm":
+        return forward_for(port, taken), SLURM_WHY
     got: Reach | None = None
     if setting == "auto" and address is not None:
         got = reach(address, port)

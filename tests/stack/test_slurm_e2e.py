@@ -162,6 +162,19 @@ def test_two_servers_as_slurm_jobs_through_the_login_node(
     assert f"job {old} ended: CANCELLED" in logs.stdout, logs.stdout
     assert f"job {again['id']} on {cluster.node}: starting CARLA" in logs.stdout, logs.stdout
 
+    # down --keep-server keeps the jobs; attach builds the pairs again, tunnels included
+    kept = cli(box, env, "down", str(box.profile_path), "--keep-server")
+    assert kept.returncode == 0, kept.stderr + kept.stdout
+    assert len(_ours(cluster, user)) == 2
+    attach = cli(box, env, "attach", str(box.profile_path), "--no-attach")
+    assert attach.returncode == 0, attach.stderr + attach.stdout
+    code, status = _status(box, env)
+    for pair in status["pairs"]:
+        lp = pair["tunnel"]["local_port"]
+        wait_for(lambda lp=lp: _version_at(dockerd.gateway, lp), 30, f"CARLA through {lp}")
+        assert pair["tunnel"]["why"].startswith("server.mode: slurm"), pair["tunnel"]
+    local = {p["server"]["slot"]: p["tunnel"]["local_port"] for p in status["pairs"]}
+
     # down: agents, tunnels and both jobs go
     down = cli(box, env, "down", str(box.profile_path))
     assert down.returncode == 0, down.stderr + down.stdout
