@@ -23,17 +23,11 @@ Debian 12's Slurm 22.05 (packages slurmctld, slurmd, slurm-client, munge), run l
   `box.address`, i.e. to the box's sshd and through an SSH tunnel via the login node. The
   namespace shares the file system: a job writes into its user's home as on a shared FS. A job
   runs as its submitter; `hostname` in it is this machine's, $SLURMD_NODENAME the node's name.
-- Slurm's config is machine-wide: commands over SSH read /etc/slurm/slurm.conf. While a cluster
-  runs, /etc/slurm holds our slurm.conf and gres.conf; its former content is copied to
-  `/var/tmp/cl-slurm/saved` first and put back on `close()` (byte for byte, owners and modes
-  too; what was not there is removed). A run killed before `close()` leaves the copy behind:
-  the next cluster puts it back (and ends the daemons, steps and munged left) before it starts.
-- One cluster at a time on this machine: a file lock (`/run/lock/cl-slurm.lock`) held while it
-  lives; a second test process waits for it.
-- munged: used if one already answers (`munge -n | unmunge`), else started as user munge and
-  stopped again on close. The Debian packages start no daemon when installed without a running
-  init system (invoke-rc.d cannot find a runlevel; a docker-style policy-rc.d denies it too),
-  and the slurm init scripts start nothing without /etc/slurm/slurm.conf.
+- Slurm's config and munge are machine-wide (how: tests/harness/slurm_machine.py): while a
+  cluster runs, /etc/slurm holds our slurm.conf and gres.conf, put back byte for byte on
+  `close()` (or by the next cluster, after a killed run, which also ends what that run left);
+  one cluster at a time on this machine (a second test process waits); munged is used if one
+  answers, else started and stopped again on close.
 - GPUs are device files under `conf_dir/dev` (gres.conf `File=`), made with /dev/null's numbers
   (1:3): Slurm drops plain files (it wants a character or block device, and then sets no GPU
   variable), so with these a job sees CUDA_VISIBLE_DEVICES, GPU_DEVICE_ORDINAL,
@@ -55,38 +49,30 @@ missing (naming its Debian package), no netns boxes, or a Slurm daemon of the ma
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import pytest
 
 from tests.harness import netns_box
+from tests.harness import slurm_machine as machine
 from tests.harness.netns_box import Box
 from tests.harness.polling import wait_for
+from tests.harness.slurm_machine import SBIN
+from tests.harness.slurm_machine import machine_lock as machine_lock  # part of this API
 
-ETC = Path("/etc/slurm")
-STATE = Path("/var/tmp/cl-slurm")  # survives a killed run: the next cluster restores from it
-SAVED = STATE / "saved"  # saved/slurm: a copy of /etc/slurm, or saved/absent
-MUNGED_PID = STATE / "munged.pid"  # the munged we started (stopped on close)
-CONF_DIR = STATE / "conf_dir"  # the running cluster's conf_dir (removed on close)
-LOCK = Path("/run/lock/cl-slurm.lock")
-MARK = "CL_SLURM_HARNESS"  # in slurmctld's and slurmd's environment: how we find them again
-DAEMONS = ("slurmctld", "slurmscriptd", "slurmd", "slurmstepd")
 PARTITION = "gpu"
 UP_TIMEOUT = 20.0
-LOCK_TIMEOUT = 600.0
 
 NEEDED = (
     ("slurmctld", "slurmctld"),
@@ -102,7 +88,6 @@ NEEDED = (
     ("unmunge", "munge"),
     ("nsenter", "util-linux"),
 )
-SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def slurm_missing() -> str | None:
@@ -117,7 +102,7 @@ def slurm_missing() -> str | None:
     why = netns_box.missing()
     if why:
         return why
-    others = [pid for pid in _slurm_daemons() if not _ours(pid)]
+    others = [pid for pid in machine.slurm_daemons() if not machine.ours(pid)]
     if others:
         return (
             f"a Slurm daemon of this machine runs (pid {others[0]}): "
@@ -243,22 +228,23 @@ class Cluster:
         try:
             if _OPEN:
                 raise RuntimeError("a Cluster is already open in this process (one per machine)")
-            _acquire()
+            machine.acquire()
             self._locked = True
             _OPEN.append(self)
-            STATE.mkdir(parents=True, exist_ok=True)
-            _reap()
-            self._munged = _ensure_munge()
+            machine.STATE.mkdir(parents=True, exist_ok=True)
+            machine.reap()
+            self._munged = machine.ensure_munge()
             self.conf_dir = Path(tempfile.mkdtemp(prefix="cl-slurm-"))
             self.conf_dir.chmod(0o755)
-            CONF_DIR.write_text(str(self.conf_dir))  # for the next cluster, if this run is killed
+            # for the next cluster, if this run is killed
+            machine.CONF_DIR.write_text(str(self.conf_dir))
             for sub in ("state", "spool", "dev"):
                 (self.conf_dir / sub).mkdir()
             self.gpu_files = [self.conf_dir / "dev" / f"nvidia{i}" for i in range(self.gpus)]
             for f in self.gpu_files:  # /dev/null's numbers: harmless, but a device to Slurm
                 os.mknod(f, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
             self._install_conf()
-            env = {**os.environ, MARK: str(self.conf_dir), "PATH": SBIN}
+            env = {**os.environ, machine.MARK: str(self.conf_dir), "PATH": SBIN}
             self._spawn("slurmctld", ["slurmctld", "-D", "-c", "-i"], env)
             self._spawn("slurmd", ["slurmd", "-D", "-N", self.node], env)
             self.wait_idle()
@@ -268,7 +254,7 @@ class Cluster:
         return self
 
     def _install_conf(self) -> None:
-        _save_etc()
+        machine.save_etc()
         self._saved = True
         controller = socket.gethostname().split(".")[0]  # slurmctld insists on `hostname`
         conf = conf_text(
@@ -279,7 +265,7 @@ class Cluster:
             folder=self.conf_dir,
             min_job_age=self.min_job_age,
         )
-        etc = ETC.resolve()  # where a symlinked /etc/slurm points: that folder is saved
+        etc = machine.ETC.resolve()  # where a symlinked /etc/slurm points: that folder is saved
         etc.mkdir(mode=0o755, exist_ok=True)
         for name, text in (
             ("slurm.conf", conf),
@@ -387,13 +373,13 @@ class Cluster:
         with contextlib.ExitStack() as then:  # run last-in first-out, after the body
             then.callback(self._unlock)
             if self.conf_dir != Path():
-                then.callback(CONF_DIR.unlink, True)
+                then.callback(machine.CONF_DIR.unlink, True)
                 then.callback(shutil.rmtree, self.conf_dir, True)
             if self._munged is not None:
-                then.callback(_stop_munged, self._munged)
+                then.callback(machine.stop_munged, self._munged)
                 self._munged = None
             if self._saved:
-                then.callback(_restore_etc)
+                then.callback(machine.restore_etc)
                 self._saved = False
             self._stop_processes()
 
@@ -404,18 +390,18 @@ class Cluster:
                 self.run(f"scancel -p {PARTITION}", check=False, timeout=10)
                 wait_for(lambda: not self.run("squeue -h", check=False).stdout.strip(), 6)
         for proc in self._procs.values():
-            _end(proc)
+            machine.end(proc)
         self._procs.clear()
-        _kill_all(lambda pid: _ours(pid) or self._job_process(pid))
+        machine.kill_all(lambda pid: machine.ours(pid) or self._job_process(pid))
 
     def _unlock(self) -> None:
         _OPEN.remove(self)
-        _release()
+        machine.release()
         self._locked = False
 
     def _job_process(self, pid: int) -> bool:
         """A process of a job of ours: in the box's namespace with SLURM_JOB_ID set."""
-        return _same_netns(pid, self.box.netns) and _has_env(pid, b"SLURM_JOB_ID=")
+        return machine.same_netns(pid, self.box.netns) and machine.has_env(pid, b"SLURM_JOB_ID=")
 
     def __enter__(self) -> Cluster:
         return self.start()
@@ -435,223 +421,4 @@ def slurm_box(box_factory: Any) -> Iterator[tuple[Box, Cluster]]:
         yield box, cluster
 
 
-# -- the machine: lock, munge, /etc/slurm, processes ---------------------------------------------
-_LOCK: list[TextIO] = []  # the lock file while this process holds the lock
-_DEPTH: list[int] = [0]
 _OPEN: list[Cluster] = []  # the cluster this process runs (one at most)
-
-
-@contextlib.contextmanager
-def machine_lock() -> Iterator[None]:
-    """The machine's Slurm lock, re-entrant within this process: while it is held no other
-    test process runs a cluster or writes /etc/slurm (a test that prepares /etc/slurm or
-    compares it after a cluster closed holds it around both)."""
-    _acquire()
-    try:
-        yield
-    finally:
-        _release()
-
-
-def _acquire() -> None:
-    """Take the lock (waiting for another test process's cluster to close) or nest in ours."""
-    if not _LOCK:
-        f = LOCK.open("w")
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    f.close()
-                    raise RuntimeError(
-                        f"another test process holds {LOCK} (its Slurm cluster) "
-                        f"for more than {LOCK_TIMEOUT:g} s"
-                    ) from None
-                time.sleep(0.2)
-        _LOCK.append(f)
-    _DEPTH[0] += 1
-
-
-def _release() -> None:
-    _DEPTH[0] -= 1
-    if _DEPTH[0] == 0 and _LOCK:
-        _LOCK.pop().close()
-
-
-def _ensure_munge() -> int | None:
-    """munged answering; the pid of the one we had to start (None: it already ran)."""
-    if MUNGED_PID.is_file():  # a killed run started it: ours to stop now
-        with contextlib.suppress(ValueError):
-            pid = int(MUNGED_PID.read_text())
-            if _alive(pid, "munged") and _munge_works():
-                return pid
-        MUNGED_PID.unlink(missing_ok=True)
-    if _munge_works():
-        return None
-    run = Path("/run/munge")
-    run.mkdir(exist_ok=True)
-    shutil.chown(run, "munge", "munge")
-    run.chmod(0o755)
-    done = subprocess.run(
-        ["runuser", "-u", "munge", "--", "munged", "--force"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PATH": SBIN},
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"munged does not start: {done.stderr.strip()}")
-    wait_for(_munge_works, 10, "munged answering (munge -n | unmunge)")
-    pid = int((run / "munged.pid").read_text())
-    STATE.mkdir(parents=True, exist_ok=True)
-    MUNGED_PID.write_text(str(pid))
-    return pid
-
-
-def _munge_works() -> bool:
-    """`munge -n | unmunge`: a credential made and checked by the running munged."""
-    env = {**os.environ, "PATH": SBIN}
-    cred = subprocess.run(["munge", "-n"], capture_output=True, check=False, env=env)
-    if cred.returncode != 0:
-        return False
-    done = subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, check=False, env=env)
-    return done.returncode == 0
-
-
-def _stop_munged(pid: int) -> None:
-    if _alive(pid, "munged"):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not _alive(pid, "munged"), 5)
-        if _alive(pid, "munged"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    MUNGED_PID.unlink(missing_ok=True)
-
-
-def _save_etc() -> None:
-    """Copy /etc/slurm (owners, modes, links: `cp -a`) to SAVED, or note that it was absent."""
-    etc = ETC.resolve()
-    tmp = STATE / "saving"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if etc.exists():
-        subprocess.run(["cp", "-a", str(etc), str(tmp / "slurm")], check=True)
-    else:
-        (tmp / "absent").touch()
-    tmp.rename(SAVED)  # only a complete copy counts as saved
-
-
-def _restore_etc() -> None:
-    """Put /etc/slurm back as SAVED holds it, then forget the copy."""
-    if not SAVED.is_dir():
-        return
-    etc = ETC.resolve()
-    if etc.is_file():
-        etc.unlink()
-    elif etc.exists():
-        shutil.rmtree(etc)
-    if (SAVED / "slurm").exists():
-        subprocess.run(["cp", "-a", str(SAVED / "slurm"), str(etc)], check=True)
-    shutil.rmtree(SAVED)
-
-
-def _reap() -> None:
-    """What a killed run left: its daemons, their steps and jobs, and /etc/slurm to put back."""
-    _kill_all(lambda pid: _ours(pid) or (_in_a_netns(pid) and _has_env(pid, b"SLURM_JOB_ID=")))
-    _restore_etc()
-    if CONF_DIR.is_file():
-        left = Path(CONF_DIR.read_text())
-        if left.name.startswith("cl-slurm-"):
-            shutil.rmtree(left, ignore_errors=True)
-        CONF_DIR.unlink()
-
-
-def _slurm_daemons() -> list[int]:
-    """Live Slurm daemons and steps on this machine."""
-    return [pid for pid in _pids() if any(_alive(pid, name) for name in DAEMONS)]
-
-
-def _alive(pid: int, name: str) -> bool:
-    """`pid` is a `name` process that still runs (a zombie, dead already, does not count)."""
-    return _comm(pid) == name and _state(pid) not in ("Z", "X")
-
-
-def _ours(pid: int) -> bool:
-    """A daemon or step this harness started: our mark in its environment (slurmctld and
-    slurmd), or inside a network namespace (a box: steps, slurmscriptd; a machine's own
-    Slurm runs in the machine's)."""
-    if _comm(pid) not in DAEMONS:
-        return False
-    return _has_env(pid, f"{MARK}=".encode()) or _in_a_netns(pid)
-
-
-def _in_a_netns(pid: int) -> bool:
-    """`pid` runs in another network namespace than this test process (in a box's): init's
-    may not be readable (a container's or VM's init)."""
-    try:
-        return Path(f"/proc/{pid}/ns/net").stat().st_ino != Path("/proc/self/ns/net").stat().st_ino
-    except OSError:
-        return False
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _has_env(pid: int, prefix: bytes) -> bool:
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    return any(var.startswith(prefix) for var in env.split(b"\0"))
-
-
-def _same_netns(pid: int, netns: str) -> bool:
-    try:
-        mine = Path(f"/proc/{pid}/ns/net").stat().st_ino
-        return mine == Path(f"/var/run/netns/{netns}").stat().st_ino
-    except OSError:
-        return False
-
-
-def _kill_all(which: Callable[[int], bool]) -> None:
-    """SIGKILL every process `which(pid)` picks, until none is left."""
-    for _ in range(50):
-        pids = [pid for pid in _pids() if pid != os.getpid() and which(pid)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a daemon we started, SIGKILL it after 5 s."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.harness import slurm
+from tests.harness import slurm_machine as machine
 from tests.harness.netns_box import PREFIX, Box, make_box
 from tests.harness.polling import wait_for
 from tests.harness.slurm import Cluster, slurm_missing
@@ -196,7 +197,7 @@ def test_scancel_ends_a_job_and_its_listener_and_the_waiting_job_starts(
 def etc_listing() -> dict[str, tuple[Any, ...]]:
     """/etc/slurm as (type, mode, owner, content hash or link target) per path; {} if absent."""
     out: dict[str, tuple[Any, ...]] = {}
-    top = slurm.ETC
+    top = machine.ETC
     if not top.exists():
         return out
     for p in sorted([top, *top.rglob("*")]):
@@ -212,7 +213,7 @@ def etc_listing() -> dict[str, tuple[Any, ...]]:
 
 
 def munged_pids() -> set[int]:
-    return {pid for pid in slurm._pids() if slurm._alive(pid, "munged")}
+    return {pid for pid in machine.all_pids() if machine.alive(pid, "munged")}
 
 
 def test_close_puts_etc_slurm_back_byte_for_byte_and_leaves_nothing_running(
@@ -221,13 +222,13 @@ def test_close_puts_etc_slurm_back_byte_for_byte_and_leaves_nothing_running(
     why = slurm_missing()
     if why:
         pytest.skip(why)
-    conf = slurm.ETC / "slurm.conf"
+    conf = machine.ETC / "slurm.conf"
     admins = "# the administrator's\nClusterName=theirs\n"
     with slurm.machine_lock():  # no other test process's cluster writes /etc/slurm meanwhile
         before_munged = munged_pids()
         ours = not conf.exists()
         if ours:  # an administrator's slurm.conf (odd mode) where the cluster writes its own
-            slurm.ETC.mkdir(exist_ok=True)
+            machine.ETC.mkdir(exist_ok=True)
             conf.write_text(admins)
             conf.chmod(0o600)
         try:
@@ -249,7 +250,7 @@ def test_close_puts_etc_slurm_back_byte_for_byte_and_leaves_nothing_running(
             assert etc_listing() == before
             if ours:
                 assert conf.read_text() == admins
-            assert not slurm._slurm_daemons(), "a Slurm daemon or job step is left running"
+            assert not machine.slurm_daemons(), "a Slurm daemon or job step is left running"
             assert not box.server_processes(), "a job's process is left running"
             assert munged_pids() == before_munged  # ours stopped; one that ran before runs
         finally:
@@ -293,15 +294,15 @@ def test_a_killed_run_is_cleaned_up_by_the_next_cluster(box_factory: Any, tmp_pa
     assert line.split()[:1] != [] and line.split()[0].isdigit(), f"no cluster came up: {err}"
     dead, left_dir = int(line.split()[0]), Path(line.split()[1])
     try:
-        left = [p for p in slurm._slurm_daemons() if slurm._same_netns(p, f"{PREFIX}{dead}")]
+        left = [p for p in machine.slurm_daemons() if machine.same_netns(p, f"{PREFIX}{dead}")]
         assert left, "the killed run's daemons should still run"
         with slurm.machine_lock():
             with Cluster(box_factory()) as cluster:
-                assert not set(left) & set(slurm._slurm_daemons())
-                assert "ClusterName=carla-test" in (slurm.ETC / "slurm.conf").read_text()
+                assert not set(left) & set(machine.slurm_daemons())
+                assert "ClusterName=carla-test" in (machine.ETC / "slurm.conf").read_text()
                 cluster.run("sinfo")
             assert etc_listing() == before
-            assert not slurm._slurm_daemons()
+            assert not machine.slurm_daemons()
             assert munged_pids() == before_munged
             assert not left_dir.exists()
     finally:  # the killed run's box: its namespace, users, links (unless another test
