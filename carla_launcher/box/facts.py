@@ -2,10 +2,10 @@
 
 Each fact is a shell snippet (run as one section of `sections.script`, after deploy's
 `prologue`, so "who runs the server" and "where is the package" mean what deploy means) and a
-reader of its section. A caller asks for the facts it needs (`DEPLOY`, `DOCTOR`, `GPU`,
-`ADDRESS`) and gets them in ONE round trip, over any transport (OpenSSH, `connector: local`,
-or pyinfra in the deploy child). To add a fact about the box: a snippet in `box/snippets.py`
-(`SNIPPETS`), a field in `BoxFacts`, a line in `parse_facts`.
+reader of its section. A caller asks for the facts it needs (`DEPLOY`, `DOCTOR`,
+`DOCTOR_SLURM`, `GPU`, `ADDRESS`) and gets them in ONE round trip, over any transport
+(OpenSSH, `connector: local`, or pyinfra in the deploy child). To add a fact about the box:
+a snippet in `box/snippets.py` (`SNIPPETS`), a field in `BoxFacts`, a line in `parse_facts`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from carla_launcher.nvidia.smi import GPU_FIELDS, Gpu, GpuReport, smi_report
 ADDRESS = ("id", "ssh", "ip", "hostname")
 GPU = ("id", "user", "gpus", "apps", "ps")
 DOCTOR = (*GPU, "paths", "vulkan", "disk", "root", "marker", "ports", "tmux")
+#: A Slurm login node (`server.mode: slurm`): no GPU to ask about, Slurm instead.
+DOCTOR_SLURM = ("id", "user", "paths", "slurm", "disk", "root", "marker")
 DEPLOY = (
     *ADDRESS,
     "gpus",
@@ -99,6 +101,29 @@ class SlotFacts:
 
 
 @dataclass(frozen=True)
+class Partition:
+    """A Slurm partition as `sinfo -h -o '%P|%a|%l|%D|%G'` prints it, its lines joined (one per
+    kind of node)."""
+
+    name: str
+    default: bool  # sinfo marks the default partition with `*`
+    avail: str  # up | down | drain | inactive (older Slurm: inact)
+    time_limit: str  # as sinfo prints it: infinite, 30:00, 4:00:00, 1-00:00:00, n/a
+    nodes: int
+    gres: tuple[str, ...] = ()  # of its nodes, one per kind: gpu:a100:4(S:0-1), ...
+
+
+@dataclass(frozen=True)
+class SlurmFacts:
+    """What a login node says about Slurm (`slurm`), with the loop's PATH addition."""
+
+    found: tuple[str, ...] = ()  # which of `snippets.SLURM_TOOLS` are there
+    version: str | None = None  # `sbatch --version`: "slurm 23.02.7"
+    partitions: tuple[Partition, ...] = ()  # the ones sinfo lists (to this user)
+    sinfo_error: str | None = None  # sinfo's last line when it failed (None: it ran, or none)
+
+
+@dataclass(frozen=True)
 class BoxFacts:
     """What one round trip told about a box; a fact not asked for keeps its default."""
 
@@ -133,6 +158,7 @@ class BoxFacts:
     deployed_port: int | None = None
     ps: dict[int, ProcInfo] = field(default_factory=dict)
     slots: tuple[SlotFacts, ...] = ()  # the profile's server folders (`slots`), in box order
+    slurm: SlurmFacts | None = None  # a login node's Slurm (`slurm`); None: not asked
 
     @property
     def login_root(self) -> bool:
@@ -218,6 +244,7 @@ def parse_facts(
         deployed_port=deployed_port,
         ps=ps,
         slots=parse_slots(lines("slots")),
+        slurm=parse_slurm(lines("slurm")) if "slurm" in s else None,
     )
 
 
@@ -247,6 +274,72 @@ def parse_slots(lines: list[str]) -> tuple[SlotFacts, ...]:
         )
         for d in found
     )
+
+
+def parse_slurm(lines: list[str]) -> SlurmFacts:
+    """The `slurm` section: `found=`, `version=`, then `partition=` (sinfo's lines) or
+    `sinfo_error=`. A partition's lines (one per kind of node) become one `Partition`.
+
+    >>> f = parse_slurm(["found=sbatch", "found=sinfo", "version=slurm 23.02.7",
+    ...     "partition=gpu*|up|2-00:00:00|6|gpu:a100:4(S:0-1)",
+    ...     "partition=gpu*|up|2-00:00:00|2|gpu:v100:2", "partition=cpu|drain|infinite|40|(null)"])
+    >>> f.found, f.version
+    (('sbatch', 'sinfo'), 'slurm 23.02.7')
+    >>> f.partitions[0]  # doctest: +NORMALIZE_WHITESPACE
+    Partition(name='gpu', default=True, avail='up', time_limit='2-00:00:00', nodes=8,
+              gres=('gpu:a100:4(S:0-1)', 'gpu:v100:2'))
+    >>> f.partitions[1].gres, f.partitions[1].default
+    ((), False)
+    >>> parse_slurm(["found=sinfo", "sinfo_error=sinfo: error: Unable to contact slurm controller"])
+    SlurmFacts(found=('sinfo',), version=None, partitions=(), \
+sinfo_error='sinfo: error: Unable to contact slurm controller')
+    """
+    found: list[str] = []
+    version = error = None
+    parts: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        if key == "found":
+            found.append(value)
+        elif key == "version":
+            version = value.strip() or None
+        elif key == "sinfo_error":
+            error = value.strip() or "sinfo failed"
+        elif key == "partition" and value.count("|") >= 4:
+            name, avail, limit, nodes, gres = (v.strip() for v in value.split("|", 4))
+            p = parts.setdefault(
+                name.rstrip("*"),
+                {"default": name.endswith("*"), "avail": avail, "limit": limit, "n": 0, "g": []},
+            )
+            p["n"] += _int(nodes) or 0
+            p["g"] += [g for g in _gres_items(gres) if g not in p["g"]]
+    return SlurmFacts(
+        tuple(found),
+        version,
+        tuple(
+            Partition(n, p["default"], p["avail"], p["limit"], p["n"], tuple(p["g"]))
+            for n, p in parts.items()
+        ),
+        error,
+    )
+
+
+def _gres_items(text: str) -> list[str]:
+    """sinfo's %G: items split at the commas outside parentheses; `(null)`: none.
+
+    >>> _gres_items("gpu:tesla:2(S:0,1),mps:200")
+    ['gpu:tesla:2(S:0,1)', 'mps:200']
+    """
+    items, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    return [i.strip() for i in items if i.strip() and i.strip() != "(null)"]
 
 
 def _gpu_report(s: dict[str, sections.Section], where: str) -> GpuReport:

@@ -92,6 +92,29 @@ SLOTS_SNIPPET = """for _sl_d in "$SDIR" "$SDIR"-[1-9]*; do
   [ "$USER_EXISTS" = yes ] && as_server tmux has-session -t "=$_sl_n" && echo session=yes
 done; :"""
 
+#: Where Slurm's commands live when a non-interactive login's PATH lacks them: the loop of
+#: `server.mode: slurm` (`server/slurm.py`) and the `slurm` fact look there both.
+SLURM_PATH = 'PATH="$PATH:/usr/local/bin:/opt/slurm/bin:/usr/local/slurm/bin"'
+#: What the loop runs (sbatch, squeue, scancel, scontrol), and sinfo, which lists the partitions.
+SLURM_TOOLS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo")
+#: sinfo's line per partition (and kind of node): name (`*`: the default), up/down/drain/inact,
+#: time limit, nodes, gres (`gpu:a100:4(S:0-1)`).
+SINFO_FORMAT = "%P|%a|%l|%D|%G"
+
+#: `slurm`: in a subshell, so that its PATH stays its own; prints nothing where Slurm is absent.
+#: sbatch --version reads slurm.conf (configless: asks the controller) and sinfo asks the
+#: controller: 5 s and 8 s at most, well within the doctor's 20 s for the whole round trip.
+SLURM_SNIPPET = f"""(
+{SLURM_PATH}
+for c in {" ".join(SLURM_TOOLS)}; do command -v "$c" >/dev/null 2>&1 && echo "found=$c"; done
+v=$(timeout 5 sbatch --version 2>/dev/null) && printf 'version=%s\\n' "$v" | head -n 1
+command -v sinfo >/dev/null 2>&1 || exit 0
+out=$(timeout 8 sinfo -h -o {q(SINFO_FORMAT)} 2>&1); rc=$?
+if [ $rc = 0 ]; then printf '%s\\n' "$out" | head -n 500 | sed 's/^/partition=/'
+elif [ $rc = 124 ]; then echo 'sinfo_error=no answer within 8 s'
+else e=$(printf '%s\\n' "$out" | grep . | tail -n 1); echo "sinfo_error=${{e:-exit $rc}}"; fi
+)"""
+
 _GQ = ",".join(GPU_FIELDS)
 _ICD = " ".join(q(d) for d in VULKAN_ICD_DIRS)
 
@@ -146,6 +169,7 @@ else cat /proc/net/tcp /proc/net/tcp6; fi""",
     "owner": UPLOADS_FUNCTION + "deploy_owner",
     "launch": 'sha256sum "$SDIR/launch.sh" | cut -c1-64',
     "slots": SLOTS_SNIPPET,
+    "slurm": SLURM_SNIPPET,
     "status": 'cat "$SDIR/status"; echo; echo "deployed_port=$(cat "$SDIR/port")"',
     "compose": 'echo "compose_sha=$(cat "$SDIR/.compose.sha256")"; '
     'echo "compose_state=$(docker compose -p "$CL_PROJECT" '

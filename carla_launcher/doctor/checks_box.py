@@ -1,6 +1,7 @@
 """A box's checks, pure: what one round trip printed (ssh's exit code and stderr, the DOCTOR
 facts of `box/facts.py`) against the profile. Reachable, host key, login, user, GPU driver,
-Vulkan, VRAM for the server, disk, ports, package.
+Vulkan, VRAM for the server, disk, ports, package; on a Slurm login node, Slurm instead of the
+GPU (`checks_slurm.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from carla_launcher.box.explain import SshOutcome
 from carla_launcher.box.facts import BoxFacts
 from carla_launcher.box.marker import marker_sha256
 from carla_launcher.box.ports import NoFreePort, choose_port
+from carla_launcher.doctor import checks_slurm
 from carla_launcher.doctor.model import DIST, Check, Status
 from carla_launcher.gpu.vram import box_vram
 from carla_launcher.nvidia import smi
@@ -369,7 +371,7 @@ def box_checks(profile: Profile, host: str, rc: int, stdout: str, stderr: str) -
         if any(c.status == "failing" for c in conn):
             return conn
     facts = box_facts.parse_facts(stdout, where=host, server_user=profile.server.user)
-    if "gpus" not in sections.parse(stdout):
+    if "id" not in sections.parse(stdout):  # the first fact of DOCTOR and of DOCTOR_SLURM
         line = (stderr.strip().splitlines() or [f"exit {rc}"])[-1]
         return [
             *conn,
@@ -381,6 +383,16 @@ def box_checks(profile: Profile, host: str, rc: int, stdout: str, stderr: str) -
                 DIST,
                 host,
             ),
+        ]
+    if profile.server.mode == "slurm":  # a login node: the compute nodes have the GPUs
+        return [
+            *conn,
+            user_check(facts, profile, host),
+            checks_slurm.gpus_check(profile, host),
+            checks_slurm.slurm_check(facts, profile, host),
+            disk_check(facts, profile, host),
+            checks_slurm.ports_check(profile, host),
+            package_check(facts, profile, host),
         ]
     out = [
         *conn,

@@ -1,8 +1,8 @@
 """Collecting the doctor's facts: the imperative shell around the pure checks.
 
 The local facts (nvidia-smi or NVML, `docker info`, 50-500 ms each) are gathered while every
-box answers its one round trip (the DOCTOR facts of `box/facts.py`), so a whole run costs about
-one nvidia-smi plus one ssh connection.
+box answers its one round trip (the DOCTOR facts of `box/facts.py`; DOCTOR_SLURM on a Slurm
+login node), so a whole run costs about one nvidia-smi plus one ssh connection.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def run_doctor(
     hosts: list[str] = list(profile.remote.hosts) if profile else []
     script = (
         box_facts.facts_script(
-            box_facts.DOCTOR,
+            box_facts.DOCTOR_SLURM if profile.server.mode == "slurm" else box_facts.DOCTOR,
             root=profile.server.package.root,
             server_user=profile.server.user,
             session=profile.server.tmux_session,
