@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from carla_launcher.box.shell import q
@@ -50,6 +50,8 @@ class LaunchOrigin:
     restart: str
     settings_sha256: str | None  # of the settings file's text; None: no settings file
     gpus: Gpus = None  # server.gpus as given; `gpu` is then this server's (its slot's) GPU
+    slurm: tuple[str, ...] | None = None  # server.mode: slurm: each job's sbatch options
+    jobs: int | None = None  # server.mode: slurm: server.slurm.jobs
 
     def line(self) -> str:
         """The one comment line of the launch script (JSON cannot hold a raw newline). `gpus`
@@ -70,6 +72,10 @@ class LaunchOrigin:
         }
         if self.gpus is not None:
             data["gpus"] = self.gpus if isinstance(self.gpus, str) else list(self.gpus)
+        if self.slurm is not None:
+            data["slurm"] = list(self.slurm)
+        if self.jobs is not None:
+            data["jobs"] = self.jobs
         return ORIGIN_PREFIX + json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -79,7 +85,13 @@ def launch_origin(
     """The profile's side: what a deploy made now would record (for server `slot`: its GPU)."""
     sha = hashlib.sha256(settings_text.encode()).hexdigest() if settings_text is not None else None
     gpu = slot.gpu if slot is not None else server.gpu
-    return LaunchOrigin(server.args, gpu, server.port, server.restart, sha, server.gpus)
+    origin = LaunchOrigin(server.args, gpu, server.port, server.restart, sha, server.gpus)
+    if server.mode != "slurm":
+        return origin
+    from carla_launcher.server.slurm import sbatch_options  # it renders from this module
+
+    options = tuple(sbatch_options(server.slurm))
+    return replace(origin, slurm=options, jobs=server.slurm.jobs)
 
 
 def parse_origin(text: str | None) -> LaunchOrigin | None:
@@ -110,7 +122,15 @@ def parse_origin(text: str | None) -> LaunchOrigin | None:
         gpus = tuple(raw)
     elif raw not in (None, "all"):
         return None
-    return LaunchOrigin(tuple(args), gpu, port, restart, sha, gpus)
+    slurm, jobs = data.get("slurm"), data.get("jobs")
+    if slurm is not None and not (
+        isinstance(slurm, list) and all(isinstance(o, str) for o in slurm)
+    ):
+        return None
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool)):
+        return None
+    options = tuple(slurm) if slurm is not None else None
+    return LaunchOrigin(tuple(args), gpu, port, restart, sha, gpus, options, jobs)
 
 
 @dataclass(frozen=True)

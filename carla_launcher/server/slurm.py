@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from carla_launcher.box.shell import q
+from carla_launcher.box.snippets import SLURM_PATH  # where Slurm's commands live
 from carla_launcher.server.launch import (
     FIRST_DELAY,
     MAX_DELAY,
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 JOB_PREFIX = "carla-launch-"  # + the server's session: how its jobs are named, found, cancelled
 TARGET = "target"  # in the state folder: "ADDRESS PORT" of the running job (tunnels read it)
 JOB_TARGET = "job-target"  # written by the job: "JOBID NODE PORT"
-#: Where Slurm's commands live when a non-interactive login's PATH lacks them.
-SLURM_PATH = 'PATH="$PATH:/usr/local/bin:/opt/slurm/bin:/usr/local/slurm/bin"'
 _EOF = "CARLA_LAUNCH_JOB_EOF"
 #: What the login node needs of `server.os_packages`: it unpacks the package and runs the loop
 #: in tmux; the compute nodes run CARLA with what the cluster gives them.
@@ -51,9 +50,17 @@ LOGIN_NODE_PACKAGES = ("tmux", "curl", "xz-utils", "unzip")
 #: and COMPLETING ends the job, and the loop submits it again as `server.restart` says.
 WAITING = ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
            "SUSPENDED", "RESV_DEL_HOLD", "STAGE_OUT", "SIGNALING")  # fmt: skip
-#: How often the loop asks squeue: 1 s until the job runs (the tunnels wait for it), then 2 s.
+#: How often the loop asks squeue: every second while a job is new (`up` and the tunnels wait
+#: for it to run), every POLL_SLOW_S once it runs or has queued a minute: a loop per server
+#: must not flood a busy controller.
 POLL_STARTING_S = 1
-POLL_RUNNING_S = 2
+POLL_SLOW_S = 5
+QUICK_FOR_S = 60
+#: sbatch's words for a controller that did not answer in time: submitted again (at most
+#: SUBMIT_TRIES times, with the backoff); any other refusal (a wrong partition, account or
+#: option) fails the server at once, with sbatch's own line.
+TRANSIENT = '*"imed out"*|*"nable to contact"*|*"ry again"*|*emporarily*|*ransient*'
+SUBMIT_TRIES = 5
 
 
 def job_name(session: str) -> str:
@@ -145,6 +152,7 @@ LOG="$DIR/server.log"
 STATUS="$DIR/status"
 ME=$(id -un)
 restarts=0
+tries=0
 delay={FIRST_DELAY}
 last_exit=
 last_crash=
@@ -172,6 +180,9 @@ status() {{
 }}
 note() {{ echo "$(date '+%Y-%m-%d %H:%M:%S') carla-launch: $*" >> "$LOG"; }}
 nap() {{ sleep "$1" & wait $!; }}
+poll() {{  # the pause before asking squeue again about a job submitted at $started
+  if [ $(($(date +%s) - started)) -lt {QUICK_FOR_S} ]; then nap {POLL_STARTING_S}; else nap {POLL_SLOW_S}; fi
+}}
 finish() {{
   trap '' HUP INT TERM
   rm -f "$DIR/{TARGET}"
@@ -207,9 +218,20 @@ while :; do
   id=${{out%%;*}}
   case $id in
     ''|*[!0-9]*)
-      last_crash="sbatch refused the job: $(printf '%s' "$out" | tr '\\n' ' ')"
+      said=$(printf '%s' "$out" | tr '\\n' ' ')
+      tries=$((tries + 1))
+      case $said in
+        {TRANSIENT})
+          if [ $tries -lt {SUBMIT_TRIES} ]; then
+            note "sbatch: $said; submitting again in $delay s"; status restarting
+            nap "$delay"; delay=$((delay * 2)); [ "$delay" -gt {MAX_DELAY} ] && delay={MAX_DELAY}
+            continue
+          fi ;;
+      esac
+      last_crash="sbatch refused the job: $said"
       note "$last_crash"; status failed; break ;;
   esac
+  tries=0
   job=$id
   note "submitted job $job"
   status pending
@@ -226,7 +248,7 @@ while :; do
         if [ -n "$addr" ]; then  # preempted and queued again: not where it was any more
           rm -f "$DIR/{TARGET}"; addr=; node=; jport=; note "job $job is $jstate again"
         fi
-        status pending; nap {POLL_STARTING_S} ;;
+        status pending; poll ;;
       RUNNING|COMPLETING)
         if [ "$jstate" = RUNNING ] && [ -z "$addr" ] && [ -s "$DIR/{JOB_TARGET}" ] &&
           read -r tj tn tp < "$DIR/{JOB_TARGET}" && [ "$tj" = "$job" ]; then
@@ -238,7 +260,7 @@ while :; do
           note "job $job runs on $node ($addr), CARLA on port $jport"
           status running
         fi
-        if [ -n "$addr" ]; then nap {POLL_RUNNING_S}; else nap {POLL_STARTING_S}; fi ;;
+        if [ -n "$addr" ]; then nap {POLL_SLOW_S}; else poll; fi ;;
       *) break ;;
     esac
   done

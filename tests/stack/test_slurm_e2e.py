@@ -243,6 +243,17 @@ def test_server_start_and_stop_of_a_job_also_when_its_loop_was_killed(
     stopped = box.cli("server", "status", prof)
     assert stopped.returncode == 1 and "stopped on purpose" in stopped.stdout, stopped.stdout
 
+    # an edited slurm section is drift: `server start` redeploys the loop with the new job;
+    # a partition Slurm does not have fails at once, in sbatch's own words
+    box.write_profile(server={"slurm": {"partition": "nope"}})
+    bad = box.cli("server", "start", prof)
+    assert bad.returncode == 1, bad.stdout
+    assert "server.slurm changed since the last deploy (--partition: gpu -> nope)" in bad.stderr
+    assert "sbatch refused the job: sbatch: error: invalid partition specified: nope" in (
+        bad.stderr
+    ), bad.stderr
+    assert cluster.jobs(user=box.server_user) == []
+
 
 @pytest.mark.root
 @pytest.mark.docker
