@@ -25,14 +25,11 @@ import argparse
 import json
 import shlex
 import statistics
-import subprocess
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.up import carla_launch, isolate_home
+from bench.up import agent_world, carla_launch
 from carla_launcher.profile import read_profile
 from carla_launcher.server.probe import NotReady, probe_version
 from carla_launcher.stack.pairs import Reached, pairs_of
@@ -53,15 +50,8 @@ def main() -> None:
     args = ap.parse_args()
     if why := slurm_missing():
         raise SystemExit(f"bench.slurm: {why}")
-    sock = f"cl-bench-{uuid.uuid4().hex[:6]}"
-    with tempfile.TemporaryDirectory() as tmp:
-        isolate_home(Path(tmp))
-        with DockerDaemon(Path(tmp) / "docker") as docker:
-            env = {**docker.environ(), "CARLA_LAUNCH_TMUX_SOCKET": sock}
-            try:
-                results = measure(args.runs, Path(tmp), docker, env)
-            finally:
-                subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    with agent_world() as (tmp, docker, env):
+        results = measure(args.runs, tmp, docker, env)
     print(json.dumps(results, indent=2))
 
 

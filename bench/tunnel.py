@@ -22,14 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.up import carla_launch, isolate_home
+from bench.up import agent_world, carla_launch
 from carla_launcher.profile import read_profile
 from carla_launcher.stack.pairs import Reached, pairs_of
 from tests.harness.dockerd import DockerDaemon
@@ -45,15 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    sock = f"cl-bench-{uuid.uuid4().hex[:6]}"
-    with tempfile.TemporaryDirectory() as tmp:
-        isolate_home(Path(tmp))
-        with DockerDaemon(Path(tmp) / "docker") as docker:
-            env = {**docker.environ(), "CARLA_LAUNCH_TMUX_SOCKET": sock}
-            try:
-                results = compare(args.runs, Path(tmp), docker, env)
-            finally:
-                subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    with agent_world() as (tmp, docker, env):
+        results = compare(args.runs, tmp, docker, env)
     print(json.dumps(results, indent=2))
 
 

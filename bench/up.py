@@ -21,6 +21,7 @@ writes (known servers, sessions) never land in the user's own ~/.local/state/car
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +57,33 @@ def isolate_home(tmp: Path) -> None:
     )
 
 
+@contextlib.contextmanager
+def agent_world() -> Iterator[tuple[Path, DockerDaemon, dict[str, str]]]:
+    """(a temporary folder, a private dockerd, the env for `carla-launch`): HOME inside the
+    folder (`isolate_home`), the agents on that dockerd, the panes on a tmux socket of their
+    own, which is killed at the end."""
+    sock = f"cl-bench-{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        isolate_home(Path(tmp))
+        with DockerDaemon(Path(tmp) / "docker") as docker:
+            env = {**docker.environ(), "CARLA_LAUNCH_TMUX_SOCKET": sock}
+            try:
+                yield Path(tmp), docker, env
+            finally:
+                subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--part", choices=("all", "single", "parallel"), default="all")
     args = ap.parse_args()
-    sock = f"cl-bench-{uuid.uuid4().hex[:6]}"
-    with tempfile.TemporaryDirectory() as tmp:
-        isolate_home(Path(tmp))
-        results: dict[str, Any] = {"runs": args.runs}
-        with DockerDaemon(Path(tmp) / "docker") as docker:
-            env = {**docker.environ(), "CARLA_LAUNCH_TMUX_SOCKET": sock}
-            try:
-                if args.part in ("all", "single"):
-                    results.update(single(args.runs, Path(tmp), docker, env))
-                if args.part in ("all", "parallel"):
-                    results.update(parallel(args.runs, Path(tmp), docker, env))
-            finally:
-                subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    results: dict[str, Any] = {"runs": args.runs}
+    with agent_world() as (tmp, docker, env):
+        if args.part in ("all", "single"):
+            results.update(single(args.runs, tmp, docker, env))
+        if args.part in ("all", "parallel"):
+            results.update(parallel(args.runs, tmp, docker, env))
     print(json.dumps(results, indent=2))
 
 

@@ -190,6 +190,26 @@ CRASH_PATTERN = r"Signal [0-9]+ caught|Refusing to run|bind: |Fatal error|Assert
 SHELL_CRASH_PATTERN = r"Segmentation fault|Killed|Aborted|core dumped|[Ee]rror:"
 
 
+#: Shell text of both loops, this one and Slurm's job loop (`server/slurm.py`): when a process
+#: started (field 22 of /proc/PID/stat), the loop's own lines in the log, and the log shown in
+#: the pane (rotated past 50 MB). launch.sh is hashed: changing these restarts deployed servers.
+START_OF = r"""start_of() {  # field 22 of /proc/$1/stat: when $1 started (clock ticks since boot)
+  { read -r line < "/proc/$1/stat"; } 2>/dev/null || return 0
+  set -- ${line##*) }
+  [ $# -ge 20 ] && echo "${20}"
+}
+loop_start=$(start_of $$)
+"""
+NOTE = r"""note() { echo "$(date '+%Y-%m-%d %H:%M:%S') carla-launch: $*" >> "$LOG"; }
+"""
+LOG_IN_PANE = r"""mkdir -p "$DIR"
+if [ -f "$LOG" ] && [ "$(wc -c < "$LOG")" -gt 52428800 ]; then mv -f "$LOG" "$LOG.1"; fi
+touch "$LOG"
+tail -n 0 -F --pid=$$ "$LOG" 2>/dev/null &
+tailpid=$!
+"""
+
+
 def render_launch_script(cfg: LaunchConfig) -> str:
     args = " ".join(q(a) for a in cfg.args)
     origin = f"{cfg.origin.line()}\n" if cfg.origin is not None else ""
@@ -212,21 +232,14 @@ pgid_start=
 started=
 tailpid=
 
-start_of() {{  # field 22 of /proc/$1/stat: when $1 started (clock ticks since boot)
-  {{ read -r line < "/proc/$1/stat"; }} 2>/dev/null || return 0
-  set -- ${{line##*) }}
-  [ $# -ge 20 ] && echo "${{20}}"
-}}
-loop_start=$(start_of $$)
-status() {{
+{START_OF}status() {{
   {{
     echo "state=$1"; echo "pid=$pgid"; echo "pgid_start=$pgid_start"; echo "started=$started"
     echo "restarts=$restarts"; echo "last_exit=$last_exit"; echo "last_crash=$last_crash"
     echo "port=$PORT"; echo "loop=$$"; echo "loop_start=$loop_start"
   }} > "$STATUS.tmp" && mv -f "$STATUS.tmp" "$STATUS"
 }}
-note() {{ echo "$(date '+%Y-%m-%d %H:%M:%S') carla-launch: $*" >> "$LOG"; }}
-group_alive() {{  # a live (non-zombie) process left in group $1?
+{NOTE}group_alive() {{  # a live (non-zombie) process left in group $1?
   g=$1
   for f in /proc/[0-9]*/stat; do
     {{ read -r line < "$f"; }} 2>/dev/null || continue
@@ -250,12 +263,7 @@ finish() {{
 }}
 trap finish HUP INT TERM
 
-mkdir -p "$DIR"
-if [ -f "$LOG" ] && [ "$(wc -c < "$LOG")" -gt 52428800 ]; then mv -f "$LOG" "$LOG.1"; fi
-touch "$LOG"
-tail -n 0 -F --pid=$$ "$LOG" 2>/dev/null &
-tailpid=$!
-cd "$ROOT" || {{ note "no such folder: $ROOT"; last_crash="no such folder: $ROOT"; status failed; exit 1; }}
+{LOG_IN_PANE}cd "$ROOT" || {{ note "no such folder: $ROOT"; last_crash="no such folder: $ROOT"; status failed; exit 1; }}
 
 while :; do
   started=$(date +%s)

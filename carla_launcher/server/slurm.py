@@ -30,8 +30,11 @@ from carla_launcher.box.shell import q
 from carla_launcher.box.snippets import SLURM_PATH  # where Slurm's commands live
 from carla_launcher.server.launch import (
     FIRST_DELAY,
+    LOG_IN_PANE,
     MAX_DELAY,
+    NOTE,
     STABLE_AFTER,
+    START_OF,
     LaunchConfig,
     without_port,
 )
@@ -164,13 +167,7 @@ addr=
 jport=
 jstate=
 
-start_of() {{  # field 22 of /proc/$1/stat: when $1 started (clock ticks since boot)
-  {{ read -r line < "/proc/$1/stat"; }} 2>/dev/null || return 0
-  set -- ${{line##*) }}
-  [ $# -ge 20 ] && echo "${{20}}"
-}}
-loop_start=$(start_of $$)
-status() {{
+{START_OF}status() {{
   {{
     echo "state=$1"; echo "pid="; echo "pgid_start="; echo "started=$started"
     echo "restarts=$restarts"; echo "last_exit=$last_exit"; echo "last_crash=$last_crash"
@@ -178,8 +175,7 @@ status() {{
     echo "job=$job"; echo "node=$node"; echo "addr=$addr"; echo "job_port=$jport"
   }} > "$STATUS.tmp" && mv -f "$STATUS.tmp" "$STATUS"
 }}
-note() {{ echo "$(date '+%Y-%m-%d %H:%M:%S') carla-launch: $*" >> "$LOG"; }}
-nap() {{ sleep "$1" & wait $!; }}
+{NOTE}nap() {{ sleep "$1" & wait $!; }}
 poll() {{  # the pause before asking squeue again about a job submitted at $started
   if [ $(($(date +%s) - started)) -lt {QUICK_FOR_S} ]; then nap {POLL_STARTING_S}; else nap {POLL_SLOW_S}; fi
 }}
@@ -198,12 +194,7 @@ submit() {{
 {job}{_EOF}
 }}
 
-mkdir -p "$DIR"
-if [ -f "$LOG" ] && [ "$(wc -c < "$LOG")" -gt 52428800 ]; then mv -f "$LOG" "$LOG.1"; fi
-touch "$LOG"
-tail -n 0 -F --pid=$$ "$LOG" 2>/dev/null &
-tailpid=$!
-# a job an earlier loop left (it was killed outright) is cancelled: this loop owns the server
+{LOG_IN_PANE}# a job an earlier loop left (it was killed outright) is cancelled: this loop owns the server
 scancel --name="$NAME" --user="$ME" 2>/dev/null
 i=0
 while [ -n "$(squeue -h -n "$NAME" -u "$ME" -o %i 2>/dev/null)" ] && [ $i -lt 60 ]; do

@@ -55,7 +55,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -71,7 +70,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.polling import wait_for
+from tests.harness.polling import kill_until_gone, wait_for
 from tests.harness.standin_carla import build_package, sha256, standin_python, wait_listening
 from tests.harness.standin_carla.http import PackageServer, Request
 
@@ -736,14 +735,7 @@ def _netns_pids(ns: str) -> list[int]:
 
 def _kill_netns(ns: str) -> None:
     """Kill every process inside the namespace, by pid, until none is left."""
-    for _ in range(50):
-        pids = _netns_pids(ns)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
+    kill_until_gone(lambda: _netns_pids(ns))
 
 
 def _remove_user(name: str) -> None:

@@ -11,6 +11,7 @@
   "agent: connected to ADDRESS:PORT, CARLA VERSION" (VERSION empty when nothing answered).
   No `name:`, no `container_name:`, no published ports: one variant runs as many compose
   projects at once, one per server.
+- `answered_since`, `version_at`, `status_json`: what the end-to-end tests wait for and read.
 - `agent_reports(dockerd, project)`: what the agent of one compose project printed, parsed;
   `containers(dockerd, project)`, `projects(dockerd)`: what runs on the daemon, by compose
   project (its label); `remove_projects(dockerd, names)`: a test's leftovers on the session's
@@ -23,6 +24,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.harness.agent import VERSION_CALL
 from tests.harness.dockerd import DockerDaemon
@@ -145,3 +147,31 @@ def remove_projects(dockerd: DockerDaemon, names: set[str]) -> None:
         nets = dockerd.docker("network", "ls", "-q", "--filter", label).stdout.split()
         if nets:
             dockerd.docker("network", "rm", *nets, check=False)
+
+
+def answered_since(dockerd: DockerDaemon, project: str, seen: int) -> list[Report]:
+    """The agent's reports, once it printed a new one with an answer after the first `seen`
+    (else []: for `polling.wait_for`)."""
+    found = agent_reports(dockerd, project)
+    return found if len(found) > seen and found[-1].version else []
+
+
+def version_at(host: str, port: int) -> str | None:
+    """CARLA's version at host:port, or None when nothing answers there (for `wait_for`)."""
+    from carla_launcher.server.probe import NotReady, probe_version
+
+    try:
+        return probe_version(host, port, timeout=2)
+    except NotReady:
+        return None
+
+
+def status_json(box: Box, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """`carla-launch status P --json` of the box's profile: its exit code and its document,
+    checked against the status schema."""
+    from tests.commands.test_json_outputs import checked
+    from tests.harness.agent import cli
+
+    done = cli(box, env, "status", str(box.profile_path), "--json")
+    assert done.stdout.strip(), done.stderr
+    return done.returncode, checked("status", done.stdout)

@@ -1,4 +1,5 @@
-"""Waiting in tests: poll with a deadline instead of sleeping a fixed time.
+"""Waiting in tests: poll with a deadline instead of sleeping a fixed time (and kill until
+nothing is left).
 
 The one `wait_for` of the suite. A wait that gives up is a failure that says what it waited
 for (and, with `log`, what the program under test printed), never a silent fall-through.
@@ -6,6 +7,9 @@ for (and, with `log`, what the program under test printed), never a silent fall-
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -41,3 +45,16 @@ def wait_for(
             raise AssertionError(f"timed out after {timeout:g} s waiting for {shown}{extra}")
         time.sleep(delay)
         delay = min(delay * 1.5, interval)
+
+
+def kill_until_gone(find: Callable[[], list[int]]) -> None:
+    """SIGKILL every process `find()` lists, and again until it lists none (at most 50 rounds
+    of 50 ms): a killed parent may have started a child meanwhile."""
+    for _ in range(50):
+        pids = find()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from tests.harness.polling import wait_for
+from tests.harness.polling import kill_until_gone, wait_for
 
 ETC = Path("/etc/slurm")
 STATE = Path("/var/tmp/cl-slurm")  # survives a killed run: the next cluster restores from it
@@ -245,14 +245,7 @@ def same_netns(pid: int, netns: str) -> bool:
 
 def kill_all(which: Callable[[int], bool]) -> None:
     """SIGKILL every process `which(pid)` picks, until none is left."""
-    for _ in range(50):
-        pids = [pid for pid in all_pids() if pid != os.getpid() and which(pid)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
+    kill_until_gone(lambda: [pid for pid in all_pids() if pid != os.getpid() and which(pid)])
 
 
 def end(proc: subprocess.Popen[bytes]) -> None:

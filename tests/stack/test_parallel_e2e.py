@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ from tests.harness.parallel import (
     containers,
     give_gpus,
     projects,
-    remove_projects,
     write_env_agent,
 )
 from tests.harness.polling import wait_for
@@ -49,14 +47,6 @@ from tests.harness.standin_carla import run_local, wait_listening
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
 
 VERSION = "0.9.15"
-
-
-@pytest.fixture
-def own_projects(dockerd: DockerDaemon) -> Iterator[None]:
-    """The daemon serves the whole session: remove every compose project this test made."""
-    before = projects(dockerd)
-    yield
-    remove_projects(dockerd, projects(dockerd) - before)
 
 
 def _reports_once(dockerd: DockerDaemon, project: str, after: int = 0) -> list[Report]:

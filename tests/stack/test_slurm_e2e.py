@@ -12,7 +12,6 @@ seconds and prints where it connected, tests/harness/parallel.py), the panes in 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,15 @@ from carla_launcher.box.ports import triple
 from carla_launcher.box.tunnel import AGENT_HOST
 from carla_launcher.box.tunnel_local import listening_ports
 from carla_launcher.profile import read_profile
-from carla_launcher.server.probe import NotReady, probe_version
 from tests.harness.agent import cli
 from tests.harness.dockerd import DockerDaemon
 from tests.harness.netns_box import Box
 from tests.harness.parallel import (
     Report,
     agent_reports,
-    projects,
-    remove_projects,
+    answered_since,
+    status_json,
+    version_at,
     write_env_agent,
 )
 from tests.harness.polling import wait_for
@@ -40,37 +39,24 @@ from tests.harness.slurm import Cluster
 VERSION = "0.9.15"
 
 
-@pytest.fixture
-def own_projects(dockerd: DockerDaemon) -> Iterator[None]:
-    """The daemon serves the whole session: remove every compose project this test made."""
-    before = projects(dockerd)
-    yield
-    remove_projects(dockerd, projects(dockerd) - before)
-
-
-def _status(box: Box, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    from tests.commands.test_json_outputs import checked
-
-    done = cli(box, env, "status", str(box.profile_path), "--json")
-    assert done.stdout.strip(), done.stderr
-    return done.returncode, checked("status", done.stdout)
+def _cluster_profile(
+    box: Box, dockerd: DockerDaemon, tmux_socket: str, tmp_path: Path, **slurm: Any
+) -> dict[str, str]:
+    """The stand-in on the shared file system, a slurm-mode profile with `slurm` and the
+    env-mode agent; the environment `carla-launch` runs in (the dockerd, the tmux socket)."""
+    build = tmp_path / "proj" / "build"
+    write_env_agent(build, dockerd.image())
+    box.preinstall()
+    box.write_profile(
+        server={"mode": "slurm", "slurm": {"partition": "gpu", **slurm}},
+        compose={"dir": str(build), "simulator": "carla-simulator", "address": "env"},
+    )
+    return {**dockerd.environ(), "CARLA_LAUNCH_TMUX_SOCKET": tmux_socket}
 
 
 def _ours(cluster: Cluster, user: str) -> dict[str, dict[str, str]]:
     """The server user's jobs that run, by name."""
     return {j["name"]: j for j in cluster.jobs(user=user) if j["state"] == "RUNNING"}
-
-
-def _version_at(host: str, port: int) -> str | None:
-    try:
-        return probe_version(host, port, timeout=2)
-    except NotReady:
-        return None
-
-
-def _answered_since(dockerd: DockerDaemon, project: str, seen: int) -> list[Report]:
-    found = agent_reports(dockerd, project)
-    return found if len(found) > seen and found[-1].version else []
 
 
 @pytest.mark.root
@@ -84,18 +70,8 @@ def test_two_servers_as_slurm_jobs_through_the_login_node(
     own_projects: None,
 ) -> None:
     box, cluster = slurm_box
-    build = tmp_path / "proj" / "build"
-    write_env_agent(build, dockerd.image())
-    box.preinstall()
-    box.write_profile(
-        server={
-            "mode": "slurm",
-            "slurm": {"jobs": 2, "partition": cluster.partition, "time": "30:00"},
-        },
-        compose={"dir": str(build), "simulator": "carla-simulator", "address": "env"},
-    )
+    env = _cluster_profile(box, dockerd, tmux_socket, tmp_path, jobs=2, time="30:00")
     box.firewall()  # only ssh gets in: the node's ports are reached through the login node
-    env = {**dockerd.environ(), "CARLA_LAUNCH_TMUX_SOCKET": tmux_socket}
     profile = read_profile(box.profile_path)
     user = box.server_user
 
@@ -115,7 +91,15 @@ def test_two_servers_as_slurm_jobs_through_the_login_node(
     running = _ours(cluster, user)
     assert set(running) == {"carla-launch-carla", "carla-launch-carla-1"}, running
     assert {j["node"] for j in running.values()} == {cluster.node}
-    code, status = _status(box, env)
+    # each agent reaches its own server through its tunnel (`up` leaves the agents starting)
+    _, status = status_json(box, env)
+    pairs = {p["server"]["slot"]: p for p in status["pairs"]}
+    assert {k: p["tunnel"]["local_port"] for k, p in pairs.items()} == local
+    for k, pair in pairs.items():
+        project = pair["agent"]["project"]
+        got = wait_for(partial(answered_since, dockerd, project, 0), 60, f"agent {k}'s answer")
+        assert got[-1] == Report(AGENT_HOST, local[k], VERSION), got
+    code, status = status_json(box, env)
     assert code == 0, status["problems"]
     servers = {s["slot"]: s for s in status["hosts"][0]["servers"]}
     for k, name in ((0, "carla-launch-carla"), (1, "carla-launch-carla-1")):
@@ -125,36 +109,28 @@ def test_two_servers_as_slurm_jobs_through_the_login_node(
     ports = {servers[k]["job"]["port"] for k in (0, 1)}
     assert len(ports) == 2  # two servers on one node: two port triples
 
-    # each agent reaches its own server through its tunnel
-    pairs = {p["server"]["slot"]: p for p in status["pairs"]}
-    assert {k: p["tunnel"]["local_port"] for k, p in pairs.items()} == local
-    for k, pair in pairs.items():
-        project = pair["agent"]["project"]
-        got = wait_for(partial(_answered_since, dockerd, project, 0), 60, f"agent {k}'s answer")
-        assert got[-1] == Report(AGENT_HOST, local[k], VERSION), got
-
     # job 1 cancelled by hand: carla-launch submits it again, the tunnel follows the new job,
     # agent 1 gets answers again; server 0 and its agent never noticed
     old = running["carla-launch-carla-1"]["id"]
     cluster.run(f"scancel {old}")
-    wait_for(lambda: _version_at(dockerd.gateway, local[1]) is None, 30, "job 1 to end")
+    wait_for(lambda: version_at(dockerd.gateway, local[1]) is None, 30, "job 1 to end")
     again = wait_for(
         lambda: (j := _ours(cluster, user).get("carla-launch-carla-1")) and j["id"] != old and j,
         60,
         "job 1 submitted again",
     )
     assert again["node"] == cluster.node
-    wait_for(lambda: _version_at(dockerd.gateway, local[1]), 60, "CARLA through the new job")
+    wait_for(lambda: version_at(dockerd.gateway, local[1]), 60, "CARLA through the new job")
     seen = len(agent_reports(dockerd, pairs[1]["agent"]["project"]))
     got = wait_for(
-        partial(_answered_since, dockerd, pairs[1]["agent"]["project"], seen),
+        partial(answered_since, dockerd, pairs[1]["agent"]["project"], seen),
         60,
         "agent 1's answer from the new job",
     )
     assert got[-1] == Report(AGENT_HOST, local[1], VERSION)
     assert _ours(cluster, user)["carla-launch-carla"]["id"] == running["carla-launch-carla"]["id"]
-    assert _version_at(dockerd.gateway, local[0]) == VERSION
-    code, status = _status(box, env)
+    assert version_at(dockerd.gateway, local[0]) == VERSION
+    code, status = status_json(box, env)
     assert code == 0, status["problems"]
     servers = {s["slot"]: s for s in status["hosts"][0]["servers"]}
     assert servers[1]["job"]["id"] == int(again["id"]) and servers[1]["restarts"] == 1
@@ -168,10 +144,10 @@ def test_two_servers_as_slurm_jobs_through_the_login_node(
     assert len(_ours(cluster, user)) == 2
     attach = cli(box, env, "attach", str(box.profile_path), "--no-attach")
     assert attach.returncode == 0, attach.stderr + attach.stdout
-    code, status = _status(box, env)
+    code, status = status_json(box, env)
     for pair in status["pairs"]:
         lp = pair["tunnel"]["local_port"]
-        wait_for(lambda lp=lp: _version_at(dockerd.gateway, lp), 30, f"CARLA through {lp}")
+        wait_for(lambda lp=lp: version_at(dockerd.gateway, lp), 30, f"CARLA through {lp}")
         assert pair["tunnel"]["why"].startswith("server.mode: slurm"), pair["tunnel"]
     local = {p["server"]["slot"]: p["tunnel"]["local_port"] for p in status["pairs"]}
 
@@ -269,14 +245,7 @@ def test_a_job_that_stays_queued_does_not_hold_up_the_others(
     for it up to `queue_timeout`, then starts the two agents whose servers run, says which job
     waits and why (exit 1); the queued job stays queued, and `down` cancels all three."""
     box, cluster = slurm_box
-    build = tmp_path / "proj" / "build"
-    write_env_agent(build, dockerd.image())
-    box.preinstall()
-    box.write_profile(
-        server={"mode": "slurm", "slurm": {"jobs": 3, "queue_timeout": 4}},
-        compose={"dir": str(build), "simulator": "carla-simulator", "address": "env"},
-    )
-    env = {**dockerd.environ(), "CARLA_LAUNCH_TMUX_SOCKET": tmux_socket}
+    env = _cluster_profile(box, dockerd, tmux_socket, tmp_path, jobs=3, queue_timeout=4)
     up = cli(box, env, "up", str(box.profile_path), "--no-attach")
     assert up.returncode == 1, up.stderr + up.stdout
     waiting = re.search(
@@ -291,7 +260,7 @@ def test_a_job_that_stays_queued_does_not_hold_up_the_others(
     jobs = {j["id"]: j["state"] for j in cluster.jobs(user=box.server_user)}
     assert jobs[queued] == "PENDING" and sorted(jobs.values()) == ["PENDING", "RUNNING", "RUNNING"]
 
-    code, status = _status(box, env)
+    code, status = status_json(box, env)
     assert code == 1
     servers = {s["slot"]: s for s in status["hosts"][0]["servers"]}
     k = int(waiting.group(1))

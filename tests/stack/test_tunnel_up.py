@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -36,7 +35,6 @@ from carla_launcher.compose.hosts import ENV_HOST, ENV_PORT
 from carla_launcher.errors import InputError
 from carla_launcher.profile import Profile, read_profile
 from carla_launcher.records import SessionRecord, TunnelRecord
-from carla_launcher.server.probe import NotReady, probe_version
 from carla_launcher.stack import tunnels
 from carla_launcher.stack.pairs import Reached, agent_record, pairs_of
 from carla_launcher.stack.panes import pair_panes
@@ -48,8 +46,9 @@ from tests.harness.netns_box import Box
 from tests.harness.parallel import (
     Report,
     agent_reports,
-    projects,
-    remove_projects,
+    answered_since,
+    status_json,
+    version_at,
     write_env_agent,
 )
 from tests.harness.polling import wait_for
@@ -233,14 +232,6 @@ def test_status_says_whether_each_tunnel_is_up() -> None:
 
 
 # -- for real ------------------------------------------------------------------------------------
-@pytest.fixture
-def own_projects(dockerd: DockerDaemon) -> Iterator[None]:
-    """The daemon serves the whole session: remove every compose project this test made."""
-    before = projects(dockerd)
-    yield
-    remove_projects(dockerd, projects(dockerd) - before)
-
-
 def _ssh_of(forward: Forward) -> list[int]:
     """The ssh processes here that hold this forward."""
     spec = forward.specs()[0]
@@ -250,27 +241,6 @@ def _ssh_of(forward: Forward) -> list[int]:
         if p.info.get("name") == "ssh" and spec in argv:
             found.append(p.pid)
     return found
-
-
-def _version_at(host: str, port: int) -> str | None:
-    try:
-        return probe_version(host, port, timeout=2)
-    except NotReady:
-        return None
-
-
-def _answered_since(dockerd: DockerDaemon, project: str, seen: int) -> list[Report]:
-    """The agent's reports, once it printed a new one with an answer after the first `seen`."""
-    found = agent_reports(dockerd, project)
-    return found if len(found) > seen and found[-1].version else []
-
-
-def _status(box: Box, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    from tests.commands.test_json_outputs import checked
-
-    done = cli(box, env, "status", str(box.profile_path), "--json")
-    assert done.stdout.strip(), done.stderr
-    return done.returncode, checked("status", done.stdout)
 
 
 @pytest.mark.root
@@ -307,11 +277,11 @@ def test_up_reaches_a_firewalled_box_through_a_tunnel_and_down_closes_it(
     assert f"server {box.alias} at {AGENT_HOST}:{lp} (CARLA {VERSION})" in up.stdout
 
     # the agent container reached the server through the tunnel, as host.docker.internal
-    _, status = _status(box, env)
+    _, status = status_json(box, env)
     project = status["pairs"][0]["agent"]["project"]
-    got = wait_for(partial(_answered_since, dockerd, project, 0), 60, "the agent's answer")
+    got = wait_for(partial(answered_since, dockerd, project, 0), 60, "the agent's answer")
     assert set(got) == {Report(AGENT_HOST, lp, VERSION)}, got
-    code, status = _status(box, env)
+    code, status = status_json(box, env)
     assert code == 0, status["problems"]
     (pair,) = status["pairs"]
     tunnel = pair["tunnel"]
@@ -330,9 +300,9 @@ def test_up_reaches_a_firewalled_box_through_a_tunnel_and_down_closes_it(
     (first,) = _ssh_of(fwd)
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: _ssh_of(fwd) not in ([], [first]), 30, "a new ssh")
-    wait_for(lambda: _version_at(dockerd.gateway, lp), 30, "CARLA through the new ssh")
+    wait_for(lambda: version_at(dockerd.gateway, lp), 30, "CARLA through the new ssh")
     seen = len(agent_reports(dockerd, project))
-    got = wait_for(partial(_answered_since, dockerd, project, seen), 60, "the agent's next answer")
+    got = wait_for(partial(answered_since, dockerd, project, seen), 60, "the agent's next answer")
     assert got[-1] == Report(AGENT_HOST, lp, VERSION)
     assert "ssh ended (exit" in pane_text(tmux_socket, session, "tunnel")
 
@@ -347,14 +317,14 @@ def test_up_reaches_a_firewalled_box_through_a_tunnel_and_down_closes_it(
     assert pane is not None
     subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", pane, "C-c"], check=True)
     wait_for(lambda: not triple(lp) & listening_ports(), 15, "the tunnel's ports to close")
-    code, status = _status(box, env)
+    code, status = status_json(box, env)
     assert code == 1 and status["pairs"][0]["tunnel"]["up"] is False
     assert any(p.startswith("tunnel: down: ") for p in status["problems"]), status["problems"]
     attach = cli(box, env, "attach", str(box.profile_path), "--no-attach")
     assert attach.returncode == 0, attach.stderr
     assert "restarted tunnel" in attach.stderr, attach.stderr
-    wait_for(lambda: _version_at(dockerd.gateway, lp), 30, "CARLA through the restarted tunnel")
-    code, status = _status(box, env)
+    wait_for(lambda: version_at(dockerd.gateway, lp), 30, "CARLA through the restarted tunnel")
+    code, status = status_json(box, env)
     assert code == 0 and status["pairs"][0]["tunnel"]["up"], status["problems"]
 
     # down: the tunnel goes with the session; nothing listens on its ports, no ssh holds them
