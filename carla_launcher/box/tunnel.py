@@ -66,22 +66,31 @@ _LOOP = (
 
 
 # The loop of a server whose place changes (a Slurm job: `server/slurm.py`): each round asks
-# the login node where the job runs ($ask prints "ADDRESS PORT"; nothing while none runs),
-# checks the answer is an address and a port (it comes from the box: data, never options),
-# forwards LP..LP+2 there through the login node, and runs $watch there, which returns when
-# the job ended or moved: ssh then ends, and the next round goes where the new job runs.
-# Arguments: BIND LP ASK WATCH HOST, then the ssh command line without forwards or host.
+# the login node where the job runs ($ask waits there until one does, then prints MARK ADDRESS
+# PORT: one connection, not one a second, and a login shell's own output is not taken for an
+# answer), checks the answer is an address and a port (it comes from the box: data, never
+# options), forwards LP..LP+2 there through the login node, and runs $watch there, which
+# returns when the job ended or moved: ssh then ends, and the next round goes where the new job
+# runs. ssh's own errors show in the pane; a failing login is tried again after 1, 2, 4 ... 30 s.
+# Arguments: BIND LP ASK WATCH HOST MARK, then the ssh command line without forwards or host.
 _FOLLOW = (
     "trap 'kill \"$pid\" 2>/dev/null; exit 0' TERM HUP INT\n"
-    "bind=$1 lp=$2 ask=$3 watch=$4 host=$5; shift 5; pid=\n"
+    "bind=$1 lp=$2 ask=$3 watch=$4 host=$5 mark=$6; shift 6; pid=; pause=1\n"
     'case $bind in *:*) bind="[$bind]" ;; esac\n'
     "while :; do\n"
-    '  target=$("$@" -- "$host" "$ask" 2>/dev/null </dev/null)\n'
+    '  out=$("$@" -- "$host" "$ask" </dev/null); rc=$?\n'
+    '  target=$(printf \'%s\\n\' "$out" | sed -n "s/^$mark //p" | tail -n 1)\n'
+    "  if [ $rc -ne 0 ]; then\n"
+    f'    echo "{LOOP_NAME}: asking the login node failed (ssh exit $rc); again in $pause s" >&2\n'
+    "    sleep $pause & pid=$!; wait $pid\n"
+    "    pause=$((pause * 2)); [ $pause -gt 30 ] && pause=30; continue\n"
+    "  fi\n"
+    "  pause=1\n"
     "  addr=${target% *}; port=${target##* }\n"
     '  case "$addr/$port" in\n'
     "    /*|*/|*[!A-Za-z0-9./-]*|-*|*/*[!0-9]*)\n"
-    f'      echo "{LOOP_NAME}: no job of this server runs yet; again in {RESTART_PAUSE_S} s" >&2\n'
-    f"      sleep {RESTART_PAUSE_S} & pid=$!; wait $pid; continue ;;\n"
+    f'      echo "{LOOP_NAME}: no job of this server runs yet; asking again" >&2\n'
+    "      continue ;;\n"
     "  esac\n"
     f'  echo "{LOOP_NAME}: to $addr:$port" >&2\n'
     '  "$@" -L "$bind:$lp:$addr:$port" -L "$bind:$((lp + 1)):$addr:$((port + 1))" \\\n'
@@ -133,12 +142,14 @@ def keepalive_argv(argv: Sequence[str]) -> list[str]:
     return ["sh", "-c", _LOOP, LOOP_NAME, *argv]
 
 
-def follow_argv(ssh_config: str, host: str, forward: Forward, ask: str, watch: str) -> list[str]:
+def follow_argv(
+    ssh_config: str, host: str, forward: Forward, ask: str, watch: str, mark: str
+) -> list[str]:
     """The tunnel of a server whose place changes (a Slurm job on some compute node, reached
     through the login node `host`): a loop that asks where it runs (`ask`: a remote command
-    printing "ADDRESS PORT"), forwards LP..LP+2 there, and follows it when it moves (`watch`:
-    a remote command that returns then, given ADDRESS PORT as its last two words). A command
-    line for `session.PaneSpec`; every value stays an argument of `sh -c`."""
+    printing "MARK ADDRESS PORT" once one runs), forwards LP..LP+2 there, and follows it when
+    it moves (`watch`: a remote command that returns then, given ADDRESS PORT as its last two
+    words). A command line for `session.PaneSpec`; every value stays an argument of `sh -c`."""
     base = ["ssh", "-F", ssh_config, "-T"]
     for option in SSH_OPTIONS:
         base += ["-o", option]
@@ -152,6 +163,7 @@ def follow_argv(ssh_config: str, host: str, forward: Forward, ask: str, watch: s
         ask,
         watch,
         host,
+        mark,
         *base,
     ]
 

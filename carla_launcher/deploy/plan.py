@@ -302,7 +302,9 @@ def _servers(
         plan.error = choice.error
         return None, None
     try:
-        chosen = ports(srv.port, choice.kept, facts.listening, choice.ours)
+        # a Slurm job picks its ports on its node: the login node's listeners say nothing
+        listening = set() if srv.mode == "slurm" else facts.listening
+        chosen = ports(srv.port, choice.kept, listening, choice.ours)
     except NoFreePort as e:
         plan.error = str(e)
         return None, None
@@ -333,7 +335,9 @@ def _servers(
             if srv.mode == "slurm"
             else render_launch_script(cfg)
         )
-        files["launch.sh"], files["port"] = content, f"{port}\n"
+        files["launch.sh"] = content
+        if srv.mode != "slurm":  # the port file is what start, stop and status check here
+            files["port"] = f"{port}\n"
         digest = sha256_text(content)
         plan.servers.append(PlannedServer(slot.index, slot.gpu, port, slot.session, sdir, digest))
         head = prologue(srv.user, slot.session, srv.package.root)
@@ -344,7 +348,8 @@ def _servers(
         if is_running and not (installs or here is None or here.launch_sha != digest):
             idle.append(slot.session)
             continue
-        starts.append(subshell(head + start_under_lock(is_running, digest), "_cl_failed=1"))
+        what = "the loop that submits CARLA as a Slurm job" if srv.mode == "slurm" else "CARLA"
+        starts.append(subshell(head + start_under_lock(is_running, digest, what), "_cl_failed=1"))
         verb = "restart (launch script changed)" if is_running else "start"
         whys.append(verb if one else f"{verb.split(' ')[0]} {described(slot)}")
     for k, why in sorted(choice.stale.items(), reverse=True):  # first: its GPU and ports go

@@ -67,9 +67,10 @@ fi
 """
 
 
-def start_under_lock(running: bool, launch_sha: str) -> str:
+def start_under_lock(running: bool, launch_sha: str, what: str = "CARLA") -> str:
     """Stop what runs, start the launch loop; under the install lock, so that a second deploy
-    at the same time finds the server it would start running (on the same launch script)."""
+    at the same time finds the server it would start running (on the same launch script).
+    `what` the loop runs, in the line it says (Slurm's submits a job)."""
     lines = [FUNCTIONS, PORT_FUNCTIONS, STOP_FUNCTION, START_FUNCTION, "lock_install"]
     if running:
         lines.append('echo "restarting the server: its launch script changed"')
@@ -81,7 +82,7 @@ def start_under_lock(running: bool, launch_sha: str) -> str:
             'started it)"; exit 0; fi'
         )
     lines.append("stop_server")
-    lines.append('echo "starting CARLA in tmux session $CL_SESSION as $SU"')
+    lines.append(f'echo "starting {what} in tmux session $CL_SESSION as $SU"')
     # the tmux server outlives us: it must not inherit the lock (fd 9)
     lines.append("( exec 9>&-; start_server ) || exit 1")
     return "\n".join(lines) + "\n"

@@ -203,7 +203,8 @@ PACKAGE = Section(
 )
 
 #: sbatch options carla-launch sets itself (the job's name, where its output goes, how it is
-#: submitted): another value would break status, logs or stop.
+#: submitted) or cannot follow (another cluster): another value would break status, logs or
+#: stop. `profile/load.py` also refuses them glued (-Jx) and abbreviated (--out=).
 SBATCH_OURS = (
     "-J",
     "--job-name",
@@ -218,6 +219,8 @@ SBATCH_OURS = (
     "--wrap",
     "-W",
     "--wait",
+    "-M",  # another cluster: squeue, scontrol and scancel here would not find its jobs
+    "--clusters",
 )
 
 SLURM = Section(

@@ -284,15 +284,32 @@ def _refuse_our_sbatch(f: Fields, slurm: Slurm) -> None:
     if seq is None:
         return
     for i, option in enumerate(slurm.sbatch):
-        name = option.split("=", 1)[0].split()[0]
-        if name in SBATCH_OURS:
+        name = _sbatch_option(option)
+        if name is not None:
             raise InputError(
                 f.path,
                 item_line(seq, i, f.line("sbatch")),
-                f"{name} is set by carla-launch (it finds, logs and cancels its jobs by it); "
+                f"{name} is carla-launch's to set: it names each job, sends its output to the "
+                "server's log and follows it on this cluster (by name, with squeue and scancel); "
                 "remove it",
                 f"{f.where}.sbatch[{i}]",
             )
+
+
+def _sbatch_option(option: str) -> str | None:
+    """Which of ours (`SBATCH_OURS`) an sbatch option is, as getopt reads it: `-Jname` and
+    `-J name` are -J, `--out=x` is --output (a long option may be cut short); None: not ours.
+
+    >>> _sbatch_option("-Jmine"), _sbatch_option("--out=x.log"), _sbatch_option("--qos=high")
+    ('-J', '--output', None)
+    """
+    if option.startswith("--"):
+        name = option.split("=", 1)[0].split()[0]
+        longs = [o for o in SBATCH_OURS if o.startswith("--")]
+        found = [o for o in longs if o == name or (len(name) > 3 and o.startswith(name))]
+        return found[0] if found else None
+    short = option[:2]
+    return short if short in SBATCH_OURS else None
 
 
 def _slurm_remote(top: Fields, remote: Remote, server: Server) -> Remote:

@@ -259,6 +259,8 @@ def wait_started(
     from carla_launcher.errors import LauncherError
     from carla_launcher.server.probe import wait_ready
 
+    first: list[int] = []  # restarts when the wait began: a long-lived server has had some
+
     def abort() -> str | None:
         try:
             st = server_status(profile, host, slot)
@@ -266,7 +268,9 @@ def wait_started(
             return None
         if not st["running"] and st.get("state") != "restarting":
             return f"the server is not running ({st.get('last_crash_line') or st.get('state')})"
-        if (st.get("restarts") or 0) >= 3:
+        restarts = int(st.get("restarts") or 0)
+        first.append(restarts)
+        if restarts - first[0] >= 3:
             return f"the server keeps crashing (last: {st.get('last_crash_line')})"
         return None
 
@@ -280,8 +284,11 @@ def wait_started(
     )
 
 
-#: How often `wait_placed` asks the login node about a queued job.
-PLACED_POLL_S = 1.0
+#: How often `wait_placed` asks the login node about a queued job (one status round trip, with
+#: at most 3 squeue calls: not more often, a busy controller has many users).
+PLACED_POLL_S = 2.0
+#: The loop's states while a job is on its way (`server/slurm.py`): `wait_placed` waits on.
+_WAITING = ("starting", "pending", "restarting", "running")
 
 
 def wait_placed(
@@ -304,8 +311,17 @@ def wait_placed(
         return None
     start = time.monotonic()
     limit = profile.server.slurm.queue_timeout
+    failures = 0
     while True:
-        st = server_status(profile, host, slot)
+        try:
+            st = server_status(profile, host, slot)
+        except LauncherError:  # a slow controller or a dropped connection: ask again, a few times
+            failures += 1
+            if failures >= 3:
+                raise
+            time.sleep(PLACED_POLL_S)
+            continue
+        failures = 0
         if st["running"] and st.get("job"):
             return st
         job = st.get("job")
@@ -316,17 +332,14 @@ def wait_placed(
                 f"({limit} s); it stays queued: `carla-launch up {profile.name}` again once "
                 "it runs (`carla-launch status` shows it)"
             )
-        state = st.get("state")
-        if state not in ("pending", "restarting", "running"):
+        state = str(st.get("state"))
+        if st.get("session") and state not in _WAITING:
+            state = "starting"  # its loop runs; the status file is an earlier one's until it writes
+        if state not in _WAITING:  # the loop gave up (it says why) or was stopped
             why = st.get("last_crash_line") or state
             raise LauncherError(f"{host}: not running ({why})")
-        if (st.get("restarts") or 0) >= 3:
-            raise LauncherError(
-                f"{host}: its job keeps ending (last: {st.get('last_crash_line')}); see "
-                f"`carla-launch server logs {profile.name} --only {slot}`"
-            )
         if on_progress is not None:
-            on_progress(waited, job_words(job) if job else str(state))
+            on_progress(waited, job_words(job) if job else state)
         time.sleep(PLACED_POLL_S)
 
 

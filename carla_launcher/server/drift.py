@@ -46,8 +46,6 @@ def drift(profile_side: LaunchOrigin, box_side: LaunchOrigin | None) -> list[str
         out.append(f"server.port: {box_side.port} -> {profile_side.port}")
     if profile_side.restart != box_side.restart:
         out.append(f"server.restart: {box_side.restart} -> {profile_side.restart}")
-    if profile_side.jobs != box_side.jobs:
-        out.append(f"server.slurm.jobs: {_none(box_side.jobs)} -> {_none(profile_side.jobs)}")
     options = _args_change(box_side.slurm or (), profile_side.slurm or ())
     if options:
         out.append(f"server.slurm: {options}")

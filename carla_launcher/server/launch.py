@@ -51,7 +51,6 @@ class LaunchOrigin:
     settings_sha256: str | None  # of the settings file's text; None: no settings file
     gpus: Gpus = None  # server.gpus as given; `gpu` is then this server's (its slot's) GPU
     slurm: tuple[str, ...] | None = None  # server.mode: slurm: each job's sbatch options
-    jobs: int | None = None  # server.mode: slurm: server.slurm.jobs
 
     def line(self) -> str:
         """The one comment line of the launch script (JSON cannot hold a raw newline). `gpus`
@@ -74,8 +73,6 @@ class LaunchOrigin:
             data["gpus"] = self.gpus if isinstance(self.gpus, str) else list(self.gpus)
         if self.slurm is not None:
             data["slurm"] = list(self.slurm)
-        if self.jobs is not None:
-            data["jobs"] = self.jobs
         return ORIGIN_PREFIX + json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -91,7 +88,7 @@ def launch_origin(
     from carla_launcher.server.slurm import sbatch_options  # it renders from this module
 
     options = tuple(sbatch_options(server.slurm))
-    return replace(origin, slurm=options, jobs=server.slurm.jobs)
+    return replace(origin, slurm=options)
 
 
 def parse_origin(text: str | None) -> LaunchOrigin | None:
@@ -122,15 +119,13 @@ def parse_origin(text: str | None) -> LaunchOrigin | None:
         gpus = tuple(raw)
     elif raw not in (None, "all"):
         return None
-    slurm, jobs = data.get("slurm"), data.get("jobs")
+    slurm = data.get("slurm")
     if slurm is not None and not (
         isinstance(slurm, list) and all(isinstance(o, str) for o in slurm)
     ):
         return None
-    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool)):
-        return None
     options = tuple(slurm) if slurm is not None else None
-    return LaunchOrigin(tuple(args), gpu, port, restart, sha, gpus, options, jobs)
+    return LaunchOrigin(tuple(args), gpu, port, restart, sha, gpus, options)
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,6 @@ _EOF = "CARLA_LAUNCH_JOB_EOF"
 #: What the login node needs of `server.os_packages`: it unpacks the package and runs the loop
 #: in tmux; the compute nodes run CARLA with what the cluster gives them.
 LOGIN_NODE_PACKAGES = ("tmux", "curl", "xz-utils", "unzip")
-#: Job states that wait for a node (or for their turn again); every other state but RUNNING
-#: and COMPLETING ends the job, and the loop submits it again as `server.restart` says.
-WAITING = ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-           "SUSPENDED", "RESV_DEL_HOLD", "STAGE_OUT", "SIGNALING")  # fmt: skip
 #: How often the loop asks squeue: every second while a job is new (`up` and the tunnels wait
 #: for it to run), every POLL_SLOW_S once it runs or has queued a minute: a loop per server
 #: must not flood a busy controller.
@@ -64,6 +60,9 @@ QUICK_FOR_S = 60
 #: option) fails the server at once, with sbatch's own line.
 TRANSIENT = '*"imed out"*|*"nable to contact"*|*"ry again"*|*emporarily*|*ransient*'
 SUBMIT_TRIES = 5
+#: A job that ends this many times in a row within STABLE_AFTER s of running (a node without
+#: CARLA's libraries, a crash at start) is not submitted again: the server fails, with why.
+QUICK_ENDS = 5
 
 
 def job_name(session: str) -> str:
@@ -155,12 +154,15 @@ LOG="$DIR/server.log"
 STATUS="$DIR/status"
 ME=$(id -un)
 restarts=0
+quick=0
 tries=0
 delay={FIRST_DELAY}
 last_exit=
 last_crash=
 started=
+ran=
 tailpid=
+out=
 job=
 node=
 addr=
@@ -173,77 +175,87 @@ jstate=
     echo "restarts=$restarts"; echo "last_exit=$last_exit"; echo "last_crash=$last_crash"
     echo "port=$PORT"; echo "loop=$$"; echo "loop_start=$loop_start"
     echo "job=$job"; echo "node=$node"; echo "addr=$addr"; echo "job_port=$jport"
+    echo "quick_ends=$quick"
   }} > "$STATUS.tmp" && mv -f "$STATUS.tmp" "$STATUS"
 }}
 {NOTE}nap() {{ sleep "$1" & wait $!; }}
 poll() {{  # the pause before asking squeue again about a job submitted at $started
   if [ $(($(date +%s) - started)) -lt {QUICK_FOR_S} ]; then nap {POLL_STARTING_S}; else nap {POLL_SLOW_S}; fi
 }}
+job_of() {{  # the job id in what sbatch --parsable printed on stdout ("ID" or "ID;CLUSTER")
+  printf '%s\\n' "$1" | sed -n 's/^\\([0-9][0-9]*\\)\\(;.*\\)\\{{0,1\\}}$/\\1/p' | tail -n 1
+}}
 finish() {{
   trap '' HUP INT TERM
   rm -f "$DIR/{TARGET}"
-  if [ -n "$job" ]; then scancel "$job" 2>/dev/null; note "cancelled job $job"; fi
+  # also a job sbatch accepted while the stop came (the trap runs once $(submit) returned)
+  j=${{job:-$(job_of "$out")}}
+  if [ -n "$j" ]; then scancel "$j" 2>/dev/null; note "cancelled job $j"; fi
   note "stopped"
   status stopped
   [ -n "$tailpid" ] && kill "$tailpid" 2>/dev/null
   exit 0
 }}
 trap finish HUP INT TERM
-submit() {{
-  sbatch --parsable --job-name="$NAME" --output="$LOG" --open-mode=append 2>&1 <<'{_EOF}'
+submit() {{  # stdout: sbatch's; its warnings and errors go to $DIR/sbatch.err
+  sbatch --parsable --job-name="$NAME" --output="$LOG" --open-mode=append 2>"$DIR/sbatch.err" <<'{_EOF}'
 {job}{_EOF}
 }}
+cancel_ours() {{  # every job of this server, and wait until Slurm has ended them
+  scancel --name="$NAME" --user="$ME" 2>/dev/null
+  i=0
+  while [ -n "$(squeue -h -n "$NAME" -u "$ME" -o %i 2>/dev/null)" ] && [ $i -lt 60 ]; do
+    nap 0.5; i=$((i + 1))
+  done
+}}
 
-{LOG_IN_PANE}# a job an earlier loop left (it was killed outright) is cancelled: this loop owns the server
-scancel --name="$NAME" --user="$ME" 2>/dev/null
-i=0
-while [ -n "$(squeue -h -n "$NAME" -u "$ME" -o %i 2>/dev/null)" ] && [ $i -lt 60 ]; do
-  nap 0.5; i=$((i + 1))
-done
+{LOG_IN_PANE}status starting
+# a job an earlier loop left (it was killed outright) is cancelled: this loop owns the server
+cancel_ours
 
 while :; do
   rm -f "$DIR/{TARGET}" "$DIR/{JOB_TARGET}"
-  job=; node=; addr=; jport=; jstate=
+  job=; node=; addr=; jport=; jstate=; ran=; out=
   started=$(date +%s)
   out=$(submit)
-  id=${{out%%;*}}
-  case $id in
-    ''|*[!0-9]*)
-      said=$(printf '%s' "$out" | tr '\\n' ' ')
-      tries=$((tries + 1))
-      case $said in
-        {TRANSIENT})
-          if [ $tries -lt {SUBMIT_TRIES} ]; then
-            note "sbatch: $said; submitting again in $delay s"; status restarting
-            nap "$delay"; delay=$((delay * 2)); [ "$delay" -gt {MAX_DELAY} ] && delay={MAX_DELAY}
-            continue
-          fi ;;
-      esac
-      last_crash="sbatch refused the job: $said"
-      note "$last_crash"; status failed; break ;;
-  esac
+  rc=$?
+  said=$(tr '\\n' ' ' < "$DIR/sbatch.err" 2>/dev/null)
+  id=$(job_of "$out")
+  if [ $rc -ne 0 ] || [ -z "$id" ]; then
+    tries=$((tries + 1))
+    case $said in
+      {TRANSIENT})
+        if [ $tries -lt {SUBMIT_TRIES} ]; then
+          note "sbatch: $said; submitting again in $delay s"; status restarting
+          nap "$delay"; delay=$((delay * 2)); [ "$delay" -gt {MAX_DELAY} ] && delay={MAX_DELAY}
+          cancel_ours  # a timed-out sbatch may have submitted it all the same
+          continue
+        fi ;;
+    esac
+    last_crash="sbatch refused the job: ${{said:-exit code $rc}}"
+    note "$last_crash"; status failed; break
+  fi
+  [ -n "$said" ] && note "sbatch: $said"
   tries=0
   job=$id
   note "submitted job $job"
   status pending
   while :; do
-    got=$(squeue -h -t all -j "$job" -o %T 2>&1)
-    rc=$?
-    if [ $rc -ne 0 ]; then
-      case $got in *nvalid*) jstate=GONE; break ;; esac
-      nap 5; continue  # the controller did not answer: ask again, never submit twice
+    got=$(squeue -h -t all -j "$job" -o '%T|%N' 2>/dev/null)
+    if [ $? -ne 0 ]; then  # purged (MinJobAge) or the controller did not answer
+      if scontrol show job "$job" 2>&1 | grep -q 'nvalid job id'; then jstate=GONE; break; fi
+      nap {POLL_SLOW_S}; continue  # ask again: never submit twice
     fi
-    jstate=$(printf '%s\\n' "$got" | head -n 1 | tr -d ' ')
+    got=$(printf '%s\\n' "$got" | head -n 1 | tr -d ' ')
+    jstate=${{got%%|*}}; jnode=${{got#*|}}
     case $jstate in
-      {"|".join(WAITING)})
-        if [ -n "$addr" ]; then  # preempted and queued again: not where it was any more
-          rm -f "$DIR/{TARGET}"; addr=; node=; jport=; note "job $job is $jstate again"
+      RUNNING|COMPLETING|SIGNALING|RESIZING|STAGE_OUT)
+        if [ -n "$addr" ] && [ "$jnode" != "$node" ] && [ "$jstate" = RUNNING ]; then
+          rm -f "$DIR/{TARGET}"; addr=; note "job $job moved to $jnode"  # requeued meanwhile
         fi
-        status pending; poll ;;
-      RUNNING|COMPLETING)
         if [ "$jstate" = RUNNING ] && [ -z "$addr" ] && [ -s "$DIR/{JOB_TARGET}" ] &&
-          read -r tj tn tp < "$DIR/{JOB_TARGET}" && [ "$tj" = "$job" ]; then
-          node=$tn; jport=$tp
+          read -r tj tn tp < "$DIR/{JOB_TARGET}" && [ "$tj" = "$job" ] && [ "$tn" = "$jnode" ]; then
+          node=$tn; jport=$tp; ran=$(date +%s)
           addr=$(scontrol show node "$node" 2>/dev/null | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p' |
             head -n 1)
           addr=${{addr:-$node}}
@@ -252,6 +264,12 @@ while :; do
           status running
         fi
         if [ -n "$addr" ]; then nap {POLL_SLOW_S}; else poll; fi ;;
+      PENDING|CONFIGURING|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|SUSPENDED|STOPPED|RESV_DEL_HOLD|SPECIAL_EXIT)
+        if [ -n "$addr" ] || [ -s "$DIR/{JOB_TARGET}" ]; then  # requeued: not where it was
+          rm -f "$DIR/{TARGET}" "$DIR/{JOB_TARGET}"; addr=; node=; jport=
+          note "job $job is $jstate again"
+        fi
+        status pending; poll ;;
       *) break ;;
     esac
   done
@@ -269,7 +287,16 @@ while :; do
     no) status exited; break ;;
     on-failure) if [ "$final" = COMPLETED ] && [ "${{code:-1}}" = 0 ]; then status exited; break; fi ;;
   esac
-  if [ $(($(date +%s) - started)) -ge {STABLE_AFTER} ]; then delay={FIRST_DELAY}; fi
+  # the backoff counts from when CARLA ran, not from the submission (a queue wait is no run)
+  if [ -n "$ran" ] && [ $(($(date +%s) - ran)) -ge {STABLE_AFTER} ]; then
+    delay={FIRST_DELAY}; quick=0
+  else
+    quick=$((quick + 1))
+  fi
+  if [ $quick -ge {QUICK_ENDS} ]; then
+    last_crash="$last_crash; it ended {QUICK_ENDS} times in a row within {STABLE_AFTER} s of running: not submitted again"
+    note "$last_crash"; status failed; break
+  fi
   restarts=$((restarts + 1))
   job=; node=; addr=; jport=
   status restarting
@@ -289,14 +316,17 @@ _SQUEUE = "%i|%T|%r|%N|%L|%P"
 
 
 def status_items() -> list[tuple[str, str]]:
-    """`(name, snippet)` sections for `box/sections.script`, after PORT_FUNCTIONS."""
-    job = f'{SLURM_PATH}; j=$(status_value job); [ -n "$j" ] || exit 0; '
+    """`(name, snippet)` sections for `box/sections.script`, after PORT_FUNCTIONS. A section is
+    a brace group of the whole script (no `exit` in it); each squeue gets at most 5 s, and the
+    partition's queue is listed only for a job that waits."""
+    job = f"{SLURM_PATH}; j=$(status_value job); "
+    squeue = "timeout 5 squeue -h"
     return [
-        ("job", job + f'squeue -h -t all -j "$j" -o {q(_SQUEUE)}'),
+        ("job", job + f'if [ -n "$j" ]; then {squeue} -t all -j "$j" -o {q(_SQUEUE)}; fi'),
         (
             "queue",
-            job + 'p=$(squeue -h -j "$j" -o %P) && [ -n "$p" ] && '
-            'squeue -h -t PENDING -p "$p" --sort=-p,i -o %i',
+            job + f'p=; [ -n "$j" ] && p=$({squeue} -t PENDING -j "$j" -o %P); '
+            f'if [ -n "$p" ]; then {squeue} -r -t PENDING -p "$p" --sort=-p,i -o %i; fi',
         ),
         ("target", f'cat "$SDIR/{TARGET}"'),
     ]
@@ -373,11 +403,14 @@ def _nth(n: int) -> str:
 
 # -- stop, and the tunnels' questions -------------------------------------------------------------
 def cancel_script() -> str:
-    """After `stop_server` (its loop cancels its job as it ends): every job of the server
-    cancelled, also one a loop killed outright left, and waited for (at most 30 s)."""
+    """After `stop_server` (its loop cancels its job as it ends, waited for up to 10 s): every
+    job of the server cancelled, also one a loop killed outright left, and waited for (at
+    most 30 s). Needs PORT_FUNCTIONS (`loop_ours`)."""
     return (
         f"{SLURM_PATH}\n"
         f'_cl_job={q(JOB_PREFIX)}"$CL_SESSION"\n'
+        "_i=0\n"  # its loop cancels its own job as it ends (also one sbatch just accepted)
+        "while loop_ours && [ $_i -lt 100 ]; do sleep 0.1; _i=$((_i + 1)); done\n"
         'scancel --name="$_cl_job" --user="$SU" 2>/dev/null\n'
         "_i=0\n"
         'while [ -n "$(squeue -h -n "$_cl_job" -u "$SU" -o %i 2>/dev/null)" ] &&\n'
@@ -388,9 +421,18 @@ def cancel_script() -> str:
     )
 
 
+#: Before the target in `target_script`'s answer: a login shell's own output is not a target.
+TARGET_MARK = "carla-launch-target"
+
+
 def target_script() -> str:
-    """Prints "ADDRESS PORT" of the server's running job (nothing while none runs)."""
-    return f'cat "$SDIR/{TARGET}" 2>/dev/null\n'
+    """Prints `TARGET_MARK ADDRESS PORT` of the server's running job, waiting on the login
+    node (up to 5 min: one connection, not one a second) until one runs."""
+    return (
+        f'_i=0; while [ ! -s "$SDIR/{TARGET}" ] && [ $_i -lt 300 ]; do\n'
+        "  sleep 1; _i=$((_i + 1))\ndone\n"
+        f'printf \'{TARGET_MARK} %s\\n\' "$(cat "$SDIR/{TARGET}" 2>/dev/null)"\n'
+    )
 
 
 def watch_script() -> str:

@@ -179,8 +179,8 @@ def state_words(st: dict[str, Any]) -> str:
         at = f"at {stopped['at']}" if stopped.get("at") else ""
         said = " ".join(x for x in (by, at) if x)
         return "stopped on purpose" + (f" ({said})" if said else "")
-    if st.get("job") and st.get("state") in ("pending", "restarting", "running"):
-        return f"{st['state']} ({job_words(st['job'])})"
+    if st.get("job") and st.get("state") in ("starting", "pending", "restarting", "running"):
+        return job_words(st["job"])  # server.mode: slurm: its job says it ("job 8 pending ...")
     if st.get("state") == DIED:
         return "died unexpectedly (its tmux session and processes are gone: a reboot, or a kill)"
     state, crash = st.get("state") or "not running", st.get("last_crash_line")

@@ -49,9 +49,11 @@ def tunnel_pane_argv(profile: Profile, host: str, forward: Forward, slot: int = 
     if profile.server.mode == "slurm":
         from carla_launcher.box.ssh import ssh_config_file
         from carla_launcher.server.control import follow_commands
+        from carla_launcher.server.slurm import TARGET_MARK
 
         ask, watch = follow_commands(profile, slot)
-        return follow_argv(str(ssh_config_file(profile)), host, forward, ask, watch)
+        config = str(ssh_config_file(profile))
+        return follow_argv(config, host, forward, ask, watch, TARGET_MARK)
     return keepalive_argv(tunnel_command(profile, host, forward))
 
 

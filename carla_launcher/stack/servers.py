@@ -50,7 +50,7 @@ def redeploy_drifted(
     by_host: dict[str, list[dict[str, Any]]] = {}
     for st in statuses:
         by_host.setdefault(st["host"], []).append(st)
-    drifted = drifted_hosts(by_host, say)
+    drifted = drifted_hosts(by_host, say, _jobs(profile))
     if drifted:
         failed = deploy_hosts(profile, say, drifted, probe=False, live=live)
         if failed:
@@ -59,18 +59,32 @@ def redeploy_drifted(
     return set(drifted)
 
 
-def drifted_hosts(statuses: dict[str, list[dict[str, Any]]], say: Say) -> list[str]:
+def drifted_hosts(
+    statuses: dict[str, list[dict[str, Any]]], say: Say, jobs: int | None = None
+) -> list[str]:
     """The deployed hosts where the profile drifted since a launch script was written; one line
-    per host, whatever the number of its servers that drifted."""
+    per host, whatever the number of its servers that drifted. `jobs`: `server.slurm.jobs`,
+    which a login node's number of servers must match (a job per server, whatever the GPUs:
+    a count, not a field of each launch script, so that changing it restarts no job)."""
     from carla_launcher.server.drift import changed_since_deploy
 
     hosts = []
     for host, sts in statuses.items():
+        if not _deployed(sts):
+            continue
         st = next((s for s in sts if s.get("drift")), None)
-        if st is not None and _deployed(sts):
+        has = sum(1 for s in sts if s.get("deployed"))
+        if st is not None:
             say(f"{host}: {changed_since_deploy(st['drift'])}: redeploying the launch script")
             hosts.append(host)
+        elif jobs is not None and has != jobs:
+            say(f"{host}: server.slurm.jobs is {jobs}, the login node has {has}: redeploying")
+            hosts.append(host)
     return hosts
+
+
+def _jobs(profile: Profile) -> int | None:
+    return profile.server.slurm.jobs if profile.server.mode == "slurm" else None
 
 
 def deploy_hosts(
@@ -132,7 +146,7 @@ def ensure_servers(profile: Profile, hosts: Sequence[str], say: Say, live: Live 
     fresh = [h for h, sts in statuses.items() if not _deployed(sts)]
     for h in fresh:
         say(f"{h}: not deployed yet: deploying (this downloads the CARLA package once)")
-    drifted = drifted_hosts(statuses, say)
+    drifted = drifted_hosts(statuses, say, _jobs(profile))
     if fresh or drifted:
         failed = deploy_hosts(profile, say, [*fresh, *drifted], probe=bool(fresh), live=live)
         out.failed.update(failed)
