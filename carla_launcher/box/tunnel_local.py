@@ -32,8 +32,11 @@ if TYPE_CHECKING:
 #: How long `reach` waits for an answer: a box on the same network answers in milliseconds,
 #: one across the world in about 300 ms, and a firewall that drops answers never. A lost first
 #: SYN is sent again only after 1 s, so a longer wait gains little; and a wrong "silent" costs
-#: only a tunnel, which works too. `up` asks early, while it talks to the boxes.
-REACH_TIMEOUT_S = 1.0
+#: only a tunnel, which works too. `up` asks early, while it talks to the boxes, but a status
+#: round trip takes ~0.3 s: the rest of this wait is what a firewalled box costs `up` (1 s
+#: made `up` through a tunnel 1.6x a direct one in bench/tunnel.py; twice the farthest RTT
+#: is enough).
+REACH_TIMEOUT_S = 0.6
 
 
 class NoBridge(LauncherError):
