@@ -11,7 +11,8 @@ machine there, the LAN does not (0.0.0.0 would hand the server to it), and 127.0
 reachable from a container. Agents find it as `host.docker.internal`, which env-mode variants
 map to that gateway (`extra_hosts: host.docker.internal:host-gateway`, compose/derive.py).
 
-A keep-alive loop runs it again a second after it ends (a dropped connection, a killed ssh);
+A keep-alive loop runs it again a second after it ends (a dropped connection, a killed ssh),
+backing off to 30 s while it keeps failing at once (a refused key, a box that is down);
 `ServerAliveInterval` makes a dead connection end it within ~10 s. The loop ends its ssh when
 it is itself ended (TERM, HUP: a closed tmux pane), so no forward outlives it.
 
@@ -40,6 +41,11 @@ REMOTE_END = "127.0.0.1"
 #: How the keep-alive loop names itself: `$0` of its `sh -c`, seen in `ps` and pane titles.
 LOOP_NAME = "carla-launch-tunnel"
 RESTART_PAUSE_S = 1
+#: A tunnel that ends within STEADY_S of its start (a refused key, a box that is down) is
+#: started again after 1, 2, 4 ... MAX_PAUSE_S seconds, not every second for ever; one that ran
+#: longer (a dropped connection) comes back a second later.
+STEADY_S = 10
+MAX_PAUSE_S = 30
 
 #: ssh options of every tunnel (on the command line: they win over any ssh_config).
 SSH_OPTIONS = (
@@ -56,11 +62,15 @@ SSH_OPTIONS = (
 # background and waits for it, so that a TERM or HUP reaches the trap at once, which ends ssh.
 _LOOP = (
     "trap 'kill \"$pid\" 2>/dev/null; exit 0' TERM HUP INT\n"
+    f"pause={RESTART_PAUSE_S}\n"
     "while :; do\n"
+    "  began=$(date +%s)\n"
     '  "$@" & pid=$!\n'
     '  wait "$pid"; rc=$?\n'
-    f'  echo "{LOOP_NAME}: ssh ended (exit $rc); again in {RESTART_PAUSE_S} s" >&2\n'
-    f"  sleep {RESTART_PAUSE_S}\n"
+    f"  [ $(($(date +%s) - began)) -ge {STEADY_S} ] && pause={RESTART_PAUSE_S}\n"
+    f'  echo "{LOOP_NAME}: ssh ended (exit $rc); again in $pause s" >&2\n'
+    "  sleep $pause & pid=$!; wait $pid\n"
+    f"  pause=$((pause * 2)); [ $pause -gt {MAX_PAUSE_S} ] && pause={MAX_PAUSE_S}\n"
     "done\n"
 )
 
