@@ -259,7 +259,7 @@ def wait_started(
     from carla_launcher.errors import LauncherError
     from carla_launcher.server.probe import wait_ready
 
-    first: list[int] = []  # restarts when the wait began: a long-lived server has had some
+    began: list[int] = []  # restarts when the wait began: a long-lived server has had some
 
     def abort() -> str | None:
         try:
@@ -269,8 +269,8 @@ def wait_started(
         if not st["running"] and st.get("state") != "restarting":
             return f"the server is not running ({st.get('last_crash_line') or st.get('state')})"
         restarts = int(st.get("restarts") or 0)
-        first.append(restarts)
-        if restarts - first[0] >= 3:
+        began[:] = began or [restarts]
+        if restarts - began[0] >= 3:
             return f"the server keeps crashing (last: {st.get('last_crash_line')})"
         return None
 

@@ -39,9 +39,10 @@ if TYPE_CHECKING:
 def several(profile: Profile) -> bool:
     """Whether the profile declares several servers: a pool of hosts, `server.gpus` (even one
     GPU: the names must not change when a box has fewer free GPUs today), or Slurm jobs."""
+    from carla_launcher.server.slots import count
+
     srv = profile.server
-    many_jobs = srv.mode == "slurm" and srv.slurm.jobs > 1
-    return len(profile.remote.hosts) > 1 or srv.gpus is not None or many_jobs
+    return len(profile.remote.hosts) > 1 or srv.gpus is not None or (count(srv) or 2) > 1
 
 
 def _slug(text: str) -> str:
